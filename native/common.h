@@ -1,0 +1,66 @@
+// Shared pieces of the addon: tensor handles, argument conversion, op registration.
+#pragma once
+
+#include <napi.h>
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+namespace diffuse {
+
+// A tensor handle: a JS External that owns one at::Tensor. dispose() resets `t`
+// at once; the External's finalizer (the GC backstop) deletes the holder.
+struct Holder {
+  at::Tensor t;
+  int64_t bytes = 0;         // bytes reported to V8 and counted in the live totals
+  const void* storage = nullptr;
+};
+
+// Wraps a tensor in a new handle (undefined tensors become JS null).
+Napi::Value wrap(Napi::Env env, at::Tensor t);
+// The tensor behind a handle; throws a clear error for disposed tensors.
+const at::Tensor& tensorArg(const Napi::CallbackInfo& info, size_t i);
+// Same, but null/undefined give an undefined tensor (optional arguments).
+at::Tensor optTensorArg(const Napi::CallbackInfo& info, size_t i);
+Holder* holderArg(const Napi::CallbackInfo& info, size_t i);
+std::vector<at::Tensor> tensorListArg(const Napi::CallbackInfo& info, size_t i);
+Napi::Value wrapList(Napi::Env env, const std::vector<at::Tensor>& ts);
+// Releases the tensor now; idempotent.
+void release(Napi::Env env, Holder* h);
+
+// dtype codes shared with src/engine/dtype.ts.
+at::ScalarType dtypeArg(const Napi::CallbackInfo& info, size_t i);
+int dtypeCode(at::ScalarType t);
+at::ScalarType dtypeFromCode(int code);
+
+int64_t intArg(const Napi::CallbackInfo& info, size_t i);
+double numArg(const Napi::CallbackInfo& info, size_t i);
+bool boolArg(const Napi::CallbackInfo& info, size_t i, bool fallback = false);
+std::string strArg(const Napi::CallbackInfo& info, size_t i);
+std::vector<int64_t> intsArg(const Napi::CallbackInfo& info, size_t i);
+c10::optional<double> optNumArg(const Napi::CallbackInfo& info, size_t i);
+bool isNullish(const Napi::Value& v);
+at::Scalar scalarArg(const Napi::CallbackInfo& info, size_t i);
+at::Device deviceArg(const Napi::CallbackInfo& info, size_t i);
+at::TensorOptions optionsArg(const Napi::CallbackInfo& info, size_t dtypeIdx, size_t deviceIdx);
+c10::optional<at::Generator> generatorArg(const Napi::CallbackInfo& info, size_t i);
+
+// An exported native function; errors thrown inside become JS Errors named after `name`.
+using NativeFn = Napi::Value (*)(const Napi::CallbackInfo&);
+struct Registry {
+  std::vector<std::pair<const char*, NativeFn>> fns;
+  void add(const char* name, NativeFn fn) { fns.emplace_back(name, fn); }
+};
+
+// Op families register themselves here (one function per source file).
+void registerCreate(Registry& r);
+void registerOps(Registry& r);
+void registerNN(Registry& r);
+void registerAutograd(Registry& r);
+
+// Ops dispatched by a name table (unary, binary, reductions) report the specific op
+// name in errors by setting this before calling into ATen.
+extern thread_local const char* currentOp;
+
+}  // namespace diffuse

@@ -1,0 +1,2 @@
+/** Diffuse: diffusion models in TypeScript on libtorch. */
+export * from './engine';
