@@ -150,6 +150,16 @@ export class Tensor {
         return new Uint8Array(buf);
     }
   }
+  /** The values as float64, flat in row-major order (any dtype). */
+  toFloat64Array(): Float64Array {
+    if (this.dtype === 'float64') return this.data() as Float64Array;
+    const f = new Tensor(native.to(this.handle, dtypeCode('float64'), null));
+    try {
+      return f.data() as Float64Array;
+    } finally {
+      f.dispose();
+    }
+  }
   /** Nested JS arrays of numbers (booleans for bool tensors). */
   toArray(): NestedArray {
     const d = this.dtype;
