@@ -15,3 +15,4 @@ export * from './scope';
 export * from './autograd';
 export * from './runtime';
 export * as F from './functional';
+export * from './safetensors';
