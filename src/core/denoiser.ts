@@ -1,0 +1,32 @@
+/**
+ * The one core type: a denoiser D(x, sigma) estimates the clean sample x0 from a
+ * noisy x = x0 + sigma n at noise level sigma (per sample), as in EDM (Karras et
+ * al. 2022, Sec. 2) and k-diffusion. Samplers, guidance and distillation all meet
+ * here: they take denoisers and return denoisers or samples, and never branch on
+ * what a network predicts (epsilon, x0, v) — preconditioning adapters hide that.
+ *
+ * @example
+ *   const D: Denoiser = (x, sigma) => mixture.denoise(x, sigma); // exact for a Gaussian mixture
+ *   const s = score(D, x, sigma);                                // Tweedie: (D - x) / sigma^2
+ */
+import { tidy } from '../engine/scope';
+import { Tensor } from '../engine/tensor';
+
+/** What a denoiser is conditioned on. `classLabels` uses the null class (numClasses) for "no label". */
+export interface Conditioning {
+  /** [B] int64 class ids. */
+  classLabels?: Tensor;
+}
+
+/** x [B, ...], sigma [B] -> estimate of x0 [B, ...]. */
+export type Denoiser = (x: Tensor, sigma: Tensor, cond?: Conditioning) => Tensor;
+
+/** sigma [B] reshaped to broadcast against x [B, ...]: [B, 1, ..., 1]. */
+export function expandSigma(sigma: Tensor, x: Tensor): Tensor {
+  return sigma.reshape([sigma.size, ...new Array(x.ndim - 1).fill(1)]);
+}
+
+/** The score grad_x log p_sigma(x) by Tweedie's formula: (D(x, sigma) - x) / sigma^2 (EDM Eq. 3). */
+export function score(D: Denoiser, x: Tensor, sigma: Tensor, cond?: Conditioning): Tensor {
+  return tidy(() => D(x, sigma, cond).sub(x).div(expandSigma(sigma, x).square()));
+}
