@@ -205,6 +205,13 @@ static Napi::Value sort(const Napi::CallbackInfo& info) {
 // where(cond, a, b): a and b are tensors or numbers.
 static Napi::Value where(const Napi::CallbackInfo& info) {
   const at::Tensor& c = tensorArg(info, 0);
+  if (!info[1].IsExternal() && !info[2].IsExternal()) {
+    // Two numbers: as torch.where(cond, Scalar, Scalar), both become tensors of their
+    // common type (two wrapped numbers would trip an internal assert in the kernel).
+    at::Scalar sa = scalarArg(info, 1), sb = scalarArg(info, 2);
+    auto opts = c.options().dtype(at::result_type(sa, sb));
+    return wrap(info.Env(), at::where(c, at::scalar_tensor(sa, opts), at::scalar_tensor(sb, opts)));
+  }
   at::Tensor a = info[1].IsExternal() ? tensorArg(info, 1) : at::Tensor();
   at::Tensor b = info[2].IsExternal() ? tensorArg(info, 2) : at::Tensor();
   const at::Tensor& like = a.defined() ? a : (b.defined() ? b : c);
