@@ -100,6 +100,7 @@ export function interpolate(
   rank('interpolate', x, 4, '[N, C, H, W]');
   if ((size === undefined) === (scaleFactor === undefined)) throw new TypeError('interpolate: give exactly one of size and scaleFactor');
   if (!['nearest', 'bilinear', 'bicubic', 'area'].includes(mode)) throw new TypeError(`interpolate: mode must be nearest, bilinear, bicubic or area, got ${mode}`);
+  if (alignCorners && (mode === 'nearest' || mode === 'area')) throw new TypeError(`interpolate: alignCorners only applies to bilinear and bicubic, not ${mode}`);
   if (mode === 'area' && size === undefined) {
     const s = typeof scaleFactor === 'number' ? [scaleFactor, scaleFactor] : scaleFactor!;
     size = [Math.floor(x.dim(2) * s[0]), Math.floor(x.dim(3) * s[1])];
