@@ -7,7 +7,8 @@
         "native/create.cc",
         "native/ops.cc",
         "native/nn.cc",
-        "native/autograd.cc"
+        "native/autograd.cc",
+        "native/optim.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -412,6 +412,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     registerOps(r);
     registerNN(r);
     registerAutograd(r);
+    registerOptim(r);
     entries().reserve(r.fns.size());
     for (auto& [n, f] : r.fns) entries().push_back(Entry{n, f});
   });

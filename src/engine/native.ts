@@ -148,6 +148,42 @@ export interface Native {
   isLeaf(h: H): boolean;
   gradFn(h: H): string;
   detach(h: H): H;
+
+  // native/optim.cc: whole-list kernels (one call per step for every parameter).
+  sgdStep(
+    params: H[],
+    grads: Opt<Opt<H>[]>,
+    bufs: Opt<H[]>,
+    steps: Float64Array,
+    lr: number,
+    momentum: number,
+    dampening: number,
+    weightDecay: number,
+    nesterov: boolean,
+    maximize: boolean,
+  ): void;
+  adamStep(
+    params: H[],
+    grads: Opt<Opt<H>[]>,
+    expAvgs: H[],
+    expAvgSqs: H[],
+    maxExpAvgSqs: Opt<H[]>,
+    steps: Float64Array,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    decoupled: boolean,
+    amsgrad: boolean,
+    maximize: boolean,
+  ): void;
+  clipGradNorm(tensors: H[], fromParams: boolean, maxNorm: number, normType: number, errorIfNonfinite: boolean): number;
+  emaUpdate(emas: H[], params: H[], beta: number): void;
+  zeroGrads(params: H[], setToNone: boolean): void;
+  cloneList(hs: H[]): H[];
+  zerosLikeList(hs: H[]): H[];
+  copyList(dsts: H[], srcs: H[]): void;
 }
 
 function load(): Native {
