@@ -1,3 +1,8 @@
 /** Diffuse: diffusion models in TypeScript on libtorch. */
 export * from './engine';
 export * as nn from './nn';
+export * as optim from './optim';
+export * as models from './models';
+export * as data from './data';
+export * as core from './core';
+export * as training from './training';

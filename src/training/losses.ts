@@ -1,0 +1,117 @@
+/**
+ * Denoising objectives. Each one draws sigma and noise n from a passed Generator,
+ * builds x = x0 + sigma n, asks the denoiser D for x0, and measures a weighted squared
+ * error in one target space (eps, x0 or v; see weighting.ts for why that is only a
+ * weight). All take a `Denoiser` (wrap a network with a preconditioner from
+ * core/precond.ts), and all return the per-sample losses [B] and the sigmas used, so a
+ * trainer can log the loss per noise level, plus their mean to backpropagate.
+ *
+ * Per sample the squared error is averaged over the data dimensions (DDPM's mean_flat).
+ *
+ * @example
+ *   const D = edmDenoiser((xIn, c) => net.forward(xIn, c));
+ *   const { loss, perSample, sigma } = edmLoss(D, x0, { generator });
+ *   loss.backward();
+ */
+import { Generator } from '../engine/random';
+import { tidy } from '../engine/scope';
+import { Tensor } from '../engine/tensor';
+import { Conditioning, Denoiser, expandSigma } from '../core/denoiser';
+import { DiscreteVP, vpFromSigma } from '../core/schedules';
+import { discreteSigma, logNormalSigma, SigmaSampler } from './sigma-sampling';
+import { edmWeighting, Target, uncertaintyWeighted, Weighting } from './weighting';
+
+export interface LossResult {
+  /** The batch mean (a scalar): what to backpropagate. */
+  loss: Tensor;
+  /** [B] each sample's weighted loss. */
+  perSample: Tensor;
+  /** [B] each sample's noise level. */
+  sigma: Tensor;
+}
+
+export interface LossOptions {
+  generator: Generator;
+  cond?: Conditioning;
+}
+
+/** Mean over every dim but the first: [B, ...] -> [B]. */
+const meanFlat = (t: Tensor) => (t.ndim > 1 ? t.mean(Array.from({ length: t.ndim - 1 }, (_, i) => i + 1)) : t);
+
+/**
+ * The shared unit: n ~ N(0, I), x = x0 + sigma n, x0_hat = D(x, sigma), and
+ * weight(sigma) * mean((prediction - truth)^2) in `target` space, where
+ *   x0:  x0_hat vs x0
+ *   eps: (x - x0_hat) / sigma vs n                                   (x = x0 + sigma eps)
+ *   v:   alpha eps_hat - sigma_vp x0_hat vs alpha n - sigma_vp x0    (Salimans & Ho 2022, Sec. 4; alpha, sigma_vp the VP scalings)
+ */
+export function denoisingLoss(
+  D: Denoiser,
+  x0: Tensor,
+  sigma: Tensor,
+  { target = 'x0', weight, generator, cond }: LossOptions & { target?: Target; weight?: Weighting },
+): LossResult {
+  return tidy(() => {
+    const s = expandSigma(sigma, x0); // [B, 1, ...]
+    const n = generator.randnLike(x0);
+    const x = x0.add(n.mul(s));
+    const x0Hat = D(x, sigma, cond);
+    let err: Tensor;
+    if (target === 'x0') err = x0Hat.sub(x0);
+    else if (target === 'eps') err = x.sub(x0Hat).div(s).sub(n);
+    else if (target === 'v') {
+      const { alpha, sigmaVp } = vpFromSigma(s);
+      const epsHat = x.sub(x0Hat).div(s);
+      err = alpha.mul(epsHat).sub(sigmaVp.mul(x0Hat)).sub(alpha.mul(n).sub(sigmaVp.mul(x0)));
+    } else throw new TypeError(`denoisingLoss: target must be 'eps', 'x0' or 'v', got ${JSON.stringify(target)}`);
+    let perSample = meanFlat(err.square()); // [B]
+    if (weight) perSample = perSample.mul(weight(sigma).to({ dtype: perSample.dtype }));
+    return { loss: perSample.mean(), perSample, sigma };
+  });
+}
+
+/** Ho et al. 2020, Algorithm 1 / Eq. 14 (L_simple): t ~ U{1..T}, ||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)||^2. */
+export function ddpmLoss(D: Denoiser, x0: Tensor, schedule: DiscreteVP, opts: LossOptions): LossResult {
+  const sigma = discreteSigma(schedule)(x0.dim(0), opts.generator, { dtype: x0.dtype, device: x0.device });
+  return denoisingLoss(D, x0, sigma, { ...opts, target: 'eps' });
+}
+
+/** ||D(x, sigma) - x0||^2 (an x0-prediction loss) with sigma from `sampleSigma`, optionally weighted. */
+export function x0Loss(D: Denoiser, x0: Tensor, opts: LossOptions & { sampleSigma: SigmaSampler; weighting?: Weighting }): LossResult {
+  const sigma = opts.sampleSigma(x0.dim(0), opts.generator, { dtype: x0.dtype, device: x0.device });
+  return denoisingLoss(D, x0, sigma, { ...opts, target: 'x0', weight: opts.weighting });
+}
+
+/** Salimans & Ho 2022, Sec. 4: ||v_hat - v||^2, v = alpha eps - sigma_vp x0, with sigma from `sampleSigma`, optionally weighted. */
+export function vLoss(D: Denoiser, x0: Tensor, opts: LossOptions & { sampleSigma: SigmaSampler; weighting?: Weighting }): LossResult {
+  const sigma = opts.sampleSigma(x0.dim(0), opts.generator, { dtype: x0.dtype, device: x0.device });
+  return denoisingLoss(D, x0, sigma, { ...opts, target: 'v', weight: opts.weighting });
+}
+
+export interface EDMLossOptions extends LossOptions {
+  /** Mean of ln(sigma) (default -1.2). */
+  pMean?: number;
+  /** Std of ln(sigma) (default 1.2). */
+  pStd?: number;
+  /** sigma_data (default 0.5). */
+  sigmaData?: number;
+}
+
+/** EDM, Karras et al. 2022, Eq. 2 with Eq. 8 / Table 1: ln(sigma) ~ N(P_mean, P_std^2), lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2. */
+export function edmLoss(D: Denoiser, x0: Tensor, { pMean = -1.2, pStd = 1.2, sigmaData = 0.5, ...opts }: EDMLossOptions): LossResult {
+  const sigma = logNormalSigma({ pMean, pStd })(x0.dim(0), opts.generator, { dtype: x0.dtype, device: x0.device });
+  return denoisingLoss(D, x0, sigma, { ...opts, target: 'x0', weight: edmWeighting(sigmaData) });
+}
+
+/**
+ * EDM2, Karras et al. 2023, Eq. 21: the EDM loss L(sigma) divided by e^u(sigma), plus u(sigma),
+ * with u the network's learned log-variance head `logvar` (sigma [B] -> [B]). Defaults
+ * P_mean = -0.4, P_std = 1.0 as EDM2's ImageNet configs.
+ */
+export function edm2Loss(D: Denoiser, logvar: (sigma: Tensor) => Tensor, x0: Tensor, { pMean = -0.4, pStd = 1.0, ...opts }: EDMLossOptions): LossResult {
+  return tidy(() => {
+    const edm = edmLoss(D, x0, { pMean, pStd, ...opts });
+    const perSample = uncertaintyWeighted(edm.perSample, logvar(edm.sigma).reshape([-1]));
+    return { loss: perSample.mean(), perSample, sigma: edm.sigma };
+  });
+}
