@@ -8,9 +8,12 @@
 #include <ATen/Parallel.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <v8.h>
+
 #include <atomic>
+#include <cstring>
+#include <memory>
 #include <mutex>
-#include <unordered_map>
 
 namespace diffuse {
 
@@ -18,15 +21,139 @@ thread_local const char* currentOp = nullptr;
 
 // ---- live tensor accounting (process-wide: libtorch memory is process-wide) ----
 namespace {
+// Storage -> (handles on it, its bytes): open addressing with linear probing and
+// backward-shift deletion, so counting a tensor allocates nothing (std::unordered_map
+// allocated a node per tensor).
+class StorageCounts {
+ public:
+  struct Entry {
+    const void* key;
+    int64_t handles;
+    int64_t bytes;
+  };
+  // The entry for key, made with zero counts if absent; valid until the next get().
+  Entry& get(const void* key) {
+    if ((count_ + 1) * 2 > slots_.size()) grow();
+    const size_t mask = slots_.size() - 1;
+    for (size_t i = hash(key) & mask;; i = (i + 1) & mask) {
+      Entry& e = slots_[i];
+      if (e.key == key) return e;
+      if (e.key == nullptr) {
+        e = Entry{key, 0, 0};
+        count_++;
+        return e;
+      }
+    }
+  }
+  Entry* find(const void* key) {
+    const size_t mask = slots_.size() - 1;
+    for (size_t i = hash(key) & mask;; i = (i + 1) & mask) {
+      Entry& e = slots_[i];
+      if (e.key == key) return &e;
+      if (e.key == nullptr) return nullptr;
+    }
+  }
+  void erase(Entry* e) {
+    const size_t mask = slots_.size() - 1;
+    size_t hole = static_cast<size_t>(e - slots_.data());
+    for (size_t j = (hole + 1) & mask; slots_[j].key != nullptr; j = (j + 1) & mask) {
+      // The entry at j may fill the hole unless its home slot lies cyclically in (hole, j].
+      const size_t home = hash(slots_[j].key) & mask;
+      const bool stays = hole < j ? (home > hole && home <= j) : (home > hole || home <= j);
+      if (!stays) {
+        slots_[hole] = slots_[j];
+        hole = j;
+      }
+    }
+    slots_[hole].key = nullptr;
+    count_--;
+  }
+  size_t size() const { return count_; }
+
+ private:
+  static size_t hash(const void* p) {
+    uint64_t x = reinterpret_cast<uintptr_t>(p);
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return static_cast<size_t>(x);
+  }
+  void grow() {
+    std::vector<Entry> old(slots_.size() * 2, Entry{nullptr, 0, 0});
+    old.swap(slots_);
+    count_ = 0;
+    for (const Entry& e : old)
+      if (e.key != nullptr) get(e.key) = e;
+  }
+  std::vector<Entry> slots_ = std::vector<Entry>(256, Entry{nullptr, 0, 0});
+  size_t count_ = 0;
+};
+
 std::mutex statsMutex;
-std::unordered_map<const void*, std::pair<int64_t, int64_t>> storages;  // impl -> (handles, bytes)
+StorageCounts storages;
 int64_t liveHandles = 0;
 int64_t liveBytes = 0;
 int64_t liveHostBytes = 0;
 }  // namespace
 
+// ---- handles ----
+// A handle is a JS External made without a finalizer: a bare V8 object, no N-API
+// reference, no weak global handle, nothing for the GC to call back (that machinery
+// cost more than the op itself for small tensors). Its value is not a pointer but
+// (generation << kIndexBits | index) into this environment's table of Holders: slots
+// are reused, and a handle whose generation no longer matches its slot's was disposed,
+// so use after dispose() is an error, never another tensor. The GC backstop for handles
+// nobody disposes is a FinalizationRegistry in src/engine/tensor.ts that watches the
+// handle and disposes it through an alias (handleAlias); the environment's teardown
+// releases whatever is left.
+namespace {
+constexpr int kIndexBits = 28;  // 268M live handles per environment
+constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
+constexpr uint64_t kGenMask = (uint64_t{1} << (64 - kIndexBits)) - 1;  // 2^36 reuses of a slot before a wrap
+constexpr uint32_t kChunkBits = 12;  // Holders are allocated 4096 at a time and never move
+constexpr uint32_t kChunk = 1u << kChunkBits;
+
+struct HandleTable {
+  v8::Isolate* isolate = nullptr;
+  std::vector<std::unique_ptr<Holder[]>> chunks;
+  std::vector<uint32_t> freeSlots;  // LIFO: the slot just freed is warm in cache
+  uint32_t used = 0;                // slots ever handed out
+
+  Holder& at(uint64_t index) { return chunks[index >> kChunkBits][index & (kChunk - 1)]; }
+};
+
+// The disposed state: what a stale or foreign handle resolves to.
+Holder disposedHolder;
+
+// N-API's napi_create_external gives every External a weak global handle and a
+// finalizer record (Node 20's ExternalWrapper), whatever the finalizer, and
+// napi_get_value_external reads through that record. Tensor handles are therefore
+// plain V8 Externals made and read with V8's API; everything else (typeof checks,
+// passing them around) goes through N-API, whose napi_value is a v8::Local<v8::Value>.
+// Init checks that equivalence before any handle is made.
+static_assert(sizeof(napi_value) == sizeof(v8::Local<v8::Value>), "napi_value must be a v8::Local");
+napi_value toNapi(v8::Local<v8::Value> v) {
+  napi_value r;
+  std::memcpy(&r, &v, sizeof r);
+  return r;
+}
+v8::Local<v8::Value> toV8(napi_value v) {
+  v8::Local<v8::Value> r;
+  std::memcpy(static_cast<void*>(&r), &v, sizeof v);  // as Node's own V8LocalValueFromJsValue
+  return r;
+}
+
+HandleTable& tableOf(napi_env env) {
+  void* data = nullptr;
+  napi_get_instance_data(env, &data);
+  return *static_cast<HandleTable*>(data);
+}
+}  // namespace
+
 static void track(Napi::Env env, Holder* h) {
   const at::Tensor& t = h->t;
+  h->bytes = 0;
+  h->storage = nullptr;
   if (!t.has_storage()) {
     std::lock_guard<std::mutex> lock(statsMutex);
     liveHandles++;
@@ -38,45 +165,85 @@ static void track(Napi::Env env, Holder* h) {
   {
     std::lock_guard<std::mutex> lock(statsMutex);
     liveHandles++;
-    auto& entry = storages[h->storage];
-    if (entry.first++ == 0) {
-      entry.second = static_cast<int64_t>(st.nbytes());
-      liveBytes += entry.second;
-      if (st.device().is_cpu()) { liveHostBytes += entry.second; add = entry.second; }
+    auto& entry = storages.get(h->storage);
+    if (entry.handles++ == 0) {
+      entry.bytes = static_cast<int64_t>(st.nbytes());
+      liveBytes += entry.bytes;
+      if (st.device().is_cpu()) { liveHostBytes += entry.bytes; add = entry.bytes; }
     }
   }
   h->bytes = add;
   if (add) Napi::MemoryManagement::AdjustExternalMemory(env, add);
 }
 
-void release(Napi::Env env, Holder* h) {
-  if (!h->t.defined()) return;
+// Drops the tensor and its accounting; `report` tells V8 about the freed bytes.
+static void untrack(Napi::Env env, Holder* h, bool report) {
   int64_t sub = 0;
   {
     std::lock_guard<std::mutex> lock(statsMutex);
     liveHandles--;
     if (h->storage) {
-      auto it = storages.find(h->storage);
-      if (it != storages.end() && --it->second.first == 0) {
-        liveBytes -= it->second.second;
-        if (h->t.device().is_cpu()) { liveHostBytes -= it->second.second; sub = it->second.second; }
-        storages.erase(it);
+      auto* entry = storages.find(h->storage);
+      if (entry != nullptr && --entry->handles == 0) {
+        liveBytes -= entry->bytes;
+        if (h->t.device().is_cpu()) { liveHostBytes -= entry->bytes; sub = entry->bytes; }
+        storages.erase(entry);
       }
     }
   }
   h->t.reset();
   // V8 is told about the bytes this env reported; others are settled by their own env.
-  if (sub) Napi::MemoryManagement::AdjustExternalMemory(env, -sub);
+  if (sub && report) Napi::MemoryManagement::AdjustExternalMemory(env, -sub);
+}
+
+void release(Napi::Env env, Holder* h) {
+  if (!h->t.defined()) return;
+  untrack(env, h, true);
+  // Back to the free list; the generation bump makes every handle on this slot stale.
+  HandleTable& table = tableOf(env);
+  h->gen = (h->gen + 1) & kGenMask;
+  if (h->gen == 0) h->gen = 1;  // a handle is never 0 (V8 reserves a null External)
+  table.freeSlots.push_back(h->index);
 }
 
 Napi::Value wrap(Napi::Env env, at::Tensor t) {
   if (!t.defined()) return env.Null();
-  auto* h = new Holder{std::move(t)};
+  HandleTable& table = tableOf(env);
+  uint32_t index;
+  if (!table.freeSlots.empty()) {
+    index = table.freeSlots.back();
+    table.freeSlots.pop_back();
+  } else {
+    if (table.used > kIndexMask) throw std::runtime_error("too many live tensors (2^28 handles in one environment)");
+    if ((table.used & (kChunk - 1)) == 0) table.chunks.emplace_back(new Holder[kChunk]);
+    index = table.used++;
+    table.at(index).index = index;
+  }
+  Holder* h = &table.at(index);
+  h->t = std::move(t);
   track(env, h);
-  return Napi::External<Holder>::New(env, h, [](Napi::Env e, Holder* p) {
-    release(e, p);
-    delete p;
-  });
+  uint64_t code = (h->gen << kIndexBits) | index;
+  return Napi::Value(env, toNapi(v8::External::New(table.isolate, reinterpret_cast<void*>(code))));
+}
+
+Holder* holderFrom(napi_env env, const Napi::Value& v) {
+  auto code = reinterpret_cast<uint64_t>(toV8(v).As<v8::External>()->Value());
+  HandleTable& table = tableOf(env);
+  uint64_t index = code & kIndexMask;
+  if (index >= table.used) return &disposedHolder;
+  Holder& h = table.at(index);
+  return h.gen == (code >> kIndexBits) ? &h : &disposedHolder;
+}
+
+// Called when the environment is torn down (process exit, a worker ending): releases
+// the tensors its handles still hold.
+static void releaseTable(napi_env env, void* data, void*) {
+  auto* table = static_cast<HandleTable*>(data);
+  for (uint32_t i = 0; i < table->used; i++) {
+    Holder& h = table->at(i);
+    if (h.t.defined()) untrack(Napi::Env(env), &h, false);
+  }
+  delete table;
 }
 
 Napi::Value wrapList(Napi::Env env, const std::vector<at::Tensor>& ts) {
@@ -94,8 +261,8 @@ bool isNullish(const Napi::Value& v) { return v.IsUndefined() || v.IsNull(); }
 
 Holder* holderArg(const Napi::CallbackInfo& info, size_t i) {
   Napi::Value v = info[i];
-  if (!v.IsExternal()) argError(info, i, "a tensor");
-  return v.As<Napi::External<Holder>>().Data();
+  if (!toV8(v)->IsExternal()) argError(info, i, "a tensor");
+  return holderFrom(info.Env(), v);
 }
 
 const at::Tensor& tensorArg(const Napi::CallbackInfo& info, size_t i) {
@@ -117,7 +284,7 @@ std::vector<at::Tensor> tensorListArg(const Napi::CallbackInfo& info, size_t i) 
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value v = arr.Get(k);
     if (!v.IsExternal()) throw std::invalid_argument("element " + std::to_string(k) + " is not a tensor");
-    Holder* h = v.As<Napi::External<Holder>>().Data();
+    Holder* h = holderFrom(info.Env(), v);
     if (!h->t.defined()) throw std::invalid_argument("tensor " + std::to_string(k) + " of the list has been disposed (used after dispose() or after its tidy() scope ended)");
     out.push_back(h->t);
   }
@@ -218,6 +385,15 @@ static Napi::Value dispose(const Napi::CallbackInfo& info) {
 
 static Napi::Value isDisposed(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), !holderArg(info, 0)->t.defined());
+}
+
+// handleAlias(h) -> a second JS object naming the same slot and generation as h. The GC
+// backstop (src/engine/tensor.ts) watches h and holds the alias, to dispose the tensor
+// once h itself is unreachable (a raw handle kept without its Tensor keeps it alive).
+static Napi::Value handleAlias(const Napi::CallbackInfo& info) {
+  holderArg(info, 0);  // checks that it is a handle
+  void* code = toV8(info[0]).As<v8::External>()->Value();
+  return Napi::Value(info.Env(), toNapi(v8::External::New(tableOf(info.Env()).isolate, code)));
 }
 
 static Napi::Value shape(const Napi::CallbackInfo& info) {
@@ -384,11 +560,25 @@ Napi::Value trampoline(const Napi::CallbackInfo& info) {
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  {
+    // The handle scheme above relies on napi_value being a v8::Local: check it.
+    auto* table = new HandleTable();
+    table->isolate = v8::Isolate::GetCurrent();
+    napi_value probe = toNapi(v8::External::New(table->isolate, reinterpret_cast<void*>(uintptr_t{42})));
+    napi_valuetype type;
+    if (!table->isolate || napi_typeof(env, probe, &type) != napi_ok || type != napi_external ||
+        toV8(Napi::Number::New(env, 7)).As<v8::Number>()->Value() != 7) {
+      delete table;
+      throw Napi::Error::New(env, "diffuse: this Node's N-API values are not V8 handles; the addon's tensor handles need them to be");
+    }
+    NAPI_THROW_IF_FAILED(env, napi_set_instance_data(env, table, releaseTable, nullptr), exports);
+  }
   static std::once_flag once;
   std::call_once(once, [] {
     Registry r;
     r.add("dispose", dispose);
     r.add("isDisposed", isDisposed);
+    r.add("handleAlias", handleAlias);
     r.add("shape", shape);
     r.add("dtype", dtype);
     r.add("device", device);

@@ -9,12 +9,17 @@
 
 namespace diffuse {
 
-// A tensor handle: a JS External that owns one at::Tensor. dispose() resets `t`
-// at once; the External's finalizer (the GC backstop) deletes the holder.
+// A tensor handle is a JS External naming a Holder, a slot of its environment's
+// handle table that owns one at::Tensor (see addon.cc). dispose() resets `t` at once
+// and frees the slot; handles of disposed tensors resolve to a Holder whose `t` is
+// undefined. The External's value is not a pointer: read handles only through
+// holderArg/tensorArg/tensorListArg/holderFrom, never Napi::External<...>::Data().
 struct Holder {
   at::Tensor t;
   int64_t bytes = 0;         // bytes reported to V8 and counted in the live totals
   const void* storage = nullptr;
+  uint64_t gen = 1;          // bumped when the slot is freed: older handles are stale
+  uint32_t index = 0;        // the slot's place in the table
 };
 
 // Wraps a tensor in a new handle (undefined tensors become JS null).
@@ -24,6 +29,8 @@ const at::Tensor& tensorArg(const Napi::CallbackInfo& info, size_t i);
 // Same, but null/undefined give an undefined tensor (optional arguments).
 at::Tensor optTensorArg(const Napi::CallbackInfo& info, size_t i);
 Holder* holderArg(const Napi::CallbackInfo& info, size_t i);
+// The Holder behind a tensor handle `v` (an External); never null.
+Holder* holderFrom(napi_env env, const Napi::Value& v);
 std::vector<at::Tensor> tensorListArg(const Napi::CallbackInfo& info, size_t i);
 Napi::Value wrapList(Napi::Env env, const std::vector<at::Tensor>& ts);
 // Releases the tensor now; idempotent.

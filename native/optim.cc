@@ -18,7 +18,7 @@ using TensorList = std::vector<at::Tensor>;
 
 Holder* holderOf(const Napi::Value& v, const std::string& what) {
   if (!v.IsExternal()) throw std::invalid_argument(what + " is not a tensor");
-  return v.As<Napi::External<Holder>>().Data();
+  return holderFrom(v.Env(), v);
 }
 
 // Per-parameter step counts: a Float64Array the kernels advance in place for the

@@ -15,6 +15,7 @@ type Operand = H | number | boolean;
 export interface Native {
   dispose(h: H): void;
   isDisposed(h: H): boolean;
+  handleAlias(h: H): H;
   shape(h: H): number[];
   dtype(h: H): number;
   device(h: H): string;

@@ -45,12 +45,46 @@ export function openScope(): Tensor[] {
 export function closeScope(scope: Tensor[], keepSet: Set<Tensor>): void {
   if (scopes[scopes.length - 1] !== scope) throw new Error('tidy: scopes closed out of order (was an async function passed to tidy?)');
   scopes.pop();
-  const parent = scopes[scopes.length - 1];
+  const parent = scopes.length > 0 ? scopes[scopes.length - 1] : undefined;
   for (const t of scope) {
-    if (t.kept) continue;
-    if (keepSet.has(t)) parent?.push(t);
-    else t.dispose();
+    if (t.kept) guard(t); // leaves every scope
+    else if (keepSet.has(t)) {
+      if (parent) parent.push(t);
+      else guard(t);
+    } else t.dispose();
   }
+}
+
+// ---- the GC backstop ----
+// A tensor nobody disposes is released when V8 collects its handle (the Tensor, or code
+// that keeps the raw handle, holds it): this registry watches the handle and then
+// disposes the tensor through an alias of it (a no-op if it was disposed meanwhile).
+// The addon's handles carry no finalizer of their own (per-handle N-API finalizers
+// cost more than a small op). Registering costs about as much as a small op too, so
+// only tensors that outlive their first moments are registered: those made in a scope
+// when they leave it undisposed (kept, or returned from the outermost tidy), and those
+// made outside any scope in batches, once 1024 are waiting or when the current task's
+// microtasks run, whichever comes first; the ones disposed by then never are.
+const backstop = new FinalizationRegistry<Handle>((alias) => native.dispose(alias));
+const unguarded: Tensor[] = [];
+let flushQueued = false;
+
+function guard(t: Tensor): void {
+  if (unguarded.push(t) >= 1024) registerUnguarded();
+  else if (!flushQueued) {
+    flushQueued = true;
+    queueMicrotask(flushUnguarded);
+  }
+}
+
+function flushUnguarded(): void {
+  flushQueued = false;
+  registerUnguarded();
+}
+
+function registerUnguarded(): void {
+  for (const t of unguarded) if (!t.isDisposed) backstop.register(t.handle, native.handleAlias(t.handle));
+  unguarded.length = 0;
 }
 
 const h = (x: Operand): Handle | number | boolean => (x instanceof Tensor ? x.handle : x);
@@ -66,8 +100,9 @@ export class Tensor {
   /** @internal Wraps a handle the addon returned. */
   constructor(handle: Handle) {
     this.handle = handle;
-    const s = scopes[scopes.length - 1];
-    if (s) s.push(this);
+    // (scopes[-1] on an empty stack would be a slow property lookup: test the length)
+    if (scopes.length > 0) scopes[scopes.length - 1].push(this);
+    else guard(this);
   }
 
   // ---- metadata ----
