@@ -6,3 +6,4 @@ export * as models from './models';
 export * as data from './data';
 export * as core from './core';
 export * as training from './training';
+export * as sampling from './sampling';

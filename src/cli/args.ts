@@ -1,0 +1,104 @@
+/**
+ * Command-line parsing for `diffuse`: `--name value`, `--name=value`, bare boolean
+ * flags, positionals. Every mistake is a UsageError (exit code 2) that names the flag
+ * and the value.
+ *
+ * @example
+ *   const a = parseArgs(['ckpt', '--n', '16', '--seed=3'], { n: 'int', seed: 'int' });
+ *   a.positionals; // ['ckpt']
+ *   a.flags.get('n'); // '16'
+ */
+import { closest } from '../training/config';
+
+/** A wrong command, flag or value: exit code 2. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** What a flag takes: a value ('value'), nothing ('switch'), or an optional true/false ('bool'). */
+export type FlagKind = 'value' | 'switch' | 'bool';
+
+export interface ParsedArgs {
+  positionals: string[];
+  /** Flag name (without --) -> value ('true' for switches), in order of appearance. */
+  flags: Map<string, string>;
+  /** [name, value] in order, repeats included. */
+  list: [string, string][];
+}
+
+const BOOL_WORDS = new Set(['true', 'false', 'yes', 'no', '1', '0']);
+
+/** Parses argv against the known flags; `-h` is `--help`. */
+export function parseArgs(argv: readonly string[], known: Record<string, FlagKind>): ParsedArgs {
+  const out: ParsedArgs = { positionals: [], flags: new Map(), list: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') {
+      out.positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!a.startsWith('-') || a === '-' || /^-\d/.test(a)) {
+      out.positionals.push(a);
+      continue;
+    }
+    let name: string;
+    let value: string | undefined;
+    if (a === '-h') name = 'help';
+    else if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      name = eq >= 0 ? a.slice(2, eq) : a.slice(2);
+      if (eq >= 0) value = a.slice(eq + 1);
+    } else throw new UsageError(`unknown option ${a} (options are written --name value)`);
+    let kind = known[name];
+    if (kind === undefined && name.startsWith('no-') && known[name.slice(3)] === 'bool' && value === undefined) {
+      name = name.slice(3);
+      kind = 'bool';
+      value = 'false';
+    }
+    if (kind === undefined) {
+      const c = closest(name, Object.keys(known));
+      throw new UsageError(`unknown option --${name}${c ? ` (did you mean --${c}?)` : ''}`);
+    }
+    if (kind === 'switch') {
+      if (value !== undefined) throw new UsageError(`--${name} takes no value, got --${name}=${value}`);
+      value = 'true';
+    } else if (kind === 'bool') {
+      if (value === undefined) value = i + 1 < argv.length && BOOL_WORDS.has(argv[i + 1]) ? argv[++i] : 'true';
+    } else if (value === undefined) {
+      if (i + 1 >= argv.length || (argv[i + 1].startsWith('--') && argv[i + 1].length > 2)) throw new UsageError(`--${name} needs a value`);
+      value = argv[++i];
+    }
+    out.flags.set(name, value);
+    out.list.push([name, value]);
+  }
+  return out;
+}
+
+/** camelCase -> kebab-case (batchSize -> batch-size). */
+export const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+/** An integer flag value within [min, max]. */
+export function intFlag(args: ParsedArgs, name: string, dflt: number, { min = -Infinity, max = Infinity } = {}): number {
+  const raw = args.flags.get(name);
+  if (raw === undefined) return dflt;
+  const v = Number(raw);
+  if (raw.trim() === '' || !Number.isSafeInteger(v) || v < min || v > max) {
+    const range = max === Infinity ? (min === -Infinity ? '' : ` >= ${min}`) : ` in [${min}, ${max}]`;
+    throw new UsageError(`--${name}: expected an integer${range}, got ${JSON.stringify(raw)}`);
+  }
+  return v;
+}
+
+/** One of a set of strings. */
+export function choiceFlag<T extends string>(args: ParsedArgs, name: string, choices: readonly T[], dflt: T): T {
+  const raw = args.flags.get(name);
+  if (raw === undefined) return dflt;
+  if (!(choices as readonly string[]).includes(raw)) throw new UsageError(`--${name}: expected ${choices.map((c) => `'${c}'`).join(' or ')}, got ${JSON.stringify(raw)}`);
+  return raw as T;
+}
+
+/** Left-aligned two-column text for help screens. */
+export function table(rows: [string, string][], indent = 2): string {
+  const w = Math.max(...rows.map(([a]) => a.length));
+  return rows.map(([a, b]) => `${' '.repeat(indent)}${a.padEnd(w)}  ${b}`).join('\n');
+}

@@ -1,0 +1,94 @@
+/**
+ * `diffuse info CHECKPOINT`: what a checkpoint holds, without loading the weights, and
+ * `diffuse export CHECKPOINT OUT_DIR`: a sampling-only copy in half precision.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { checkpointJsonPath, decodeFloats, exportCheckpoint, PARTS, readCheckpointMeta } from '../training/checkpoint';
+import { formatSeconds } from '../util/progress';
+import { choiceFlag, parseArgs, table, UsageError } from './args';
+
+export function infoHelp(): string {
+  return `Usage: diffuse info CHECKPOINT [--json]
+
+Prints what a checkpoint folder holds: the step, the network and its parameter count,
+the data and objective, the loss history (summarized), the files and their sizes, and
+the full config. --json prints checkpoint.json's content instead (without the encoded
+states). The tensor files are checked against their recorded sizes, not loaded.
+`;
+}
+
+export function exportHelp(): string {
+  return `Usage: diffuse export CHECKPOINT OUT_DIR [--dtype float16|bfloat16|float32] [--weights ema|model]
+
+Writes a sampling-only copy of a checkpoint: the EMA weights (default) cast to float16
+(default; half the size), and a checkpoint.json without optimizer or generator state.
+\`diffuse sample OUT_DIR\` and \`diffuse info OUT_DIR\` read it; it cannot be resumed.
+`;
+}
+
+const kb = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MB` : `${(n / 1024).toFixed(1)} KB`);
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(xs.length, 1);
+
+export function infoCommand(argv: readonly string[]): number {
+  const args = parseArgs(argv, { help: 'switch', json: 'switch' });
+  if (args.flags.has('help')) {
+    process.stdout.write(infoHelp());
+    return 0;
+  }
+  if (args.positionals.length !== 1) throw new UsageError(`expected one CHECKPOINT folder, got ${args.positionals.length ? args.positionals.join(' ') : 'none'} (see diffuse info --help)`);
+  const dir = args.positionals[0];
+  const meta = readCheckpointMeta(dir);
+  if (args.flags.has('json')) {
+    const { state, ...rest } = meta;
+    process.stdout.write(JSON.stringify({ ...rest, state: state && { ...state, losses: `<${decodeFloats(state.losses).length} float32>`, generators: Object.keys(state.generators) } }, null, 2) + '\n');
+    return 0;
+  }
+  const c = meta.config;
+  const losses = meta.state ? decodeFloats(meta.state.losses) : [];
+  const json = checkpointJsonPath(dir);
+  const base = path.dirname(json);
+  const files: [string, string][] = [[path.basename(json), kb(fs.statSync(json).size)]];
+  for (const part of PARTS) {
+    const rec = meta.files[part];
+    if (!rec) continue;
+    const st = fs.statSync(path.join(base, rec.file), { throwIfNoEntry: false });
+    const status = !st ? 'MISSING' : st.size !== rec.bytes ? `WRONG SIZE (${st.size} bytes, recorded ${rec.bytes})` : kb(st.size);
+    files.push([rec.file, `${status} (${part})`]);
+  }
+  const lossLine = losses.length
+    ? `first 100 steps ${mean(losses.slice(0, 100)).toFixed(4)}, last 100 ${mean(losses.slice(-100)).toFixed(4)}, min ${Math.min(...losses).toFixed(4)}, max ${Math.max(...losses).toFixed(4)} (${losses.length} steps)`
+    : 'no history';
+  const net = meta.network;
+  const netDesc = net.type === 'unet'
+    ? `unet, ${meta.numParameters.toLocaleString('en-US')} parameters: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numResBlocks} res block(s) per level, attention at [${net.config.attentionResolutions}], ${net.config.noiseEmbedding} noise embedding`
+    : `mlp, ${meta.numParameters.toLocaleString('en-US')} parameters: width ${net.config.hidden}, depth ${net.config.depth}`;
+  const rows: [string, string][] = [
+    ['checkpoint', `${dir}: step ${meta.step} of ${c.steps}, written ${meta.createdAt} by Diffuse ${meta.diffuse}${meta.exportedFrom ? ` (export of the ${meta.exportedFrom.part} weights in ${meta.exportedFrom.dtype})` : ''}`],
+    ['network', netDesc],
+    ['data', `${c.data}${c.dataLimit !== null ? ` (first ${c.dataLimit})` : ''}, samples [${meta.sampleShape}]${meta.classNames ? `, ${meta.classNames.length} classes: ${meta.classNames.join(', ')} (label dropout ${c.labelDropout})` : ', unconditional'}`],
+    ['objective', c.objective === 'ddpm' ? `ddpm (epsilon prediction), ${c.betaSchedule} betas, T = ${c.timesteps}` : `edm, sigma_data ${c.sigmaData}`],
+    ['training', `batch ${c.batchSize}, ${c.optimizer} lr ${c.lr} (${c.lrSchedule}, warm-up ${c.warmupSteps}), EMA ${c.emaDecay !== null ? `decay ${c.emaDecay}` : `half-life ${c.emaHalfLifeImages} images`}, ${(meta.step * c.batchSize).toLocaleString('en-US')} images seen${meta.state ? `, ${formatSeconds(meta.state.trainSeconds)} of training` : ''}`],
+    ['loss', lossLine],
+    ...files.map(([f, s], i): [string, string] => [i === 0 ? 'files' : '', `${f}  ${s}`]),
+  ];
+  process.stdout.write(`${table(rows, 0)}\nconfig\n${JSON.stringify(c, null, 2)}\n`);
+  return 0;
+}
+
+export function exportCommand(argv: readonly string[]): number {
+  const args = parseArgs(argv, { help: 'switch', dtype: 'value', weights: 'value' });
+  if (args.flags.has('help')) {
+    process.stdout.write(exportHelp());
+    return 0;
+  }
+  if (args.positionals.length !== 2) throw new UsageError(`expected CHECKPOINT and OUT_DIR, got ${args.positionals.length} argument(s) (see diffuse export --help)`);
+  const [src, dst] = args.positionals;
+  if (path.resolve(src) === path.resolve(dst)) throw new UsageError('OUT_DIR must differ from CHECKPOINT');
+  const dtype = choiceFlag(args, 'dtype', ['float16', 'bfloat16', 'float32'] as const, 'float16');
+  const part = choiceFlag(args, 'weights', ['ema', 'model'] as const, 'ema');
+  const meta = exportCheckpoint(src, dst, { dtype, part });
+  const rec = meta.files[part]!;
+  process.stdout.write(`wrote ${dst}: ${rec.file} (${kb(rec.bytes)}, ${dtype}) and checkpoint.json, from step ${meta.step} of ${src}\n`);
+  return 0;
+}

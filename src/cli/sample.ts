@@ -1,0 +1,126 @@
+/**
+ * `diffuse sample [CHECKPOINT]`: images from a checkpoint (the shipped Fashion-MNIST
+ * model by default) with the DDPM ancestral sampler, as one grid or one PNG each.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { setNumThreads } from '../engine/runtime';
+import { encodePNG } from '../data/image-codec';
+import { loadModel } from '../training/checkpoint';
+import { generateSamples } from '../training/build';
+import { imageGrid, toImages, writeFileAtomic, writePNG } from '../util/image';
+import { scatterImage } from '../util/plot';
+import { Progress } from '../util/progress';
+import { choiceFlag, intFlag, parseArgs, table, UsageError } from './args';
+
+/** The model shipped in the repository (models/fashion-mnist). */
+export function shippedModelDir(): string {
+  return path.resolve(__dirname, '..', '..', '..', 'models', 'fashion-mnist');
+}
+
+export function sampleHelp(): string {
+  return `Usage: diffuse sample [CHECKPOINT] [options]
+
+Draws samples from a checkpoint folder (a training run's --out, or an export) with
+the DDPM ancestral sampler (Ho et al. 2020, Algorithm 2) using its EMA weights. With no
+CHECKPOINT it uses the class-conditional Fashion-MNIST model shipped in
+models/fashion-mnist.
+
+${table([
+  ['--n N', 'number of samples (default 64)'],
+  ['--seed S', 'sample i draws its noise from seed S + i (default 0), so --seed 5 --n 1 is image 5 of --seed 0'],
+  ['--class C', 'a class name (e.g. Sneaker) or id, or "none" for unconditional; default: cycle through the classes, one column each'],
+  ['--steps K', 'sampler steps, at most the model\'s T (default 100: trailing-spaced timesteps; 1000 = every step of Algorithm 2)'],
+  ['--variance V', '"beta" (sigma_t^2 = beta_t, default) or "posterior" (beta~_t)'],
+  ['--out FILE', 'write one grid PNG (default samples.png)'],
+  ['--out-dir DIR', 'write one PNG per sample instead: DIR/000000.png, ...'],
+  ['--ncol N', 'grid columns (default: the number of classes, or sqrt(n))'],
+  ['--scale N', 'grid upscaling factor (default 1)'],
+  ['--weights W', '"ema" (default when present) or "model" (the raw weights)'],
+  ['--threads N', 'CPU threads (default: all cores)'],
+  ['-h, --help', 'this help'],
+])}
+
+Examples:
+  diffuse sample                                     # 64 shipped-model samples -> samples.png
+  diffuse sample --class Sneaker --n 16 --out sneakers.png
+  diffuse sample runs/fashion-mnist --steps 1000 --out-dir out/
+`;
+}
+
+/** A --class value as a class id (numClasses = the null class = unconditional). */
+export function parseClass(raw: string, classNames: string[] | null): number {
+  if (!classNames) throw new UsageError(`--class ${raw}: this model is not class-conditional`);
+  const k = classNames.length;
+  if (raw === 'none' || raw === 'null' || raw === 'uncond') return k;
+  if (/^\d+$/.test(raw)) {
+    const id = Number(raw);
+    if (id < k) return id;
+    throw new UsageError(`--class ${raw}: class ids are 0..${k - 1}`);
+  }
+  // Case and punctuation are ignored, and a name matches each '/'-separated part ('T-shirt/top' answers to tshirt).
+  const norm = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '');
+  const want = norm(raw);
+  const hits = classNames.flatMap((c, i) => ([c, ...c.split('/')].some((p) => norm(p) === want) ? [i] : []));
+  if (hits.length === 1) return hits[0];
+  throw new UsageError(`--class ${raw}: not a class of this model; classes: ${classNames.map((c, i) => `${i} ${c}`).join(', ')} (or none)`);
+}
+
+export async function sampleCommand(argv: readonly string[]): Promise<number> {
+  const args = parseArgs(argv, {
+    n: 'value', seed: 'value', class: 'value', steps: 'value', variance: 'value', out: 'value', 'out-dir': 'value', ncol: 'value', scale: 'value', weights: 'value', threads: 'value', help: 'switch',
+  });
+  if (args.flags.has('help')) {
+    process.stdout.write(sampleHelp());
+    return 0;
+  }
+  if (args.positionals.length > 1) throw new UsageError(`expected at most one CHECKPOINT, got ${args.positionals.length} arguments: ${args.positionals.join(' ')}`);
+  if (args.flags.has('out') && args.flags.has('out-dir')) throw new UsageError('give --out (one grid) or --out-dir (one PNG per sample), not both');
+  const n = intFlag(args, 'n', 64, { min: 1, max: 100_000 });
+  const seed = intFlag(args, 'seed', 0, { min: 0, max: Number.MAX_SAFE_INTEGER - 100_000 });
+  const ncolFlag = args.flags.has('ncol') ? intFlag(args, 'ncol', 1, { min: 1 }) : null;
+  const scale = intFlag(args, 'scale', 1, { min: 1, max: 16 });
+  const variance = choiceFlag(args, 'variance', ['beta', 'posterior'] as const, 'beta');
+  const weightsFlag = args.flags.has('weights') ? choiceFlag(args, 'weights', ['ema', 'model'] as const, 'ema') : undefined;
+  if (args.flags.has('threads')) setNumThreads(intFlag(args, 'threads', 1, { min: 1 }));
+  let dir = args.positionals[0];
+  if (!dir) {
+    dir = shippedModelDir();
+    if (!fs.existsSync(path.join(dir, 'checkpoint.json'))) throw new UsageError(`no CHECKPOINT given, and the shipped model is missing (${dir}/checkpoint.json); pass a checkpoint folder`);
+  }
+  const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag });
+  try {
+    const T = meta.config.objective === 'ddpm' ? meta.config.timesteps : Infinity;
+    const steps = intFlag(args, 'steps', Math.min(100, T), { min: 1, max: T === Infinity ? 100_000 : T });
+    const classNames = meta.classNames;
+    const classFlag = args.flags.get('class');
+    const k = classNames?.length ?? 0;
+    const labels = !classNames ? null : classFlag !== undefined ? new Array<number>(n).fill(parseClass(classFlag, classNames)) : Array.from({ length: n }, (_, i) => i % k);
+    const bar = new Progress(steps, 'sample');
+    const t0 = performance.now();
+    const x = generateSamples(denoiser, { ...meta.config }, { shape: meta.sampleShape, n, seed, steps, labels, variance, onStep: () => bar.tick() });
+    bar.done();
+    const secs = ((performance.now() - t0) / 1000).toFixed(1);
+    try {
+      const what = `${n} sample${n > 1 ? 's' : ''} from ${dir} (step ${meta.step}, ${weights} weights), ${steps} steps, seed ${seed}, ${secs} s`;
+      const outDir = args.flags.get('out-dir');
+      if (outDir) {
+        fs.mkdirSync(outDir, { recursive: true });
+        if (meta.sampleShape.length === 3) toImages(x).forEach((img, i) => writePNG(path.join(outDir, `${String(seed + i).padStart(6, '0')}.png`), img));
+        else writeFileAtomic(path.join(outDir, 'points.json'), JSON.stringify(Array.from(x.toFloat64Array())));
+        process.stdout.write(`wrote ${outDir}/: ${what}\n`);
+      } else {
+        const out = args.flags.get('out') ?? 'samples.png';
+        if (path.dirname(out) !== '.') fs.mkdirSync(path.dirname(out), { recursive: true });
+        if (meta.sampleShape.length === 3) writePNG(out, imageGrid(x, { ncol: ncolFlag ?? (labels && classFlag === undefined ? k : undefined), scale }));
+        else writeFileAtomic(out, encodePNG(scatterImage(x.toFloat64Array())));
+        process.stdout.write(`wrote ${out}: ${what}\n`);
+      }
+    } finally {
+      x.dispose();
+    }
+  } finally {
+    net.dispose();
+  }
+  return 0;
+}

@@ -1,0 +1,111 @@
+/**
+ * `diffuse train`: options from the defaults, a JSON file (--config) and flags, in that
+ * order of precedence (flags win); --resume continues a run from its checkpoint.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ConfigError, modelFields, modelOptionTable, optionTable, Override, resolveTrainConfig, RESUMABLE_KEYS, TRAIN_DEFAULTS, TRAIN_KEYS, TrainConfig, applyOverrides } from '../training/config';
+import { readCheckpointMeta } from '../training/checkpoint';
+import { Trainer } from '../training/trainer';
+import { FlagKind, kebab, parseArgs, table, UsageError } from './args';
+
+/** Flag name -> config key, for every top-level key and every model field. */
+export function trainFlags(): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const k of TRAIN_KEYS) m.set(kebab(k), k);
+  for (const type of ['unet', 'mlp'] as const) for (const f of modelFields(type)) if (!m.has(kebab(f))) m.set(kebab(f), f);
+  return m;
+}
+
+const BOOL_KEYS = new Set(['flip', 'classConditional', 'midAttention']);
+
+export function trainHelp(): string {
+  const opts = optionTable().map(([k, what, d]): [string, string] => [`--${kebab(k)} ${k === 'flip' ? '[BOOL]' : 'VALUE'}`, `${what}; default ${d}`]);
+  const unet = modelOptionTable('unet').map(([k, d]): [string, string] => [`--${kebab(k)}`, `default ${d}`]);
+  const mlp = modelOptionTable('mlp').map(([k, d]): [string, string] => [`--${kebab(k)}`, `default ${d}`]);
+  return `Usage: diffuse train [--config FILE.json] [--resume RUN_DIR] [--OPTION VALUE ...]
+
+Trains a diffusion model and writes its run folder (--out): checkpoint.json with
+model/ema/optimizer safetensors, samples-<step>.png grids drawn with the EMA weights,
+and loss.png. With no options it trains the embedded default: a class-conditional
+U-Net on Fashion-MNIST (see docs/cli.md for the numbers).
+
+Options come from the defaults, then the JSON file (keys as below, camelCase; the model
+as {"type": "unet", ...}), then the flags. Ctrl-C writes a checkpoint and exits (130);
+a NaN/Inf loss stops training (exit 1) and keeps the last good checkpoint.
+
+  --config FILE       options from a JSON file
+  --resume DIR        continue the run in DIR exactly where its checkpoint left off;
+                      only ${RESUMABLE_KEYS.join(', ')} may change
+  --print-config      print the resolved options as JSON and exit
+  -h, --help          this help
+
+Training options:
+${table(opts)}
+
+U-Net options (model unet):
+${table(unet)}
+
+MLP options (model mlp):
+${table(mlp)}
+
+Examples:
+  diffuse train                                    # the default Fashion-MNIST run
+  diffuse train --steps 200 --out runs/quick
+  diffuse train --data 8gaussians --model mlp --sigma-data 1 --out runs/toy
+  diffuse train --resume runs/fashion-mnist --steps 6000
+`;
+}
+
+/** Parses argv into a config and options; throws UsageError/ConfigError. */
+export function parseTrainArgs(argv: readonly string[]): { config: TrainConfig; resume: string | null; help: boolean; printConfig: boolean } {
+  const flagMap = trainFlags();
+  const known: Record<string, FlagKind> = { config: 'value', resume: 'value', help: 'switch', 'print-config': 'switch' };
+  for (const [flag, key] of flagMap) known[flag] = BOOL_KEYS.has(key) ? 'bool' : 'value';
+  const args = parseArgs(argv, known);
+  if (args.flags.has('help')) return { config: TRAIN_DEFAULTS, resume: null, help: true, printConfig: false };
+  if (args.positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(args.positionals[0])} (train takes options only; see diffuse train --help)`);
+  const resume = args.flags.get('resume') ?? null;
+  const file = args.flags.get('config');
+  if (resume && file) throw new UsageError('--config and --resume do not go together: a resumed run takes its options from its checkpoint');
+  let base: TrainConfig = TRAIN_DEFAULTS;
+  if (file) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new UsageError(`--config ${file}: ${code === 'ENOENT' ? 'file not found' : code ? `cannot read it (${code})` : `not valid JSON (${(e as Error).message})`}`);
+    }
+    base = resolveTrainConfig(raw, file, { crossCheck: false });
+  }
+  const overrides: Override[] = args.list.filter(([f]) => flagMap.has(f)).map(([f, v]) => ({ key: flagMap.get(f)!, value: v, source: `--${f}` }));
+  if (resume) {
+    base = readCheckpointMeta(resume).config;
+    const fixed = overrides.filter((o) => !RESUMABLE_KEYS.includes(o.key));
+    if (fixed.length) throw new UsageError(`${fixed[0].source} cannot change when resuming (only ${RESUMABLE_KEYS.map((k) => `--${kebab(k)}`).join(', ')} can)`);
+    if (!overrides.some((o) => o.key === 'out')) overrides.push({ key: 'out', value: resume, source: '--resume' });
+  }
+  return { config: applyOverrides(base, overrides), resume, help: false, printConfig: args.flags.has('print-config') };
+}
+
+export async function trainCommand(argv: readonly string[]): Promise<number> {
+  const { config, resume, help, printConfig } = parseTrainArgs(argv);
+  if (help) {
+    process.stdout.write(trainHelp());
+    return 0;
+  }
+  if (printConfig) {
+    process.stdout.write(JSON.stringify(config, null, 2) + '\n');
+    return 0;
+  }
+  if (!resume && fs.existsSync(path.join(config.out, 'checkpoint.json')))
+    throw new ConfigError('--out', `${config.out} already holds a checkpoint; continue it with --resume ${config.out}, or choose another --out`);
+  const trainer = Trainer.create(config, { resume, handleSigint: true });
+  try {
+    const r = await trainer.run();
+    return r.status === 'interrupted' ? 130 : 0;
+  } finally {
+    trainer.dispose();
+  }
+}

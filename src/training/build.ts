@@ -1,0 +1,224 @@
+/**
+ * From a TrainConfig to the objects a run is made of: the data, the network, the
+ * denoiser (the network behind its preconditioner), the loss, and the sampling grid.
+ * The trainer and the `diffuse sample` command both build through here, so a checkpoint
+ * is always read back the way it was trained.
+ *
+ * @example
+ *   const data = loadTrainData(config);
+ *   const c = materializeConfig(config, data);                 // the model config filled in
+ *   const net = buildNetwork(networkSpec(c, data), { generator: new Generator(0) });
+ *   const D = buildDenoiser(c, net);
+ *   const x = generateSamples(D, c, { shape: data.shape, n: 16, seed: 0, labels: null });
+ */
+import { tensor, zeros } from '../engine/create';
+import { Generator } from '../engine/random';
+import { noGrad, tidy } from '../engine/scope';
+import { Tensor } from '../engine/tensor';
+import { Conditioning, Denoiser } from '../core/denoiser';
+import { discreteVPDenoiser, edmDenoiser, Network } from '../core/precond';
+import { cosineBetas, discreteVP, DiscreteVP, karrasSigmas, linearBetas } from '../core/schedules';
+import { epochSeed, DataLoader } from '../data/loader';
+import { loadFashionMNIST } from '../data/fashion-mnist';
+import { loadImageFolder } from '../data/image-folder';
+import { TOYS, ToySampler } from '../data/toys';
+import { MLPDenoiserConfig, MLPDenoiserNet, resolveMLPDenoiserConfig } from '../models/mlp';
+import { resolveUNetConfig, UNet, UNetConfig } from '../models/unet';
+import { randnLike, seededNoise } from '../sampling/noise';
+import { sampleDDPM } from '../sampling/ddpm';
+import { discreteSigmas } from '../sampling/timesteps';
+import { ConfigError, TRAIN_MLP, TRAIN_UNET, TrainConfig } from './config';
+import { ddpmLoss, edmLoss, LossResult } from './losses';
+
+/** A stream of seeds derived from the run's seed: one independent Generator per purpose. */
+export function deriveSeed(seed: number, stream: number): number {
+  return epochSeed(epochSeed(seed, 0x5eed), stream);
+}
+
+/** Seed streams of a run (deriveSeed's second argument). */
+export const SEED_STREAMS = Object.freeze({ init: 1, train: 2, dropout: 3, toys: 4, samples: 5 });
+
+// ---- data --------------------------------------------------------------------------
+
+export interface TrainData {
+  /** 'images' [B, C, H, W] in [-1, 1], or 'points' [B, 2] (2-D toys). */
+  kind: 'images' | 'points';
+  /** The shape of one sample. */
+  shape: number[];
+  /** Class names when the data has labels. */
+  classNames: string[] | null;
+  /** Samples in the dataset (null for the endless toys). */
+  size: number | null;
+  /** The batch of a step: pure, so a resumed run sees the batches of an uninterrupted one. */
+  batchAt(step: number): { x: Tensor; labels?: Tensor };
+  dispose(): void;
+}
+
+/** The dataset a config names, with a batch function for its batchSize and seed. */
+export function loadTrainData(config: TrainConfig): TrainData {
+  const { data, batchSize, seed } = config;
+  if (Object.hasOwn(TOYS, data)) {
+    const toy: ToySampler = TOYS[data as keyof typeof TOYS];
+    const base = deriveSeed(seed, SEED_STREAMS.toys);
+    return {
+      kind: 'points',
+      shape: [2],
+      classNames: null,
+      size: null,
+      batchAt: (step) => ({ x: toy(batchSize, new Generator(epochSeed(base, step))) }),
+      dispose: () => {},
+    };
+  }
+  let ds: { images: Tensor; labels: Tensor; classNames: string[] };
+  if (data === 'fashion-mnist') {
+    if (config.imageSize !== 28 && config.imageSize !== 32)
+      throw new ConfigError('imageSize', `Fashion-MNIST is 28 x 28 (or 32 x 32 padded): imageSize must be 28 or 32, got ${config.imageSize}`);
+    ds = loadFashionMNIST({ pad32: config.imageSize === 32 });
+  } else if (data.startsWith('folder:')) {
+    ds = loadImageFolder(data.slice('folder:'.length), { size: config.imageSize, mode: config.channels });
+  } else {
+    throw new ConfigError('data', `expected 'fashion-mnist', 'folder:PATH' or a toy (${Object.keys(TOYS).join(', ')}), got ${JSON.stringify(data)}`);
+  }
+  if (config.dataLimit !== null && config.dataLimit < ds.images.dim(0)) {
+    const n = config.dataLimit;
+    const cut = tidy(() => ({ images: ds.images.narrow(0, 0, n).contiguous(), labels: ds.labels.narrow(0, 0, n).contiguous() }));
+    ds.images.dispose();
+    ds.labels.dispose();
+    ds = { ...cut, classNames: ds.classNames };
+  }
+  const { images, labels } = ds;
+  const loader = new DataLoader({ images, labels }, { batchSize, seed, flip: config.flip });
+  return {
+    kind: 'images',
+    shape: images.shape.slice(1),
+    classNames: ds.classNames.length > 1 ? ds.classNames : null,
+    size: images.dim(0),
+    batchAt: (step) => {
+      const b = loader.batchAt(step);
+      b.indices.dispose();
+      return { x: b.x, labels: b.labels };
+    },
+    dispose: () => {
+      loader.dispose();
+      images.dispose();
+      labels.dispose();
+    },
+  };
+}
+
+// ---- the network -------------------------------------------------------------------
+
+/** An exact network description: what a checkpoint needs to rebuild the network. */
+export type NetworkSpec = { type: 'unet'; config: UNetConfig } | { type: 'mlp'; config: MLPDenoiserConfig };
+
+export type DenoiserNet = UNet | MLPDenoiserNet;
+
+/**
+ * The config with its choices made concrete: classConditional true or false (from the
+ * data when 'auto'), and every model field filled with the trainer's defaults, so the
+ * config stored in a checkpoint does not depend on this version's defaults.
+ */
+export function materializeConfig(config: TrainConfig, data: Pick<TrainData, 'classNames' | 'kind'>): TrainConfig {
+  let cond = config.classConditional;
+  if (cond === 'auto') cond = data.classNames !== null;
+  if (cond && data.classNames === null) throw new ConfigError('classConditional', `is true, but ${config.data} has no class labels (set it to false or auto)`);
+  if (data.kind === 'points' && config.model.type !== 'mlp') throw new ConfigError('model', `${config.data} is 2-D point data: use the mlp model (model = mlp), not ${config.model.type}`);
+  if (data.kind === 'images' && config.model.type !== 'unet') throw new ConfigError('model', `${config.data} is image data: use the unet model, not ${config.model.type}`);
+  const { type, ...given } = config.model;
+  const model = type === 'unet' ? { type, ...TRAIN_UNET, ...given } : { type, ...TRAIN_MLP, ...given };
+  return { ...config, classConditional: cond, model: model as TrainConfig['model'] };
+}
+
+/** The full network config of a (materialized) training config and its data. */
+export function networkSpec(config: TrainConfig, data: Pick<TrainData, 'shape' | 'classNames'>): NetworkSpec {
+  const numClasses = config.classConditional === true && data.classNames ? data.classNames.length : null;
+  const { type, ...fields } = config.model;
+  try {
+    if (type === 'unet') return { type, config: resolveUNetConfig({ ...(fields as Partial<UNetConfig>), inChannels: data.shape[0], imageSize: data.shape[1], numClasses }) };
+    return { type, config: resolveMLPDenoiserConfig({ ...(fields as Partial<MLPDenoiserConfig>), dim: data.shape[0], numClasses }) };
+  } catch (e) {
+    throw new ConfigError('model', (e as Error).message);
+  }
+}
+
+/** A network from its spec (weights initialized from `generator`). */
+export function buildNetwork(spec: NetworkSpec, { generator, dropoutGenerator }: { generator?: Generator; dropoutGenerator?: Generator } = {}): DenoiserNet {
+  if (spec.type === 'unet') return new UNet(spec.config, { generator, dropoutGenerator });
+  if (spec.type === 'mlp') return new MLPDenoiserNet(spec.config, { generator });
+  throw new TypeError(`buildNetwork: unknown network type ${JSON.stringify((spec as { type: unknown }).type)}`);
+}
+
+// ---- objective, denoiser, sampling ---------------------------------------------------
+
+/** The discrete schedule of a 'ddpm' config (null for 'edm'). */
+export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSchedule' | 'timesteps'>): DiscreteVP | null {
+  if (config.objective !== 'ddpm') return null;
+  return discreteVP(config.betaSchedule === 'cosine' ? cosineBetas(config.timesteps) : linearBetas(config.timesteps));
+}
+
+/** The network behind the config's preconditioner: DDPM's epsilon model on its timesteps, or EDM's. */
+export function buildDenoiser(config: TrainConfig, net: DenoiserNet): Denoiser {
+  const F: Network = (xIn, cNoise, cond) => net.forward(xIn, cNoise, cond?.classLabels);
+  const schedule = buildSchedule(config);
+  if (schedule) return discreteVPDenoiser(F, schedule, { prediction: 'eps' });
+  return edmDenoiser(F, { sigmaData: config.sigmaData });
+}
+
+/** The config's objective as a function of the clean batch: DDPM's L_simple or EDM's loss. */
+export function buildLoss(config: TrainConfig, D: Denoiser): (x0: Tensor, generator: Generator, cond?: Conditioning) => LossResult {
+  const schedule = buildSchedule(config);
+  if (schedule) return (x0, generator, cond) => ddpmLoss(D, x0, schedule, { generator, cond });
+  return (x0, generator, cond) => edmLoss(D, x0, { generator, cond, sigmaData: config.sigmaData });
+}
+
+/** The sampling grid: `steps` of the DDPM schedule (trailing spacing), or EDM's Karras grid. */
+export function samplingSigmas(config: TrainConfig, steps: number): Tensor {
+  const schedule = buildSchedule(config);
+  if (schedule) {
+    if (!Number.isSafeInteger(steps) || steps < 1 || steps > schedule.T) throw new RangeError(`sampling steps must be an integer in [1, ${schedule.T}] (the model's T), got ${steps}`);
+    return discreteSigmas(schedule, steps, { spacing: 'trailing' });
+  }
+  return karrasSigmas(steps);
+}
+
+export interface GenerateOptions {
+  /** The shape of one sample ([C, H, W] or [2]). */
+  shape: number[];
+  /** How many samples. */
+  n: number;
+  /** Sample i draws its noise from Generator(seed + i). */
+  seed: number;
+  /** Sampler steps (default 100). */
+  steps?: number;
+  /** Class ids [n] (the null class = unconditional), or null for an unconditional model. */
+  labels: number[] | null;
+  /** The DDPM sampler's variance choice (default 'beta'). */
+  variance?: 'beta' | 'posterior';
+  /** Per-step callback (progress). */
+  onStep?: (i: number, steps: number) => void;
+}
+
+/** Samples from a denoiser with the DDPM ancestral sampler, the config's grid, x0 estimates clipped to [-1, 1] for images. */
+export function generateSamples(D: Denoiser, config: TrainConfig, { shape, n, seed, steps = 100, labels, variance = 'beta', onStep }: GenerateOptions): Tensor {
+  if (labels && labels.length !== n) throw new RangeError(`generateSamples: ${labels.length} labels for ${n} samples`);
+  const sigmas = samplingSigmas(config, steps);
+  const noise = seededNoise(seed, n);
+  const images = shape.length === 3;
+  try {
+    return noGrad(() =>
+      tidy(() => {
+        const xT = randnLike(noise, zeros([n, ...shape])).mul(sigmas.select(0, 0).item()); // x_T ~ N(0, sigma_max^2 I)
+        const cond = labels ? { classLabels: tensor(labels, { dtype: 'int64' }) } : undefined;
+        return sampleDDPM(D, xT, sigmas, {
+          generator: noise,
+          cond,
+          clipDenoised: images ? [-1, 1] : null,
+          variance,
+          callback: onStep ? ({ i }) => onStep(i, steps) : undefined,
+        });
+      }),
+    );
+  } finally {
+    sigmas.dispose();
+  }
+}

@@ -1,0 +1,318 @@
+/**
+ * Checkpoints: a folder holding the weights, their EMA and the optimizer state as
+ * safetensors files, and `checkpoint.json` — the config, the step, the loss history,
+ * the generator and data-loader state, and the name, size and SHA-256 of every tensor
+ * file. A checkpoint is complete exactly when its JSON is:
+ *
+ *   1. the tensor files are written under new names (model-<step>.safetensors, ...),
+ *      each atomically (temporary file + rename);
+ *   2. checkpoint.json is written atomically, naming them: this is the commit;
+ *   3. tensor files no JSON names any more are deleted.
+ *
+ * A crash or Ctrl-C at any moment leaves the previous checkpoint whole. Reading checks
+ * every field and every file (present, the recorded size and hash, parseable) and names
+ * the file at fault.
+ *
+ * @example
+ *   saveCheckpoint('runs/x', { ...meta }, { model: net.stateDict(), ema: emaState, optimizer: opt.stateDict() });
+ *   const ck = loadCheckpoint('runs/x', { parts: ['ema'] });
+ *   net.loadStateDict(ck.ema!.tensors);
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { loadSafetensors, saveSafetensors, SafetensorsError } from '../engine/safetensors';
+import { dispose, tidy } from '../engine/scope';
+import { Tensor } from '../engine/tensor';
+import { DType } from '../engine/dtype';
+import { writeFileAtomic } from '../util/image';
+import { ConfigError, resolveTrainConfig, TrainConfig } from './config';
+import { buildDenoiser, buildNetwork, DenoiserNet, NetworkSpec } from './build';
+import { Denoiser } from '../core/denoiser';
+import { resolveUNetConfig } from '../models/unet';
+import { resolveMLPDenoiserConfig } from '../models/mlp';
+
+export const CHECKPOINT_FILE = 'checkpoint.json';
+export const CHECKPOINT_FORMAT = 'diffuse-checkpoint';
+export const CHECKPOINT_VERSION = 1;
+
+/** The tensor files a checkpoint may hold. */
+export type Part = 'model' | 'ema' | 'optimizer';
+export const PARTS: readonly Part[] = ['model', 'ema', 'optimizer'];
+
+/** A tensor file as checkpoint.json records it. */
+export interface FileRecord {
+  file: string;
+  bytes: number;
+  sha256: string;
+}
+
+/** What checkpoint.json holds. */
+export interface CheckpointMeta {
+  format: typeof CHECKPOINT_FORMAT;
+  formatVersion: number;
+  /** The Diffuse version that wrote it. */
+  diffuse: string;
+  createdAt: string;
+  /** Optimizer steps taken. */
+  step: number;
+  /** The training config (materialized: every choice concrete). */
+  config: TrainConfig;
+  /** The exact network. */
+  network: NetworkSpec;
+  numParameters: number;
+  /** Class names when class-conditional (the network's null class is their count). */
+  classNames: string[] | null;
+  /** The shape of one sample: [C, H, W] or [2]. */
+  sampleShape: number[];
+  /** The tensor files present. */
+  files: Partial<Record<Part, FileRecord>>;
+  /** Training state (absent in an export for sampling). */
+  state: {
+    /** Per-step losses, float32 little-endian, base64. */
+    losses: string;
+    /** Generator states, base64 (Generator.state()). */
+    generators: Record<string, string>;
+    loader: { step: number };
+    ema: { nimg: number; updates: number };
+    /** Seconds spent training so far. */
+    trainSeconds: number;
+  } | null;
+  /** Set on an export: where it came from. */
+  exportedFrom?: { step: number; part: Part; dtype: DType };
+}
+
+/** A missing, corrupt or inconsistent checkpoint; `file` is the file at fault. */
+export class CheckpointError extends Error {
+  override name = 'CheckpointError';
+  constructor(readonly file: string, problem: string) {
+    super(`${file}: ${problem}`);
+  }
+}
+
+/** Diffuse's version (from package.json). */
+export function diffuseVersion(): string {
+  for (const up of ['../../..', '../..']) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, up, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'diffuse' && pkg.version) return pkg.version;
+    } catch {
+      /* try the next */
+    }
+  }
+  return 'unknown';
+}
+
+/** Float32 values <-> base64 (exact: losses are float32 numbers). */
+export function encodeFloats(values: readonly number[]): string {
+  return Buffer.from(Float32Array.from(values).buffer).toString('base64');
+}
+export function decodeFloats(b64: string): number[] {
+  const buf = Buffer.from(b64, 'base64');
+  if (buf.length % 4) throw new RangeError(`not a list of float32 values (${buf.length} bytes)`);
+  return Array.from(new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length)));
+}
+
+/** The checkpoint.json path of a checkpoint folder (or the JSON path itself). */
+export function checkpointJsonPath(dirOrFile: string): string {
+  return path.basename(dirOrFile) === CHECKPOINT_FILE ? dirOrFile : path.join(dirOrFile, CHECKPOINT_FILE);
+}
+
+const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+
+/** Tensors and string metadata for one part. */
+export interface PartState {
+  tensors: Record<string, Tensor>;
+  metadata?: Record<string, string>;
+}
+
+/**
+ * Writes a checkpoint into `dir` (created if needed) as described above. `meta` is
+ * everything but the file records, which this fills in. The caller keeps ownership of
+ * the tensors.
+ */
+export function saveCheckpoint(dir: string, meta: Omit<CheckpointMeta, 'files' | 'format' | 'formatVersion' | 'diffuse' | 'createdAt'>, parts: Partial<Record<Part, PartState>>, { fileNames }: { fileNames?: Partial<Record<Part, string>> } = {}): CheckpointMeta {
+  fs.mkdirSync(dir, { recursive: true });
+  const files: Partial<Record<Part, FileRecord>> = {};
+  for (const part of PARTS) {
+    const p = parts[part];
+    if (!p) continue;
+    const file = fileNames?.[part] ?? `${part}-${String(meta.step).padStart(8, '0')}.safetensors`;
+    const full = path.join(dir, file);
+    saveSafetensors(full, p.tensors, p.metadata);
+    const bytes = fs.readFileSync(full);
+    files[part] = { file, bytes: bytes.length, sha256: sha256(bytes) };
+  }
+  const out: CheckpointMeta = {
+    format: CHECKPOINT_FORMAT,
+    formatVersion: CHECKPOINT_VERSION,
+    diffuse: diffuseVersion(),
+    createdAt: new Date().toISOString(),
+    ...meta,
+    files,
+  };
+  writeFileAtomic(path.join(dir, CHECKPOINT_FILE), JSON.stringify(out, null, 1) + '\n'); // the commit
+  const keep = new Set(Object.values(files).map((f) => f.file));
+  for (const name of fs.readdirSync(dir)) if (/^(model|ema|optimizer)-\d+\.safetensors$/.test(name) && !keep.has(name)) fs.rmSync(path.join(dir, name), { force: true });
+  return out;
+}
+
+// ---- reading -----------------------------------------------------------------------
+
+const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** Reads and checks checkpoint.json (not the tensor files). */
+export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
+  const file = checkpointJsonPath(dirOrFile);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      const dirExists = fs.existsSync(path.dirname(file));
+      throw new CheckpointError(file, dirExists ? 'not found: this folder holds no Diffuse checkpoint (no checkpoint.json; was the run stopped before its first checkpoint?)' : 'not found: no such checkpoint folder');
+    }
+    throw new CheckpointError(file, `cannot read it (${code ?? (e as Error).message})`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new CheckpointError(file, `is not valid JSON, the file is corrupt or truncated (${(e as Error).message})`);
+  }
+  const bad = (what: string) => new CheckpointError(file, what);
+  if (!isObj(raw) || raw.format !== CHECKPOINT_FORMAT) throw bad(`is not a Diffuse checkpoint (its "format" is ${isObj(raw) ? JSON.stringify(raw.format) : 'missing'}, expected "${CHECKPOINT_FORMAT}")`);
+  if (raw.formatVersion !== CHECKPOINT_VERSION)
+    throw bad(`has format version ${JSON.stringify(raw.formatVersion)}; this Diffuse (${diffuseVersion()}) reads version ${CHECKPOINT_VERSION}${typeof raw.formatVersion === 'number' && raw.formatVersion > CHECKPOINT_VERSION ? ' (it was written by a newer Diffuse)' : ''}`);
+  const nonNegInt = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (!nonNegInt(raw.step)) throw bad(`"step" must be a non-negative integer, got ${JSON.stringify(raw.step)}`);
+  let config: TrainConfig;
+  try {
+    config = resolveTrainConfig(raw.config, `${file}: config`);
+  } catch (e) {
+    throw e instanceof ConfigError ? new CheckpointError(file, `has an invalid config: ${e.message.slice(file.length + 2)}`) : e;
+  }
+  const net = raw.network;
+  if (!isObj(net) || (net.type !== 'unet' && net.type !== 'mlp') || !isObj(net.config)) throw bad(`"network" must be {"type": "unet" | "mlp", "config": {...}}, got ${JSON.stringify(net)?.slice(0, 80)}`);
+  try {
+    if (net.type === 'unet') resolveUNetConfig(net.config);
+    else resolveMLPDenoiserConfig(net.config);
+  } catch (e) {
+    throw bad(`has an invalid network config: ${(e as Error).message}`);
+  }
+  if (raw.classNames !== null && !(Array.isArray(raw.classNames) && raw.classNames.every((c) => typeof c === 'string'))) throw bad('"classNames" must be a list of strings or null');
+  if (!(Array.isArray(raw.sampleShape) && raw.sampleShape.length > 0 && raw.sampleShape.every((d) => Number.isSafeInteger(d) && d > 0))) throw bad(`"sampleShape" must be a list of positive integers, got ${JSON.stringify(raw.sampleShape)}`);
+  if (!isObj(raw.files)) throw bad('"files" is missing');
+  for (const [part, rec] of Object.entries(raw.files)) {
+    if (!(PARTS as readonly string[]).includes(part)) throw bad(`"files" has an unknown part ${JSON.stringify(part)} (known: ${PARTS.join(', ')})`);
+    if (!isObj(rec) || typeof rec.file !== 'string' || !nonNegInt(rec.bytes) || typeof rec.sha256 !== 'string' || rec.file.includes('/') || rec.file.includes('\\'))
+      throw bad(`"files.${part}" must be {"file": name, "bytes": n, "sha256": hex}, got ${JSON.stringify(rec)}`);
+  }
+  if (!raw.files.model && !raw.files.ema) throw bad('holds neither model nor EMA weights ("files" names no model or ema file)');
+  const st = raw.state;
+  if (st !== null) {
+    if (!isObj(st)) throw bad('"state" must be an object or null');
+    if (typeof st.losses !== 'string') throw bad('"state.losses" must be a base64 string');
+    try {
+      decodeFloats(st.losses);
+    } catch (e) {
+      throw bad(`"state.losses" is corrupt: ${(e as Error).message}`);
+    }
+    if (!isObj(st.generators) || !Object.values(st.generators).every((g) => typeof g === 'string')) throw bad('"state.generators" must map names to base64 strings');
+    if (!isObj(st.loader) || !nonNegInt(st.loader.step)) throw bad('"state.loader.step" must be a non-negative integer');
+    if (!isObj(st.ema) || typeof st.ema.nimg !== 'number' || !nonNegInt(st.ema.updates)) throw bad('"state.ema" must be {"nimg": n, "updates": n}');
+    if (typeof st.trainSeconds !== 'number') throw bad('"state.trainSeconds" must be a number');
+  }
+  return { ...(raw as unknown as CheckpointMeta), config };
+}
+
+/** Reads one tensor file of a checkpoint, checking it against its record. */
+export function loadPart(dirOrFile: string, meta: CheckpointMeta, part: Part): Required<PartState> {
+  const rec = meta.files[part];
+  const jsonFile = checkpointJsonPath(dirOrFile);
+  if (!rec) throw new CheckpointError(jsonFile, `has no ${part} file${part === 'optimizer' ? ' (an export for sampling cannot be resumed; resume from the training run folder)' : ''}`);
+  const file = path.join(path.dirname(jsonFile), rec.file);
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CheckpointError(file, code === 'ENOENT' ? `not found (${path.basename(jsonFile)} names it as the ${part} file)` : `cannot read it (${code ?? (e as Error).message})`);
+  }
+  if (bytes.length !== rec.bytes) throw new CheckpointError(file, `has ${bytes.length} bytes but ${path.basename(jsonFile)} records ${rec.bytes}: the file is truncated or was replaced`);
+  if (sha256(bytes) !== rec.sha256) throw new CheckpointError(file, `is corrupt: its SHA-256 does not match the one ${path.basename(jsonFile)} records`);
+  try {
+    const { tensors, metadata } = loadSafetensors(file);
+    return { tensors, metadata: metadata ?? {} };
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw new CheckpointError(file, e.message.replace(`invalid safetensors file ${file}: `, 'invalid safetensors file: '));
+    throw e;
+  }
+}
+
+/** A checkpoint's metadata and the parts asked for (default: every part it has), all checked. Dispose the tensors when done. */
+export function loadCheckpoint(dirOrFile: string, { parts }: { parts?: readonly Part[] } = {}): { meta: CheckpointMeta } & Partial<Record<Part, Required<PartState>>> {
+  const meta = readCheckpointMeta(dirOrFile);
+  const out: { meta: CheckpointMeta } & Partial<Record<Part, Required<PartState>>> = { meta };
+  try {
+    for (const part of parts ?? (PARTS.filter((p) => meta.files[p]) as Part[])) out[part] = loadPart(dirOrFile, meta, part);
+  } catch (e) {
+    for (const p of PARTS) if (out[p]) dispose(out[p]!.tensors);
+    throw e;
+  }
+  return out;
+}
+
+/**
+ * Writes a sampling-only copy of a checkpoint: the EMA weights (or the raw ones, part
+ * 'model') cast to `dtype` (float16 halves the size), and checkpoint.json without the
+ * optimizer and generator state (the loss history is kept for `diffuse info`).
+ */
+export function exportCheckpoint(src: string, dst: string, { dtype = 'float16', part = 'ema' }: { dtype?: DType; part?: 'ema' | 'model' } = {}): CheckpointMeta {
+  if (!['float16', 'bfloat16', 'float32'].includes(dtype)) throw new RangeError(`exportCheckpoint: dtype must be float16, bfloat16 or float32, got ${dtype}`);
+  const ck = loadCheckpoint(src, { parts: [part] });
+  const { tensors, metadata } = ck[part]!;
+  try {
+    const cast = tidy(() => Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.to({ dtype })])));
+    try {
+      const { meta } = ck;
+      const state = meta.state ? { ...meta.state, generators: {} } : null;
+      return saveCheckpoint(
+        dst,
+        { step: meta.step, config: meta.config, network: meta.network, numParameters: meta.numParameters, classNames: meta.classNames, sampleShape: meta.sampleShape, state, exportedFrom: { step: meta.step, part, dtype } },
+        { [part]: { tensors: cast, metadata } },
+        { fileNames: { [part]: `${part}.safetensors` } },
+      );
+    } finally {
+      dispose(cast);
+    }
+  } finally {
+    dispose(tensors);
+  }
+}
+
+/**
+ * A checkpoint's network with its EMA weights (or the raw ones: weights 'model'), in eval
+ * mode and float32, and its denoiser, ready to sample. Dispose the network when done.
+ *
+ * @example
+ *   const { meta, net, denoiser } = loadModel('models/fashion-mnist');
+ *   const x = generateSamples(denoiser, meta.config, { shape: meta.sampleShape, n: 16, seed: 0, labels: null });
+ */
+export function loadModel(dirOrFile: string, { weights }: { weights?: 'ema' | 'model' } = {}): { meta: CheckpointMeta; net: DenoiserNet; denoiser: Denoiser; weights: 'ema' | 'model' } {
+  const meta = readCheckpointMeta(dirOrFile);
+  const part = weights ?? (meta.files.ema ? 'ema' : 'model');
+  const { tensors } = loadPart(dirOrFile, meta, part);
+  const net = buildNetwork(meta.network);
+  try {
+    net.loadStateDict(tensors);
+  } catch (e) {
+    net.dispose();
+    throw new CheckpointError(path.join(path.dirname(checkpointJsonPath(dirOrFile)), meta.files[part]!.file), `does not fit the network checkpoint.json describes: ${(e as Error).message}`);
+  } finally {
+    dispose(tensors);
+  }
+  net.eval();
+  return { meta, net, denoiser: buildDenoiser(meta.config, net), weights: part };
+}
