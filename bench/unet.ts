@@ -1,0 +1,454 @@
+/**
+ * U-Net training step against PyTorch eager: the DDPM epsilon-prediction step (forward,
+ * MSE loss, backward, Adam lr 1e-4) of the benchmark U-Net (UNET_BENCH_2M, 1.74M
+ * parameters) on a batch of 64 32x32 grayscale images, timed in Diffuse and in
+ * PyTorch (bench/unet_peer.py, the independent twin in scripts/fixtures/nn.py), in
+ * fp32 and under bf16 autocast, in one run on the same machine.
+ *
+ * Both sides do identical math: this side builds the network (seeded), saves its
+ * weights and K precomputed steps (noisy inputs x_t, targets eps, timesteps t) to a
+ * temporary folder, and the peer loads both. Each side keeps one model per precision
+ * and trains it continuously from the same initial weights through the same K
+ * batches, so their loss curves must agree (printed: ours vs PyTorch in fp32, and
+ * our bf16 against our fp32).
+ *
+ * Timing: repeats alternate between the two sides (the first side alternates too), so
+ * background load is shared. Each side runs `warmup` untimed steps before its first repeat
+ * (and `rewarm` before each later one), then each repeat is `steps` timed steps; the
+ * reported images/s is the median over repeats. A step is ~140 GFLOP (80% of it in
+ * convolutions, the same oneDNN kernels on both sides), so the defaults are short
+ * repeats, many of them. Both sides use the same number
+ * of threads (default: every core) and inherit the same environment (OMP_WAIT_POLICY ...).
+ *
+ * bf16: libtorch 1.13 runs bf16 convolutions through oneDNN only on CPUs with AVX-512
+ * (avx512bw/vl/dq); elsewhere it falls back to its slow reference convolution
+ * (aten::_slow_conv2d), which is 10-20x slower than fp32. On such CPUs bf16 gets one
+ * timed step per side by default (the --bf16-* options change that).
+ *
+ * Run: npx tsc -p tsconfig.json && npm run bench:unet [-- options]
+ *   --threads N        threads on both sides (default os.availableParallelism())
+ *   --repeats R        timed repeats per side (default 5)
+ *   --steps N          timed steps per repeat (default 2)
+ *   --warmup W         untimed steps before the first repeat (default 1)
+ *   --rewarm W         untimed steps before each later repeat (default 0)
+ *   --bf16-repeats R, --bf16-steps N, --bf16-warmup W, --bf16-rewarm W   the same for bf16
+ *                      (default: as fp32 on CPUs with AVX-512, else 1, 1, 0, 0)
+ *   --no-bf16          fp32 only
+ *   --curve-steps C    train our fp32 and bf16 models (untimed) until both have C steps, for the
+ *                      loss-curve comparison (default 30 with AVX-512, else only the timed steps)
+ *   --data fashion|random   the fixed batch: Fashion-MNIST test images 0-63 (default when
+ *                      installed) or seeded uniform noise in [-1, 1]
+ *   --seed S           weights and noise seed (default 0)
+ *   --python PATH      the peer's interpreter (default $DIFFUSE_PYTHON or /usr/bin/python3)
+ *
+ * The last line is `unet train step ratio vs pytorch: R`, R = our fp32 images/s over PyTorch's.
+ */
+import { spawn, ChildProcessWithoutNullStreams } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { autocast, dispose, F, Generator, getNumThreads, keep, saveSafetensors, setNumThreads, tensor, Tensor, tidy, torchVersion } from '../src/engine';
+import { loadFashionMNIST } from '../src/data';
+import { UNet, UNET_BENCH_2M } from '../src/models';
+import { loadModule, saveModule } from '../src/nn';
+import { Adam } from '../src/optim';
+
+type Mode = 'fp32' | 'bf16';
+
+/** Per-step times (ms) and losses of a run of consecutive steps. */
+interface RunResult {
+  losses: number[];
+  total: number[];
+  fwd: number[];
+  bwd: number[];
+  opt: number[];
+  /** Process CPU time (all threads) per step, ms: less sensitive to other jobs than wall time. */
+  cpu: number[];
+}
+
+/** How one precision is timed on each side. */
+interface Plan {
+  repeats: number;
+  warmup: number;
+  rewarm: number;
+  steps: number;
+}
+
+interface Options {
+  threads: number;
+  repeats: number;
+  warmup: number;
+  rewarm: number;
+  steps: number;
+  bf16: Plan | null;
+  curveSteps: number;
+  data: 'fashion' | 'random';
+  seed: number;
+  python: string;
+}
+
+const BATCH = 64;
+const LR = 1e-4;
+const T = 1000; // DDPM: linear betas 1e-4 .. 0.02 over 1000 steps (Ho et al. 2020, Sec. 4)
+
+/** oneDNN's bf16 path in libtorch 1.13 needs AVX-512 (mkldnn_bf16_device_check: avx512bw, vl, dq). */
+function cpuFlags(): Set<string> {
+  try {
+    const line = fs.readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    return new Set((line ?? '').split(':')[1]?.trim().split(/\s+/) ?? []);
+  } catch {
+    return new Set();
+  }
+}
+
+function cpuModel(): string {
+  const m = os.cpus()[0]?.model?.trim();
+  return m && m.length ? m : 'unknown CPU';
+}
+
+function parseArgs(argv: string[]): Options {
+  const flags = cpuFlags();
+  const fastBf16 = ['avx512bw', 'avx512vl', 'avx512dq'].every((f) => flags.has(f));
+  const a = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    if (!k.startsWith('--')) throw new Error(`unet bench: unexpected argument ${k}`);
+    if (k === '--no-bf16') a.set(k, '1');
+    else if (i + 1 < argv.length) a.set(k, argv[++i]);
+    else throw new Error(`unet bench: ${k} needs a value`);
+  }
+  const known = ['--threads', '--repeats', '--warmup', '--rewarm', '--steps', '--bf16-repeats', '--bf16-warmup', '--bf16-rewarm', '--bf16-steps', '--no-bf16', '--curve-steps', '--data', '--seed', '--python'];
+  for (const k of a.keys()) if (!known.includes(k)) throw new Error(`unet bench: unknown option ${k} (known: ${known.join(' ')})`);
+  const int = (k: string, d: number, min = 0) => {
+    const v = a.has(k) ? Number(a.get(k)) : d;
+    if (!Number.isSafeInteger(v) || v < min) throw new Error(`unet bench: ${k} must be an integer >= ${min}, got ${a.get(k)}`);
+    return v;
+  };
+  const repeats = int('--repeats', 5, 1);
+  const warmup = int('--warmup', 1);
+  const rewarm = int('--rewarm', 0);
+  const steps = int('--steps', 2, 1);
+  const bf16 = a.has('--no-bf16')
+    ? null
+    : {
+        repeats: int('--bf16-repeats', fastBf16 ? repeats : 1, 1),
+        warmup: int('--bf16-warmup', fastBf16 ? warmup : 0),
+        rewarm: int('--bf16-rewarm', fastBf16 ? rewarm : 0),
+        steps: int('--bf16-steps', fastBf16 ? steps : 1, 1),
+      };
+  const fashionThere = fs.existsSync('/usr/share/datasets/fashion-mnist') || Boolean(process.env.DIFFUSE_FASHION_MNIST_DIR);
+  const data = (a.get('--data') ?? (fashionThere ? 'fashion' : 'random')) as Options['data'];
+  if (data !== 'fashion' && data !== 'random') throw new Error(`unet bench: --data must be fashion or random, got ${data}`);
+  return {
+    threads: int('--threads', os.availableParallelism(), 1),
+    repeats,
+    warmup,
+    rewarm,
+    steps,
+    bf16,
+    curveSteps: int('--curve-steps', fastBf16 ? 30 : 0),
+    data,
+    seed: int('--seed', 0),
+    python: a.get('--python') ?? process.env.DIFFUSE_PYTHON ?? '/usr/bin/python3',
+  };
+}
+
+/** Steps each side takes per precision. */
+function stepsPerSide(p: Plan): number {
+  return p.warmup + (p.repeats - 1) * p.rewarm + p.repeats * p.steps;
+}
+
+/** The fixed batch x0 in [-1, 1], [64, 1, 32, 32]. */
+function fixedBatch(kind: Options['data'], g: Generator): Tensor {
+  if (kind === 'random') return g.rand([BATCH, 1, 32, 32]).mul(2).sub(1);
+  const ds = loadFashionMNIST({ split: 'test', pad32: true });
+  try {
+    return tidy(() => ds.images.narrow(0, 0, BATCH).float().div(127.5).sub(1));
+  } finally {
+    dispose([ds.images, ds.labels]);
+  }
+}
+
+/**
+ * K DDPM training batches from x0: t ~ U{0..999}, eps ~ N(0, I),
+ * x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps. Returns xt, eps [K, 64, 1, 32, 32] and t [K, 64] (float32).
+ */
+function ddpmBatches(x0: Tensor, K: number, g: Generator): { xt: Tensor; eps: Tensor; t: Tensor } {
+  return tidy(() => {
+    const sa = new Float64Array(T);
+    const sb = new Float64Array(T);
+    let abar = 1;
+    for (let i = 0; i < T; i++) {
+      abar *= 1 - (1e-4 + ((0.02 - 1e-4) * i) / (T - 1));
+      sa[i] = Math.sqrt(abar);
+      sb[i] = Math.sqrt(1 - abar);
+    }
+    const t = g.randint(0, T, [K, BATCH]); // int64
+    const eps = g.randn([K, ...x0.shape]);
+    const coef = (c: Float64Array) => tensor(c).indexSelect(0, t.flatten()).float().reshape([K, BATCH, 1, 1, 1]);
+    const xt = x0.unsqueeze(0).mul(coef(sa)).add(eps.mul(coef(sb)));
+    return { xt, eps, t: t.float() };
+  });
+}
+
+/** One side's model + optimizer for one precision, trained through the K batches in order. */
+class OurTrainer {
+  readonly net: UNet;
+  readonly opt: Adam;
+  private k = 0;
+
+  constructor(readonly mode: Mode, weights: string, private readonly data: { xt: Tensor; eps: Tensor; t: Tensor }) {
+    this.net = new UNet(UNET_BENCH_2M, { generator: new Generator(0) });
+    loadModule(this.net, weights);
+    this.net.train();
+    this.opt = new Adam(this.net.parameters(), { lr: LR });
+  }
+
+  run(n: number): RunResult {
+    const r: RunResult = { losses: [], total: [], fwd: [], bwd: [], opt: [], cpu: [] };
+    const K = this.data.xt.dim(0);
+    for (let i = 0; i < n; i++) {
+      const k = this.k++ % K;
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      let t1 = t0;
+      const loss = tidy(() => {
+        const { xt, eps, t } = this.data;
+        const forward = () => F.mseLoss(this.net.forward(xt.select(0, k), t.select(0, k)).float(), eps.select(0, k));
+        const l = this.mode === 'bf16' ? autocast(forward) : forward();
+        t1 = performance.now();
+        l.backward();
+        return l.item();
+      });
+      const t2 = performance.now();
+      this.opt.step();
+      this.opt.zeroGrad();
+      const t3 = performance.now();
+      const c = process.cpuUsage(c0);
+      r.cpu.push((c.user + c.system) / 1000);
+      r.losses.push(loss);
+      r.total.push(t3 - t0);
+      r.fwd.push(t1 - t0);
+      r.bwd.push(t2 - t1);
+      r.opt.push(t3 - t2);
+    }
+    return r;
+  }
+
+  dispose(): void {
+    this.opt.dispose();
+    this.net.dispose();
+  }
+}
+
+/** The PyTorch side: bench/unet_peer.py, driven by one JSON request per line. */
+class Peer {
+  private readonly proc: ChildProcessWithoutNullStreams;
+  private readonly lines: AsyncIterableIterator<string>;
+  private exited: string | null = null;
+
+  constructor(python: string, script: string, dir: string, threads: number) {
+    this.proc = spawn(python, [script, dir, String(threads)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc.stderr.on('data', (d: Buffer) => process.stderr.write(`[peer] ${d}`));
+    this.proc.on('exit', (code, sig) => (this.exited = `exited with ${sig ?? `status ${code}`}`));
+    this.proc.on('error', (e) => (this.exited = `could not start: ${e.message}`));
+    this.lines = readline.createInterface({ input: this.proc.stdout })[Symbol.asyncIterator]();
+  }
+
+  async request(msg: object): Promise<any> {
+    if (this.exited) throw new Error(`PyTorch peer ${this.exited}`);
+    this.proc.stdin.write(JSON.stringify(msg) + '\n');
+    return this.read();
+  }
+
+  async read(): Promise<any> {
+    const { value, done } = await this.lines.next();
+    if (done) throw new Error(`PyTorch peer ${this.exited ?? 'closed its output'} (see [peer] lines above)`);
+    const reply = JSON.parse(value);
+    if (reply.error) throw new Error(`PyTorch peer: ${reply.error}`);
+    return reply;
+  }
+
+  async close(): Promise<void> {
+    if (!this.exited) this.proc.stdin.end(JSON.stringify({ cmd: 'quit' }) + '\n');
+    await new Promise((res) => (this.exited ? res(null) : this.proc.on('exit', res)));
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+interface Timing {
+  /** images/s of each repeat. */
+  ips: number[];
+  /** Timed steps' per-phase times, all repeats. */
+  fwd: number[];
+  bwd: number[];
+  opt: number[];
+  total: number[];
+  cpu: number[];
+  /** Every step's loss (warm-up included), in order. */
+  losses: number[];
+}
+
+const emptyTiming = (): Timing => ({ ips: [], fwd: [], bwd: [], opt: [], total: [], cpu: [], losses: [] });
+
+function record(into: Timing, r: RunResult, warmup: number): void {
+  into.losses.push(...r.losses);
+  const timed = (xs: number[]) => xs.slice(warmup);
+  if (r.total.length === warmup) return;
+  into.ips.push((BATCH * timed(r.total).length * 1000) / sum(timed(r.total)));
+  into.fwd.push(...timed(r.fwd));
+  into.bwd.push(...timed(r.bwd));
+  into.opt.push(...timed(r.opt));
+  into.total.push(...timed(r.total));
+  into.cpu.push(...timed(r.cpu));
+}
+
+/** Largest relative difference per step between two loss curves over their common steps, and the mean of the last m. */
+function compareCurves(a: number[], b: number[], last = 10): { n: number; maxRel: number; lastMeanRel: number } {
+  const n = Math.min(a.length, b.length);
+  let maxRel = 0;
+  for (let i = 0; i < n; i++) maxRel = Math.max(maxRel, Math.abs(a[i] - b[i]) / Math.abs(b[i]));
+  const m = Math.min(last, n);
+  const mean = (xs: number[]) => sum(xs.slice(n - m, n)) / m;
+  return { n, maxRel, lastMeanRel: n ? Math.abs(mean(a) - mean(b)) / Math.abs(mean(b)) : NaN };
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  setNumThreads(o.threads);
+  const wall0 = performance.now();
+  const plans: [Mode, Plan][] = [['fp32', { repeats: o.repeats, warmup: o.warmup, rewarm: o.rewarm, steps: o.steps }]];
+  if (o.bf16) plans.push(['bf16', o.bf16]);
+  const curveSteps = o.bf16 ? o.curveSteps : 0;
+  const K = Math.max(...plans.map(([, p]) => stepsPerSide(p)), curveSteps);
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-unet-bench-'));
+  const weights = path.join(dir, 'unet.safetensors');
+  const dataFile = path.join(dir, 'data.safetensors');
+  const g = new Generator(o.seed);
+  const init = new UNet(UNET_BENCH_2M, { generator: g });
+  const params = init.numParameters();
+  saveModule(init, weights, { kind: 'UNet', config: JSON.stringify(init.config) });
+  init.dispose();
+  const data = keep(
+    tidy(() => {
+      const x0 = fixedBatch(o.data, g);
+      return ddpmBatches(x0, K, g);
+    }),
+  );
+  saveSafetensors(dataFile, { xt: data.xt, eps: data.eps, t: data.t }, { steps: String(K), batch: String(BATCH), lr: String(LR) });
+
+  console.log(`diffuse unet train-step bench: libtorch ${torchVersion()}, ${getNumThreads()} threads, ${cpuModel()} (${os.cpus().length} logical CPUs), load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  console.log(`  model UNET_BENCH_2M (${params.toLocaleString('en-US')} parameters), batch ${BATCH} x 1 x 32 x 32 (${o.data === 'fashion' ? 'Fashion-MNIST test 0-63' : 'uniform noise'}), DDPM eps loss, Adam lr ${LR}`);
+  console.log(`  OMP_WAIT_POLICY=${process.env.OMP_WAIT_POLICY ?? '(unset)'}; ${K} precomputed steps in ${dir}`);
+  if (os.loadavg()[0] > os.availableParallelism() / 2 && !process.env.OMP_WAIT_POLICY)
+    console.log('  note: the machine is busy; OpenMP threads spin while they wait, which makes both sides several times slower under load (OMP_WAIT_POLICY=PASSIVE avoids that)');
+  const peerScript = path.resolve(__dirname, '..', '..', 'bench', 'unet_peer.py');
+  const peer = new Peer(o.python, peerScript, dir, o.threads);
+  const ready = await peer.read();
+  console.log(`  peer: PyTorch ${ready.torch} eager (${ready.python}), ${ready.threads} threads, ${ready.parameters.toLocaleString('en-US')} parameters, optimizer ${ready.optimizer}`);
+  if (ready.threads !== getNumThreads()) throw new Error(`thread counts differ: ours ${getNumThreads()}, peer ${ready.threads}`);
+  if (ready.parameters !== params) throw new Error(`parameter counts differ: ours ${params}, peer ${ready.parameters}`);
+  if (o.bf16 && !['avx512bw', 'avx512vl', 'avx512dq'].every((f) => cpuFlags().has(f)))
+    console.log('  note: this CPU has no AVX-512, so bf16 convolutions use libtorch\'s slow reference kernel (both sides); bf16 gets fewer steps');
+
+  const results = new Map<string, Timing>();
+  const ours = new Map<Mode, OurTrainer>();
+  try {
+    for (const [mode, p] of plans) {
+      const trainer = new OurTrainer(mode, weights, data);
+      ours.set(mode, trainer);
+      await peer.request({ cmd: 'init', mode });
+      const mine = emptyTiming();
+      const theirs = emptyTiming();
+      results.set(`${mode} ours`, mine);
+      results.set(`${mode} peer`, theirs);
+      for (let rep = 0; rep < p.repeats; rep++) {
+        const warmup = rep === 0 ? p.warmup : p.rewarm;
+        const sides = [
+          async () => record(mine, trainer.run(warmup + p.steps), warmup),
+          async () => record(theirs, (await peer.request({ cmd: 'run', mode, steps: warmup + p.steps })) as RunResult, warmup),
+        ];
+        if (rep % 2) sides.reverse();
+        for (const side of sides) await side();
+        const last = (t: Timing) => t.ips[t.ips.length - 1].toFixed(2);
+        console.log(`  ${mode} repeat ${rep + 1}/${p.repeats}: diffuse ${last(mine)} img/s, pytorch ${last(theirs)} img/s`);
+      }
+    }
+    // Loss curves: extend our fp32 and bf16 trajectories (untimed) to curveSteps.
+    for (const mode of ['fp32', 'bf16'] as Mode[]) {
+      const tr = ours.get(mode);
+      const res = results.get(`${mode} ours`);
+      if (!tr || !res) continue;
+      while (res.losses.length < curveSteps) {
+        res.losses.push(...tr.run(1).losses);
+        if (res.losses.length % 5 === 0 || res.losses.length === curveSteps)
+          console.log(`  loss curve ${mode} (diffuse): ${res.losses.length}/${curveSteps} steps, last 5: ${res.losses.slice(-5).map((x) => x.toFixed(4)).join(' ')}`);
+      }
+    }
+  } finally {
+    await peer.close().catch(() => undefined);
+    for (const tr of ours.values()) tr.dispose();
+    dispose(data);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+
+  // ---- report
+  const row = (name: string, t: Timing) => {
+    const ms = (xs: number[]) => median(xs).toFixed(0);
+    const spread = t.ips.length > 1 ? `${Math.min(...t.ips).toFixed(2)}-${Math.max(...t.ips).toFixed(2)}` : '-';
+    const cells = [name, median(t.ips).toFixed(2), spread, ms(t.total), ms(t.fwd), ms(t.bwd), ms(t.opt), ms(t.cpu), `${t.ips.length} x ${t.total.length / t.ips.length}`];
+    return `| ${cells.map((c, i) => (i === 0 ? c.padEnd(12) : c.padStart(widths[i]))).join(' | ')} |`;
+  };
+  const head = ['side', 'images/s', 'min-max', 'ms/step', 'fwd ms', 'bwd ms', 'optim ms', 'cpu ms/step', 'repeats x steps'];
+  const widths = head.map((h) => Math.max(h.length, 12));
+  console.log('');
+  console.log(`| ${head.map((h, i) => (i === 0 ? h.padEnd(12) : h.padStart(widths[i]))).join(' | ')} |`);
+  console.log(`|${head.map((_, i) => (i === 0 ? '-'.repeat(14) : '-'.repeat(widths[i] + 1) + ':')).join('|')}|`);
+  for (const [mode] of plans) {
+    console.log(row(`${mode} diffuse`, results.get(`${mode} ours`)!));
+    console.log(row(`${mode} pytorch`, results.get(`${mode} peer`)!));
+  }
+  console.log('images/s: median over repeats (min-max: over repeats); ms columns: medians over all timed steps;');
+  console.log('cpu ms/step: process CPU time of all threads per step (wall time counts other jobs, CPU time mostly does not)');
+  const ips = (k: string) => median(results.get(k)!.ips);
+  const R = ips('fp32 ours') / ips('fp32 peer');
+  console.log('');
+  const cpu = (k: string) => median(results.get(k)!.cpu);
+  console.log(`fp32: diffuse / pytorch images/s = ${R.toFixed(3)}; by CPU time per step (pytorch / diffuse) = ${(cpu('fp32 peer') / cpu('fp32 ours')).toFixed(3)}`);
+  if (o.bf16) {
+    console.log(`bf16: diffuse / pytorch images/s = ${(ips('bf16 ours') / ips('bf16 peer')).toFixed(3)}`);
+    console.log(`bf16 autocast speed-up over fp32: diffuse ${(ips('bf16 ours') / ips('fp32 ours')).toFixed(3)}x, pytorch ${(ips('bf16 peer') / ips('fp32 peer')).toFixed(3)}x`);
+  }
+  const curve = (k: string) => results.get(k)!.losses;
+  const same = compareCurves(curve('fp32 ours'), curve('fp32 peer'));
+  console.log(`loss curve, fp32 diffuse vs pytorch (same weights, data and steps): ${same.n} steps, max relative difference ${same.maxRel.toExponential(2)}`);
+  if (o.bf16) {
+    const bp = compareCurves(curve('bf16 ours'), curve('bf16 peer'));
+    console.log(`loss curve, bf16 diffuse vs pytorch: ${bp.n} steps, max relative difference ${bp.maxRel.toExponential(2)}`);
+    const c = compareCurves(curve('bf16 ours'), curve('fp32 ours'));
+    const ok = c.maxRel < 0.05 && c.lastMeanRel < 0.02;
+    console.log(
+      `loss curve, diffuse bf16 vs fp32: ${c.n} steps, max per-step relative difference ${(100 * c.maxRel).toFixed(2)}%, ` +
+        `means of the last ${Math.min(10, c.n)} steps differ by ${(100 * c.lastMeanRel).toFixed(2)}% -> ${ok ? 'matches' : 'DOES NOT match'} (tolerance: < 5% per step, < 2% last-10 mean)`,
+    );
+    const fmt = (xs: number[]) => xs.map((x) => x.toFixed(4)).join(' ');
+    console.log(`  fp32 losses: ${fmt(curve('fp32 ours').slice(0, c.n))}`);
+    console.log(`  bf16 losses: ${fmt(curve('bf16 ours').slice(0, c.n))}`);
+    if (c.n < 30) console.log(`  (only ${c.n} steps: pass --curve-steps 30 for the 30-step curve)`);
+  }
+  console.log(`total time ${((performance.now() - wall0) / 1000).toFixed(0)} s`);
+  console.log(`unet train step ratio vs pytorch: ${R.toFixed(2)}`);
+}
+
+main().catch((e) => {
+  console.error(e instanceof Error ? e.stack ?? e.message : e);
+  process.exit(1);
+});

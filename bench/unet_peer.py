@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""PyTorch eager side of bench/unet.ts (the U-Net training step against PyTorch).
+
+  /usr/bin/python3 bench/unet_peer.py DIR THREADS
+
+DIR holds what bench/unet.ts wrote: unet.safetensors (Diffuse's saveModule of the
+benchmark U-Net, metadata {"kind": "UNet", "config": JSON}) and data.safetensors
+(xt, eps: [K, 64, 1, 32, 32], t: [K, 64] float32: K precomputed DDPM steps). The
+network is the independent PyTorch twin in scripts/fixtures/nn.py (same parameter
+names), loaded strictly with those weights, so both sides do the same math.
+
+Protocol: one JSON object per line on stdout. First {"ready": true, ...}; then, for each
+request line on stdin,
+  {"cmd": "init", "mode": "fp32" | "bf16"}  fresh model (the saved weights) + Adam for mode
+  {"cmd": "run", "mode": M, "steps": N}      N training steps of mode M's model, continuing
+                                             through the K batches in order; replies with
+                                             per-step "losses" and times in ms "total",
+                                             "fwd" (forward + loss), "bwd" (backward), "opt"
+                                             (Adam step + zero_grad), and "cpu" (process CPU time)
+  {"cmd": "quit"}
+Errors are replied as {"error": "..."}.
+"""
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "scripts", "fixtures"))
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError as e:
+    print(f"PyTorch is not importable from {sys.executable} ({e}); run `npm run setup` or pass --python", file=sys.stderr)
+    sys.exit(3)
+
+from nn import UNet  # noqa: E402  (sets 1 thread on import; main() sets the requested count after)
+from safetensors_interop import deserialize  # noqa: E402
+
+
+class GroupNorm32(torch.nn.GroupNorm):
+    """ADM's GroupNorm32 (guided_diffusion/nn.py), as Diffuse's U-Net: normalize in float32, return x's dtype.
+
+    Needed under CPU autocast in torch 1.13, whose group_norm rejects bf16 input with float32 weights.
+    A no-op in fp32.
+    """
+
+    def forward(self, x):
+        return super().forward(x.float()).type(x.dtype)
+
+
+def load(path):
+    with open(path, "rb") as f:
+        return deserialize(f.read())
+
+
+class Trainer:
+    def __init__(self, mode, state, config, data):
+        self.mode = mode
+        self.net = UNet(config)
+        for m in self.net.modules():
+            if type(m) is torch.nn.GroupNorm:
+                m.__class__ = GroupNorm32
+        self.net.load_state_dict(state, strict=True)
+        self.net.train()
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-4)
+        self.data = data
+        self.k = 0
+
+    def run(self, n):
+        xt, eps, t = self.data["xt"], self.data["eps"], self.data["t"]
+        out = dict(losses=[], total=[], fwd=[], bwd=[], opt=[], cpu=[])
+        for _ in range(n):
+            k = self.k % xt.shape[0]
+            self.k += 1
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.mode == "bf16"):
+                loss = F.mse_loss(self.net(xt[k], t[k]).float(), eps[k])
+            t1 = time.perf_counter()
+            loss.backward()
+            value = loss.item()
+            del loss
+            t2 = time.perf_counter()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            t3 = time.perf_counter()
+            out["cpu"].append((time.process_time() - c0) * 1e3)
+            out["losses"].append(value)
+            out["total"].append((t3 - t0) * 1e3)
+            out["fwd"].append((t1 - t0) * 1e3)
+            out["bwd"].append((t2 - t1) * 1e3)
+            out["opt"].append((t3 - t2) * 1e3)
+        return out
+
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv):
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    folder, threads = argv[1], int(argv[2])
+    torch.set_num_threads(threads)
+    state, meta = load(os.path.join(folder, "unet.safetensors"))
+    if meta.get("kind") != "UNet":
+        reply(dict(error=f"unet.safetensors holds a {meta.get('kind')!r}, not a UNet"))
+        return 1
+    config = json.loads(meta["config"])
+    data, _ = load(os.path.join(folder, "data.safetensors"))
+    data = {k: v.contiguous() for k, v in data.items()}
+    probe = UNet(config)
+    reply(dict(
+        ready=True,
+        torch=torch.__version__,
+        python=sys.executable,
+        threads=torch.get_num_threads(),
+        parameters=sum(p.numel() for p in probe.parameters()),
+        optimizer="torch.optim.Adam(lr=1e-4) defaults",
+    ))
+    del probe
+    trainers = {}
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            cmd = req.get("cmd")
+            if cmd == "quit":
+                break
+            if cmd == "init":
+                trainers[req["mode"]] = Trainer(req["mode"], state, config, data)
+                reply(dict(ok=True))
+            elif cmd == "run":
+                reply(trainers[req["mode"]].run(int(req["steps"])))
+            else:
+                reply(dict(error=f"unknown cmd {cmd!r}"))
+        except Exception as e:  # reported to the bench, which stops
+            reply(dict(error=f"{type(e).__name__}: {e}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
