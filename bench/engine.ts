@@ -24,7 +24,7 @@
  * of the three ratios (ours over PyTorch's throughput; >= 1 means no slower).
  *
  * Run: npx tsc -p tsconfig.json && npm run bench:engine
- * Env: BENCH_REPEATS (default 9).
+ * Env: BENCH_REPEATS (default 11).
  */
 import { spawn } from 'child_process';
 import * as fs from 'fs';
@@ -185,7 +185,7 @@ function cpuModel(): string {
 
 async function main(): Promise<void> {
   const t00 = performance.now();
-  const repeats = Number(process.env.BENCH_REPEATS ?? 9);
+  const repeats = Number(process.env.BENCH_REPEATS ?? 11);
   if (!Number.isSafeInteger(repeats) || repeats < 1) throw new RangeError(`BENCH_REPEATS must be a positive integer, got ${process.env.BENCH_REPEATS}`);
   const threads = getNumThreads();
   const load0 = os.loadavg();
@@ -202,10 +202,11 @@ async function main(): Promise<void> {
   const ours = new Ours();
   const before = memory().tensors;
   // Warm up (kernels, allocators, JIT: 3 conv and 30 mlp steps, as the peer does), and
-  // size a repeat at ~0.75 s of our time from the last warm-up steps.
+  // size a repeat at ~0.75 s of our time from the last warm-up steps (at least 2 conv
+  // and 20 mlp steps).
   ours.run('conv', 1);
   ours.run('mlp', 10);
-  const size = (w: 'conv' | 'mlp', probe: number) => Math.max(2, Math.round((0.75 * probe) / ours.run(w, probe)));
+  const size = (w: 'conv' | 'mlp', probe: number) => Math.max(probe, Math.round((0.75 * probe) / ours.run(w, probe)));
   const n: Record<Workload, number> = { conv: size('conv', 2), mlp: size('mlp', 20), small: SMALL_OPS, smallTidy: SMALL_OPS };
   ours.run('small', 10_000);
   ours.run('smallTidy', 10_000);
