@@ -17,8 +17,8 @@
  * (and `rewarm` before each later one), then each repeat is `steps` timed steps; the
  * reported images/s is the median over repeats. A step is ~140 GFLOP (80% of it in
  * convolutions, the same oneDNN kernels on both sides), so the defaults are short
- * repeats, many of them. Both sides use the same number
- * of threads (default: every core) and inherit the same environment (OMP_WAIT_POLICY ...).
+ * repeats, many of them. Both sides use the same number of threads (default: every
+ * core) and inherit the same environment (OMP_WAIT_POLICY, ...).
  *
  * bf16: libtorch 1.13 runs bf16 convolutions through oneDNN only on CPUs with AVX-512
  * (avx512bw/vl/dq); elsewhere it falls back to its slow reference convolution
@@ -48,7 +48,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { autocast, dispose, F, Generator, getNumThreads, keep, saveSafetensors, setNumThreads, tensor, Tensor, tidy, torchVersion } from '../src/engine';
+import { autocast, dispose, F, Generator, getNumThreads, keep, saveSafetensors, setNumThreads, stack, tensor, Tensor, tidy, torchVersion } from '../src/engine';
 import { loadFashionMNIST } from '../src/data';
 import { UNet, UNET_BENCH_2M } from '../src/models';
 import { loadModule, saveModule } from '../src/nn';
@@ -184,8 +184,15 @@ function ddpmBatches(x0: Tensor, K: number, g: Generator): { xt: Tensor; eps: Te
       sa[i] = Math.sqrt(abar);
       sb[i] = Math.sqrt(1 - abar);
     }
-    const t = g.randint(0, T, [K, BATCH]); // int64
-    const eps = g.randn([K, ...x0.shape]);
+    // Drawn step by step, so step k's batch does not depend on K.
+    const ts: Tensor[] = [];
+    const es: Tensor[] = [];
+    for (let k = 0; k < K; k++) {
+      ts.push(g.randint(0, T, [BATCH])); // int64
+      es.push(g.randn(x0.shape));
+    }
+    const t = stack(ts); // [K, 64]
+    const eps = stack(es); // [K, 64, 1, 32, 32]
     const coef = (c: Float64Array) => tensor(c).indexSelect(0, t.flatten()).float().reshape([K, BATCH, 1, 1, 1]);
     const xt = x0.unsqueeze(0).mul(coef(sa)).add(eps.mul(coef(sb)));
     return { xt, eps, t: t.float() };
@@ -352,16 +359,16 @@ async function main(): Promise<void> {
     console.log('  note: the machine is busy; OpenMP threads spin while they wait, which makes both sides several times slower under load (OMP_WAIT_POLICY=PASSIVE avoids that)');
   const peerScript = path.resolve(__dirname, '..', '..', 'bench', 'unet_peer.py');
   const peer = new Peer(o.python, peerScript, dir, o.threads);
-  const ready = await peer.read();
-  console.log(`  peer: PyTorch ${ready.torch} eager (${ready.python}), ${ready.threads} threads, ${ready.parameters.toLocaleString('en-US')} parameters, optimizer ${ready.optimizer}`);
-  if (ready.threads !== getNumThreads()) throw new Error(`thread counts differ: ours ${getNumThreads()}, peer ${ready.threads}`);
-  if (ready.parameters !== params) throw new Error(`parameter counts differ: ours ${params}, peer ${ready.parameters}`);
-  if (o.bf16 && !['avx512bw', 'avx512vl', 'avx512dq'].every((f) => cpuFlags().has(f)))
-    console.log('  note: this CPU has no AVX-512, so bf16 convolutions use libtorch\'s slow reference kernel (both sides); bf16 gets fewer steps');
-
   const results = new Map<string, Timing>();
   const ours = new Map<Mode, OurTrainer>();
   try {
+    const ready = await peer.read();
+    console.log(`  peer: PyTorch ${ready.torch} eager (${ready.python}), ${ready.threads} threads, ${ready.parameters.toLocaleString('en-US')} parameters, optimizer ${ready.optimizer}`);
+    if (ready.threads !== getNumThreads()) throw new Error(`thread counts differ: ours ${getNumThreads()}, peer ${ready.threads}`);
+    if (ready.parameters !== params) throw new Error(`parameter counts differ: ours ${params}, peer ${ready.parameters}`);
+    if (o.bf16 && !['avx512bw', 'avx512vl', 'avx512dq'].every((f) => cpuFlags().has(f)))
+      console.log('  note: this CPU has no AVX-512, so bf16 convolutions use libtorch\'s slow reference kernel (both sides); bf16 gets fewer steps');
+
     for (const [mode, p] of plans) {
       const trainer = new OurTrainer(mode, weights, data);
       ours.set(mode, trainer);
@@ -443,12 +450,15 @@ async function main(): Promise<void> {
     console.log(`  fp32 losses: ${fmt(curve('fp32 ours').slice(0, c.n))}`);
     console.log(`  bf16 losses: ${fmt(curve('bf16 ours').slice(0, c.n))}`);
     if (c.n < 30) console.log(`  (only ${c.n} steps: pass --curve-steps 30 for the 30-step curve)`);
+    if (Math.min(c.n, bp.n) <= 1)
+      console.log('  (step 1 runs at the initial weights, whose zero-initialized out_conv makes the output 0 in any precision: one step compares nothing)');
   }
   console.log(`total time ${((performance.now() - wall0) / 1000).toFixed(0)} s`);
   console.log(`unet train step ratio vs pytorch: ${R.toFixed(2)}`);
 }
 
 main().catch((e) => {
-  console.error(e instanceof Error ? e.stack ?? e.message : e);
+  const usage = e instanceof Error && e.message.startsWith('unet bench:');
+  console.error(e instanceof Error ? (usage ? e.message : e.stack ?? e.message) : e);
   process.exit(1);
 });
