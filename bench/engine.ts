@@ -31,7 +31,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as readline from 'readline';
-import { arange, F, Generator, getNumThreads, memory, noGrad, Tensor, tidy, torchVersion, zeros } from '../src/engine';
+import { arange, F, Generator, getNumThreads, mallocPolicy, memory, noGrad, Tensor, tidy, torchVersion, zeros } from '../src/engine';
 
 const PYTHON = '/usr/bin/python3'; // Debian's, with python3-torch (a pyenv python3 on PATH may lack torch)
 const SMALL_OPS = 100_000;
@@ -196,6 +196,7 @@ async function main(): Promise<void> {
   console.log(`date:     ${new Date().toISOString()}`);
   console.log(`machine:  ${cpuModel()}, ${os.cpus().length} logical CPUs (${os.availableParallelism()} available), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.platform()} ${os.release()}`);
   console.log(`threads:  ours ${threads}, pytorch ${String(hello.threads)} (torch.set_num_threads)`);
+  console.log(`malloc:   ours ${mallocPolicy()}; pytorch glibc's policy (and any MALLOC_* settings both sides inherit)`);
   console.log(`versions: ours libtorch ${torchVersion()} via the addon on Node ${process.versions.node}; peer torch ${String(hello.torch)} on Python ${String(hello.python)}`);
   console.log(`load average at start: ${load0.map((l) => l.toFixed(2)).join(' ')}`);
 

@@ -15,7 +15,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { getNumThreads, setNumThreads, tidy, torchVersion } from '../src/engine';
+import { getNumThreads, mallocPolicy, setNumThreads, tidy, torchVersion } from '../src/engine';
 import { emaBeta } from '../src/optim';
 import { resolveTrainConfig, TRAIN_DEFAULTS } from '../src/training/config';
 import { Trainer } from '../src/training/trainer';
@@ -38,6 +38,7 @@ function main(): void {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-bench-train-'));
   const config = resolveTrainConfig({ ...TRAIN_DEFAULTS, out, steps: warmup + steps + 1 });
   console.log(`diffuse train bench: libtorch ${torchVersion()}, ${getNumThreads()} threads, default config (batch ${config.batchSize}), ${warmup} warm-up + ${steps} timed steps per side`);
+  console.log(`malloc: ours ${mallocPolicy()}; pytorch glibc's policy (and any MALLOC_* settings both sides inherit)`);
 
   const t = Trainer.create(config, { log: null });
   let ours: { ips: number; ms: number; loaderMs: number };

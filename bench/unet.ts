@@ -48,7 +48,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { autocast, dispose, F, Generator, getNumThreads, keep, saveSafetensors, setNumThreads, stack, tensor, Tensor, tidy, torchVersion } from '../src/engine';
+import { autocast, dispose, F, Generator, getNumThreads, keep, mallocPolicy, saveSafetensors, setNumThreads, stack, tensor, Tensor, tidy, torchVersion } from '../src/engine';
 import { loadFashionMNIST } from '../src/data';
 import { UNet, UNET_BENCH_2M } from '../src/models';
 import { loadModule, saveModule } from '../src/nn';
@@ -354,6 +354,7 @@ async function main(): Promise<void> {
 
   console.log(`diffuse unet train-step bench: libtorch ${torchVersion()}, ${getNumThreads()} threads, ${cpuModel()} (${os.cpus().length} logical CPUs), load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   console.log(`  model UNET_BENCH_2M (${params.toLocaleString('en-US')} parameters), batch ${BATCH} x 1 x 32 x 32 (${o.data === 'fashion' ? 'Fashion-MNIST test 0-63' : 'uniform noise'}), DDPM eps loss, Adam lr ${LR}`);
+  console.log(`  malloc: ours ${mallocPolicy()}; pytorch glibc's policy (and any MALLOC_* settings both sides inherit)`);
   console.log(`  OMP_WAIT_POLICY=${process.env.OMP_WAIT_POLICY ?? '(unset)'}; ${K} precomputed steps in ${dir}`);
   if (os.loadavg()[0] > os.availableParallelism() / 2 && !process.env.OMP_WAIT_POLICY)
     console.log('  note: the machine is busy; OpenMP threads spin while they wait, which makes both sides several times slower under load (OMP_WAIT_POLICY=PASSIVE avoids that)');

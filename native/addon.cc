@@ -10,7 +10,10 @@
 
 #include <v8.h>
 
+#include <malloc.h>
+
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -451,6 +454,36 @@ static Napi::Value version(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), TORCH_VERSION);
 }
 
+// ---- the host allocator ----
+// Tensors of a training step are allocated and freed every step. glibc's defaults return
+// blocks over its (dynamic) mmap threshold and a free heap top over 2x that to the kernel,
+// so the next step page-faults the same memory back in: 40-50% of a small conv step's CPU
+// time on this machine. The engine keeps that memory instead: blocks up to 32 MiB come from
+// the heap, and the heap top is trimmed only past 1 GiB free. DIFFUSE_MALLOC=default keeps
+// glibc's defaults; a user's own MALLOC_*_ or GLIBC_TUNABLES settings are left alone.
+static std::string mallocPolicyText = "glibc defaults";
+
+static void tuneMalloc() {
+#ifdef __GLIBC__
+  const char* mode = std::getenv("DIFFUSE_MALLOC");
+  if (mode && std::string(mode) == "default") {
+    mallocPolicyText = "glibc defaults (DIFFUSE_MALLOC=default)";
+    return;
+  }
+  for (const char* var : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES"})
+    if (std::getenv(var)) {
+      mallocPolicyText = std::string("the environment's (") + var + " is set)";
+      return;
+    }
+  if (mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1)
+    mallocPolicyText = "diffuse: mmap threshold 32 MiB, trim threshold 1 GiB";
+#endif
+}
+
+static Napi::Value mallocPolicy(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), mallocPolicyText);
+}
+
 static Napi::Value config(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), at::show_config() + at::get_parallel_info());
 }
@@ -575,6 +608,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   }
   static std::once_flag once;
   std::call_once(once, [] {
+    tuneMalloc();
     Registry r;
     r.add("dispose", dispose);
     r.add("isDisposed", isDisposed);
@@ -590,6 +624,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     r.add("cudaDeviceCount", cudaDeviceCount);
     r.add("version", version);
     r.add("config", config);
+    r.add("mallocPolicy", mallocPolicy);
     r.add("setGradEnabled", setGradEnabled);
     r.add("isGradEnabled", isGradEnabled);
     r.add("autocastEnter", autocastEnter);

@@ -27,6 +27,7 @@ export interface Native {
   cudaDeviceCount(): number;
   version(): string;
   config(): string;
+  mallocPolicy(): string;
   setGradEnabled(on: boolean): boolean;
   isGradEnabled(): boolean;
   autocastEnter(on: boolean, dtype: number): [boolean, number];

@@ -37,3 +37,14 @@ export function torchVersion(): string {
 export function torchConfig(): string {
   return native.config();
 }
+
+/**
+ * How the host allocator is tuned. On glibc the engine keeps freed tensor memory for the
+ * next step instead of returning it to the kernel (mmap threshold 32 MiB, trim threshold
+ * 1 GiB), which saves the page faults that otherwise cost up to half of a small
+ * convolution step; DIFFUSE_MALLOC=default (or any MALLOC_*_ / GLIBC_TUNABLES setting)
+ * keeps glibc's own policy. See docs/engine.md, "Memory".
+ */
+export function mallocPolicy(): string {
+  return native.mallocPolicy();
+}
