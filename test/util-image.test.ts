@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { tensor } from '../src/engine';
 import { decodeImage } from '../src/data/image-codec';
 import { imageGrid, toImages } from '../src/util/image';
-import { lossCurvePNG, movingAverage, niceTicks, scatterImage, tickLabel } from '../src/util/plot';
+import { linePlotImage, lossCurvePNG, movingAverage, niceTicks, scatterImage, tickLabel } from '../src/util/plot';
 
 test('imageGrid: [-1, 1] -> 0..255, row-major tiles, padding', () => {
   const x = tensor([[[[-1, 1], [0, 0.5]]], [[[1, 1], [1, 1]]], [[[-1, -1], [-1, -1]]]]); // [3, 1, 2, 2]
@@ -32,4 +32,21 @@ test('tick labels and ticks', () => {
   assert.deepEqual([12000, 0.05, 1e-5, 250, 0].map(tickLabel), ['12k', '0.05', '1e-5', '250', '0']);
   assert.deepEqual(niceTicks(1, 1000, 5), [200, 400, 600, 800, 1000]);
   assert.deepEqual(movingAverage([1, 2, 3, 4], 2), [1, 1.5, 2.5, 3.5]);
+});
+
+test('line plot: each series in its own color, points as markers, gaps at non-finite values', () => {
+  const img = linePlotImage(
+    [
+      { name: 'a', points: [[5, 10], [10, 5], [20, NaN], [50, 2]] },
+      { name: 'b', points: [[50, 3], [5, 9]] },
+    ],
+    { width: 320, height: 200, logX: true, logY: true, title: 'fd', xLabel: 'nfe' },
+  );
+  assert.equal(img.width, 320);
+  assert.equal(img.height, 200);
+  const colors = new Set<string>();
+  for (let i = 0; i < img.width * img.height; i++) colors.add(Array.from(img.data.subarray(3 * i, 3 * i + 3)).join(','));
+  assert.ok(colors.has('31,119,180') && colors.has('255,127,14'), 'both series colors drawn');
+  const empty = linePlotImage([], { width: 100, height: 80 });
+  assert.equal(empty.data.length, 100 * 80 * 3);
 });

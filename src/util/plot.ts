@@ -1,10 +1,13 @@
 /**
- * A loss-curve plot as a PNG, drawn by a small rasterizer (no plotting library): axes,
- * tick labels in a 5x7 bitmap font, the per-step losses as a light band (min to max per
- * pixel column) and their moving average as a dark line, on a log or linear y axis.
+ * Plots as PNGs, drawn by a small rasterizer (no plotting library): axes and tick labels
+ * in a 5x7 bitmap font. The loss curve shows the per-step losses as a light band (min to
+ * max per pixel column) and their moving average as a dark line; the line plot draws
+ * metric-against-setting series (FID against denoiser evaluations, accuracy against the
+ * guidance scale) with markers and a legend.
  *
  * @example
  *   fs.writeFileSync('loss.png', lossCurvePNG(losses, { title: 'ddpm loss' }));
+ *   writePNG('fid.png', linePlotImage([{ name: 'euler', points: [[5, 80], [10, 40], [20, 25]] }], { logX: true, xLabel: 'NFE', title: 'FD' }));
  */
 import { encodePNG, RawImage } from '../data/image-codec';
 
@@ -26,7 +29,9 @@ const GLYPHS: Record<string, string> = {
   '.': '..........................##...##..', '-': '................###................', '+': '.......#....#..#####..#....#.......',
   ' ': '...................................', '(': '...#...#...#....#....#.....#.....#.', ')': '.#.....#.....#....#....#...#...#...',
   ':': '......##...##........##...##.......', '=': '..........#####.....#####..........', '/': '....#...#....#...#...#....#...#....',
-  ',': '.....................##....#...#...',
+  ',': '.....................##....#...#...', J: '..###...#....#....#....#.#..#..##..', Q: '.###.#...##...##...##.#.##..#..##.#',
+  Z: '#####....#...#...#...#...#....#####', '_': '..............................#####', '%': '##...##..#...#...#...#...#..##...##',
+  '*': '.......#..#.#.#.###.#.#.#..#.......', '<': '...#...#...#...#.....#.....#.....#', '>': '.#.....#.....#.....#...#...#...#...',
 };
 
 class Canvas {
@@ -202,5 +207,86 @@ export function scatterImage(points: ArrayLike<number>, { size = 400, range = 3,
     for (const [dx, dy] of [[0, 0], [1, 0], [0, 1], [1, 1]]) cv.set(x + dx, y + dy, dot);
   }
   if (title) cv.text(title, 6, 6, black);
+  return cv.toImage();
+}
+
+/** One series of a line plot: [x, y] points (drawn in x order; non-finite y values break the line). */
+export interface Series {
+  name: string;
+  points: readonly (readonly [number, number])[];
+}
+
+export interface LinePlotOptions {
+  width?: number;
+  height?: number;
+  title?: string;
+  xLabel?: string;
+  /** Logarithmic axes (each falls back to linear when a value is <= 0). */
+  logX?: boolean;
+  logY?: boolean;
+}
+
+// Distinguishable line colors (Tableau 10), cycled.
+const PALETTE: readonly RGB[] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]];
+
+/** An axis: value -> [0, 1], with its ticks, linear or logarithmic. */
+function axis(values: number[], log: boolean): { f: (v: number) => number; ticks: number[] } {
+  let [lo, hi] = [Math.min(...values), Math.max(...values)];
+  const useLog = log && lo > 0;
+  if (!(hi > lo)) [lo, hi] = useLog ? [lo / 2, hi * 2] : [lo - 1, hi + 1];
+  if (useLog) [lo, hi] = [lo / 1.1, hi * 1.1]; // room for the end markers
+  if (useLog) return { f: (v) => (Math.log(v) - Math.log(lo)) / (Math.log(hi) - Math.log(lo)), ticks: logTicks(lo, hi) };
+  const pad = (hi - lo) * 0.05;
+  [lo, hi] = [lo - pad, hi + pad];
+  return { f: (v) => (v - lo) / (hi - lo), ticks: niceTicks(lo, hi) };
+}
+
+/** Several series against a shared x axis, with markers at the points and a legend. */
+export function linePlotImage(series: readonly Series[], { width = 640, height = 400, title = '', xLabel = '', logX = false, logY = false }: LinePlotOptions = {}): RawImage {
+  const cv = new Canvas(width, height);
+  const [black, grid] = [[0, 0, 0], [225, 225, 225]] as RGB[];
+  const pts = series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)));
+  const [L, R, T, B] = [62, width - 16, 22, height - 30];
+  cv.text(title, L, 6, black);
+  cv.text(xLabel, R - xLabel.length * 6, height - 10, black);
+  if (pts.length === 0) {
+    cv.text('no data', L + 10, (T + B) / 2, black);
+    return cv.toImage();
+  }
+  const ax = axis(pts.map(([x]) => x), logX);
+  const ay = axis(pts.map(([, y]) => y), logY);
+  const X = (v: number) => L + Math.min(Math.max(ax.f(v), 0), 1) * (R - L);
+  const Y = (v: number) => B - Math.min(Math.max(ay.f(v), 0), 1) * (B - T);
+  for (const v of ay.ticks) {
+    cv.line(L, Y(v), R, Y(v), grid);
+    const label = tickLabel(v);
+    cv.text(label, L - 6 - label.length * 6, Y(v) - 3, black);
+  }
+  for (const v of ax.ticks) {
+    cv.line(X(v), T, X(v), B, grid);
+    const label = tickLabel(v);
+    cv.text(label, X(v) - (label.length * 6) / 2, B + 6, black);
+  }
+  series.forEach((s, k) => {
+    const c = PALETTE[k % PALETTE.length];
+    let prev: [number, number] | null = null;
+    for (const [x, y] of [...s.points].sort((a, b) => a[0] - b[0])) {
+      if (!Number.isFinite(x) || !Number.isFinite(y)) {
+        prev = null;
+        continue;
+      }
+      const p: [number, number] = [X(x), Y(y)];
+      if (prev) for (const d of [0, 1]) cv.line(prev[0], prev[1] + d, p[0], p[1] + d, c);
+      for (let dx = -2; dx <= 2; dx++) for (let dy = -2; dy <= 2; dy++) cv.set(p[0] + dx, p[1] + dy, c); // marker
+      prev = p;
+    }
+    // Legend, top right: a color swatch and the name.
+    const ly = T + 6 + 11 * k;
+    const lx = R - 8 - Math.max(...series.map((t) => t.name.length)) * 6 - 16;
+    for (let dy = 0; dy < 5; dy++) cv.line(lx, ly + 1 + dy, lx + 10, ly + 1 + dy, c);
+    cv.text(s.name, lx + 14, ly, black);
+  });
+  cv.line(L, T, L, B, black);
+  cv.line(L, B, R, B, black);
   return cv.toImage();
 }
