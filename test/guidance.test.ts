@@ -322,6 +322,28 @@ describe('every guidance method with every sampler', () => {
     [x, cond.classLabels!].forEach((t) => t.dispose());
   });
 
+  test('a call outside any tidy leaves exactly its result behind (every shortcut path too)', () => {
+    const x = keep(points(15));
+    const cond: Conditioning = { classLabels: keep(labelsOf(LABELS)) };
+    const sig = keep(sigmaOf(0.7));
+    const far = keep(sigmaOf(30));
+    const shortcuts: Record<string, Denoiser> = {
+      ...wrappers,
+      'cfg w = 0': classifierFreeGuidance(exact, { scale: 0, nullClass: NULL }),
+      'cfg w = 1': classifierFreeGuidance(exact, { scale: 1, nullClass: NULL }),
+      'classifier s = 0, conditional': classifierGuidance(exact, exactLogPosterior, { scale: 0, conditional: true }),
+      'autoguidance w = 1': autoguidance(exact, uncond, { scale: 1 }),
+    };
+    for (const [gname, G] of Object.entries(shortcuts))
+      for (const [s, level] of [[sig, 0.7], [far, 30]] as const) {
+        const before = memory().tensors;
+        const out = noGrad(() => G(x, s, cond));
+        assert.equal(memory().tensors, before + 1, `${gname} at sigma ${level}`);
+        out.dispose();
+      }
+    [x, cond.classLabels!, sig, far].forEach((t) => t.dispose());
+  });
+
   test('guidanceInterval with a mixed batch frees what it does not return', () => {
     const x = keep(points(14));
     const sig = keep(tensor(Array.from({ length: B }, (_, i) => (i % 2 ? 0.1 : 1)), { dtype: 'float64' }));

@@ -41,7 +41,10 @@ export interface CFGOptions {
   batched?: boolean;
 }
 
-/** The conditional and unconditional estimates [B, ...]: one call on cat([x, x]) (labels then null class) or two calls. */
+/**
+ * The conditional and unconditional estimates [B, ...]: one call on cat([x, x]) with labels
+ * cat([c, null]) (only classLabels is doubled: other cond fields are not passed), or two calls.
+ */
 export function conditionalPair(D: Denoiser, x: Tensor, sigma: Tensor, cond: Conditioning, nullClass: number, batched: boolean): { cond: Tensor; uncond: Tensor } {
   const labels = requireLabels('classifierFreeGuidance', cond);
   return tidy(() => {
@@ -93,7 +96,7 @@ export function classifierFreeGuidance(D: Denoiser, opts: CFGOptions): Denoiser 
   const guided: Denoiser = (x, sigma, cond?: Conditioning) => {
     const labels = requireLabels('classifierFreeGuidance', cond);
     if (w === 1) return D(x, sigma, cond); // the conditional model; the rescale is then the identity
-    if (w === 0 && phi === 0) return D(x, sigma, { ...cond, classLabels: full([labels.size], nullClass, { dtype: labels.dtype, device: labels.device }) });
+    if (w === 0 && phi === 0) return tidy(() => D(x, sigma, { ...cond, classLabels: full([labels.size], nullClass, { dtype: labels.dtype, device: labels.device }) }));
     return tidy(() => {
       const pair = conditionalPair(D, x, sigma, cond!, nullClass, batched);
       const g = guide(pair.uncond, pair.cond, w); // D_u + w (D_c - D_u)
