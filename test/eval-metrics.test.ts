@@ -255,7 +255,8 @@ test('KID is unbiased: ~0 for one distribution (where the V-statistic is not), l
 
 test('KID: argument errors', () => {
   assert.throws(() => kernelInceptionDistance(T.a, T.b, { numSubsets: 0 }), /numSubsets must be a positive integer, got 0/);
-  assert.throws(() => kernelInceptionDistance(T.a, T.b, { subsetSize: 1.5 }), /subsetSize must be a positive integer, got 1.5/);
+  assert.throws(() => kernelInceptionDistance(T.a, T.b, { subsetSize: 1.5 }), /subsetSize must be an integer >= 2, got 1.5/);
+  assert.throws(() => kernelInceptionDistance(T.a, T.b, { subsetSize: 1 }), /subsetSize must be an integer >= 2, got 1/);
   assert.throws(() => mmd2Unbiased(T.a, T.x2), /feature dimensions differ: 64 and 2/);
   assert.ok(Number.isNaN(kernelInceptionDistance(T.a, T.b, { numSubsets: 1, subsetSize: 10 }).std), 'one subset: no spread');
 });

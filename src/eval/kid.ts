@@ -68,7 +68,7 @@ export function mmd2Biased(x: Tensor, y: Tensor): number {
 export function kernelInceptionDistance(x: Tensor, y: Tensor, { numSubsets = 100, subsetSize = 1000, seed = 0 }: KIDOptions = {}): KIDResult {
   checkPair('kernelInceptionDistance', x, y);
   checkPositiveInt('kernelInceptionDistance', 'numSubsets', numSubsets);
-  checkPositiveInt('kernelInceptionDistance', 'subsetSize', subsetSize);
+  if (!Number.isSafeInteger(subsetSize) || subsetSize < 2) throw new RangeError(`kernelInceptionDistance: subsetSize must be an integer >= 2, got ${subsetSize}`);
   const s = Math.min(subsetSize, x.dim(0), y.dim(0));
   const g = new Generator(seed);
   const values: number[] = [];
@@ -78,8 +78,8 @@ export function kernelInceptionDistance(x: Tensor, y: Tensor, { numSubsets = 100
     for (let i = 0; i < numSubsets; i++) {
       values.push(
         tidy(() => {
-          const ix = g.randperm(x.dim(0)).narrow(0, 0, s); // x's subset first, then y's (the fixture's order)
-          const iy = g.randperm(y.dim(0)).narrow(0, 0, s);
+          const ix = g.randperm(x.dim(0), { device: x.device }).narrow(0, 0, s); // x's subset first, then y's (the fixture's order)
+          const iy = g.randperm(y.dim(0), { device: y.device }).narrow(0, 0, s);
           return mmd2(xd.indexSelect(0, ix), yd.indexSelect(0, iy), true);
         }),
       );

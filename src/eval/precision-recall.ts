@@ -87,6 +87,6 @@ export function knnRadiiSquared(x: Tensor, k = 3, batchSize = 1000): Tensor {
         parts.push(...kth.toFloat64Array());
       });
     }
-    return tensor(Float64Array.from(parts), { dtype: x.dtype });
+    return tensor(Float64Array.from(parts), { dtype: x.dtype, device: x.device });
   });
 }

@@ -58,9 +58,9 @@ export function formatValue(v: number, digits = 4): string {
 /**
  * A left-aligned table: metric name, value, and "+- stderr" where a row has one.
  *
- *   metric     value     +- stderr
- *   fd         3.21
- *   kid        0.0012    +- 0.0001
+ *   metric  value   +- stderr
+ *   fd      3.21
+ *   kid     0.0012  +- 0.0001
  */
 export function formatMetricTable(rows: readonly MetricRow[], { digits = 4 }: { digits?: number } = {}): string {
   if (!Number.isSafeInteger(digits) || digits < 1 || digits > 17) throw new RangeError(`formatMetricTable: digits must be an integer in 1..17, got ${digits}`);

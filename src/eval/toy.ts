@@ -90,11 +90,11 @@ export function slicedWasserstein(x: Tensor, y: Tensor, { p = 2, projections = 1
   if (directions !== undefined && (directions.ndim !== 2 || directions.dim(1) !== dim))
     throw new RangeError(`${fn}: directions must have shape [L, ${dim}], got [${directions.shape.join(', ')}]`);
   return tidy(() => {
-    const theta = directions ? directions.to({ dtype: 'float64' }) : new Generator(seed).randn([projections, dim], { dtype: 'float64' }); // [L, D]
+    const theta = directions ? directions.to({ dtype: 'float64', device: x.device }) : new Generator(seed).randn([projections, dim], { dtype: 'float64', device: x.device }); // [L, D]
     const norms = theta.norm(2, 1, true); // [L, 1]
     if (!(norms.min().item() > 0)) throw new RangeError(`${fn}: a direction has zero length`);
     const u = theta.div(norms);
-    const proj = (z: Tensor) => z.to({ dtype: 'float64' }).matmul(u.transpose(0, 1)).transpose(0, 1).sort(1)[0].contiguous(); // [L, n] sorted
+    const proj = (z: Tensor) => z.to({ dtype: 'float64', device: x.device }).matmul(u.transpose(0, 1)).transpose(0, 1).sort(1)[0].contiguous(); // [L, n] sorted
     const px = proj(x).toFloat64Array();
     const py = proj(y).toFloat64Array();
     const n = x.dim(0);
