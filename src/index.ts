@@ -8,3 +8,4 @@ export * as core from './core';
 export * as training from './training';
 export * as sampling from './sampling';
 export * as guidance from './guidance';
+export * as evaluation from './eval';
