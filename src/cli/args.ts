@@ -89,6 +89,18 @@ export function intFlag(args: ParsedArgs, name: string, dflt: number, { min = -I
   return v;
 }
 
+/** A finite number flag value within [min, max]. */
+export function numberFlag(args: ParsedArgs, name: string, { min = -Infinity, max = Infinity } = {}): number | undefined {
+  const raw = args.flags.get(name);
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(v) || v < min || v > max) {
+    const range = max === Infinity ? (min === -Infinity ? '' : ` >= ${min}`) : ` in [${min}, ${max}]`;
+    throw new UsageError(`--${name}: expected a number${range}, got ${JSON.stringify(raw)}`);
+  }
+  return v;
+}
+
 /** One of a set of strings. */
 export function choiceFlag<T extends string>(args: ParsedArgs, name: string, choices: readonly T[], dflt: T): T {
   const raw = args.flags.get(name);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `diffuse` command: train, sample, info, export. Exit codes: 0 success, 1 a
+ * The `diffuse` command: train, sample, samplers, info, export. Exit codes: 0 success, 1 a
  * runtime failure (a corrupt checkpoint, a missing dataset, a NaN loss), 2 a usage
  * error (unknown command, flag or value), 130 interrupted by Ctrl-C.
  *
@@ -10,11 +10,13 @@ import { ConfigError } from '../training/config';
 import { UsageError } from './args';
 import { exportCommand, exportHelp, infoCommand, infoHelp } from './info';
 import { sampleCommand, sampleHelp } from './sample';
+import { samplersCommand, samplersHelp } from './samplers';
 import { trainCommand, trainHelp } from './train';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<number>; help: () => string; summary: string }> = {
   train: { run: trainCommand, help: trainHelp, summary: 'train a model (no options: the default Fashion-MNIST run)' },
   sample: { run: sampleCommand, help: sampleHelp, summary: 'draw samples from a checkpoint (default: the shipped Fashion-MNIST model)' },
+  samplers: { run: samplersCommand, help: samplersHelp, summary: 'list the samplers and grids of diffuse sample' },
   info: { run: infoCommand, help: infoHelp, summary: 'describe a checkpoint' },
   export: { run: exportCommand, help: exportHelp, summary: 'write a half-precision, sampling-only copy of a checkpoint' },
 };

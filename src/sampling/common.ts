@@ -51,6 +51,18 @@ export interface SamplerInfo {
   order: number;
   /** Denoiser evaluations for a grid of N steps (N + 1 sigmas). */
   evals(N: number): number;
+  /** The knobs it takes beyond the common options (`--eta`, `--churn`, `--variance` on the command line); absent: none. */
+  params?: SamplerParams;
+}
+
+/** A sampler's tunable options, with their defaults: what `runSampler` and the CLI accept for it. */
+export interface SamplerParams {
+  /** Stochasticity eta (fresh noise per step): its default and largest allowed value (DDIM: 1). */
+  eta?: { default: number; max: number };
+  /** EDM's churn (Karras et al. 2022, Algorithm 2), with the defaults it runs with. */
+  churn?: Required<ChurnOptions>;
+  /** DDPM's variance choice, 'beta' or 'posterior'. */
+  variance?: boolean;
 }
 
 /** The grid as numbers: finite, strictly decreasing, ending in 0. */

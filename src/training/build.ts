@@ -10,6 +10,7 @@
  *   const net = buildNetwork(networkSpec(c, data), { generator: new Generator(0) });
  *   const D = buildDenoiser(c, net);
  *   const x = generateSamples(D, c, { shape: data.shape, n: 16, seed: 0, labels: null });
+ *   const y = generateSamples(D, c, { shape: data.shape, n: 16, seed: 0, labels: null, sampler: 'dpmpp-2m', grid: 'karras', steps: 20 });
  */
 import { tensor, zeros } from '../engine/create';
 import { Generator } from '../engine/random';
@@ -17,16 +18,18 @@ import { noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 import { discreteVPDenoiser, edmDenoiser, Network } from '../core/precond';
-import { cosineBetas, discreteVP, DiscreteVP, karrasSigmas, linearBetas } from '../core/schedules';
+import { cosineBetas, discreteVP, DiscreteVP, linearBetas } from '../core/schedules';
 import { epochSeed, DataLoader } from '../data/loader';
 import { loadFashionMNIST } from '../data/fashion-mnist';
 import { loadImageFolder } from '../data/image-folder';
 import { TOYS, ToySampler } from '../data/toys';
 import { MLPDenoiserConfig, MLPDenoiserNet, resolveMLPDenoiserConfig } from '../models/mlp';
 import { resolveUNetConfig, UNet, UNetConfig } from '../models/unet';
-import { randnLike, seededNoise } from '../sampling/noise';
-import { sampleDDPM } from '../sampling/ddpm';
-import { discreteSigmas } from '../sampling/timesteps';
+import { ChurnOptions } from '../sampling/common';
+import { gridModel, GRIDS, gridSigmas } from '../sampling/grids';
+import { getSampler } from '../sampling/index';
+import { Noise, randnLike, seededNoise } from '../sampling/noise';
+import { runSampler } from '../sampling/run';
 import { ConfigError, TRAIN_MLP, TRAIN_UNET, TrainConfig } from './config';
 import { ddpmLoss, edmLoss, LossResult } from './losses';
 
@@ -171,14 +174,22 @@ export function buildLoss(config: TrainConfig, D: Denoiser): (x0: Tensor, genera
   return (x0, generator, cond) => edmLoss(D, x0, { generator, cond, sigmaData: config.sigmaData });
 }
 
-/** The sampling grid: `steps` of the DDPM schedule (trailing spacing), or EDM's Karras grid. */
-export function samplingSigmas(config: TrainConfig, steps: number): Tensor {
+/** The grid a config samples on by default: trailing timesteps for a DDPM model, Karras for EDM. */
+export function defaultGrid(config: Pick<TrainConfig, 'objective'>): string {
+  return config.objective === 'ddpm' ? 'trailing' : 'karras';
+}
+
+/** The sampling grid `grid` (default: the config's, defaultGrid) of `steps` over the model's sigma range (gridSigmas). */
+export function samplingSigmas(config: TrainConfig, steps: number, grid = defaultGrid(config)): Tensor {
   const schedule = buildSchedule(config);
-  if (schedule) {
-    if (!Number.isSafeInteger(steps) || steps < 1 || steps > schedule.T) throw new RangeError(`sampling steps must be an integer in [1, ${schedule.T}] (the model's T), got ${steps}`);
-    return discreteSigmas(schedule, steps, { spacing: 'trailing' });
-  }
-  return karrasSigmas(steps);
+  if (schedule && GRIDS[grid]?.discreteOnly && !(Number.isSafeInteger(steps) && steps >= 1 && steps <= schedule.T))
+    throw new RangeError(`sampling steps must be an integer in [1, ${schedule.T}] (the model's T), got ${steps}`);
+  return gridSigmas(grid, steps, gridModel(schedule));
+}
+
+/** x_T ~ N(0, sigmaMax^2 I) [n, ...shape]: sample i's noise from its own stream (the first draw of Generator(seed + i)). */
+export function initialNoise(noise: Noise, n: number, shape: number[], sigmaMax: number): Tensor {
+  return tidy(() => randnLike(noise, zeros([n, ...shape])).mul(sigmaMax));
 }
 
 export interface GenerateOptions {
@@ -192,28 +203,42 @@ export interface GenerateOptions {
   steps?: number;
   /** Class ids [n] (the null class = unconditional), or null for an unconditional model. */
   labels: number[] | null;
+  /** A registered sampler (SAMPLERS; default 'ddpm'). */
+  sampler?: string;
+  /** A named grid (GRIDS; default defaultGrid(config): 'trailing' for DDPM models, 'karras' for EDM). */
+  grid?: string;
+  /** The sampler's stochasticity (ddim, euler-ancestral, dpmpp-2m-sde, dpmpp-3m-sde; default the sampler's). */
+  eta?: number;
+  /** EDM churn (euler, heun, heun-churn). */
+  churn?: ChurnOptions;
   /** The DDPM sampler's variance choice (default 'beta'). */
   variance?: 'beta' | 'posterior';
+  /** Clamp x0 estimates to [-1, 1] (images only; default on, for every sampler: ADM's clip_denoised; docs/samplers.md says why). */
+  clip?: boolean;
   /** Per-step callback (progress). */
   onStep?: (i: number, steps: number) => void;
 }
 
-/** Samples from a denoiser with the DDPM ancestral sampler, the config's grid, x0 estimates clipped to [-1, 1] for images. */
-export function generateSamples(D: Denoiser, config: TrainConfig, { shape, n, seed, steps = 100, labels, variance = 'beta', onStep }: GenerateOptions): Tensor {
+/** Samples from a denoiser with a registered sampler on a named grid (default: DDPM ancestral sampling, trailing steps), x0 estimates clipped for images. */
+export function generateSamples(D: Denoiser, config: TrainConfig, opts: GenerateOptions): Tensor {
+  const { shape, n, seed, steps = 100, labels, sampler = 'ddpm', grid, eta, churn, variance, onStep } = opts;
   if (labels && labels.length !== n) throw new RangeError(`generateSamples: ${labels.length} labels for ${n} samples`);
-  const sigmas = samplingSigmas(config, steps);
+  getSampler(sampler); // an unknown name fails before any work
+  const clip = (opts.clip ?? true) && shape.length === 3;
+  const sigmas = samplingSigmas(config, steps, grid);
   const noise = seededNoise(seed, n);
-  const images = shape.length === 3;
   try {
     return noGrad(() =>
       tidy(() => {
-        const xT = randnLike(noise, zeros([n, ...shape])).mul(sigmas.select(0, 0).item()); // x_T ~ N(0, sigma_max^2 I)
+        const xT = initialNoise(noise, n, shape, sigmas.select(0, 0).item()); // x_T ~ N(0, sigma_max^2 I)
         const cond = labels ? { classLabels: tensor(labels, { dtype: 'int64' }) } : undefined;
-        return sampleDDPM(D, xT, sigmas, {
+        return runSampler(sampler, D, xT, sigmas, {
           generator: noise,
           cond,
-          clipDenoised: images ? [-1, 1] : null,
+          eta,
+          churn,
           variance,
+          clip: clip ? [-1, 1] : null,
           callback: onStep ? ({ i }) => onStep(i, steps) : undefined,
         });
       }),
