@@ -11,14 +11,13 @@ import * as path from 'node:path';
 import { setNumThreads } from '../engine/runtime';
 import { encodePNG } from '../data/image-codec';
 import { loadModel } from '../training/checkpoint';
-import { buildSchedule, defaultGrid, generateSamples } from '../training/build';
-import { closest } from '../training/config';
+import { generateSamples } from '../training/build';
 import { Denoiser } from '../core/denoiser';
-import { ChurnOptions, getSampler, gridModel, gridNames, GRIDS, samplerParamError, SAMPLERS } from '../sampling';
 import { imageGrid, toImages, writeFileAtomic, writePNG } from '../util/image';
 import { scatterImage } from '../util/plot';
 import { Progress } from '../util/progress';
-import { choiceFlag, intFlag, numberFlag, ParsedArgs, parseArgs, table, UsageError } from './args';
+import { choiceFlag, intFlag, parseArgs, table, UsageError } from './args';
+import { SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 
 /** The model shipped in the repository (models/fashion-mnist). */
 export function shippedModelDir(): string {
@@ -38,13 +37,8 @@ ${table([
   ['--n N', 'number of samples (default 64)'],
   ['--seed S', 'sample i draws its noise from seed S + i (default 0), so --seed 5 --n 1 is image 5 of --seed 0'],
   ['--class C', 'a class name (e.g. Sneaker) or id, or "none" for unconditional; default: cycle through the classes, one column each'],
-  ['--sampler NAME', `one of ${Object.keys(SAMPLERS).join(', ')} (default ddpm)`],
   ['--steps K', 'sampler steps, at most the model\'s T (default 100; with ddpm on the trailing grid, 1000 = every step of Algorithm 2)'],
-  ['--grid NAME', `the noise levels: ${Object.keys(GRIDS).join(', ')} (default trailing for DDPM models, karras for EDM)`],
-  ['--eta E', 'stochasticity of ddim (default 0, at most 1), euler-ancestral, dpmpp-2m-sde, dpmpp-3m-sde (default 1)'],
-  ['--churn S', 'EDM\'s S_churn for euler, heun, heun-churn (default 0; heun-churn 40), with --s-tmin, --s-tmax, --s-noise'],
-  ['--variance V', 'ddpm only: "beta" (sigma_t^2 = beta_t, default) or "posterior" (beta~_t)'],
-  ['--clip, --no-clip', 'clamp every x0 estimate to [-1, 1], for any sampler (default on for images; --no-clip is k-diffusion\'s behaviour)'],
+  ...samplingHelpRows(),
   ['--out FILE', 'write one grid PNG (default samples.png)'],
   ['--out-dir DIR', 'write one PNG per sample instead: DIR/000000.png, ...'],
   ['--ncol N', 'grid columns (default: the number of classes, or sqrt(n))'],
@@ -83,8 +77,8 @@ export function parseClass(raw: string, classNames: string[] | null): number {
 
 export async function sampleCommand(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, {
-    n: 'value', seed: 'value', class: 'value', steps: 'value', variance: 'value', out: 'value', 'out-dir': 'value', ncol: 'value', scale: 'value', weights: 'value', threads: 'value', help: 'switch',
-    sampler: 'value', grid: 'value', eta: 'value', churn: 'value', 's-tmin': 'value', 's-tmax': 'value', 's-noise': 'value', clip: 'bool',
+    n: 'value', seed: 'value', class: 'value', steps: 'value', out: 'value', 'out-dir': 'value', ncol: 'value', scale: 'value', weights: 'value', threads: 'value', help: 'switch',
+    ...SAMPLING_FLAGS,
   });
   if (args.flags.has('help')) {
     process.stdout.write(sampleHelp());
@@ -96,13 +90,6 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
   const seed = intFlag(args, 'seed', 0, { min: 0, max: Number.MAX_SAFE_INTEGER - 100_000 });
   const ncolFlag = args.flags.has('ncol') ? intFlag(args, 'ncol', 1, { min: 1 }) : null;
   const scale = intFlag(args, 'scale', 1, { min: 1, max: 16 });
-  const variance = args.flags.has('variance') ? choiceFlag(args, 'variance', ['beta', 'posterior'] as const, 'beta') : undefined;
-  const sampler = samplerFlag(args);
-  const eta = numberFlag(args, 'eta', { min: 0 });
-  const churn = churnFlags(args);
-  const clip = args.flags.has('clip') ? args.flags.get('clip') === 'true' || args.flags.get('clip') === 'yes' || args.flags.get('clip') === '1' : undefined;
-  const bad = samplerParamError(sampler, { eta, churn, variance });
-  if (bad) throw new UsageError(`${bad.param === 'churn' ? CHURN_FLAGS.filter((f) => args.flags.has(f)).map((f) => `--${f}`).join('/') : `--${bad.param}`}: ${bad.message}`);
   const weightsFlag = args.flags.has('weights') ? choiceFlag(args, 'weights', ['ema', 'model'] as const, 'ema') : undefined;
   if (args.flags.has('threads')) setNumThreads(intFlag(args, 'threads', 1, { min: 1 }));
   let dir = args.positionals[0];
@@ -114,7 +101,8 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
   try {
     const T = meta.config.objective === 'ddpm' ? meta.config.timesteps : Infinity;
     const steps = intFlag(args, 'steps', Math.min(100, T), { min: 1, max: T === Infinity ? 100_000 : T });
-    const grid = gridFlag(args, meta.config);
+    const choice = samplingFlags(args, meta.config);
+    const { sampler, grid } = choice;
     const classNames = meta.classNames;
     const classFlag = args.flags.get('class');
     const k = classNames?.length ?? 0;
@@ -123,7 +111,7 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     const t0 = performance.now();
     let nfe = 0;
     const counted: Denoiser = (x, sigma, cond) => (nfe++, denoiser(x, sigma, cond)); // NFE: one per batch evaluation
-    const x = generateSamples(counted, { ...meta.config }, { shape: meta.sampleShape, n, seed, steps, labels, sampler, grid, eta, churn, variance, clip, onStep: () => bar.tick() });
+    const x = generateSamples(counted, { ...meta.config }, { ...choice, shape: meta.sampleShape, n, seed, steps, labels, onStep: () => bar.tick() });
     bar.done();
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     try {
@@ -148,35 +136,4 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     net.dispose();
   }
   return 0;
-}
-
-const CHURN_FLAGS = ['churn', 's-tmin', 's-tmax', 's-noise'] as const;
-
-/** --sampler: a registered name (default ddpm), or a usage error listing them. */
-function samplerFlag(args: ParsedArgs): string {
-  const raw = args.flags.get('sampler') ?? 'ddpm';
-  if (Object.hasOwn(SAMPLERS, raw)) return getSampler(raw).info.name;
-  const c = closest(raw, Object.keys(SAMPLERS));
-  throw new UsageError(`--sampler: unknown sampler ${JSON.stringify(raw)}${c ? ` (did you mean ${c}?)` : ''}; choose one of: ${Object.keys(SAMPLERS).join(', ')} (diffuse samplers describes them)`);
-}
-
-/** --grid: a named grid that applies to the model (default: the config's), or a usage error listing them. */
-function gridFlag(args: ParsedArgs, config: Parameters<typeof defaultGrid>[0] & Parameters<typeof buildSchedule>[0]): string {
-  const raw = args.flags.get('grid');
-  if (raw === undefined) return defaultGrid(config);
-  const valid = gridNames(gridModel(buildSchedule(config)));
-  if (valid.includes(raw)) return raw;
-  const why = Object.hasOwn(GRIDS, raw) ? `grid ${JSON.stringify(raw)} is a timestep spacing of discrete (ddpm) models; this model is ${config.objective}` : `unknown grid ${JSON.stringify(raw)}`;
-  throw new UsageError(`--grid: ${why}; choose one of: ${valid.join(', ')}`);
-}
-
-/** --churn S_CHURN, --s-tmin, --s-tmax, --s-noise: EDM's churn options given (undefined when none is). */
-function churnFlags(args: ParsedArgs): ChurnOptions | undefined {
-  if (!CHURN_FLAGS.some((f) => args.flags.has(f))) return undefined;
-  return {
-    S_churn: numberFlag(args, 'churn', { min: 0 }),
-    S_tmin: numberFlag(args, 's-tmin', { min: 0 }),
-    S_tmax: args.flags.get('s-tmax') === 'inf' ? Infinity : numberFlag(args, 's-tmax', { min: 0 }),
-    S_noise: numberFlag(args, 's-noise', { min: 0 }),
-  };
 }
