@@ -7,3 +7,4 @@ export * as data from './data';
 export * as core from './core';
 export * as training from './training';
 export * as sampling from './sampling';
+export * as featureNet from './eval/feature-net';
