@@ -12,9 +12,11 @@ import { exportCommand, exportHelp, infoCommand, infoHelp } from './info';
 import { sampleCommand, sampleHelp } from './sample';
 import { samplersCommand, samplersHelp } from './samplers';
 import { trainCommand, trainHelp } from './train';
+import { trainClassifierCommand, trainClassifierHelp } from './train-classifier';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<number>; help: () => string; summary: string }> = {
   train: { run: trainCommand, help: trainHelp, summary: 'train a model (no options: the default Fashion-MNIST run)' },
+  'train-classifier': { run: trainClassifierCommand, help: trainClassifierHelp, summary: 'train the Fashion-MNIST classifier / feature net (--noise ddpm: for guidance)' },
   sample: { run: sampleCommand, help: sampleHelp, summary: 'draw samples from a checkpoint (default: the shipped Fashion-MNIST model)' },
   samplers: { run: samplersCommand, help: samplersHelp, summary: 'list the samplers and grids of diffuse sample' },
   info: { run: infoCommand, help: infoHelp, summary: 'describe a checkpoint' },

@@ -15,4 +15,5 @@ export * from './kid';
 export * from './precision-recall';
 export * from './toy';
 export * from './report';
+export * from './feature-net';
 export { symmetricEigen, psdSqrt, clampNoise, SymmetricEigen } from './linalg';

@@ -13,3 +13,4 @@ export { classLabelsOrNull, noiseEmbedding, NoiseEmbeddingKind } from './common'
 export * from './mlp';
 export * from './unet';
 export * from './edm2';
+export * from './classifier';

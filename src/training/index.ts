@@ -8,3 +8,4 @@ export * from './losses';
 export * from './weighting';
 export * from './sigma-sampling';
 export * from './likelihood';
+export * from './classifier';
