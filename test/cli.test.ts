@@ -4,12 +4,12 @@
 // a checkpoint (exit 130), a corrupt checkpoint failing with exit 1 and the file named.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { decodeImage } from '../src/data/image-codec';
-import { main } from '../src/cli/main';
+import { runQuick, runSpawned } from './cli-run';
 
 const MAIN = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 const ENV = { ...process.env, DIFFUSE_NUM_THREADS: '1' };
@@ -17,29 +17,11 @@ let root: string;
 before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-cli-'))));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-/** The command as a user runs it: a child process (~1-2 s each, mostly loading libtorch). */
-function diffuse(...args: string[]): { code: number | null; out: string; err: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: ENV, cwd: root });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
+/** The command as a user runs it: a child process. */
+const diffuse = (...args: string[]) => runSpawned(root, ...args);
 
 /** The same main() in this process (for the many quick checks), with stdout and stderr captured. */
-async function quick(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const [o, e, cwd] = [process.stdout.write, process.stderr.write, process.cwd()];
-  process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => (err.push(String(s)), true)) as typeof process.stderr.write;
-  process.chdir(root);
-  try {
-    const code = await main(args);
-    return { code, out: out.join(''), err: err.join('') };
-  } finally {
-    process.stdout.write = o;
-    process.stderr.write = e;
-    process.chdir(cwd);
-  }
-}
+const quick = (...args: string[]) => runQuick(root, ...args);
 
 const TINY = [
   '--data-limit', '256', '--batch-size', '8', '--model-channels', '8', '--groups', '4', '--channel-mult', '1,2', '--attention-resolutions', 'none',

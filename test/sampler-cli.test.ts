@@ -20,7 +20,7 @@ import { buildDenoiser, buildNetwork, DenoiserNet, generateSamples, materializeC
 import { resolveTrainConfig, TrainConfig } from '../src/training/config';
 import { loadModel } from '../src/training/checkpoint';
 import { imageGrid } from '../src/util/image';
-import { main } from '../src/cli/main';
+import { runQuick } from './cli-run';
 
 setNumThreads(1);
 
@@ -235,23 +235,7 @@ describe('the CLI', () => {
   before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-sampler-cli-'))));
   after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-  /** main() in this process with stdout and stderr captured (as test/cli.test.ts does). */
-  async function quick(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-    const out: string[] = [];
-    const err: string[] = [];
-    const [o, e, cwd] = [process.stdout.write, process.stderr.write, process.cwd()];
-    process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
-    process.stderr.write = ((s: string) => (err.push(String(s)), true)) as typeof process.stderr.write;
-    process.chdir(root);
-    try {
-      const code = await main(args);
-      return { code, out: out.join(''), err: err.join('') };
-    } finally {
-      process.stdout.write = o;
-      process.stderr.write = e;
-      process.chdir(cwd);
-    }
-  }
+  const quick = (...args: string[]) => runQuick(root, ...args);
 
   const shipped = path.join(__dirname, '..', '..', 'models', 'fashion-mnist', 'checkpoint.json');
   test('every sampler on the shipped model writes a PNG and prints its NFE = info.evals(steps)', { skip: !fs.existsSync(shipped) && 'no shipped model' }, async () => {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `diffuse` command: train, sample, samplers, info, export. Exit codes: 0 success, 1 a
+ * The `diffuse` command: train, train-classifier, sample, eval, samplers, info, export. Exit codes: 0 success, 1 a
  * runtime failure (a corrupt checkpoint, a missing dataset, a NaN loss), 2 a usage
  * error (unknown command, flag or value), 130 interrupted by Ctrl-C.
  *
@@ -10,6 +10,7 @@ import { ConfigError } from '../training/config';
 import { UsageError } from './args';
 import { exportCommand, exportHelp, infoCommand, infoHelp } from './info';
 import { sampleCommand, sampleHelp } from './sample';
+import { evalCommand, evalHelp } from './eval';
 import { samplersCommand, samplersHelp } from './samplers';
 import { trainCommand, trainHelp } from './train';
 import { trainClassifierCommand, trainClassifierHelp } from './train-classifier';
@@ -18,6 +19,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<numbe
   train: { run: trainCommand, help: trainHelp, summary: 'train a model (no options: the default Fashion-MNIST run)' },
   'train-classifier': { run: trainClassifierCommand, help: trainClassifierHelp, summary: 'train the Fashion-MNIST classifier / feature net (--noise ddpm: for guidance)' },
   sample: { run: sampleCommand, help: sampleHelp, summary: 'draw samples from a checkpoint (default: the shipped Fashion-MNIST model)' },
+  eval: { run: evalCommand, help: evalHelp, summary: 'measure sample quality: Frechet distance, KID, precision/recall, class accuracy (sweeps steps or guidance)' },
   samplers: { run: samplersCommand, help: samplersHelp, summary: 'list the samplers and grids of diffuse sample' },
   info: { run: infoCommand, help: infoHelp, summary: 'describe a checkpoint' },
   export: { run: exportCommand, help: exportHelp, summary: 'write a half-precision, sampling-only copy of a checkpoint' },

@@ -13,11 +13,13 @@ import { encodePNG } from '../data/image-codec';
 import { loadModel } from '../training/checkpoint';
 import { generateSamples } from '../training/build';
 import { Denoiser } from '../core/denoiser';
+import { Tensor } from '../engine/tensor';
 import { imageGrid, toImages, writeFileAtomic, writePNG } from '../util/image';
 import { scatterImage } from '../util/plot';
 import { Progress } from '../util/progress';
 import { choiceFlag, intFlag, parseArgs, table, UsageError } from './args';
 import { SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
+import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, parseGuidance, prepareGuidance } from './guidance-flags';
 
 /** The model shipped in the repository (models/fashion-mnist). */
 export function shippedModelDir(): string {
@@ -39,6 +41,7 @@ ${table([
   ['--class C', 'a class name (e.g. Sneaker) or id, or "none" for unconditional; default: cycle through the classes, one column each'],
   ['--steps K', 'sampler steps, at most the model\'s T (default 100; with ddpm on the trailing grid, 1000 = every step of Algorithm 2)'],
   ...samplingHelpRows(),
+  ...guidanceHelpRows({ sweep: false }),
   ['--out FILE', 'write one grid PNG (default samples.png)'],
   ['--out-dir DIR', 'write one PNG per sample instead: DIR/000000.png, ...'],
   ['--ncol N', 'grid columns (default: the number of classes, or sqrt(n))'],
@@ -54,6 +57,8 @@ Examples:
   diffuse sample runs/fashion-mnist --steps 1000 --out-dir out/
   diffuse sample --sampler dpmpp-2m --grid karras --steps 20   # 20 evaluations instead of 100
   diffuse sample --sampler heun --churn 10 --steps 18
+  diffuse sample --class Bag --guidance 3 --n 16                # classifier-free guidance, w = 3
+  diffuse sample --guidance 3 --guidance-type auto --guide-checkpoint models/fashion-mnist-guide
 `;
 }
 
@@ -79,6 +84,7 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, {
     n: 'value', seed: 'value', class: 'value', steps: 'value', out: 'value', 'out-dir': 'value', ncol: 'value', scale: 'value', weights: 'value', threads: 'value', help: 'switch',
     ...SAMPLING_FLAGS,
+    ...GUIDANCE_FLAGS,
   });
   if (args.flags.has('help')) {
     process.stdout.write(sampleHelp());
@@ -107,15 +113,26 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     const classFlag = args.flags.get('class');
     const k = classNames?.length ?? 0;
     const labels = !classNames ? null : classFlag !== undefined ? new Array<number>(n).fill(parseClass(classFlag, classNames)) : Array.from({ length: n }, (_, i) => i % k);
+    const guidance = parseGuidance(args, meta);
+    if (guidance && labels?.some((y) => y === k)) throw new UsageError('--guidance: guidance steers toward a class; --class none (unconditional) has none to steer toward');
+    const prepared = guidance ? prepareGuidance(denoiser, meta, guidance) : null;
+    const scale_ = guidanceScales(args, { sweep: false })?.[0];
+    const guided = prepared && scale_ !== undefined ? prepared.at(scale_) : null;
     const bar = new Progress(steps, 'sample');
     const t0 = performance.now();
     let nfe = 0;
-    const counted: Denoiser = (x, sigma, cond) => (nfe++, denoiser(x, sigma, cond)); // NFE: one per batch evaluation
-    const x = generateSamples(counted, { ...meta.config }, { ...choice, shape: meta.sampleShape, n, seed, steps, labels, onStep: () => bar.tick() });
+    const D = guided?.denoiser ?? denoiser;
+    const counted: Denoiser = (x, sigma, cond) => (nfe++, D(x, sigma, cond)); // NFE: one per batch evaluation of the (guided) denoiser
+    let x: Tensor;
+    try {
+      x = generateSamples(counted, { ...meta.config }, { ...choice, shape: meta.sampleShape, n, seed, steps, labels, onStep: () => bar.tick() });
+    } finally {
+      prepared?.dispose();
+    }
     bar.done();
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     try {
-      const what = `${n} sample${n > 1 ? 's' : ''} from ${dir} (step ${meta.step}, ${weights} weights), ${steps} steps, seed ${seed}, sampler ${sampler} on the ${grid} grid, ${nfe} denoiser evaluations (NFE), ${secs} s`;
+      const what = `${n} sample${n > 1 ? 's' : ''} from ${dir} (step ${meta.step}, ${weights} weights), ${steps} steps, seed ${seed}, sampler ${sampler} on the ${grid} grid${guided ? `, ${guided.describe}` : ''}, ${nfe} denoiser evaluations (NFE), ${secs} s`;
       const outDir = args.flags.get('out-dir');
       if (outDir) {
         fs.mkdirSync(outDir, { recursive: true });

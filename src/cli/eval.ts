@@ -1,0 +1,307 @@
+/**
+ * `diffuse eval [CHECKPOINT]`: the sample quality of a model. It generates samples with the
+ * sampler, grid, steps and guidance given (a comma list of --steps or --guidance sweeps
+ * them), measures them against the Fashion-MNIST training split in the shipped feature
+ * space (fmnist-cnn-v1: Frechet distance, KID, precision, recall, class accuracy), or for
+ * 2-D models against held-out data (energy distance, sliced Wasserstein, exact NLL), prints
+ * a table, and writes a JSON report (and, for a sweep, a plot) next to the checkpoint.
+ *
+ * @example
+ *   diffuse eval                                        # the shipped model, its default sampler, 1000 samples
+ *   diffuse eval --sampler dpmpp-2m --steps 5,10,20,50  # quality against denoiser evaluations
+ *   diffuse eval --baseline test                        # the floor: the test split against the training split
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { setNumThreads } from '../engine/runtime';
+import { Generator } from '../engine/random';
+import { dispose, tidy } from '../engine/scope';
+import { Tensor } from '../engine/tensor';
+import { Denoiser } from '../core/denoiser';
+import { loadFashionMNIST } from '../data/fashion-mnist';
+import { TOYS } from '../data/toys';
+import { CheckpointMeta, loadModel } from '../training/checkpoint';
+import { buildSchedule, deriveSeed } from '../training/build';
+import { gridModel } from '../sampling';
+import { cycleLabels, fashionReference, generateInBatches, imageMetrics, modelNLL, pointMetrics, Reference } from '../eval/evaluate';
+import { FeatureNet, loadFeatureNet } from '../eval/feature-net';
+import { EvalReport, formatValue, MetricValue } from '../eval/report';
+import { writeFileAtomic, writePNG } from '../util/image';
+import { linePlotImage, Series } from '../util/plot';
+import { formatSeconds, Progress } from '../util/progress';
+import { intFlag, parseArgs, ParsedArgs, table, UsageError } from './args';
+import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, GuidanceSpec, parseGuidance, prepareGuidance } from './guidance-flags';
+import { parseClass, shippedModelDir } from './sample';
+import { SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
+
+export function evalHelp(): string {
+  return `Usage: diffuse eval [CHECKPOINT] [options]
+
+Measures the quality of a model's samples. Image models are compared with the
+Fashion-MNIST training split in the feature space of the shipped feature network
+(fmnist-cnn-v1, models/fashion-mnist-features): Frechet distance (fd), KID (kid, with
+its standard error), improved precision and recall, and, for class-conditional samples,
+the accuracy of the feature net's classifier on the requested classes. 2-D models are
+compared with held-out data: energy distance, sliced Wasserstein-2 (sw2), and the exact
+negative log-likelihood (nll, nats) of the held-out points. With no CHECKPOINT: the
+shipped Fashion-MNIST model. Seeds are fixed, so a run is reproducible.
+
+A comma list of --steps or of --guidance sweeps it: one row per value, and a plot of
+the metrics against the number of denoiser evaluations (NFE) or the guidance scale.
+
+${table([
+  ['--n N', 'samples per setting (default 1000; fd falls as n grows: compare at equal n, 10000 for papers)'],
+  ['--steps K[,K...]', "sampler steps (default 100, the model's default sampling); a list sweeps them"],
+  ...samplingHelpRows(),
+  ...guidanceHelpRows({ sweep: true }),
+  ['--class C', 'a class name or id for every sample, or "none" (unconditional); default: cycle through the classes'],
+  ['--seed S', 'sample i draws its noise from seed S + i (default 0)'],
+  ['--batch B', 'samples generated per batch (default 250; changes memory, not the samples)'],
+  ['--baseline B', '"test" (the test split as if it were samples: the floor any model is compared with) or "noise" (uniform noise images)'],
+  ['--out DIR', 'where the report goes (default CHECKPOINT/eval, or eval/ for a baseline)'],
+  ['--weights W', '"ema" (default when present) or "model"'],
+  ['--threads N', 'CPU threads (default: all cores)'],
+  ['-h, --help', 'this help'],
+])}
+
+Examples:
+  diffuse eval --n 10000                                  # the shipped model's numbers
+  diffuse eval --sampler dpmpp-2m --grid karras --steps 5,10,20,50
+  diffuse eval --guidance 1,2,3,5 --sampler dpmpp-2m --steps 20
+  diffuse eval --baseline test --n 10000
+`;
+}
+
+/** One evaluated setting. */
+interface Row {
+  steps: number;
+  nfe: number;
+  guidance: number | null;
+  seconds: number;
+  metrics: Record<string, MetricValue>;
+}
+
+/** A comma list of positive integers (--steps). */
+function intList(args: ParsedArgs, name: string, dflt: number, max: number): number[] {
+  const raw = args.flags.get(name);
+  if (raw === undefined) return [dflt];
+  return raw.split(',').map((p) => {
+    const v = Number(p);
+    if (p.trim() === '' || !Number.isSafeInteger(v) || v < 1 || v > max) throw new UsageError(`--${name}: expected integers in [1, ${max}] separated by commas, got ${JSON.stringify(raw)}`);
+    return v;
+  });
+}
+
+export async function evalCommand(argv: readonly string[]): Promise<number> {
+  const args = parseArgs(argv, {
+    n: 'value', steps: 'value', class: 'value', seed: 'value', batch: 'value', baseline: 'value', out: 'value', weights: 'value', threads: 'value', help: 'switch',
+    ...SAMPLING_FLAGS,
+    ...GUIDANCE_FLAGS,
+  });
+  if (args.flags.has('help')) {
+    process.stdout.write(evalHelp());
+    return 0;
+  }
+  if (args.positionals.length > 1) throw new UsageError(`expected at most one CHECKPOINT, got ${args.positionals.length} arguments: ${args.positionals.join(' ')}`);
+  const n = intFlag(args, 'n', 1000, { min: 2, max: 1_000_000 });
+  const seed = intFlag(args, 'seed', 0, { min: 0, max: Number.MAX_SAFE_INTEGER - 1_000_000 });
+  const batchSize = intFlag(args, 'batch', 250, { min: 1 });
+  if (args.flags.has('threads')) setNumThreads(intFlag(args, 'threads', 1, { min: 1 }));
+  const baseline = args.flags.get('baseline');
+  if (baseline !== undefined) return baselineCommand(args, baseline, n, seed);
+
+  let dir = args.positionals[0];
+  if (!dir) {
+    dir = shippedModelDir();
+    if (!fs.existsSync(path.join(dir, 'checkpoint.json'))) throw new UsageError(`no CHECKPOINT given, and the shipped model is missing (${dir}/checkpoint.json); pass a checkpoint folder`);
+  }
+  const weightsFlag = args.flags.get('weights');
+  if (weightsFlag !== undefined && weightsFlag !== 'ema' && weightsFlag !== 'model') throw new UsageError(`--weights: expected 'ema' or 'model', got ${JSON.stringify(weightsFlag)}`);
+  const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag as 'ema' | 'model' | undefined });
+  const cleanup: { dispose(): void }[] = [net];
+  try {
+    const T = meta.config.objective === 'ddpm' ? meta.config.timesteps : 100_000;
+    const stepsList = intList(args, 'steps', Math.min(100, T), T);
+    const choice = samplingFlags(args, meta.config);
+    const guidance = parseGuidance(args, meta);
+    const scales = guidanceScales(args, { sweep: true }) ?? [null];
+    if (stepsList.length > 1 && scales.length > 1) throw new UsageError('sweep --steps or --guidance, not both at once');
+    const k = meta.classNames?.length ?? 0;
+    const classFlag = args.flags.get('class');
+    const labels = !meta.classNames ? null : classFlag !== undefined ? new Array<number>(n).fill(parseClass(classFlag, meta.classNames)) : cycleLabels(n, k);
+    if (guidance && labels?.some((y) => y === k)) throw new UsageError('--guidance: guidance steers toward a class; --class none (unconditional) has none to steer toward');
+    const prepared = guidance ? prepareGuidance(denoiser, meta, guidance) : null;
+    if (prepared) cleanup.push(prepared);
+
+    const images = meta.sampleShape.length === 3;
+    const measure = images ? imageMeasure(cleanup, labels) : pointMeasure(meta, denoiser, n, seed, cleanup);
+    const outDir = args.flags.get('out') ?? path.join(dir, 'eval');
+    const settings = stepsList.flatMap((steps) => scales.map((w) => ({ steps, w })));
+    const rows: Row[] = [];
+    console.log(`diffuse eval: ${dir} (step ${meta.step}, ${weights} weights), ${n} samples per setting, ${choice.sampler} on the ${choice.grid} grid, seed ${seed}; ${measure.what}`);
+    for (const { steps, w } of settings) {
+      const guided = prepared && w !== null ? prepared.at(w) : null;
+      const D = guided?.denoiser ?? denoiser;
+      let nfe = 0;
+      const counted: Denoiser = (x, sigma, cond) => (nfe++, D(x, sigma, cond));
+      const bar = new Progress(Math.ceil(n / batchSize) * steps, `steps ${steps}${w !== null ? `, ${guided!.describe}` : ''}`);
+      const t0 = performance.now();
+      const x = generateInBatches(counted, meta, { ...choice, n, seed, steps, labels, batchSize }, () => bar.tick());
+      bar.done();
+      try {
+        const metrics = measure.metrics(x);
+        const seconds = (performance.now() - t0) / 1000;
+        rows.push({ steps, nfe: nfe / Math.ceil(n / batchSize), guidance: w, seconds, metrics });
+        console.log(`  ${formatSeconds(seconds)}: ${Object.entries(metrics).map(([name, m]) => `${name} ${formatValue(m.value)}${m.stderr !== undefined ? ` +- ${formatValue(m.stderr, 2)}` : ''}`).join(', ')}`);
+      } finally {
+        x.dispose();
+      }
+    }
+    const report = writeReports(outDir, { meta, dir, weights, n, seed, choice, guidance, rows, space: measure.space, reference: measure.reference, sweep: stepsList.length > 1 ? 'steps' : scales.length > 1 ? 'guidance' : null });
+    process.stdout.write(report);
+  } finally {
+    for (const c of cleanup.reverse()) c.dispose();
+  }
+  return 0;
+}
+
+/** How samples are measured: the feature-space metrics for images. */
+function imageMeasure(cleanup: { dispose(): void }[], labels: number[] | null): { what: string; space: string; reference: string; metrics(x: Tensor): Record<string, MetricValue> } {
+  const fnet = loadFeatureNet();
+  cleanup.push(fnet.net);
+  const ref = fashionReference(fnet);
+  cleanup.push(ref);
+  return { what: `features ${fnet.name}, reference ${ref.name}`, space: fnet.name, reference: ref.name, metrics: (x) => imageMetrics(fnet, ref, x, { labels }) };
+}
+
+/** The 2-D metrics against held-out points of the model's toy (drawn from their own seed stream). */
+function pointMeasure(meta: CheckpointMeta, D: Denoiser, n: number, seed: number, cleanup: { dispose(): void }[]): { what: string; space: string; reference: string; metrics(x: Tensor): Record<string, MetricValue> } {
+  const toy = Object.hasOwn(TOYS, meta.config.data) ? TOYS[meta.config.data as keyof typeof TOYS] : null;
+  if (!toy) throw new UsageError(`${meta.config.data}: diffuse eval knows image models and the 2-D toys (${Object.keys(TOYS).join(', ')})`);
+  const heldOut = toy(Math.max(n, 1000), new Generator(deriveSeed(seed, 0x4e1d)));
+  cleanup.push(heldOut);
+  const { sigmaMin, sigmaMax } = gridModel(buildSchedule(meta.config));
+  const ref = `${meta.config.data} held out (${heldOut.dim(0)})`;
+  let nll: MetricValue | null = null; // the model's, whatever the sampler: computed once, on the first 500 held-out points
+  return {
+    what: `reference ${ref}`,
+    space: 'data',
+    reference: ref,
+    metrics: (x) => {
+      nll ??= tidy(() => modelNLL(D, heldOut.narrow(0, 0, Math.min(500, heldOut.dim(0))), { sigmaMin, sigmaMax }));
+      return { ...pointMetrics(x, heldOut), nll };
+    },
+  };
+}
+
+interface ReportInput {
+  meta: CheckpointMeta;
+  dir: string;
+  weights: string;
+  n: number;
+  seed: number;
+  choice: ReturnType<typeof samplingFlags>;
+  guidance: Omit<GuidanceSpec, 'scale'> | null;
+  rows: Row[];
+  space: string;
+  reference: string;
+  sweep: 'steps' | 'guidance' | null;
+}
+
+/** The JSON report (one EvalReport per setting), the sweep plot, and the table printed. */
+function writeReports(outDir: string, r: ReportInput): string {
+  fs.mkdirSync(outDir, { recursive: true });
+  const reports: (EvalReport & Record<string, unknown>)[] = r.rows.map((row) => ({
+    space: r.space,
+    reference: r.reference,
+    checkpoint: r.dir,
+    checkpointStep: r.meta.step,
+    weights: r.weights,
+    sampler: r.choice.sampler,
+    grid: r.choice.grid,
+    eta: r.choice.eta ?? null,
+    churn: r.choice.churn ?? null,
+    clip: r.choice.clip ?? true,
+    steps: row.steps,
+    nfe: row.nfe,
+    guidance: row.guidance,
+    guidanceType: row.guidance === null ? null : r.guidance!.type,
+    guide: r.guidance?.guide ?? null,
+    seed: r.seed,
+    n: r.n,
+    seconds: row.seconds,
+    metrics: row.metrics,
+  }));
+  const tag = [r.choice.sampler, r.choice.grid, `steps${r.rows.map((x) => x.steps).filter((v, i, a) => a.indexOf(v) === i).join('-')}`, r.guidance ? `${r.guidance.type}${r.rows.map((x) => x.guidance).join('-')}` : '', `n${r.n}`, `seed${r.seed}`].filter(Boolean).join('_');
+  const json = path.join(outDir, `${tag}.json`);
+  writeFileAtomic(json, JSON.stringify(reports.length === 1 ? reports[0] : reports, null, 1) + '\n');
+  const names = [...new Set(r.rows.flatMap((row) => Object.keys(row.metrics)))];
+  const head = ['steps', 'NFE', 'guidance', ...names, 'time'];
+  const body = r.rows.map((row) => [String(row.steps), String(row.nfe), row.guidance === null ? '-' : String(row.guidance), ...names.map((m) => (row.metrics[m] ? formatValue(row.metrics[m].value) + (row.metrics[m].stderr !== undefined ? ` +- ${formatValue(row.metrics[m].stderr!, 2)}` : '') : '-')), formatSeconds(row.seconds)]);
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd();
+  let out = `\n${line(head)}\n${body.map(line).join('\n')}\n\nwrote ${json}\n`;
+  if (r.sweep) {
+    const x = (row: Row) => (r.sweep === 'steps' ? row.nfe : row.guidance!);
+    const plots = names.filter((m) => m !== 'kid');
+    for (const m of plots) {
+      const png = path.join(outDir, `${tag}_${m}.png`);
+      const series: Series[] = [{ name: r.sweep === 'steps' ? r.choice.sampler : r.guidance!.type, points: r.rows.map((row) => [x(row), row.metrics[m]?.value ?? NaN] as [number, number]) }];
+      writePNG(png, linePlotImage(series, { title: `${m} (${r.space}, ${r.n} samples)`, xLabel: r.sweep === 'steps' ? 'denoiser evaluations (NFE)' : 'guidance scale', logX: r.sweep === 'steps', logY: m === 'fd' }));
+      out += `wrote ${png}\n`;
+    }
+  }
+  return out;
+}
+
+/** --baseline test|noise: the test split, or uniform noise images, measured as if they were samples. */
+function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: number): number {
+  if (baseline !== 'test' && baseline !== 'noise') throw new UsageError(`--baseline: expected 'test' or 'noise', got ${JSON.stringify(baseline)}`);
+  if (args.positionals.length > 0) throw new UsageError('--baseline measures data, not a checkpoint: give no CHECKPOINT');
+  const fnet: FeatureNet = loadFeatureNet();
+  let ref: Reference | null = null;
+  try {
+    ref = fashionReference(fnet);
+    const t0 = performance.now();
+    const { x, labels } = baseline === 'test' ? testImages(n, seed) : { x: noiseImages(n, seed), labels: null };
+    try {
+      const metrics = imageMetrics(fnet, ref, x, { labels });
+      const seconds = (performance.now() - t0) / 1000;
+      const outDir = args.flags.get('out') ?? 'eval';
+      fs.mkdirSync(outDir, { recursive: true });
+      const json = path.join(outDir, `baseline-${baseline}_n${n}_seed${seed}.json`);
+      writeFileAtomic(json, JSON.stringify({ baseline, space: fnet.name, reference: ref.name, n, seed, seconds, metrics }, null, 1) + '\n');
+      const rows = Object.entries(metrics).map(([m, v]) => [m, formatValue(v.value) + (v.stderr !== undefined ? ` +- ${formatValue(v.stderr, 2)}` : '')] as [string, string]);
+      process.stdout.write(`baseline ${baseline}: ${n} images against ${ref.name} in ${fnet.name}\n${table(rows)}\nwrote ${json}\n`);
+    } finally {
+      dispose([x]);
+    }
+  } finally {
+    ref?.dispose();
+    fnet.net.dispose();
+  }
+  return 0;
+}
+
+/** n test-split images (a seeded subset when n < 10000) and their labels. */
+function testImages(n: number, seed: number): { x: Tensor; labels: number[] } {
+  const ds = loadFashionMNIST({ split: 'test' });
+  try {
+    const total = ds.images.dim(0);
+    if (n > total) throw new UsageError(`--n ${n}: the test split has ${total} images`);
+    return tidy(() => {
+      const idx = n === total ? null : new Generator(seed).randperm(total).narrow(0, 0, n);
+      const x = idx ? ds.images.indexSelect(0, idx) : ds.images.clone();
+      const labels = Array.from((idx ? ds.labels.indexSelect(0, idx) : ds.labels).toFloat64Array());
+      return { x, labels };
+    });
+  } finally {
+    ds.images.dispose();
+    ds.labels.dispose();
+  }
+}
+
+/** n images of uniform noise in 0..255 (uint8), seeded. */
+function noiseImages(n: number, seed: number): Tensor {
+  return tidy(() => new Generator(seed).randint(0, 256, [n, 1, 28, 28]).to({ dtype: 'uint8' }));
+}

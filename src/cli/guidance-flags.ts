@@ -1,0 +1,137 @@
+/**
+ * The guidance flags `diffuse sample` and `diffuse eval` share, and the guided denoiser they
+ * build: classifier-free guidance on the model's own null class, classifier guidance with a
+ * noise-conditional classifier (default: the one shipped in models/fashion-mnist-classifier),
+ * or autoguidance with a weaker checkpoint of the same task.
+ *
+ * @example
+ *   const g = parseGuidance(args);                       // { type: 'cfg', scale: 3, ... } or null
+ *   const { denoiser, dispose } = guidedDenoiser(denoiser0, meta, g!);
+ */
+import * as fs from 'node:fs';
+import { Denoiser } from '../core/denoiser';
+import { autoguidance, classifierFreeGuidance, classifierGuidance } from '../guidance';
+import { CheckpointMeta, loadModel } from '../training/checkpoint';
+import { loadClassifier, shippedClassifierDir } from '../training/classifier';
+import { classifierLogProb } from '../models/classifier';
+import { choiceFlag, ParsedArgs, UsageError } from './args';
+
+export const GUIDANCE_TYPES = ['cfg', 'classifier', 'auto'] as const;
+export type GuidanceType = (typeof GUIDANCE_TYPES)[number];
+
+/** What a guided run used (recorded in eval reports). */
+export interface GuidanceSpec {
+  type: GuidanceType;
+  /** The guidance scale w (cfg, auto: 1 = the model alone) or s (classifier: 0 = the model alone). */
+  scale: number;
+  /** Autoguidance: the guide checkpoint; classifier guidance: the classifier folder. */
+  guide?: string;
+  /** Guide only for sigma in (lo, hi] (cfg, auto). */
+  interval?: [number, number];
+  /** Guidance rescale phi (cfg). */
+  rescale?: number;
+}
+
+/** The flag kinds to merge into a command's parseArgs table. */
+export const GUIDANCE_FLAGS = { guidance: 'value', 'guidance-type': 'value', 'guide-checkpoint': 'value', classifier: 'value', 'guidance-interval': 'value', 'guidance-rescale': 'value' } as const;
+
+/** Help rows for the guidance flags. */
+export function guidanceHelpRows({ sweep }: { sweep: boolean }): [string, string][] {
+  return [
+    ['--guidance W', `guidance scale${sweep ? ' (a comma list sweeps it: 1,2,3)' : ''}; cfg/auto: D_u + W (D_c - D_u), 1 = no guidance; classifier: D_c + W sigma^2 grad log p(y|x, sigma), 0 = no guidance`],
+    ['--guidance-type T', "'cfg' (classifier-free, default), 'classifier' or 'auto' (autoguidance)"],
+    ['--guide-checkpoint DIR', 'autoguidance: the weaker model of the same task (a smaller or shorter-trained checkpoint)'],
+    ['--classifier DIR', 'classifier guidance: a noise-conditional classifier (default models/fashion-mnist-classifier)'],
+    ['--guidance-interval LO,HI', 'cfg/auto: guide only for sigma in (LO, HI] (Kynkaanniemi et al. 2024)'],
+    ['--guidance-rescale PHI', 'cfg: guidance rescale in [0, 1] (Lin et al. 2024)'],
+  ];
+}
+
+/** A number flag, finite, within [min, max]. */
+function numberValue(flag: string, raw: string, { min = -Infinity, max = Infinity } = {}): number {
+  const v = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(v) || v < min || v > max) throw new UsageError(`--${flag}: expected a number${min > -Infinity ? ` >= ${min}` : ''}${max < Infinity ? ` <= ${max}` : ''}, got ${JSON.stringify(raw)}`);
+  return v;
+}
+
+/** The --guidance values (one, or a comma list when sweeping), or null when not given. */
+export function guidanceScales(args: ParsedArgs, { sweep }: { sweep: boolean }): number[] | null {
+  const raw = args.flags.get('guidance');
+  if (raw === undefined) return null;
+  const parts = raw.split(',');
+  if (!sweep && parts.length > 1) throw new UsageError(`--guidance: expected one number, got ${JSON.stringify(raw)} (diffuse eval sweeps a comma list)`);
+  return parts.map((p) => numberValue('guidance', p));
+}
+
+/** The guidance options other than the scale, checked against the model; null when no guidance flag is given. */
+export function parseGuidance(args: ParsedArgs, meta: CheckpointMeta): Omit<GuidanceSpec, 'scale'> | null {
+  const given = Object.keys(GUIDANCE_FLAGS).filter((f) => args.flags.has(f));
+  if (given.length === 0) return null;
+  if (!args.flags.has('guidance')) throw new UsageError(`--${given[0]} needs --guidance W`);
+  const type = choiceFlag(args, 'guidance-type', GUIDANCE_TYPES, 'cfg');
+  if (!meta.classNames) throw new UsageError(`--guidance: this model is not class-conditional; guidance needs class labels`);
+  const only = (flag: string, types: GuidanceType[]) => {
+    if (args.flags.has(flag) && !types.includes(type)) throw new UsageError(`--${flag} applies to --guidance-type ${types.join(' or ')}, not ${type}`);
+  };
+  only('guide-checkpoint', ['auto']);
+  only('classifier', ['classifier']);
+  only('guidance-interval', ['cfg', 'auto']);
+  only('guidance-rescale', ['cfg']);
+  const spec: Omit<GuidanceSpec, 'scale'> = { type };
+  if (type === 'auto') {
+    const g = args.flags.get('guide-checkpoint');
+    if (!g) throw new UsageError('--guidance-type auto needs --guide-checkpoint DIR (a weaker model of the same task)');
+    spec.guide = g;
+  }
+  if (type === 'classifier') {
+    spec.guide = args.flags.get('classifier') ?? shippedClassifierDir();
+    if (!fs.existsSync(spec.guide)) throw new UsageError(`--classifier ${spec.guide}: no such folder`);
+  }
+  const iv = args.flags.get('guidance-interval');
+  if (iv !== undefined) {
+    const p = iv.split(',');
+    if (p.length !== 2) throw new UsageError(`--guidance-interval: expected LO,HI, got ${JSON.stringify(iv)}`);
+    const [lo, hi] = p.map((s) => numberValue('guidance-interval', s, { min: 0 }));
+    if (!(lo < hi)) throw new UsageError(`--guidance-interval: need LO < HI, got ${iv}`);
+    spec.interval = [lo, hi];
+  }
+  const rs = args.flags.get('guidance-rescale');
+  if (rs !== undefined) spec.rescale = numberValue('guidance-rescale', rs, { min: 0, max: 1 });
+  return spec;
+}
+
+/** Whatever a guided denoiser loaded (a guide network, a classifier), to free when done. */
+export interface Guided {
+  denoiser: Denoiser;
+  /** One line for logs and reports, e.g. "cfg w = 3". */
+  describe: string;
+  dispose(): void;
+}
+
+/** Loads what the guidance needs once; `at(scale)` gives the guided denoiser for a scale (sweeps reuse the loaded guide). */
+export function prepareGuidance(D: Denoiser, meta: CheckpointMeta, spec: Omit<GuidanceSpec, 'scale'>): { at(scale: number): Guided; dispose(): void } {
+  const nullClass = meta.classNames!.length;
+  if (spec.type === 'cfg') {
+    return {
+      at: (scale) => ({ denoiser: classifierFreeGuidance(D, { scale, nullClass, rescale: spec.rescale, interval: spec.interval }), describe: `cfg w = ${scale}`, dispose: () => {} }),
+      dispose: () => {},
+    };
+  }
+  if (spec.type === 'auto') {
+    const guide = loadModel(spec.guide!);
+    if (JSON.stringify(guide.meta.classNames) !== JSON.stringify(meta.classNames) || JSON.stringify(guide.meta.sampleShape) !== JSON.stringify(meta.sampleShape)) {
+      guide.net.dispose();
+      throw new UsageError(`--guide-checkpoint ${spec.guide}: not a model of the same task (classes or sample shape differ)`);
+    }
+    return {
+      at: (scale) => ({ denoiser: autoguidance(D, guide.denoiser, { scale, interval: spec.interval }), describe: `autoguidance w = ${scale} (guide ${spec.guide}, step ${guide.meta.step})`, dispose: () => {} }),
+      dispose: () => guide.net.dispose(),
+    };
+  }
+  const { net } = loadClassifier(spec.guide!);
+  const logp = classifierLogProb(net);
+  return {
+    at: (scale) => ({ denoiser: classifierGuidance(D, logp, { scale, conditional: true }), describe: `classifier guidance s = ${scale} (${spec.guide})`, dispose: () => {} }),
+    dispose: () => net.dispose(),
+  };
+}

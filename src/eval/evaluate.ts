@@ -1,0 +1,174 @@
+/**
+ * Sample quality of a model, end to end: generate samples with a sampler, grid, step count
+ * and guidance; quantize them to 8 bits as a PNG would; embed them with the shipped feature
+ * network (fmnist-cnn-v1); and compare them with the Fashion-MNIST training split:
+ * Frechet distance, KID (with its standard error), improved precision and recall, and,
+ * for class-conditional samples, the accuracy of the feature net's own classifier head.
+ *
+ * @example
+ *   const fnet = loadFeatureNet();
+ *   const ref = fashionReference(fnet);                       // train split: stats + a 10k subset
+ *   const { meta, denoiser } = loadModel('models/fashion-mnist');
+ *   const x = generateInBatches(denoiser, meta, { n: 1000, seed: 0, steps: 20, sampler: 'dpmpp-2m', labels: cycleLabels(1000, 10) });
+ *   const metrics = imageMetrics(fnet, ref, x, labels);      // { fd, kid, precision, recall, accuracy }
+ */
+import { cat, tensor } from '../engine/create';
+import { Generator } from '../engine/random';
+import { dispose, keep, noGrad, tidy } from '../engine/scope';
+import { Tensor } from '../engine/tensor';
+import { Denoiser } from '../core/denoiser';
+import { loadFashionMNIST } from '../data/fashion-mnist';
+import { generateSamples, GenerateOptions } from '../training/build';
+import { CheckpointMeta } from '../training/checkpoint';
+import { extractFeatures, FeatureNet } from './feature-net';
+import { featureStats, FeatureStats, frechetDistance } from './frechet';
+import { kernelInceptionDistance } from './kid';
+import { precisionRecall } from './precision-recall';
+import { MetricValue } from './report';
+import { energyDistance, slicedWasserstein } from './toy';
+import { odeLogLikelihood } from '../training/likelihood';
+
+/** The real images the metrics compare against, in the feature space of one feature net. */
+export interface Reference {
+  /** What the reference is, e.g. 'fashion-mnist train (60000)'. */
+  name: string;
+  /** Mean and covariance of every reference image's features (for the Frechet distance). */
+  stats: FeatureStats;
+  /** Features of a seeded subset [m, d] (for KID and precision/recall); dispose() frees them. */
+  feats: Tensor;
+  dispose(): void;
+}
+
+/** The Fashion-MNIST split `split` as the reference: statistics of all of it, and `subset` of its images' features (seeded). */
+export function fashionReference(fnet: FeatureNet, { split = 'train', subset = 10_000, seed = 0 }: { split?: 'train' | 'test'; subset?: number; seed?: number } = {}): Reference {
+  const ds = loadFashionMNIST({ split });
+  try {
+    const all = extractFeatures(fnet, ds.images); // [N, d]
+    try {
+      const n = all.dim(0);
+      const m = Math.min(subset, n);
+      const feats = keep(tidy(() => all.indexSelect(0, new Generator(seed).randperm(n).narrow(0, 0, m)).contiguous()));
+      return { name: `fashion-mnist ${split} (${n})`, stats: featureStats(all, { space: fnet.name }), feats, dispose: () => feats.dispose() };
+    } finally {
+      all.dispose();
+    }
+  } finally {
+    ds.images.dispose();
+    ds.labels.dispose();
+  }
+}
+
+/** Images in [-1, 1] -> uint8 0..255, rounded as a PNG writer would. */
+export function quantize(x: Tensor): Tensor {
+  return tidy(() => x.add(1).mul(127.5).round().clamp(0, 255).to({ dtype: 'uint8' }));
+}
+
+/** n labels cycling through the classes (0, 1, ..., K - 1, 0, ...): a balanced class-conditional set. */
+export function cycleLabels(n: number, numClasses: number): number[] {
+  return Array.from({ length: n }, (_, i) => i % numClasses);
+}
+
+/** What to generate: generateSamples' options without the shape (the checkpoint's), in batches of batchSize. */
+export type GenerationSpec = Omit<GenerateOptions, 'shape' | 'onStep'> & { batchSize?: number };
+
+/**
+ * n samples [n, ...shape] from D, in batches (default 250). Sample i draws its noise from
+ * Generator(seed + i) whatever the batch size, so a set is the same in any batching and its
+ * first k samples are the k-sample set. onBatch(done, n) reports progress.
+ */
+export function generateInBatches(D: Denoiser, meta: Pick<CheckpointMeta, 'config' | 'sampleShape'>, spec: GenerationSpec, onStep?: (evals: number) => void): Tensor {
+  const { n, seed, labels, batchSize = 250 } = spec;
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new RangeError(`generateInBatches: batchSize must be a positive integer, got ${batchSize}`);
+  const parts: Tensor[] = [];
+  try {
+    for (let i = 0; i < n; i += batchSize) {
+      const b = Math.min(batchSize, n - i);
+      const x = generateSamples(D, meta.config, { ...spec, shape: meta.sampleShape, n: b, seed: seed + i, labels: labels ? labels.slice(i, i + b) : null, onStep: onStep ? () => onStep(b) : undefined });
+      parts.push(quantizeIfImages(x, meta.sampleShape));
+    }
+    return parts.length === 1 ? parts.pop()! : tidy(() => cat(parts, 0));
+  } finally {
+    dispose(parts);
+  }
+}
+
+function quantizeIfImages(x: Tensor, shape: number[]): Tensor {
+  if (shape.length !== 3) return x;
+  const q = quantize(x);
+  x.dispose();
+  return q;
+}
+
+/** Options of imageMetrics. */
+export interface ImageMetricOptions {
+  /** The requested class of each sample (ids >= the feature net's class count, the null class, are not scored); null: no accuracy. */
+  labels?: number[] | null;
+  /** KID subsets (default 100) and their size (default min(1000, n)). */
+  kidSubsets?: number;
+  kidSubsetSize?: number;
+  /** Neighbourhood size of precision/recall (default 3). */
+  k?: number;
+}
+
+/**
+ * The image metrics of samples [n, C, H, W] (uint8, or float in [-1, 1]) against a reference:
+ * fd, kid (+- stderr), precision, recall (against the first n reference features, so both
+ * manifolds have the same number of points), and accuracy when labels are given.
+ */
+export function imageMetrics(fnet: FeatureNet, ref: Reference, samples: Tensor, { labels = null, kidSubsets = 100, kidSubsetSize, k = 3 }: ImageMetricOptions = {}): Record<string, MetricValue> {
+  const n = samples.dim(0);
+  if (labels && labels.length !== n) throw new RangeError(`imageMetrics: ${labels.length} labels for ${n} samples`);
+  const feats = extractFeatures(fnet, samples);
+  try {
+    const out: Record<string, MetricValue> = {};
+    out.fd = { value: frechetDistance(featureStats(feats, { space: fnet.name }), ref.stats) };
+    const kid = kernelInceptionDistance(feats, ref.feats, { numSubsets: kidSubsets, subsetSize: Math.min(kidSubsetSize ?? 1000, n, ref.feats.dim(0)) });
+    out.kid = { value: kid.mean, stderr: kid.stderr };
+    const m = Math.min(n, ref.feats.dim(0));
+    const pr = tidy(() => precisionRecall(ref.feats.narrow(0, 0, m), feats.narrow(0, 0, m), { k }));
+    out.precision = { value: pr.precision };
+    out.recall = { value: pr.recall };
+    if (labels) {
+      const acc = classAccuracy(fnet, feats, labels);
+      if (acc !== null) out.accuracy = { value: acc };
+    }
+    return out;
+  } finally {
+    feats.dispose();
+  }
+}
+
+/** The fraction of samples the feature net's classifier head assigns to their requested class (null when no sample has a real class). */
+export function classAccuracy(fnet: FeatureNet, feats: Tensor, labels: number[]): number | null {
+  const K = fnet.net.config.numClasses;
+  const keepRows = labels.flatMap((y, i) => (y >= 0 && y < K ? [i] : []));
+  if (keepRows.length === 0) return null;
+  return noGrad(() =>
+    tidy(() => {
+      const rows = tensor(keepRows, { dtype: 'int64' });
+      const pred = fnet.net.head.forward(feats.indexSelect(0, rows)).argmax(1); // [m]
+      return pred.eq(tensor(keepRows.map((i) => labels[i]), { dtype: 'int64' })).float().mean().item();
+    }),
+  );
+}
+
+/** The 2-D metrics of samples [n, 2] against held-out data [m, 2]: the energy distance and the sliced Wasserstein-2 distance. */
+export function pointMetrics(samples: Tensor, heldOut: Tensor): Record<string, MetricValue> {
+  return {
+    energy: { value: energyDistance(samples, heldOut) },
+    sw2: { value: slicedWasserstein(samples, heldOut, { p: 2, seed: 0 }) },
+  };
+}
+
+/**
+ * The model's exact negative log-likelihood of points [m, D] in nats, mean +- standard error:
+ * the probability-flow ODE with the exact trace (Song et al. 2021, App. D.2) from sigmaMin
+ * to sigmaMax. It measures the model, not a sampler, so an evaluation computes it once.
+ */
+export function modelNLL(D: Denoiser, points: Tensor, { sigmaMin, sigmaMax, steps = 64 }: { sigmaMin: number; sigmaMax: number; steps?: number }): MetricValue {
+  const v = tidy(() => odeLogLikelihood(D, points, { sigmaMin, sigmaMax, steps, trace: 'exact' }).logLikelihood.neg().toFloat64Array());
+  const m = v.length;
+  const mean = v.reduce((a, b) => a + b, 0) / m;
+  const sd = Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, m - 1));
+  return { value: mean, stderr: sd / Math.sqrt(m) };
+}

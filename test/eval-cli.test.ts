@@ -1,0 +1,135 @@
+// diffuse eval and the guidance flags of diffuse sample, end to end: the 2-D path on a tiny
+// toy model (energy, sw2, the exact NLL once per run), sweeps writing their JSON report and
+// plots, the image path on the shipped model in the shipped feature space (the test split
+// is far closer to the training split than noise is), batching that does not change the
+// samples, and usage errors that name the flag.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { memory, setNumThreads, tensor, tidy } from '../src/engine';
+import { GaussianMixture } from '../src/data/mixture';
+import { Denoiser } from '../src/core/denoiser';
+import { generateInBatches, quantize } from '../src/eval/evaluate';
+import { resolveTrainConfig } from '../src/training/config';
+import { runQuick } from './cli-run';
+
+setNumThreads(1);
+let root: string;
+before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-eval-'))));
+after(() => fs.rmSync(root, { recursive: true, force: true }));
+const quick = (...args: string[]) => runQuick(root, ...args);
+
+const shipped = path.join(__dirname, '..', '..', 'models', 'fashion-mnist', 'checkpoint.json');
+const features = path.join(__dirname, '..', '..', 'models', 'fashion-mnist-features');
+const fashion = fs.existsSync('/usr/share/datasets/fashion-mnist');
+const imageSkip = (!fs.existsSync(shipped) && 'no shipped model') || (!fs.existsSync(features) && 'no shipped feature net') || (!fashion && 'dataset-fashion-mnist is not installed');
+
+describe('generateInBatches', () => {
+  test('the batch size changes memory, not the samples; quantize rounds to 8 bits', () => {
+    const gmm = GaussianMixture.ring(4, { radius: 1, std: 0.2 });
+    const D: Denoiser = (x, sigma) => gmm.denoise(x, sigma);
+    const meta = { config: { ...resolveTrainConfig({ data: '8gaussians', model: { type: 'mlp' }, objective: 'edm' }), classConditional: false }, sampleShape: [2] };
+    const before = memory().tensors;
+    const spec = { n: 10, seed: 3, steps: 4, labels: null, sampler: 'euler-ancestral', grid: 'karras' };
+    const a = generateInBatches(D, meta, { ...spec, batchSize: 3 });
+    const b = generateInBatches(D, meta, { ...spec, batchSize: 10 });
+    assert.deepEqual(Array.from(a.toFloat64Array()), Array.from(b.toFloat64Array()));
+    a.dispose();
+    b.dispose();
+    assert.equal(memory().tensors, before);
+    const q = tidy(() => Array.from(quantize(tensor([-1, 1, 0.5, -2, 3])).toFloat64Array()));
+    assert.deepEqual(q, [0, 255, 191, 0, 255]); // (x + 1) 127.5, rounded, clamped
+  });
+});
+
+describe('diffuse eval on a 2-D model', () => {
+  let toy: string;
+  before(async () => {
+    toy = path.join(root, 'toy');
+    const r = await quick('train', '--data', '8gaussians', '--model', 'mlp', '--hidden', '32', '--depth', '2', '--batch-size', '64', '--steps', '30', '--warmup-steps', '2', '--sample-every', '0', '--checkpoint-every', '0', '--threads', '1', '--out', toy);
+    assert.equal(r.code, 0, r.err);
+  });
+
+  test('a steps sweep: one row per setting, the NLL computed once, a JSON report and plots', async () => {
+    const r = await quick('eval', toy, '--sampler', 'heun', '--grid', 'karras', '--steps', '2,4', '--n', '200', '--threads', '1');
+    assert.equal(r.code, 0, r.err);
+    const json = /wrote (\S+\.json)/.exec(r.out)![1];
+    const rows = JSON.parse(fs.readFileSync(json, 'utf8')) as { steps: number; nfe: number; sampler: string; seed: number; n: number; space: string; metrics: Record<string, { value: number }> }[];
+    assert.deepEqual(rows.map((x) => [x.steps, x.nfe]), [[2, 3], [4, 7]]); // heun: 2N - 1
+    for (const x of rows) {
+      assert.equal(x.sampler, 'heun');
+      assert.equal(x.n, 200);
+      assert.equal(x.seed, 0);
+      assert.equal(x.space, 'data');
+      for (const m of ['energy', 'sw2', 'nll']) assert.ok(Number.isFinite(x.metrics[m].value), `${m} finite`);
+    }
+    assert.equal(rows[0].metrics.nll.value, rows[1].metrics.nll.value, 'the NLL is the model\'s, whatever the sampler');
+    for (const m of ['energy', 'sw2', 'nll']) assert.ok(fs.existsSync(json.replace(/\.json$/, `_${m}.png`)), `${m} plot`);
+  });
+
+  test('usage errors name the flag', async () => {
+    for (const [args, re] of [
+      [['--steps', '0'], /--steps: expected integers/],
+      [['--steps', '2,x'], /--steps: expected integers/],
+      [['--sampler', 'eulr'], /--sampler: unknown sampler "eulr" \(did you mean euler\?\)/],
+      [['--guidance', '2'], /guidance needs class labels/],
+      [['--baseline', 'train'], /--baseline: expected 'test' or 'noise'/],
+      [['--n', '1'], /--n: expected an integer in \[2,/],
+    ] as [string[], RegExp][]) {
+      const r = await quick('eval', toy, ...args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+      assert.match(r.err, re);
+    }
+  });
+});
+
+describe('diffuse eval on the shipped model', { skip: imageSkip }, () => {
+  test('the test split is far closer to the training split than noise is (fd, kid, precision)', async () => {
+    const t = await quick('eval', '--baseline', 'test', '--n', '500', '--threads', '1');
+    const z = await quick('eval', '--baseline', 'noise', '--n', '500', '--threads', '1');
+    assert.equal(t.code, 0, t.err);
+    assert.equal(z.code, 0, z.err);
+    const read = (out: string) => JSON.parse(fs.readFileSync(path.join(root, /wrote (\S+\.json)/.exec(out)![1]), 'utf8')).metrics as Record<string, { value: number }>;
+    const [mt, mz] = [read(t.out), read(z.out)];
+    assert.ok(mz.fd.value > 20 * mt.fd.value, `fd: noise ${mz.fd.value} vs test ${mt.fd.value}`);
+    assert.ok(mz.kid.value > 20 * Math.max(mt.kid.value, 1e-4), `kid: noise ${mz.kid.value} vs test ${mt.kid.value}`);
+    assert.ok(mt.precision.value > 0.5 && mz.precision.value < 0.1, `precision: test ${mt.precision.value}, noise ${mz.precision.value}`);
+    assert.ok(mt.accuracy.value > 0.85, `the feature net classifies the test split: ${mt.accuracy.value}`);
+  });
+
+  test('a guided run records its guidance and scores the requested classes', async () => {
+    const out = path.join(root, 'ev');
+    const r = await quick('eval', '--n', '20', '--batch', '10', '--steps', '3', '--sampler', 'dpmpp-2m', '--guidance', '1,2', '--threads', '1', '--out', out);
+    assert.equal(r.code, 0, r.err);
+    const rows = JSON.parse(fs.readFileSync(/wrote (\S+\.json)/.exec(r.out)![1], 'utf8')) as { guidance: number; guidanceType: string; space: string; metrics: Record<string, { value: number }> }[];
+    assert.deepEqual(rows.map((x) => [x.guidance, x.guidanceType]), [[1, 'cfg'], [2, 'cfg']]);
+    for (const x of rows) {
+      assert.equal(x.space, 'fmnist-cnn-v1');
+      for (const m of ['fd', 'kid', 'precision', 'recall', 'accuracy']) assert.ok(Number.isFinite(x.metrics[m].value), m);
+      assert.ok(x.metrics.accuracy.value >= 0 && x.metrics.accuracy.value <= 1);
+    }
+  });
+});
+
+describe('diffuse sample --guidance', { skip: !fs.existsSync(shipped) && 'no shipped model' }, () => {
+  test('cfg runs and says so; wrong combinations are usage errors naming the flag', async () => {
+    const r = await quick('sample', '--n', '2', '--steps', '2', '--guidance', '2', '--threads', '1', '--out', 'g.png');
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /cfg w = 2, 2 denoiser evaluations/);
+    for (const [args, re] of [
+      [['--guidance-type', 'auto'], /--guidance-type needs --guidance W/],
+      [['--guidance', '2', '--guidance-type', 'auto'], /needs --guide-checkpoint DIR/],
+      [['--guidance', '2', '--guidance-type', 'magic'], /--guidance-type: expected 'cfg' or 'classifier' or 'auto'/],
+      [['--guidance', '2', '--class', 'none'], /--class none \(unconditional\) has none to steer toward/],
+      [['--guidance', '1,2'], /--guidance: expected one number/],
+      [['--guidance', '2', '--guidance-interval', '3,1'], /--guidance-interval: need LO < HI/],
+      [['--guidance', '2', '--guidance-rescale', '0.5', '--guidance-type', 'classifier'], /--guidance-rescale applies to --guidance-type cfg/],
+    ] as [string[], RegExp][]) {
+      const e = await quick('sample', '--n', '1', '--steps', '1', ...args);
+      assert.equal(e.code, 2, `${args.join(' ')}: ${e.err}`);
+      assert.match(e.err, re);
+    }
+  });
+});
