@@ -1,5 +1,6 @@
 /**
- * Training objectives, their weightings and noise-level sampling, and likelihoods.
+ * Training: objectives, their weightings and noise-level sampling, likelihoods, the config,
+ * what a config builds (data, network, denoiser, samples), checkpoints, the trainer, classifiers.
  *
  * @example
  *   const { loss } = edmLoss(D, x0, { generator: g });
@@ -9,3 +10,8 @@ export * from './weighting';
 export * from './sigma-sampling';
 export * from './likelihood';
 export * from './classifier';
+
+export * from './config';
+export * from './build';
+export * from './checkpoint';
+export * from './trainer';
