@@ -86,7 +86,7 @@ describe('diffuse eval on a 2-D model', () => {
 });
 
 describe('diffuse eval on the shipped model', { skip: imageSkip }, () => {
-  test('the test split is far closer to the training split than noise is (fd, kid, precision)', async () => {
+  test('the test split is far closer to the training split than noise is (fd, kid, recall)', async () => {
     const t = await quick('eval', '--baseline', 'test', '--n', '500', '--threads', '1');
     const z = await quick('eval', '--baseline', 'noise', '--n', '500', '--threads', '1');
     assert.equal(t.code, 0, t.err);
@@ -95,7 +95,10 @@ describe('diffuse eval on the shipped model', { skip: imageSkip }, () => {
     const [mt, mz] = [read(t.out), read(z.out)];
     assert.ok(mz.fd.value > 20 * mt.fd.value, `fd: noise ${mz.fd.value} vs test ${mt.fd.value}`);
     assert.ok(mz.kid.value > 20 * Math.max(mt.kid.value, 1e-4), `kid: noise ${mz.kid.value} vs test ${mt.kid.value}`);
-    assert.ok(mt.precision.value > 0.5 && mz.precision.value < 0.1, `precision: test ${mt.precision.value}, noise ${mz.precision.value}`);
+    // Precision alone does not reject noise here: noise images land inside a corner of the real
+    // manifold of this classifier's feature space (docs/evaluation.md); recall does reject it.
+    assert.ok(mt.precision.value > 0.8 && mt.recall.value > 0.8, `test split: precision ${mt.precision.value}, recall ${mt.recall.value}`);
+    assert.ok(mz.recall.value < 0.05, `noise recall ${mz.recall.value}`);
     assert.ok(mt.accuracy.value > 0.85, `the feature net classifies the test split: ${mt.accuracy.value}`);
   });
 
