@@ -52,7 +52,7 @@ function main(argv: string[]): void {
     return { name: String(rows[0][nameBy]), points: rows.map((r) => [xOf(r), r.metrics[metric]?.value ?? NaN] as [number, number]) };
   });
   const xLabel = x === 'nfe' ? 'denoiser evaluations (NFE)' : 'guidance strength (w - 1; classifier: s)';
-  writePNG(out, linePlotImage(series, { title: `${metric} (${space}, ${n} samples each)`, xLabel, logX: x === 'nfe', logY: metric === 'fd' }));
+  writePNG(out, linePlotImage(series, { title: `${metric} (${space}, ${n} samples each)`, xLabel, logX: x === 'nfe', logY: metric === 'fd' && x === 'nfe' }));
   console.log(`wrote ${out}`);
 }
 
