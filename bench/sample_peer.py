@@ -38,7 +38,7 @@ except ImportError as e:
 
 from nn import UNet  # noqa: E402  (sets 1 thread on import; main() sets the requested count after)
 from safetensors_interop import serialize  # noqa: E402
-from unet_peer import load  # noqa: E402
+from unet_peer import load, read_unet, reply  # noqa: E402
 
 
 def sigma_to_t(log_table, sigma):
@@ -83,22 +83,16 @@ def dpmpp_2m(D, x, sigmas):
     return x
 
 
-def reply(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
 def main(argv):
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
     folder, threads = argv[1], int(argv[2])
     torch.set_num_threads(threads)
-    state, meta = load(os.path.join(folder, "unet.safetensors"))
-    if meta.get("kind") != "UNet":
-        reply(dict(error=f"unet.safetensors holds a {meta.get('kind')!r}, not a UNet"))
+    state, config = read_unet(folder)
+    if state is None:
         return 1
-    net = UNet(json.loads(meta["config"]))
+    net = UNet(config)
     net.load_state_dict(state, strict=True)
     net.eval()
     inp, _ = load(os.path.join(folder, "inputs.safetensors"))

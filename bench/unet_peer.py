@@ -100,17 +100,24 @@ def reply(obj):
     sys.stdout.flush()
 
 
+def read_unet(folder):
+    """The weights and config of FOLDER/unet.safetensors (written by the TS side), or an error reply and None."""
+    state, meta = load(os.path.join(folder, "unet.safetensors"))
+    if meta.get("kind") != "UNet":
+        reply(dict(error=f"unet.safetensors holds a {meta.get('kind')!r}, not a UNet"))
+        return None, None
+    return state, json.loads(meta["config"])
+
+
 def main(argv):
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
     folder, threads = argv[1], int(argv[2])
     torch.set_num_threads(threads)
-    state, meta = load(os.path.join(folder, "unet.safetensors"))
-    if meta.get("kind") != "UNet":
-        reply(dict(error=f"unet.safetensors holds a {meta.get('kind')!r}, not a UNet"))
+    state, config = read_unet(folder)
+    if state is None:
         return 1
-    config = json.loads(meta["config"])
     data, _ = load(os.path.join(folder, "data.safetensors"))
     data = {k: v.contiguous() for k, v in data.items()}
     probe = UNet(config)
