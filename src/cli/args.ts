@@ -77,28 +77,52 @@ export function parseArgs(argv: readonly string[], known: Record<string, FlagKin
 /** camelCase -> kebab-case (batchSize -> batch-size). */
 export const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
+/** What a numeric flag accepts: finite numbers (integers when `integer`) within [min, max]. */
+export interface NumberRule {
+  integer?: boolean;
+  min?: number;
+  max?: number;
+}
+
+/** "an integer in [1, 10]", "a number >= 0", "integers ..." for a usage message. */
+function expected({ integer = false, min = -Infinity, max = Infinity }: NumberRule, plural = false): string {
+  const kind = integer ? (plural ? 'integers' : 'an integer') : plural ? 'numbers' : 'a number';
+  const range = max === Infinity ? (min === -Infinity ? '' : ` >= ${min}`) : ` in [${min}, ${max}]`;
+  return kind + range;
+}
+
+function fits(raw: string, v: number, { integer = false, min = -Infinity, max = Infinity }: NumberRule): boolean {
+  return raw.trim() !== '' && (integer ? Number.isSafeInteger(v) : Number.isFinite(v)) && v >= min && v <= max;
+}
+
+/** One value of --name as a number under the rule, or a usage error naming the flag and the value. */
+export function parseNumber(name: string, raw: string, rule: NumberRule = {}): number {
+  const v = Number(raw);
+  if (!fits(raw, v, rule)) throw new UsageError(`--${name}: expected ${expected(rule)}, got ${JSON.stringify(raw)}`);
+  return v;
+}
+
+/** --name as a comma list of numbers under the rule (undefined when not given). */
+export function numberList(args: ParsedArgs, name: string, rule: NumberRule = {}): number[] | undefined {
+  const raw = args.flags.get(name);
+  if (raw === undefined) return undefined;
+  return raw.split(',').map((p) => {
+    const v = Number(p);
+    if (!fits(p, v, rule)) throw new UsageError(`--${name}: expected ${expected(rule, true)} separated by commas, got ${JSON.stringify(raw)}`);
+    return v;
+  });
+}
+
 /** An integer flag value within [min, max]. */
 export function intFlag(args: ParsedArgs, name: string, dflt: number, { min = -Infinity, max = Infinity } = {}): number {
   const raw = args.flags.get(name);
-  if (raw === undefined) return dflt;
-  const v = Number(raw);
-  if (raw.trim() === '' || !Number.isSafeInteger(v) || v < min || v > max) {
-    const range = max === Infinity ? (min === -Infinity ? '' : ` >= ${min}`) : ` in [${min}, ${max}]`;
-    throw new UsageError(`--${name}: expected an integer${range}, got ${JSON.stringify(raw)}`);
-  }
-  return v;
+  return raw === undefined ? dflt : parseNumber(name, raw, { integer: true, min, max });
 }
 
 /** A finite number flag value within [min, max]. */
 export function numberFlag(args: ParsedArgs, name: string, { min = -Infinity, max = Infinity } = {}): number | undefined {
   const raw = args.flags.get(name);
-  if (raw === undefined) return undefined;
-  const v = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(v) || v < min || v > max) {
-    const range = max === Infinity ? (min === -Infinity ? '' : ` >= ${min}`) : ` in [${min}, ${max}]`;
-    throw new UsageError(`--${name}: expected a number${range}, got ${JSON.stringify(raw)}`);
-  }
-  return v;
+  return raw === undefined ? undefined : parseNumber(name, raw, { min, max });
 }
 
 /** One of a set of strings. */

@@ -29,7 +29,7 @@ import { EvalReport, formatValue, MetricValue } from '../eval/report';
 import { writeFileAtomic, writePNG } from '../util/image';
 import { linePlotImage, Series } from '../util/plot';
 import { formatSeconds, Progress } from '../util/progress';
-import { intFlag, parseArgs, ParsedArgs, table, UsageError } from './args';
+import { intFlag, numberList, parseArgs, ParsedArgs, table, UsageError } from './args';
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, GuidanceSpec, parseGuidance, prepareGuidance } from './guidance-flags';
 import { parseClass, shippedModelDir } from './sample';
 import { SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
@@ -81,17 +81,6 @@ interface Row {
   metrics: Record<string, MetricValue>;
 }
 
-/** A comma list of positive integers (--steps). */
-function intList(args: ParsedArgs, name: string, dflt: number, max: number): number[] {
-  const raw = args.flags.get(name);
-  if (raw === undefined) return [dflt];
-  return raw.split(',').map((p) => {
-    const v = Number(p);
-    if (p.trim() === '' || !Number.isSafeInteger(v) || v < 1 || v > max) throw new UsageError(`--${name}: expected integers in [1, ${max}] separated by commas, got ${JSON.stringify(raw)}`);
-    return v;
-  });
-}
-
 export async function evalCommand(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, {
     n: 'value', steps: 'value', class: 'value', seed: 'value', batch: 'value', baseline: 'value', out: 'value', weights: 'value', threads: 'value', help: 'switch',
@@ -121,7 +110,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   const cleanup: { dispose(): void }[] = [net];
   try {
     const T = meta.config.objective === 'ddpm' ? meta.config.timesteps : 100_000;
-    const stepsList = intList(args, 'steps', Math.min(100, T), T);
+    const stepsList = numberList(args, 'steps', { integer: true, min: 1, max: T }) ?? [Math.min(100, T)];
     const choice = samplingFlags(args, meta.config);
     const guidance = parseGuidance(args, meta);
     const scales = guidanceScales(args, { sweep: true }) ?? [null];

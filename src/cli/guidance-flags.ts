@@ -14,7 +14,7 @@ import { autoguidance, classifierFreeGuidance, classifierGuidance } from '../gui
 import { CheckpointMeta, loadModel } from '../training/checkpoint';
 import { loadClassifier, shippedClassifierDir } from '../training/classifier';
 import { classifierLogProb } from '../models/classifier';
-import { choiceFlag, ParsedArgs, UsageError } from './args';
+import { choiceFlag, numberList, ParsedArgs, parseNumber, UsageError } from './args';
 
 export const GUIDANCE_TYPES = ['cfg', 'classifier', 'auto'] as const;
 export type GuidanceType = (typeof GUIDANCE_TYPES)[number];
@@ -47,20 +47,12 @@ export function guidanceHelpRows({ sweep }: { sweep: boolean }): [string, string
   ];
 }
 
-/** A number flag, finite, within [min, max]. */
-function numberValue(flag: string, raw: string, { min = -Infinity, max = Infinity } = {}): number {
-  const v = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(v) || v < min || v > max) throw new UsageError(`--${flag}: expected a number${min > -Infinity ? ` >= ${min}` : ''}${max < Infinity ? ` <= ${max}` : ''}, got ${JSON.stringify(raw)}`);
-  return v;
-}
-
 /** The --guidance values (one, or a comma list when sweeping), or null when not given. */
 export function guidanceScales(args: ParsedArgs, { sweep }: { sweep: boolean }): number[] | null {
   const raw = args.flags.get('guidance');
   if (raw === undefined) return null;
-  const parts = raw.split(',');
-  if (!sweep && parts.length > 1) throw new UsageError(`--guidance: expected one number, got ${JSON.stringify(raw)} (diffuse eval sweeps a comma list)`);
-  return parts.map((p) => numberValue('guidance', p));
+  if (!sweep && raw.includes(',')) throw new UsageError(`--guidance: expected one number, got ${JSON.stringify(raw)} (diffuse eval sweeps a comma list)`);
+  return sweep ? numberList(args, 'guidance')! : [parseNumber('guidance', raw)];
 }
 
 /** The guidance options other than the scale, checked against the model; null when no guidance flag is given. */
@@ -91,12 +83,12 @@ export function parseGuidance(args: ParsedArgs, meta: CheckpointMeta): Omit<Guid
   if (iv !== undefined) {
     const p = iv.split(',');
     if (p.length !== 2) throw new UsageError(`--guidance-interval: expected LO,HI, got ${JSON.stringify(iv)}`);
-    const [lo, hi] = p.map((s) => numberValue('guidance-interval', s, { min: 0 }));
+    const [lo, hi] = p.map((s) => parseNumber('guidance-interval', s, { min: 0 }));
     if (!(lo < hi)) throw new UsageError(`--guidance-interval: need LO < HI, got ${iv}`);
     spec.interval = [lo, hi];
   }
   const rs = args.flags.get('guidance-rescale');
-  if (rs !== undefined) spec.rescale = numberValue('guidance-rescale', rs, { min: 0, max: 1 });
+  if (rs !== undefined) spec.rescale = parseNumber('guidance-rescale', rs, { min: 0, max: 1 });
   return spec;
 }
 

@@ -20,10 +20,11 @@ import { Progress } from '../util/progress';
 import { choiceFlag, intFlag, parseArgs, table, UsageError } from './args';
 import { SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, parseGuidance, prepareGuidance } from './guidance-flags';
+import { shippedDir } from '../util/shipped';
 
 /** The model shipped in the repository (models/fashion-mnist). */
 export function shippedModelDir(): string {
-  return path.resolve(__dirname, '..', '..', '..', 'models', 'fashion-mnist');
+  return shippedDir('fashion-mnist');
 }
 
 export function sampleHelp(): string {

@@ -14,12 +14,12 @@
  *   const f = extractFeatures(fnet, images, { batchSize: 500 });    // uint8 or [-1, 1] float [N, 1, 28|32, 28|32] -> float32 [N, 128]
  *   fnet.net.dispose();
  */
-import * as path from 'node:path';
 import { empty } from '../engine/create';
 import { noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Classifier } from '../models/classifier';
 import { ClassifierMeta, loadClassifier } from '../training/classifier';
+import { shippedDir } from '../util/shipped';
 
 /** The name of the shipped feature space. */
 export const FEATURE_NET_NAME = 'fmnist-cnn-v1';
@@ -34,7 +34,7 @@ export interface FeatureNet {
 
 /** Where the shipped feature net lives (models/fashion-mnist-features of the repository). */
 export function featureNetDir(): string {
-  return path.resolve(__dirname, '..', '..', '..', 'models', 'fashion-mnist-features');
+  return shippedDir('fashion-mnist-features');
 }
 
 /**

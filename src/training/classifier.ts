@@ -40,6 +40,7 @@ import { writeFileAtomic } from '../util/image';
 import { Progress } from '../util/progress';
 import { diffuseVersion } from './checkpoint';
 import { discreteSigma, SigmaSampler } from './sigma-sampling';
+import { shippedDir } from '../util/shipped';
 
 /** How training noises the images: not at all, or with the DDPM schedule's sigmas. */
 export type ClassifierNoise = 'none' | 'ddpm';
@@ -234,7 +235,7 @@ export function loadClassifier(dir: string): { meta: ClassifierMeta; net: Classi
 
 /** The shipped noise-conditional Fashion-MNIST classifier (models/fashion-mnist-classifier). */
 export function shippedClassifierDir(): string {
-  return path.resolve(__dirname, '..', '..', '..', 'models', 'fashion-mnist-classifier');
+  return shippedDir('fashion-mnist-classifier');
 }
 
 function checkInt(name: string, v: number, min: number): void {
