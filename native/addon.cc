@@ -638,6 +638,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     registerNN(r);
     registerAutograd(r);
     registerOptim(r);
+    registerProfile(r);
     entries().reserve(r.fns.size());
     for (auto& [n, f] : r.fns) entries().push_back(Entry{n, f});
   });

@@ -66,6 +66,7 @@ void registerOps(Registry& r);
 void registerNN(Registry& r);
 void registerAutograd(Registry& r);
 void registerOptim(Registry& r);
+void registerProfile(Registry& r);
 
 // Ops dispatched by a name table (unary, binary, reductions) report the specific op
 // name in errors by setting this before calling into ATen.

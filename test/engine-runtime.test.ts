@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads';
 import {
   autocast,
   cuda,
+  dispose,
   enableGrad,
   F,
   Generator,
@@ -18,11 +19,13 @@ import {
   memory,
   noGrad,
   ones,
+  profile,
   setNumThreads,
   tensor,
   tidy,
   torchConfig,
   torchVersion,
+  zeros,
 } from '../src/engine';
 
 const engine = path.resolve(__dirname, '../src/engine');
@@ -168,4 +171,39 @@ test('tensors move between devices and dtypes', () => {
       assert.deepEqual(new Generator(5).randn([4], { device: 'cuda' }).cpu().toArray(), new Generator(5).randn([4]).toArray());
     }
   });
+});
+
+test('profile counts and times each ATen op and backward function', () => {
+  const g = new Generator(0);
+  const x = g.randn([2, 3, 8, 8]);
+  const w = g.randn([4, 3, 3, 3]).requiresGrad_();
+  const { result, report } = profile(() =>
+    tidy(() => {
+      let y = x;
+      for (let i = 0; i < 3; i++) y = F.conv2d(x, w, { padding: 1 }).add(y.mean());
+      y.square().sum().backward();
+      return 42;
+    }),
+  );
+  assert.equal(result, 42);
+  const row = (name: string, kind = 'op') => report.ops.find((o) => o.name === name && o.kind === kind);
+  assert.equal(row('aten::conv2d')?.calls, 3);
+  assert.ok((row('aten::add')?.calls ?? 0) >= 3);
+  assert.ok(row('ConvolutionBackward0', 'backward'), `backward rows: ${report.ops.filter((o) => o.kind === 'backward').map((o) => o.name)}`);
+  const conv = row('aten::conv2d')!;
+  assert.ok(conv.totalMs >= conv.selfMs && conv.selfMs >= 0 && conv.topMs <= conv.totalMs + 1e-9);
+  // Self times partition the time inside ATen: their sum is the outermost ops' total.
+  const self = report.ops.reduce((s, o) => s + o.selfMs, 0);
+  assert.ok(Math.abs(self - report.insideMs) < 1e-6 * Math.max(1, self), `${self} vs ${report.insideMs}`);
+  assert.ok(report.insideMs <= report.wallMs && report.outsideMs >= 0);
+  assert.match(report.format({ top: 3 }), /aten::\w+[\s\S]*outside ATen[\s\S]*wall/);
+  w.grad?.dispose();
+  dispose([x, w]);
+});
+
+test('profile stops the profiler when fn throws, and does not nest', () => {
+  assert.throws(() => profile(() => { throw new Error('boom'); }), /boom/);
+  assert.throws(() => profile(() => profile(() => 1)), /already running/);
+  const { report } = profile(() => tidy(() => { zeros([2]).add(1); }));
+  assert.equal(report.ops.find((o) => o.name === 'aten::add')?.calls, 1);
 });

@@ -14,5 +14,6 @@ export * from './random';
 export * from './scope';
 export * from './autograd';
 export * from './runtime';
+export * from './profile';
 export * as F from './functional';
 export * from './safetensors';

@@ -28,6 +28,8 @@ export interface Native {
   version(): string;
   config(): string;
   mallocPolicy(): string;
+  profilerStart(): void;
+  profilerStop(): [name: string, kind: 'op' | 'backward', calls: number, totalUs: number, selfUs: number, topUs: number][];
   setGradEnabled(on: boolean): boolean;
   isGradEnabled(): boolean;
   autocastEnter(on: boolean, dtype: number): [boolean, number];
