@@ -16,7 +16,7 @@ namespace diffuse {
 // holderArg/tensorArg/tensorListArg/holderFrom, never Napi::External<...>::Data().
 struct Holder {
   at::Tensor t;
-  int64_t bytes = 0;         // bytes reported to V8 and counted in the live totals
+  int64_t bytes = 0;         // host bytes this handle reported to V8 (0 unless handed to the GC)
   const void* storage = nullptr;
   uint64_t gen = 1;          // bumped when the slot is freed: older handles are stale
   uint32_t index = 0;        // the slot's place in the table

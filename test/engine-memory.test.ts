@@ -121,3 +121,33 @@ test('tensors nobody frees are released by the garbage collector (the backstop)'
   await settle();
   assert.equal(memory().tensors, before);
 });
+
+test('tensors freed by their scope are never reported to V8; tensors left to the GC are', async () => {
+  await new Promise((r) => setImmediate(r)); // earlier tests' unscoped tensors are registered
+  const before = memory().gcBytes;
+  const out = tidy(() => {
+    const a = zeros([256, 1024]); // 1 MiB
+    const b = a.add(1);
+    assert.equal(memory().gcBytes, before, 'tensors in a scope are not reported');
+    return b;
+  });
+  await new Promise((r) => setImmediate(r)); // the escaped tensor is handed to the GC backstop
+  assert.equal(memory().gcBytes, before + 2 ** 20, 'the tensor returned from the outermost tidy is reported');
+  const view = out.reshape([-1]); // same storage: not reported twice
+  await new Promise((r) => setImmediate(r));
+  assert.equal(memory().gcBytes, before + 2 ** 20);
+  out.dispose();
+  view.dispose();
+  assert.equal(memory().gcBytes, before, 'freeing the storage takes its bytes back');
+});
+
+test('memory pressure alone makes V8 collect unscoped tensors (no gc() call)', async () => {
+  const base = memory().hostBytes;
+  let peak = 0;
+  for (let i = 0; i < 100; i++) {
+    zeros([4, 1024, 1024]).add(1); // 2 x 16 MiB, never disposed: 3.2 GB in all
+    await new Promise((r) => setImmediate(r));
+    peak = Math.max(peak, memory().hostBytes - base);
+  }
+  assert.ok(peak < 2 ** 30, `live host memory peaked at ${(peak / 2 ** 20).toFixed(0)} MiB`);
+});

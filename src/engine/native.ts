@@ -19,7 +19,7 @@ export interface Native {
   shape(h: H): number[];
   dtype(h: H): number;
   device(h: H): string;
-  stats(): { tensors: number; bytes: number; hostBytes: number; storages: number };
+  stats(): { tensors: number; bytes: number; hostBytes: number; gcBytes: number; storages: number };
   setNumThreads(n: number): void;
   getNumThreads(): number;
   setInteropThreads(n: number): void;

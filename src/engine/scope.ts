@@ -57,10 +57,15 @@ export function dispose(x: TensorContainer): void {
   for (const t of collect(x, new Set())) t.dispose();
 }
 
-/** Live native tensors (handles) and the bytes of the distinct storages behind them, process-wide. */
-export function memory(): { tensors: number; bytes: number; hostBytes: number } {
+/**
+ * Live native tensors (handles) and the bytes of the distinct storages behind them,
+ * process-wide. `gcBytes`: the host bytes of storages reported to V8 because a tensor
+ * on them was left to the garbage collector (returned from the outermost tidy, kept, or
+ * made outside any scope); tensors freed by their scope never count there.
+ */
+export function memory(): { tensors: number; bytes: number; hostBytes: number; gcBytes: number } {
   const s = native.stats();
-  return { tensors: s.tensors, bytes: s.bytes, hostBytes: s.hostBytes };
+  return { tensors: s.tensors, bytes: s.bytes, hostBytes: s.hostBytes, gcBytes: s.gcBytes };
 }
 
 function withGrad<T>(enabled: boolean, fn: () => T): T {
