@@ -11,13 +11,17 @@ import * as path from 'node:path';
 import { memory, setNumThreads, tensor, tidy } from '../src/engine';
 import { GaussianMixture } from '../src/data/mixture';
 import { Denoiser } from '../src/core/denoiser';
-import { generateInBatches, quantize } from '../src/eval/evaluate';
+import { fashionReference, generateInBatches, quantize } from '../src/eval/evaluate';
+import { loadFeatureNet } from '../src/eval/feature-net';
 import { resolveTrainConfig } from '../src/training/config';
 import { runQuick } from './cli-run';
 
 setNumThreads(1);
 let root: string;
-before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-eval-'))));
+before(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-eval-'));
+  process.env.DIFFUSE_CACHE_DIR = path.join(root, 'cache'); // the reference cache starts empty and stays out of ~/.cache
+});
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 const quick = (...args: string[]) => runQuick(root, ...args);
 
@@ -91,6 +95,8 @@ describe('diffuse eval on the shipped model', { skip: imageSkip }, () => {
     const z = await quick('eval', '--baseline', 'noise', '--n', '500', '--threads', '1');
     assert.equal(t.code, 0, t.err);
     assert.equal(z.code, 0, z.err);
+    assert.match(t.out, /features computed, cached in \S+eval-reference/);
+    assert.match(z.out, /from the cache/);
     const read = (out: string) => JSON.parse(fs.readFileSync(path.join(root, /wrote (\S+\.json)/.exec(out)![1]), 'utf8')).metrics as Record<string, { value: number }>;
     const [mt, mz] = [read(t.out), read(z.out)];
     assert.ok(mz.fd.value > 20 * mt.fd.value, `fd: noise ${mz.fd.value} vs test ${mt.fd.value}`);
@@ -100,6 +106,45 @@ describe('diffuse eval on the shipped model', { skip: imageSkip }, () => {
     assert.ok(mt.precision.value > 0.8 && mt.recall.value > 0.8, `test split: precision ${mt.precision.value}, recall ${mt.recall.value}`);
     assert.ok(mz.recall.value < 0.05, `noise recall ${mz.recall.value}`);
     assert.ok(mt.accuracy.value > 0.85, `the feature net classifies the test split: ${mt.accuracy.value}`);
+  });
+
+  test('the reference features are cached: read back exactly, recomputed when damaged or turned off', () => {
+    const fnet = loadFeatureNet();
+    const cache = path.join(root, 'ref-cache');
+    const opts = { split: 'test' as const, subset: 300, seed: 5, cache };
+    const a = fashionReference(fnet, opts);
+    const b = fashionReference(fnet, opts);
+    const c = fashionReference(fnet, { ...opts, cache: false });
+    try {
+      assert.equal(a.source, 'computed');
+      assert.equal(b.source, 'cache');
+      assert.equal(b.cacheFile, a.cacheFile);
+      assert.equal(c.source, 'computed');
+      assert.equal(c.cacheFile, undefined);
+      for (const r of [b, c]) {
+        assert.deepEqual(Array.from(r.stats.mu), Array.from(a.stats.mu));
+        assert.deepEqual(Array.from(r.stats.sigma), Array.from(a.stats.sigma));
+        assert.equal(r.stats.n, 10_000);
+        assert.equal(r.stats.space, 'fmnist-cnn-v1');
+        assert.deepEqual(r.feats.shape, [300, fnet.dim]);
+        assert.deepEqual(Array.from(r.feats.toFloat64Array()), Array.from(a.feats.toFloat64Array()));
+      }
+      // Another seed is another file; a damaged file is recomputed and rewritten.
+      const d = fashionReference(fnet, { ...opts, seed: 6 });
+      assert.notEqual(d.cacheFile, a.cacheFile);
+      d.dispose();
+      fs.writeFileSync(a.cacheFile!, 'not a safetensors file');
+      const e = fashionReference(fnet, opts);
+      assert.equal(e.source, 'computed');
+      assert.deepEqual(Array.from(e.feats.toFloat64Array()), Array.from(a.feats.toFloat64Array()));
+      e.dispose();
+      const f = fashionReference(fnet, opts);
+      assert.equal(f.source, 'cache');
+      f.dispose();
+    } finally {
+      for (const r of [a, b, c]) r.dispose();
+      fnet.net.dispose();
+    }
   });
 
   test('a guided run records its guidance and scores the requested classes', async () => {

@@ -27,6 +27,7 @@ import { cycleLabels, fashionReference, generateInBatches, imageMetrics, modelNL
 import { FeatureNet, loadFeatureNet } from '../eval/feature-net';
 import { EvalReport, formatValue, MetricValue } from '../eval/report';
 import { writeFileAtomic, writePNG } from '../util/image';
+import { cacheDir } from '../util/cache';
 import { linePlotImage, Series } from '../util/plot';
 import { formatSeconds, Progress } from '../util/progress';
 import { intFlag, numberList, parseArgs, ParsedArgs, table, UsageError } from './args';
@@ -61,6 +62,7 @@ ${table([
   ['--out DIR', 'where the report goes (default CHECKPOINT/eval, or eval/ for a baseline)'],
   ['--weights W', '"ema" (default when present) or "model"'],
   ['--threads N', 'CPU threads (default: all cores)'],
+  ['--no-cache', 'recompute the reference features of the training split (15-25 s) instead of reading them from the cache (DIFFUSE_CACHE_DIR, default ~/.cache/diffuse)'],
   ['-h, --help', 'this help'],
 ])}
 
@@ -83,7 +85,7 @@ interface Row {
 
 export async function evalCommand(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, {
-    n: 'value', steps: 'value', class: 'value', seed: 'value', batch: 'value', baseline: 'value', out: 'value', weights: 'value', threads: 'value', help: 'switch',
+    n: 'value', steps: 'value', class: 'value', seed: 'value', batch: 'value', baseline: 'value', out: 'value', weights: 'value', threads: 'value', cache: 'bool', help: 'switch',
     ...SAMPLING_FLAGS,
     ...GUIDANCE_FLAGS,
   });
@@ -123,7 +125,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
     if (prepared) cleanup.push(prepared);
 
     const images = meta.sampleShape.length === 3;
-    const measure = images ? imageMeasure(cleanup, labels) : pointMeasure(meta, denoiser, n, seed, cleanup);
+    const measure = images ? imageMeasure(cleanup, labels, referenceCache(args)) : pointMeasure(meta, denoiser, n, seed, cleanup);
     const outDir = args.flags.get('out') ?? path.join(dir, 'eval');
     const settings = stepsList.flatMap((steps) => scales.map((w) => ({ steps, w })));
     const rows: Row[] = [];
@@ -155,12 +157,12 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
 }
 
 /** How samples are measured: the feature-space metrics for images. */
-function imageMeasure(cleanup: { dispose(): void }[], labels: number[] | null): { what: string; space: string; reference: string; metrics(x: Tensor): Record<string, MetricValue> } {
+function imageMeasure(cleanup: { dispose(): void }[], labels: number[] | null, cache: string | false): { what: string; space: string; reference: string; metrics(x: Tensor): Record<string, MetricValue> } {
   const fnet = loadFeatureNet();
   cleanup.push(fnet.net);
-  const ref = fashionReference(fnet);
+  const ref = fashionReference(fnet, { cache });
   cleanup.push(ref);
-  return { what: `features ${fnet.name}, reference ${ref.name}`, space: fnet.name, reference: ref.name, metrics: (x) => imageMetrics(fnet, ref, x, { labels }) };
+  return { what: `features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`, space: fnet.name, reference: ref.name, metrics: (x) => imageMetrics(fnet, ref, x, { labels }) };
 }
 
 /** The 2-D metrics against held-out points of the model's toy (drawn from their own seed stream). */
@@ -236,6 +238,17 @@ function writeReports(outDir: string, r: ReportInput): string {
   return out;
 }
 
+/** The reference cache folder, or false for --no-cache. */
+function referenceCache(args: ParsedArgs): string | false {
+  return args.flags.get('cache') === 'false' ? false : cacheDir('eval-reference');
+}
+
+/** ' (cached)' / ' (computed, cached in FILE)' / '': where the reference features came from. */
+function referenceSource(ref: Reference): string {
+  if (ref.source === 'cache') return ` (from the cache, ${ref.cacheFile})`;
+  return ref.cacheFile ? ` (features computed, cached in ${ref.cacheFile})` : '';
+}
+
 /** --baseline test|noise: the test split, or uniform noise images, measured as if they were samples. */
 function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: number): number {
   if (baseline !== 'test' && baseline !== 'noise') throw new UsageError(`--baseline: expected 'test' or 'noise', got ${JSON.stringify(baseline)}`);
@@ -243,7 +256,8 @@ function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: nu
   const fnet: FeatureNet = loadFeatureNet();
   let ref: Reference | null = null;
   try {
-    ref = fashionReference(fnet);
+    ref = fashionReference(fnet, { cache: referenceCache(args) });
+    console.log(`diffuse eval: baseline ${baseline}, ${n} images; features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`);
     const t0 = performance.now();
     const { x, labels } = baseline === 'test' ? testImages(n, seed) : { x: noiseImages(n, seed), labels: null };
     try {

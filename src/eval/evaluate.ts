@@ -12,7 +12,11 @@
  *   const x = generateInBatches(denoiser, meta, { n: 1000, seed: 0, steps: 20, sampler: 'dpmpp-2m', labels: cycleLabels(1000, 10) });
  *   const metrics = imageMetrics(fnet, ref, x, labels);      // { fd, kid, precision, recall, accuracy }
  */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { cat, tensor } from '../engine/create';
+import { loadSafetensors, saveSafetensors } from '../engine/safetensors';
 import { Generator } from '../engine/random';
 import { dispose, keep, noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
@@ -27,6 +31,7 @@ import { precisionRecall } from './precision-recall';
 import { MetricValue } from './report';
 import { energyDistance, slicedWasserstein } from './toy';
 import { odeLogLikelihood } from '../training/likelihood';
+import { cacheDir } from '../util/cache';
 
 /** The real images the metrics compare against, in the feature space of one feature net. */
 export interface Reference {
@@ -36,25 +41,100 @@ export interface Reference {
   stats: FeatureStats;
   /** Features of a seeded subset [m, d] (for KID and precision/recall); dispose() frees them. */
   feats: Tensor;
+  /** 'cache' when read from the cache file, 'computed' when the features were extracted in this call. */
+  source: 'cache' | 'computed';
+  /** The cache file read or written (absent when caching is off or the file could not be written). */
+  cacheFile?: string;
   dispose(): void;
 }
 
-/** The Fashion-MNIST split `split` as the reference: statistics of all of it, and `subset` of its images' features (seeded). */
-export function fashionReference(fnet: FeatureNet, { split = 'train', subset = 10_000, seed = 0 }: { split?: 'train' | 'test'; subset?: number; seed?: number } = {}): Reference {
+/** Options of fashionReference. */
+export interface ReferenceOptions {
+  split?: 'train' | 'test';
+  /** Images in the feature subset for KID and precision/recall (default 10,000). */
+  subset?: number;
+  /** Seed of the subset (default 0). */
+  seed?: number;
+  /** A folder for the reference cache, or false to always recompute (default: cacheDir('eval-reference')). */
+  cache?: string | false;
+}
+
+const REFERENCE_FORMAT = 'diffuse-eval-reference-v1';
+
+/**
+ * The Fashion-MNIST split `split` as the reference: statistics of all of it, and `subset`
+ * of its images' features (seeded). Extracting the training split's features takes
+ * 15-25 s on 2 cores, so the result is cached in a file named after a digest of the
+ * feature net's weights, the split's images, subset and seed: any change to those makes
+ * a new file, and a damaged file is recomputed.
+ */
+export function fashionReference(fnet: FeatureNet, { split = 'train', subset = 10_000, seed = 0, cache = cacheDir('eval-reference') }: ReferenceOptions = {}): Reference {
   const ds = loadFashionMNIST({ split });
   try {
+    const n = ds.images.dim(0);
+    const m = Math.min(subset, n);
+    const name = `fashion-mnist ${split} (${n})`;
+    const file = cache === false ? undefined : path.join(cache, `${fnet.name}-${split}-${m}-seed${seed}-${referenceKey(fnet, ds.images, m, seed)}.safetensors`);
+    const cached = file === undefined ? null : readReference(file, fnet.name);
+    if (cached) return { name, ...cached, source: 'cache', cacheFile: file, dispose: () => cached.feats.dispose() };
     const all = extractFeatures(fnet, ds.images); // [N, d]
     try {
-      const n = all.dim(0);
-      const m = Math.min(subset, n);
       const feats = keep(tidy(() => all.indexSelect(0, new Generator(seed).randperm(n).narrow(0, 0, m)).contiguous()));
-      return { name: `fashion-mnist ${split} (${n})`, stats: featureStats(all, { space: fnet.name }), feats, dispose: () => feats.dispose() };
+      const stats = featureStats(all, { space: fnet.name });
+      const written = file !== undefined && writeReference(file, stats, feats);
+      return { name, stats, feats, source: 'computed', ...(written ? { cacheFile: file } : {}), dispose: () => feats.dispose() };
     } finally {
       all.dispose();
     }
   } finally {
     ds.images.dispose();
     ds.labels.dispose();
+  }
+}
+
+/** A digest (16 hex digits) of what a reference depends on: the feature net's weights, the images, subset size and seed. */
+function referenceKey(fnet: FeatureNet, images: Tensor, m: number, seed: number): string {
+  const h = createHash('sha256').update(`${REFERENCE_FORMAT}\0${fnet.name}\0${m}\0${seed}\0`);
+  for (const [k, t] of Object.entries(fnet.net.stateDict())) h.update(`${k}:${t.dtype}:${t.shape.join('x')}\0`).update(t.bytes());
+  return h.update(images.bytes()).digest('hex').slice(0, 16);
+}
+
+/** The cached statistics and features, or null when the file is missing or not a valid reference of this space. */
+function readReference(file: string, space: string): { stats: FeatureStats; feats: Tensor } | null {
+  if (!fs.existsSync(file)) return null;
+  let tensors: Record<string, Tensor> = {};
+  try {
+    const loaded = loadSafetensors(file);
+    tensors = loaded.tensors;
+    const { mu, sigma, feats } = tensors;
+    const d = mu?.size ?? 0;
+    const ok = loaded.metadata.format === REFERENCE_FORMAT && loaded.metadata.space === space && mu?.dtype === 'float64' && sigma?.dtype === 'float64' &&
+      sigma.size === d * d && feats?.dtype === 'float32' && feats.ndim === 2 && feats.dim(1) === d && Number(loaded.metadata.n) >= 2;
+    if (!ok) return null;
+    const stats = { mu: mu.toFloat64Array(), sigma: sigma.toFloat64Array(), n: Number(loaded.metadata.n), space };
+    delete tensors.feats;
+    return { stats, feats: keep(feats) };
+  } catch {
+    return null; // damaged: recomputed and rewritten
+  } finally {
+    for (const t of Object.values(tensors)) t.dispose();
+  }
+}
+
+/** Writes the reference atomically; false (and nothing written) if the folder cannot be written. */
+function writeReference(file: string, stats: FeatureStats, feats: Tensor): boolean {
+  const d = stats.mu.length;
+  const mu = tensor(stats.mu, { dtype: 'float64', shape: [d] });
+  const sigma = tensor(stats.sigma, { dtype: 'float64', shape: [d, d] });
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    saveSafetensors(file, { mu, sigma, feats }, { format: REFERENCE_FORMAT, space: stats.space ?? '', n: String(stats.n) });
+    return true;
+  } catch {
+    return false; // a read-only cache only costs the recomputation
+  } finally {
+    mu.dispose();
+    sigma.dispose();
   }
 }
 
