@@ -25,6 +25,23 @@ const start = (n: number, seed: number) => new Generator(seed).randn([n, 2], { d
 const maxAbs = (a: Tensor, b: Tensor) => tidy(() => a.sub(b).abs().max().item());
 const rms = (a: Tensor, b: Tensor) => tidy(() => a.sub(b).square().sum(1).mean().sqrt().item());
 
+test('a denoiser that throws mid-run leaves no tensors behind (multistep history included)', () => {
+  for (const [name, { fn }] of Object.entries(SAMPLERS)) {
+    const sigmas = grid(6);
+    const xT = start(4, 1);
+    const { D } = counting();
+    let calls = 0;
+    const failing: Denoiser = (x, sigma, cond) => {
+      if (++calls === 4) throw new Error('denoiser failed');
+      return D(x, sigma, cond);
+    };
+    const before = memory().tensors;
+    assert.throws(() => fn(failing, xT, sigmas, { generator: new Generator(0) }), /denoiser failed/, name);
+    assert.equal(memory().tensors, before, `${name}: leaks tensors when the denoiser throws`);
+    [xT, sigmas].forEach((t) => t.dispose());
+  }
+});
+
 test('every registered sampler: shapes, dtype, determinism under a seed, claimed evaluations, one line in the listing', () => {
   assert.equal(listSamplers().length, Object.keys(SAMPLERS).length);
   assert.throws(() => getSampler('nope'), /choose one of: ddpm/);

@@ -86,10 +86,23 @@ export function denoiseAt(D: Denoiser, x: Tensor, sigma: number, cond?: Conditio
   return D(x, full([x.dim(0)], sigma, { dtype: 'float64', device: x.device }), cond);
 }
 
-/** Replaces x by next, freeing x unless it is the caller's xT. */
-export function advance(x: Tensor, xT: Tensor, next: Tensor): Tensor {
-  if (x !== xT) x.dispose();
-  return next;
+/**
+ * The step loop of every sampler: x_{i+1} = step(x_i, i) for i < n, freeing each x_i but the
+ * caller's xT as it goes, and the current one if a step throws (a failing denoiser leaks nothing).
+ */
+export function runSteps(xT: Tensor, n: number, step: (x: Tensor, i: number) => Tensor): Tensor {
+  let x = xT;
+  try {
+    for (let i = 0; i < n; i++) {
+      const next = step(x, i);
+      if (x !== xT) x.dispose();
+      x = next;
+    }
+    return x;
+  } catch (e) {
+    if (x !== xT) x.dispose();
+    throw e;
+  }
 }
 
 /** k-diffusion to_d: the probability-flow ODE's derivative dx/dsigma = (x - D(x, sigma)) / sigma (EDM Eq. 4 with sigma(t) = t). */

@@ -14,7 +14,7 @@
 import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
-import { advance, checkSigmas, denoiseAt, requireGenerator, SamplerOptions } from './common';
+import { checkSigmas, denoiseAt, requireGenerator, runSteps, SamplerOptions } from './common';
 import { randnLike } from './noise';
 
 export interface DDIMOptions extends SamplerOptions {
@@ -33,9 +33,8 @@ export function sampleDDIM(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: DDIMOp
   const { eta = 0 } = opts;
   if (!(eta >= 0 && eta <= 1)) throw new RangeError(`sampleDDIM: eta must be in [0, 1], got ${eta}`);
   const generator = eta > 0 ? requireGenerator('sampleDDIM', opts) : undefined;
-  let x = xT;
-  for (let i = 0; i + 1 < s.length; i++) {
-    const next = tidy(() => {
+  return runSteps(xT, s.length - 1, (x, i) =>
+    tidy(() => {
       const denoised = denoiseAt(D, x, s[i], opts.cond);
       opts.callback?.({ i, sigma: s[i], sigmaNext: s[i + 1], x, denoised });
       const [abar, abarNext] = [1 / (1 + s[i] ** 2), 1 / (1 + s[i + 1] ** 2)];
@@ -44,8 +43,6 @@ export function sampleDDIM(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: DDIMOp
       // x' = x_vp' / sqrt(abar'): D + sqrt((1 - abar' - s^2) / abar') eps + (s / sqrt(abar')) z
       const xNext = denoised.add(eps.mul(Math.sqrt(Math.max(0, 1 - abarNext - st * st) / abarNext)));
       return (st > 0 ? xNext.add(randnLike(generator!, x).mul(st / Math.sqrt(abarNext))) : xNext).to({ dtype: x.dtype });
-    });
-    x = advance(x, xT, next);
-  }
-  return x;
+    }),
+  );
 }

@@ -21,7 +21,7 @@ import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
 import { ddpmPosterior, DiscreteVP, discreteVP } from '../core/schedules';
-import { checkSigmas, SamplerOptions } from './common';
+import { checkSigmas, runSteps, SamplerOptions } from './common';
 import { Noise, randnLike } from './noise';
 
 export type { StepInfo } from './common';
@@ -53,10 +53,9 @@ export function sampleDDPM(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: DDPMOp
   const N = s.length - 1;
   const chain = N >= 2 ? chainOfSigmas(s) : null;
   const B = xT.dim(0);
-  let x = xT;
-  for (let i = 0; i < N; i++) {
+  return runSteps(xT, N, (x, i) => {
     const t = N - 1 - i; // the chain's timestep index of sigmas[i]
-    const next = tidy(() => {
+    return tidy(() => {
       let x0 = D(x, full([B], s[i], { dtype: 'float64', device: x.device }), cond);
       if (clipDenoised) x0 = x0.clamp(clipDenoised[0], clipDenoised[1]);
       callback?.({ i, sigma: s[i], sigmaNext: s[i + 1], x, denoised: x0 });
@@ -68,8 +67,5 @@ export function sampleDDPM(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: DDPMOp
       const xPrevVp = x0.mul(c0).add(x.mul(ct * a)).add(randnLike(generator, x).mul(Math.sqrt(sigmaT2)));
       return xPrevVp.div(aPrev).to({ dtype: x.dtype });
     });
-    if (x !== xT) x.dispose();
-    x = next;
-  }
-  return x;
+  });
 }

@@ -8,10 +8,10 @@
  * @example
  *   const x0 = sampleDPMpp2MSDE(D, xT, karrasSigmas(30), { generator: new Generator(0) });
  */
-import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
-import { advance, checkSigmas, denoiseAt, requireGenerator, SamplerOptions } from './common';
+import { checkSigmas, requireGenerator, SamplerOptions } from './common';
+import { multistep } from './multistep';
 import { randnLike } from './noise';
 
 export interface DPMppSDEOptions extends SamplerOptions {
@@ -26,27 +26,12 @@ export function sampleDPMpp2MSDE(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: 
   const s = checkSigmas('sampleDPMpp2MSDE', sigmas);
   const { eta = 1, sNoise = 1 } = opts;
   const generator = eta > 0 ? requireGenerator('sampleDPMpp2MSDE', opts) : undefined;
-  let x = xT;
-  let old: Tensor | null = null; // D_{i-1}
-  let hLast = 0;
-  for (let i = 0; i + 1 < s.length; i++) {
-    const [next, denoised]: Tensor[] = tidy(() => {
-      const denoised = denoiseAt(D, x, s[i], opts.cond);
-      opts.callback?.({ i, sigma: s[i], sigmaNext: s[i + 1], x, denoised });
-      if (s[i + 1] === 0) return [denoised.to({ dtype: x.dtype }), denoised];
-      const h = Math.log(s[i] / s[i + 1]);
-      const etaH = eta * h;
-      const a = -Math.expm1(-h - etaH); // 1 - e^(-h - eta h)
-      let xn = x.mul((s[i + 1] / s[i]) * Math.exp(-etaH)).add(denoised.mul(a));
-      if (old) xn = xn.add(denoised.sub(old).mul((0.5 * a * h) / hLast)); // 1/r = h / h_last
-      if (eta > 0) xn = xn.add(randnLike(generator!, x).mul(s[i + 1] * Math.sqrt(-Math.expm1(-2 * etaH)) * sNoise));
-      hLast = h;
-      return [xn.to({ dtype: x.dtype }), denoised];
-    });
-    old?.dispose();
-    old = denoised;
-    x = advance(x, xT, next);
-  }
-  old?.dispose();
-  return x;
+  return multistep(D, xT, s, opts, 1, ({ x, denoised, sigma, sigmaNext, h, prev: [old], prevH: [hLast] }) => {
+    const etaH = eta * h;
+    const a = -Math.expm1(-h - etaH); // 1 - e^(-h - eta h)
+    let xn = x.mul((sigmaNext / sigma) * Math.exp(-etaH)).add(denoised.mul(a));
+    if (old) xn = xn.add(denoised.sub(old).mul((0.5 * a * h) / hLast)); // 1/r = h / h_last
+    if (generator) xn = xn.add(randnLike(generator, x).mul(sigmaNext * Math.sqrt(-Math.expm1(-2 * etaH)) * sNoise));
+    return xn;
+  });
 }

@@ -9,10 +9,10 @@
  * @example
  *   const x0 = sampleDPMpp3MSDE(D, xT, karrasSigmas(30), { generator: new Generator(0) });
  */
-import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
-import { advance, checkSigmas, denoiseAt, requireGenerator } from './common';
+import { checkSigmas, requireGenerator } from './common';
+import { multistep } from './multistep';
 import { DPMppSDEOptions } from './dpmpp-2m-sde';
 import { randnLike } from './noise';
 
@@ -21,38 +21,22 @@ export function sampleDPMpp3MSDE(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: 
   const s = checkSigmas('sampleDPMpp3MSDE', sigmas);
   const { eta = 1, sNoise = 1 } = opts;
   const generator = eta > 0 ? requireGenerator('sampleDPMpp3MSDE', opts) : undefined;
-  let x = xT;
-  let [D1, D2]: (Tensor | null)[] = [null, null]; // D_{i-1}, D_{i-2}
-  let [h1, h2] = [0, 0]; // h_{i-1}, h_{i-2}
-  for (let i = 0; i + 1 < s.length; i++) {
-    const [next, denoised]: Tensor[] = tidy(() => {
-      const denoised = denoiseAt(D, x, s[i], opts.cond);
-      opts.callback?.({ i, sigma: s[i], sigmaNext: s[i + 1], x, denoised });
-      if (s[i + 1] === 0) return [denoised.to({ dtype: x.dtype }), denoised];
-      const h = Math.log(s[i] / s[i + 1]);
-      const hEta = h * (eta + 1);
-      let xn = x.mul(Math.exp(-hEta)).add(denoised.mul(-Math.expm1(-hEta)));
-      const phi2 = Math.expm1(-hEta) / hEta + 1;
-      if (D1 && D2) {
-        const [r0, r1] = [h1 / h, h2 / h];
-        const d10 = denoised.sub(D1).div(r0);
-        const d11 = D1.sub(D2).div(r1);
-        const d1 = d10.add(d10.sub(d11).mul(r0 / (r0 + r1)));
-        const d2 = d10.sub(d11).div(r0 + r1);
-        const phi3 = phi2 / hEta - 0.5;
-        xn = xn.add(d1.mul(phi2)).sub(d2.mul(phi3));
-      } else if (D1) {
-        xn = xn.add(denoised.sub(D1).mul(phi2 / (h1 / h)));
-      }
-      if (eta > 0) xn = xn.add(randnLike(generator!, x).mul(s[i + 1] * Math.sqrt(-Math.expm1(-2 * h * eta)) * sNoise));
-      [h2, h1] = [h1, h];
-      return [xn.to({ dtype: x.dtype }), denoised];
-    });
-    D2?.dispose();
-    [D2, D1] = [D1, denoised];
-    x = advance(x, xT, next);
-  }
-  D1?.dispose();
-  D2?.dispose();
-  return x;
+  return multistep(D, xT, s, opts, 2, ({ x, denoised, h, sigmaNext, prev: [D1, D2], prevH: [h1, h2] }) => {
+    const hEta = h * (eta + 1);
+    let xn = x.mul(Math.exp(-hEta)).add(denoised.mul(-Math.expm1(-hEta)));
+    const phi2 = Math.expm1(-hEta) / hEta + 1;
+    if (D1 && D2) {
+      const [r0, r1] = [h1 / h, h2 / h];
+      const d10 = denoised.sub(D1).div(r0);
+      const d11 = D1.sub(D2).div(r1);
+      const d1 = d10.add(d10.sub(d11).mul(r0 / (r0 + r1)));
+      const d2 = d10.sub(d11).div(r0 + r1);
+      const phi3 = phi2 / hEta - 0.5;
+      xn = xn.add(d1.mul(phi2)).sub(d2.mul(phi3));
+    } else if (D1) {
+      xn = xn.add(denoised.sub(D1).mul(phi2 / (h1 / h)));
+    }
+    if (generator) xn = xn.add(randnLike(generator, x).mul(sigmaNext * Math.sqrt(-Math.expm1(-2 * h * eta)) * sNoise));
+    return xn;
+  });
 }

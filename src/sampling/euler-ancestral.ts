@@ -10,7 +10,7 @@
 import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
-import { advance, ancestralStep, checkSigmas, denoiseAt, requireGenerator, SamplerOptions, toD } from './common';
+import { ancestralStep, checkSigmas, denoiseAt, requireGenerator, runSteps, SamplerOptions, toD } from './common';
 import { randnLike } from './noise';
 
 export interface EulerAncestralOptions extends SamplerOptions {
@@ -25,16 +25,13 @@ export function sampleEulerAncestral(D: Denoiser, xT: Tensor, sigmas: Tensor, op
   const s = checkSigmas('sampleEulerAncestral', sigmas);
   const { eta = 1, sNoise = 1 } = opts;
   const generator = eta > 0 ? requireGenerator('sampleEulerAncestral', opts) : undefined;
-  let x = xT;
-  for (let i = 0; i + 1 < s.length; i++) {
-    const next = tidy(() => {
+  return runSteps(xT, s.length - 1, (x, i) =>
+    tidy(() => {
       const denoised = denoiseAt(D, x, s[i], opts.cond);
       opts.callback?.({ i, sigma: s[i], sigmaNext: s[i + 1], x, denoised });
       const { sigmaDown, sigmaUp } = ancestralStep(s[i], s[i + 1], eta);
       const xDown = x.add(toD(x, s[i], denoised).mul(sigmaDown - s[i]));
       return (sigmaUp > 0 ? xDown.add(randnLike(generator!, x).mul(sNoise * sigmaUp)) : xDown).to({ dtype: x.dtype });
-    });
-    x = advance(x, xT, next);
-  }
-  return x;
+    }),
+  );
 }

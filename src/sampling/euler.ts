@@ -9,7 +9,7 @@
 import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
-import { advance, checkSigmas, churn, ChurnOptions, denoiseAt, SamplerOptions, toD } from './common';
+import { checkSigmas, churn, ChurnOptions, denoiseAt, runSteps, SamplerOptions, toD } from './common';
 
 export interface EulerOptions extends SamplerOptions, ChurnOptions {}
 
@@ -17,15 +17,12 @@ export interface EulerOptions extends SamplerOptions, ChurnOptions {}
 export function sampleEuler(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: EulerOptions = {}): Tensor {
   const s = checkSigmas('sampleEuler', sigmas);
   const N = s.length - 1;
-  let x = xT;
-  for (let i = 0; i < N; i++) {
-    const next = tidy(() => {
+  return runSteps(xT, N, (x, i) =>
+    tidy(() => {
       const { xHat, sigmaHat } = churn(x, s[i], N, opts, opts.generator);
       const denoised = denoiseAt(D, xHat, sigmaHat, opts.cond);
       opts.callback?.({ i, sigma: sigmaHat, sigmaNext: s[i + 1], x: xHat, denoised });
       return xHat.add(toD(xHat, sigmaHat, denoised).mul(s[i + 1] - sigmaHat)).to({ dtype: x.dtype });
-    });
-    x = advance(x, xT, next);
-  }
-  return x;
+    }),
+  );
 }

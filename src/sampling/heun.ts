@@ -10,7 +10,7 @@
 import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
-import { advance, checkSigmas, churn, ChurnOptions, denoiseAt, SamplerOptions, toD } from './common';
+import { checkSigmas, churn, ChurnOptions, denoiseAt, runSteps, SamplerOptions, toD } from './common';
 
 export interface HeunOptions extends SamplerOptions, ChurnOptions {}
 
@@ -18,9 +18,8 @@ export interface HeunOptions extends SamplerOptions, ChurnOptions {}
 export function sampleHeun(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: HeunOptions = {}): Tensor {
   const s = checkSigmas('sampleHeun', sigmas);
   const N = s.length - 1;
-  let x = xT;
-  for (let i = 0; i < N; i++) {
-    const next = tidy(() => {
+  return runSteps(xT, N, (x, i) =>
+    tidy(() => {
       const { xHat, sigmaHat: tHat } = churn(x, s[i], N, opts, opts.generator); // lines 4-6
       const tNext = s[i + 1];
       const denoised = denoiseAt(D, xHat, tHat, opts.cond);
@@ -30,8 +29,6 @@ export function sampleHeun(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: HeunOp
       if (tNext === 0) return xNext.to({ dtype: x.dtype });
       const dPrime = toD(xNext, tNext, denoiseAt(D, xNext, tNext, opts.cond)); // line 10
       return xHat.add(dCur.add(dPrime).mul(0.5 * (tNext - tHat))).to({ dtype: x.dtype }); // line 11: trapezoidal rule
-    });
-    x = advance(x, xT, next);
-  }
-  return x;
+    }),
+  );
 }

@@ -10,7 +10,7 @@
 import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
-import { advance, checkSigmas, denoiseAt, SamplerOptions, toD } from './common';
+import { checkSigmas, denoiseAt, runSteps, SamplerOptions, toD } from './common';
 
 export interface LMSOptions extends SamplerOptions {
   /** Number of past derivatives used (default 4). */
@@ -39,21 +39,22 @@ export function sampleLMS(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: LMSOpti
   const s = checkSigmas('sampleLMS', sigmas);
   const { order = 4 } = opts;
   if (!Number.isSafeInteger(order) || order < 1) throw new RangeError(`sampleLMS: order must be a positive integer, got ${order}`);
-  let x = xT;
   const ds: Tensor[] = []; // the last `order` derivatives, oldest first
-  for (let i = 0; i + 1 < s.length; i++) {
-    const [next, d]: Tensor[] = tidy(() => {
-      const denoised = denoiseAt(D, x, s[i], opts.cond);
-      opts.callback?.({ i, sigma: s[i], sigmaNext: s[i + 1], x, denoised });
-      const d = toD(x, s[i], denoised);
-      const recent = [...ds, d].slice(-order).reverse(); // d_i, d_{i-1}, ...
-      const step = recent.map((dj, j) => dj.mul(lmsCoefficient(recent.length, s, i, j))).reduce((a, b) => a.add(b));
-      return [x.add(step).to({ dtype: x.dtype }), d];
+  try {
+    return runSteps(xT, s.length - 1, (x, i) => {
+      const [next, d]: Tensor[] = tidy(() => {
+        const denoised = denoiseAt(D, x, s[i], opts.cond);
+        opts.callback?.({ i, sigma: s[i], sigmaNext: s[i + 1], x, denoised });
+        const d = toD(x, s[i], denoised);
+        const recent = [...ds, d].slice(-order).reverse(); // d_i, d_{i-1}, ...
+        const step = recent.map((dj, j) => dj.mul(lmsCoefficient(recent.length, s, i, j))).reduce((a, b) => a.add(b));
+        return [x.add(step).to({ dtype: x.dtype }), d];
+      });
+      ds.push(d);
+      if (ds.length > order) ds.shift()!.dispose();
+      return next;
     });
-    ds.push(d);
-    if (ds.length > order) ds.shift()!.dispose();
-    x = advance(x, xT, next);
+  } finally {
+    ds.forEach((d) => d.dispose());
   }
-  ds.forEach((d) => d.dispose());
-  return x;
 }
