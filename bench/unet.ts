@@ -40,6 +40,10 @@
  *                      installed) or seeded uniform noise in [-1, 1]
  *   --seed S           weights and noise seed (default 0)
  *   --python PATH      the peer's interpreter (default $DIFFUSE_PYTHON or /usr/bin/python3)
+ *   --profile          at the end, one more fp32 step per side (fresh models, one warm-up step)
+ *                      under the op profilers (ours: profile(); theirs: torch.autograd.profiler,
+ *                      both ATen's RecordFunction) and a table of self time per op, side by side,
+ *                      with the time outside ATen (JS/N-API vs Python)
  *
  * The last line is `unet train step ratio vs pytorch: R`, R = our fp32 images/s over PyTorch's.
  */
@@ -48,7 +52,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { autocast, dispose, F, Generator, getNumThreads, keep, mallocPolicy, saveSafetensors, setNumThreads, stack, tensor, Tensor, tidy, torchVersion } from '../src/engine';
+import { autocast, dispose, F, Generator, getNumThreads, keep, mallocPolicy, profile, ProfileReport, saveSafetensors, setNumThreads, stack, tensor, Tensor, tidy, torchVersion } from '../src/engine';
 import { loadFashionMNIST } from '../src/data';
 import { UNet, UNET_BENCH_2M } from '../src/models';
 import { loadModule, saveModule } from '../src/nn';
@@ -86,6 +90,7 @@ interface Options {
   data: 'fashion' | 'random';
   seed: number;
   python: string;
+  profile: boolean;
 }
 
 const BATCH = 64;
@@ -114,11 +119,11 @@ function parseArgs(argv: string[]): Options {
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (!k.startsWith('--')) throw new Error(`unet bench: unexpected argument ${k}`);
-    if (k === '--no-bf16') a.set(k, '1');
+    if (k === '--no-bf16' || k === '--profile') a.set(k, '1');
     else if (i + 1 < argv.length) a.set(k, argv[++i]);
     else throw new Error(`unet bench: ${k} needs a value`);
   }
-  const known = ['--threads', '--repeats', '--warmup', '--rewarm', '--steps', '--bf16-repeats', '--bf16-warmup', '--bf16-rewarm', '--bf16-steps', '--no-bf16', '--curve-steps', '--data', '--seed', '--python'];
+  const known = ['--threads', '--repeats', '--warmup', '--rewarm', '--steps', '--bf16-repeats', '--bf16-warmup', '--bf16-rewarm', '--bf16-steps', '--no-bf16', '--curve-steps', '--data', '--seed', '--python', '--profile'];
   for (const k of a.keys()) if (!known.includes(k)) throw new Error(`unet bench: unknown option ${k} (known: ${known.join(' ')})`);
   const int = (k: string, d: number, min = 0) => {
     const v = a.has(k) ? Number(a.get(k)) : d;
@@ -151,6 +156,7 @@ function parseArgs(argv: string[]): Options {
     data,
     seed: int('--seed', 0),
     python: a.get('--python') ?? process.env.DIFFUSE_PYTHON ?? '/usr/bin/python3',
+    profile: a.has('--profile'),
   };
 }
 
@@ -327,6 +333,50 @@ function compareCurves(a: number[], b: number[], last = 10): { n: number; maxRel
   return { n, maxRel, lastMeanRel: n ? Math.abs(mean(a) - mean(b)) / Math.abs(mean(b)) : NaN };
 }
 
+/** The peer's profile of one step: rows [name, kind, calls, self us, total us], wall and inside (us). */
+interface PeerProfile {
+  rows: [string, 'op' | 'backward', number, number, number][];
+  wall: number;
+  inside: number;
+}
+
+/** One more fp32 step per side under the op profilers: fresh models from the saved weights, one warm-up step each. */
+async function profileStep(weights: string, data: { xt: Tensor; eps: Tensor; t: Tensor }, peer: Peer): Promise<{ ours: ProfileReport; theirs: PeerProfile }> {
+  const tr = new OurTrainer('fp32', weights, data);
+  try {
+    tr.run(1);
+    const { report } = profile(() => tr.run(1));
+    await peer.request({ cmd: 'init', mode: 'fp32' });
+    await peer.request({ cmd: 'run', mode: 'fp32', steps: 1 });
+    return { ours: report, theirs: (await peer.request({ cmd: 'profile', mode: 'fp32' })) as PeerProfile };
+  } finally {
+    tr.dispose();
+  }
+}
+
+/** Self time per op of one step, ours and PyTorch's side by side: the `top` largest, the rest, the time outside ATen, the wall time. */
+function profileTable(ours: ProfileReport, theirs: PeerProfile, top = 16): string {
+  type Cell = { calls: number; ms: number };
+  const rows = new Map<string, { name: string; kind: string; ours?: Cell; theirs?: Cell }>();
+  const at = (name: string, kind: string) => rows.get(`${kind} ${name}`) ?? rows.set(`${kind} ${name}`, { name, kind }).get(`${kind} ${name}`)!;
+  for (const o of ours.ops) at(o.name, o.kind).ours = { calls: o.calls, ms: o.selfMs };
+  for (const [name, kind, calls, selfUs] of theirs.rows) at(name, kind).theirs = { calls, ms: selfUs / 1e3 };
+  const size = (r: { ours?: Cell; theirs?: Cell }) => Math.max(r.ours?.ms ?? 0, r.theirs?.ms ?? 0);
+  const sorted = [...rows.values()].sort((a, b) => size(b) - size(a));
+  const ms = (c?: Cell) => (c ? c.ms.toFixed(1) : '-');
+  const calls = (c?: Cell) => (c ? String(c.calls) : '-');
+  const lines = sorted.slice(0, top).map((r) => [r.name, r.kind, calls(r.ours), ms(r.ours), calls(r.theirs), ms(r.theirs)]);
+  const rest = sorted.slice(top);
+  const restMs = (side: 'ours' | 'theirs') => rest.reduce((s, r) => s + (r[side]?.ms ?? 0), 0).toFixed(1);
+  lines.push([`(${rest.length} more ops)`, '', '', restMs('ours'), '', restMs('theirs')]);
+  lines.push(['outside ATen (JS + N-API / Python)', '', '', ours.outsideMs.toFixed(1), '', ((theirs.wall - theirs.inside) / 1e3).toFixed(1)]);
+  lines.push(['wall', '', '', ours.wallMs.toFixed(1), '', (theirs.wall / 1e3).toFixed(1)]);
+  const head = ['op (one fp32 training step, self time)', 'kind', 'diffuse calls', 'diffuse ms', 'pytorch calls', 'pytorch ms'];
+  const w = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const fmt = (l: string[]) => `| ${l.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join(' | ')} |`;
+  return [fmt(head), `|${w.map((x, i) => (i < 2 ? '-'.repeat(x + 2) : '-'.repeat(x + 1) + ':')).join('|')}|`, ...lines.map(fmt)].join('\n');
+}
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   setNumThreads(o.threads);
@@ -362,6 +412,7 @@ async function main(): Promise<void> {
   const peer = new Peer(o.python, peerScript, dir, o.threads);
   const results = new Map<string, Timing>();
   const ours = new Map<Mode, OurTrainer>();
+  let profiles: { ours: ProfileReport; theirs: PeerProfile } | null = null;
   try {
     const ready = await peer.read();
     console.log(`  peer: PyTorch ${ready.torch} eager (${ready.python}), ${ready.threads} threads, ${ready.parameters.toLocaleString('en-US')} parameters, optimizer ${ready.optimizer}`);
@@ -401,6 +452,7 @@ async function main(): Promise<void> {
           console.log(`  loss curve ${mode} (diffuse): ${res.losses.length}/${curveSteps} steps, last 5: ${res.losses.slice(-5).map((x) => x.toFixed(4)).join(' ')}`);
       }
     }
+    if (o.profile) profiles = await profileStep(weights, data, peer);
   } finally {
     await peer.close().catch(() => undefined);
     for (const tr of ours.values()) tr.dispose();
@@ -430,7 +482,10 @@ async function main(): Promise<void> {
   const R = ips('fp32 ours') / ips('fp32 peer');
   console.log('');
   const cpu = (k: string) => median(results.get(k)!.cpu);
+  const mine = results.get('fp32 ours')!.ips;
+  const paired = mine.map((v, i) => v / results.get('fp32 peer')!.ips[i]);
   console.log(`fp32: diffuse / pytorch images/s = ${R.toFixed(3)}; by CPU time per step (pytorch / diffuse) = ${(cpu('fp32 peer') / cpu('fp32 ours')).toFixed(3)}`);
+  console.log(`fp32 paired: ratios of back-to-back repeats, median ${median(paired).toFixed(3)} [${Math.min(...paired).toFixed(3)}-${Math.max(...paired).toFixed(3)}], ours faster in ${paired.filter((r) => r > 1).length} of ${paired.length}`);
   if (o.bf16) {
     console.log(`bf16: diffuse / pytorch images/s = ${(ips('bf16 ours') / ips('bf16 peer')).toFixed(3)}`);
     console.log(`bf16 autocast speed-up over fp32: diffuse ${(ips('bf16 ours') / ips('fp32 ours')).toFixed(3)}x, pytorch ${(ips('bf16 peer') / ips('fp32 peer')).toFixed(3)}x`);
@@ -454,6 +509,7 @@ async function main(): Promise<void> {
     if (Math.min(c.n, bp.n) <= 1)
       console.log('  (step 1 runs at the initial weights, whose zero-initialized out_conv makes the output 0 in any precision: one step compares nothing)');
   }
+  if (profiles) console.log('\n' + profileTable(profiles.ours, profiles.theirs));
   console.log(`total time ${((performance.now() - wall0) / 1000).toFixed(0)} s`);
   console.log(`unet train step ratio vs pytorch: ${R.toFixed(2)}`);
 }

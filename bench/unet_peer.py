@@ -17,6 +17,11 @@ request line on stdin,
                                              per-step "losses" and times in ms "total",
                                              "fwd" (forward + loss), "bwd" (backward), "opt"
                                              (Adam step + zero_grad), and "cpu" (process CPU time)
+  {"cmd": "profile", "mode": M}            one more step of mode M under torch.autograd.profiler
+                                             (legacy, CPU); replies "rows": [name, kind, calls,
+                                             self us, total us] per ATen op ("op") and autograd
+                                             backward function ("backward"), "wall" and "inside"
+                                             (outermost ops' total) in us, as Diffuse's profile()
   {"cmd": "quit"}
 Errors are replied as {"error": "..."}.
 """
@@ -95,6 +100,33 @@ class Trainer:
         return out
 
 
+# RecordScope values (ATen/record_function.h) that Diffuse's profile() records too.
+SCOPES = {0: "op", 1: "backward"}
+
+
+def profile_step(trainer):
+    """One training step under the legacy CPU profiler, as rows comparable with Diffuse's profile()."""
+    with torch.autograd.profiler.profile(use_kineto=False) as prof:
+        t0 = time.perf_counter()
+        trainer.run(1)
+        wall = (time.perf_counter() - t0) * 1e6
+    rows, inside = {}, 0.0
+    for e in prof.function_events:
+        kind = SCOPES.get(e.scope)
+        if kind is None:
+            continue
+        r = rows.setdefault((e.name, kind), [e.name, kind, 0, 0.0, 0.0])
+        r[2] += 1
+        r[3] += e.self_cpu_time_total
+        r[4] += e.cpu_time_total
+        p = e.cpu_parent
+        while p is not None and p.scope not in SCOPES:
+            p = p.cpu_parent
+        if p is None:
+            inside += e.cpu_time_total
+    return dict(rows=list(rows.values()), wall=wall, inside=inside)
+
+
 def reply(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -142,6 +174,8 @@ def main(argv):
             if cmd == "init":
                 trainers[req["mode"]] = Trainer(req["mode"], state, config, data)
                 reply(dict(ok=True))
+            elif cmd == "profile":
+                reply(profile_step(trainers[req["mode"]]))
             elif cmd == "run":
                 reply(trainers[req["mode"]].run(int(req["steps"])))
             else:
