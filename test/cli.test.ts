@@ -77,6 +77,16 @@ describe('help and usage errors', () => {
     assert.equal(c.lr, 0.02);
     assert.deepEqual(c.model, { type: 'mlp', hidden: 16 });
   });
+  test('train --profile: a per-op table of a few steps, and nothing written', async () => {
+    const out = path.join(root, 'profiled');
+    const r = await quick('train', ...TINY, '--steps', '10', '--threads', '1', '--out', out, '--profile');
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /3 training steps after 1 warm-up step: [\d.]+ ms per step/);
+    assert.match(r.out, /aten::mkldnn_convolution\s+op\s+\d+/);
+    assert.match(r.out, /aten::convolution_backward\s+op\s+\d+/);
+    assert.match(r.out, /outside ATen \(JS, N-API, handles\)/);
+    assert.equal(fs.existsSync(out), false, 'profiling writes no run folder');
+  });
 });
 
 describe('train -> info -> sample -> resume (tiny U-Net, 256 Fashion-MNIST images)', () => {

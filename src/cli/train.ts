@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ConfigError, modelFields, modelOptionTable, optionTable, Override, resolveTrainConfig, RESUMABLE_KEYS, TRAIN_DEFAULTS, TRAIN_KEYS, TrainConfig, applyOverrides } from '../training/config';
 import { readCheckpointMeta } from '../training/checkpoint';
+import { profile } from '../engine/profile';
 import { Trainer } from '../training/trainer';
 import { FlagKind, kebab, parseArgs, table, UsageError } from './args';
 
@@ -38,6 +39,8 @@ a NaN/Inf loss stops training (exit 1) and keeps the last good checkpoint.
   --resume DIR        continue the run in DIR exactly where its checkpoint left off;
                       only ${RESUMABLE_KEYS.join(', ')} may change
   --print-config      print the resolved options as JSON and exit
+  --profile           time ${PROFILE_STEPS} training steps of this config (after one warm-up step) op by op,
+                      print where the time goes, and exit without writing anything
   -h, --help          this help
 
 Training options:
@@ -58,12 +61,12 @@ Examples:
 }
 
 /** Parses argv into a config and options; throws UsageError/ConfigError. */
-export function parseTrainArgs(argv: readonly string[]): { config: TrainConfig; resume: string | null; help: boolean; printConfig: boolean } {
+export function parseTrainArgs(argv: readonly string[]): { config: TrainConfig; resume: string | null; help: boolean; printConfig: boolean; profile: boolean } {
   const flagMap = trainFlags();
-  const known: Record<string, FlagKind> = { config: 'value', resume: 'value', help: 'switch', 'print-config': 'switch' };
+  const known: Record<string, FlagKind> = { config: 'value', resume: 'value', help: 'switch', 'print-config': 'switch', profile: 'switch' };
   for (const [flag, key] of flagMap) known[flag] = BOOL_KEYS.has(key) ? 'bool' : 'value';
   const args = parseArgs(argv, known);
-  if (args.flags.has('help')) return { config: TRAIN_DEFAULTS, resume: null, help: true, printConfig: false };
+  if (args.flags.has('help')) return { config: TRAIN_DEFAULTS, resume: null, help: true, printConfig: false, profile: false };
   if (args.positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(args.positionals[0])} (train takes options only; see diffuse train --help)`);
   const resume = args.flags.get('resume') ?? null;
   const file = args.flags.get('config');
@@ -86,11 +89,11 @@ export function parseTrainArgs(argv: readonly string[]): { config: TrainConfig; 
     if (fixed.length) throw new UsageError(`${fixed[0].source} cannot change when resuming (only ${RESUMABLE_KEYS.map((k) => `--${kebab(k)}`).join(', ')} can)`);
     if (!overrides.some((o) => o.key === 'out')) overrides.push({ key: 'out', value: resume, source: '--resume' });
   }
-  return { config: applyOverrides(base, overrides), resume, help: false, printConfig: args.flags.has('print-config') };
+  return { config: applyOverrides(base, overrides), resume, help: false, printConfig: args.flags.has('print-config'), profile: args.flags.has('profile') };
 }
 
 export async function trainCommand(argv: readonly string[]): Promise<number> {
-  const { config, resume, help, printConfig } = parseTrainArgs(argv);
+  const { config, resume, help, printConfig, profile: profileRun } = parseTrainArgs(argv);
   if (help) {
     process.stdout.write(trainHelp());
     return 0;
@@ -99,12 +102,34 @@ export async function trainCommand(argv: readonly string[]): Promise<number> {
     process.stdout.write(JSON.stringify(config, null, 2) + '\n');
     return 0;
   }
+  if (profileRun) return profileTraining(config, resume);
   if (!resume && fs.existsSync(path.join(config.out, 'checkpoint.json')))
     throw new ConfigError('--out', `${config.out} already holds a checkpoint; continue it with --resume ${config.out}, or choose another --out`);
   const trainer = Trainer.create(config, { resume, handleSigint: true });
   try {
     const r = await trainer.run();
     return r.status === 'interrupted' ? 130 : 0;
+  } finally {
+    trainer.dispose();
+  }
+}
+
+/** Training steps `diffuse train --profile` times (after one untimed warm-up step). */
+export const PROFILE_STEPS = 3;
+
+/** --profile: PROFILE_STEPS steps of the run under the op profiler; prints the table, writes nothing. */
+function profileTraining(config: TrainConfig, resume: string | null): number {
+  const trainer = Trainer.create(config, { resume, log: null });
+  try {
+    trainer.trainStep();
+    const { report } = profile(() => {
+      for (let i = 0; i < PROFILE_STEPS; i++) trainer.trainStep();
+    });
+    const perStep = report.wallMs / PROFILE_STEPS;
+    process.stdout.write(`${trainer.describe()}\n`);
+    process.stdout.write(`${PROFILE_STEPS} training steps after 1 warm-up step: ${perStep.toFixed(1)} ms per step (${((1000 * config.batchSize) / perStep).toFixed(1)} images/s) under the profiler\n\n`);
+    process.stdout.write(report.format({ top: 25 }) + '\n');
+    return 0;
   } finally {
     trainer.dispose();
   }
