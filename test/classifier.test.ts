@@ -221,6 +221,7 @@ describe('training and the saved format', () => {
       assert.equal(await main(['train-classifier', '--noise', 'gaussian']), 2);
       assert.equal(await main(['train-classifier', '--steps', '-3']), 2);
       assert.equal(await main(['train-classifier', '--lr', 'fast']), 2);
+      assert.equal(await main(['train-classifier', '--lr', '0']), 2);
     } finally {
       process.stderr.write = write;
     }
@@ -228,6 +229,7 @@ describe('training and the saved format', () => {
     assert.match(text, /--noise: expected 'none' or 'ddpm', got "gaussian"/);
     assert.match(text, /--steps: expected an integer in \[1, 10000000\], got "-3"/);
     assert.match(text, /--lr: expected a positive number, got "fast"/);
+    assert.match(text, /--lr: expected a positive number, got "0"/);
   });
 });
 

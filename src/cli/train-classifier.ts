@@ -9,7 +9,7 @@ import { setNumThreads } from '../engine/runtime';
 import { FASHION_MNIST_CLASSES, loadFashionMNIST } from '../data/fashion-mnist';
 import { dispose } from '../engine/scope';
 import { CLASSIFIER_FILE, evaluateClassifier, saveClassifier, trainClassifier } from '../training/classifier';
-import { choiceFlag, intFlag, parseArgs, table, UsageError } from './args';
+import { choiceFlag, intFlag, numberFlag, parseArgs, table, UsageError } from './args';
 
 /** The noise levels a noise-conditional run reports its test accuracy at. */
 export const REPORT_SIGMAS: readonly number[] = [0.1, 1, 5, 20];
@@ -41,14 +41,6 @@ Examples:
 `;
 }
 
-/** Parses a positive number flag. */
-function numberFlag(raw: string | undefined, name: string, dflt: number): number {
-  if (raw === undefined) return dflt;
-  const v = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(v) || v <= 0) throw new UsageError(`--${name}: expected a positive number, got ${JSON.stringify(raw)}`);
-  return v;
-}
-
 export async function trainClassifierCommand(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, { noise: 'value', steps: 'value', 'batch-size': 'value', lr: 'value', seed: 'value', name: 'value', out: 'value', threads: 'value', help: 'switch' });
   if (args.flags.has('help')) {
@@ -60,7 +52,7 @@ export async function trainClassifierCommand(argv: readonly string[]): Promise<n
   const steps = intFlag(args, 'steps', 1200, { min: 1, max: 10_000_000 });
   const batchSize = intFlag(args, 'batch-size', 128, { min: 1, max: 60_000 });
   const seed = intFlag(args, 'seed', 0, { min: 0, max: 2 ** 31 });
-  const lr = numberFlag(args.flags.get('lr'), 'lr', 2e-3);
+  const lr = numberFlag(args, 'lr', { greaterThan: 0 }) ?? 2e-3;
   const name = args.flags.get('name') ?? 'fmnist-cnn-custom';
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new UsageError(`--name: letters, digits, '.', '_' and '-' only, got ${JSON.stringify(name)}`);
   const out = args.flags.get('out') ?? (noise === 'none' ? 'runs/classifier' : 'runs/classifier-ddpm');
