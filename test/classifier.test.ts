@@ -2,19 +2,32 @@
 // in x against a PyTorch twin (scripts/fixtures/classifier.py); features are the
 // penultimate layer; a 28 x 28 image and its padded 32 x 32 version agree exactly; a tiny
 // training run lowers the loss without leaking tensors; save/load round-trips and catches
-// corruption; extractFeatures is batched and flat in memory; and the SHIPPED nets reach
-// their recorded accuracies on the Fashion-MNIST test split.
-import { describe, test } from 'node:test';
+// corruption; extractFeatures is batched and flat in memory; an interrupted training run,
+// resumed from its checkpoint, ends bit for bit where an uninterrupted one does; and the
+// SHIPPED nets reach their recorded accuracies on the Fashion-MNIST test split.
+import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { dispose, F, fromBytes, Generator, grad, gradcheck, loadSafetensors, memory, noGrad, setNumThreads, tensor, Tensor, tidy } from '../src/engine';
 import { Classifier, classifierLogProb } from '../src/models/classifier';
-import { classifierLoss, classifierSigmaSampler, evaluateClassifier, loadClassifier, saveClassifier, shippedClassifierDir, trainClassifier } from '../src/training/classifier';
+import {
+  CLASSIFIER_CHECKPOINT_FILE,
+  classifierLoss,
+  classifierSigmaSampler,
+  ClassifierTrainer,
+  evaluateClassifier,
+  loadClassifier,
+  readClassifierCheckpoint,
+  saveClassifier,
+  shippedClassifierDir,
+  trainClassifier,
+} from '../src/training/classifier';
 import { extractFeatures, FEATURE_NET_NAME, featureNetDir, loadFeatureNet } from '../src/eval/feature-net';
 import { fashionMNISTDir, loadFashionMNIST } from '../src/data/fashion-mnist';
 import { main } from '../src/cli/main';
+import { encodeFloats } from '../src/training/checkpoint';
 
 setNumThreads(1);
 
@@ -230,6 +243,89 @@ describe('training and the saved format', () => {
     assert.match(text, /--steps: expected an integer in \[1, 10000000\], got "-3"/);
     assert.match(text, /--lr: expected a positive number, got "fast"/);
     assert.match(text, /--lr: expected a positive number, got "0"/);
+  });
+});
+
+describe('checkpoints and resume', () => {
+  let root: string;
+  before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-cls-resume-'))));
+  after(() => fs.rmSync(root, { recursive: true, force: true }));
+
+  /** name -> base64 of the bytes, for bit-for-bit comparisons. */
+  const bytesOf = (tensors: Record<string, Tensor>) => Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, Buffer.from(v.bytes()).toString('base64')]));
+  const adamBytes = (t: ClassifierTrainer) => {
+    const s = t.optimizer.stateDict();
+    const b = bytesOf(s.tensors);
+    dispose(s.tensors);
+    return b;
+  };
+
+  test('stopped at step 5 (checkpoints every 3), resumed from step 5 or from the step-3 checkpoint: the losses, weights and Adam state of an uninterrupted run, bit for bit', async () => {
+    const data = gratings(64, 3); // 4 batches of 16 per epoch: 9 steps cross two epoch boundaries
+    const opts = { noise: 'ddpm' as const, steps: 9, batchSize: 16, lr: 3e-3, seed: 2, config: { ...TINY, numClasses: 4 }, data, log: null };
+    const live = memory().tensors;
+    const a = ClassifierTrainer.create(opts);
+    const ra = a.runSync();
+    assert.equal(ra.status, 'done');
+    assert.ok(ra.losses.length === 9 && ra.losses.every(Number.isFinite));
+
+    const dir = path.join(root, 'stopped');
+    const crash = path.join(root, 'crashed');
+    const b: ClassifierTrainer = ClassifierTrainer.create({
+      ...opts,
+      out: dir,
+      checkpointEvery: 3,
+      onStep: (step) => {
+        if (step === 4) fs.cpSync(dir, crash, { recursive: true }); // the folder as a crash during step 5 would leave it
+        if (step === 5) b.requestStop();
+      },
+    });
+    const rb = await b.run();
+    b.dispose();
+    assert.deepEqual([rb.status, rb.step], ['interrupted', 5]);
+    assert.equal(readClassifierCheckpoint(crash).step, 3);
+    assert.equal(readClassifierCheckpoint(dir).step, 5);
+    assert.deepEqual(fs.readdirSync(dir).sort(), [CLASSIFIER_CHECKPOINT_FILE, 'classifier-model-00000005.safetensors', 'classifier-optimizer-00000005.safetensors'], 'the step-3 files are gone');
+
+    for (const [from, step] of [[dir, 5], [crash, 3]] as const) {
+      const c = ClassifierTrainer.resume(from, { data, log: null });
+      assert.equal(c.step, step);
+      const rc = await c.run();
+      assert.equal(rc.status, 'done');
+      assert.deepEqual(rc.losses, ra.losses, `from step ${step}: the same loss at every step`);
+      assert.deepEqual(bytesOf(c.net.stateDict()), bytesOf(a.net.stateDict()), `from step ${step}: the same weights`);
+      assert.deepEqual(adamBytes(c), adamBytes(a), `from step ${step}: the same Adam state`);
+      assert.equal(readClassifierCheckpoint(from).step, 9, 'the end is checkpointed too');
+      c.dispose();
+    }
+    a.dispose();
+    assert.equal(memory().tensors, live, 'trainers free everything');
+    dispose([data.images, data.labels]);
+  });
+
+  test('resume refuses what would not continue the same run, naming it', () => {
+    const data = gratings(32, 4);
+    const dir = path.join(root, 'refuse');
+    const t = ClassifierTrainer.create({ steps: 4, batchSize: 8, config: { ...TINY, numClasses: 4 }, data, log: null, out: dir });
+    t.trainStep();
+    t.trainStep();
+    t.checkpoint();
+    t.dispose();
+    const other = gratings(16, 5);
+    const live = memory().tensors;
+    assert.throws(() => ClassifierTrainer.resume(dir, { log: null }), /was trained on data passed in \(32 images\); pass the same data again/);
+    assert.throws(() => ClassifierTrainer.resume(dir, { data: other, log: null }), /the data has 16 images, the checkpoint in .* was trained on 32/);
+    assert.throws(() => ClassifierTrainer.resume(dir, { data, steps: 1, log: null }), /steps \(1\) is below the checkpoint's step \(2\)/);
+    const json = path.join(dir, CLASSIFIER_CHECKPOINT_FILE);
+    const meta = JSON.parse(fs.readFileSync(json, 'utf8'));
+    fs.writeFileSync(json, JSON.stringify({ ...meta, state: { ...meta.state, losses: encodeFloats([2.3]) } }));
+    assert.throws(() => ClassifierTrainer.resume(dir, { data, log: null }), /classifier-checkpoint.json: has 1 losses for 2 steps/);
+    fs.writeFileSync(json, JSON.stringify(meta));
+    const model = path.join(dir, meta.files.model.file);
+    fs.truncateSync(model, 100);
+    assert.throws(() => ClassifierTrainer.resume(dir, { data, log: null }), /classifier-model-00000002.safetensors: has 100 bytes but classifier-checkpoint.json records/);
+    assert.equal(memory().tensors, live, 'a refused resume frees what it built');
+    dispose([data.images, data.labels, other.images, other.labels]);
   });
 });
 
