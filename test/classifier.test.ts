@@ -3,10 +3,12 @@
 // penultimate layer; a 28 x 28 image and its padded 32 x 32 version agree exactly; a tiny
 // training run lowers the loss without leaking tensors; save/load round-trips and catches
 // corruption; extractFeatures is batched and flat in memory; an interrupted training run,
-// resumed from its checkpoint, ends bit for bit where an uninterrupted one does; and the
-// SHIPPED nets reach their recorded accuracies on the Fashion-MNIST test split.
+// resumed from its checkpoint, ends bit for bit where an uninterrupted one does (in the
+// library, and through the CLI with a real Ctrl-C); and the SHIPPED nets reach their
+// recorded accuracies on the Fashion-MNIST test split.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -28,6 +30,7 @@ import { extractFeatures, FEATURE_NET_NAME, featureNetDir, loadFeatureNet } from
 import { fashionMNISTDir, loadFashionMNIST } from '../src/data/fashion-mnist';
 import { main } from '../src/cli/main';
 import { encodeFloats } from '../src/training/checkpoint';
+import { runQuick } from './cli-run';
 
 setNumThreads(1);
 
@@ -246,7 +249,7 @@ describe('training and the saved format', () => {
   });
 });
 
-describe('checkpoints and resume', () => {
+describe('checkpoints, Ctrl-C and --resume', () => {
   let root: string;
   before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-cls-resume-'))));
   after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -326,6 +329,70 @@ describe('checkpoints and resume', () => {
     assert.throws(() => ClassifierTrainer.resume(dir, { data, log: null }), /classifier-model-00000002.safetensors: has 100 bytes but classifier-checkpoint.json records/);
     assert.equal(memory().tensors, live, 'a refused resume frees what it built');
     dispose([data.images, data.labels, other.images, other.labels]);
+  });
+
+  test('diffuse train-classifier --resume and --checkpoint-every: usage errors name the flag and the value (exit 2)', async () => {
+    const data = gratings(32, 6);
+    const dir = path.join(root, 'cli-run');
+    const t = ClassifierTrainer.create({ steps: 10, batchSize: 8, config: { ...TINY, numClasses: 4 }, data, log: null, out: dir });
+    t.trainStep();
+    t.checkpoint();
+    t.dispose();
+    dispose([data.images, data.labels]);
+    for (const [args, re] of [
+      [['--resume', dir, '--lr', '0.1'], /--lr 0.1 conflicts with the checkpoint in .*cli-run \(lr 0.002\): it cannot change when resuming \(only --steps, --out, --name, --checkpoint-every, --threads can\)/],
+      [['--resume', dir, '--noise', 'ddpm'], /--noise ddpm conflicts with the checkpoint in .*cli-run \(noise none\)/],
+      [['--resume', dir, '--batch-size', '9'], /--batch-size 9 conflicts with the checkpoint in .*cli-run \(batch-size 8\)/],
+      [['--resume', dir, '--steps', '0'], /--steps: expected an integer in \[1, 10000000\], got "0"/],
+      [['--out', dir], /--out .*cli-run: already holds an unfinished run \(classifier-checkpoint.json\); continue it with --resume .*cli-run, or choose another --out/],
+      [['--checkpoint-every', '-1'], /--checkpoint-every: expected an integer in \[0, 10000000\], got "-1"/],
+      [['--resume'], /--resume needs a value/],
+    ] as [string[], RegExp][]) {
+      const r = await runQuick(root, 'train-classifier', ...args, '--threads', '1');
+      assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}, ${r.err}`);
+      assert.match(r.err, re);
+    }
+    const r = await runQuick(root, 'train-classifier', '--resume', 'nowhere', '--threads', '1');
+    assert.equal(r.code, 1);
+    assert.match(r.err, /nowhere\/classifier-checkpoint.json: not found: no such checkpoint folder/);
+    const help = await runQuick(root, 'train-classifier', '--help');
+    assert.equal(help.code, 0);
+    assert.match(help.out, /Ctrl-C finishes the step, writes the checkpoint and exits\n\(130\)[\s\S]*--checkpoint-every N +steps between checkpoints \(default 200[\s\S]*--resume DIR +continue the run/);
+  });
+
+  test('Ctrl-C writes a checkpoint and exits 130; --resume ends with the classifier an uninterrupted run writes (same weights)', { skip: noData }, async () => {
+    const common = ['--steps', '200', '--batch-size', '2', '--checkpoint-every', '0', '--threads', '1'];
+    const out = path.join(root, 'sigint');
+    const child = spawn(process.execPath, [path.join(__dirname, '..', 'src', 'cli', 'main.js'), 'train-classifier', ...common, '--out', out], { env: { ...process.env, DIFFUSE_NUM_THREADS: '1' }, cwd: root });
+    let err = '';
+    let sent = false;
+    child.stderr.on('data', (d) => {
+      err += d;
+      if (!sent && / 20\/200 /.test(err)) { // the progress line of step 20 (printed every 10%): Ctrl-C mid-run
+        sent = true;
+        child.kill('SIGINT');
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    assert.equal(code, 130, `exit ${code} (did it finish before the Ctrl-C?): ${err}`);
+    const step = readClassifierCheckpoint(out).step;
+    assert.ok(step >= 20 && step < 200, `stopped at step ${step}`);
+    assert.match(err, new RegExp(`Ctrl-C: stopping after step \\d+, writing a checkpoint[\\s\\S]*interrupted at step ${step} of 200[\\s\\S]*resume with: diffuse train-classifier --resume ${out}`));
+    assert.ok(!fs.existsSync(path.join(out, 'classifier.json')), 'no classifier before training completes');
+
+    const resumed = await runQuick(root, 'train-classifier', '--resume', out, '--threads', '1');
+    assert.equal(resumed.code, 0, resumed.err);
+    assert.deepEqual(fs.readdirSync(out).sort(), ['classifier.json', 'weights.safetensors'], 'the checkpoint is gone once the classifier is written');
+    const straight = await runQuick(root, 'train-classifier', ...common, '--out', 'straight');
+    assert.equal(straight.code, 0, straight.err);
+    const [m1, m2] = [out, path.join(root, 'straight')].map((d) => JSON.parse(fs.readFileSync(path.join(d, 'classifier.json'), 'utf8')));
+    assert.equal(m1.weights.sha256, m2.weights.sha256, 'the same weights, bit for bit');
+    assert.equal(m1.training.finalLoss, m2.training.finalLoss);
+    assert.equal(m1.testAccuracy, m2.testAccuracy);
+    assert.match(m1.training.command, new RegExp(`--out ${out}; resumed at step ${step}: diffuse train-classifier --resume ${out}`));
+    const again = await runQuick(root, 'train-classifier', '--resume', out, '--threads', '1');
+    assert.equal(again.code, 1);
+    assert.match(again.err, /holds no train-classifier checkpoint .*a finished run keeps none, only classifier.json/);
   });
 });
 
