@@ -2,19 +2,35 @@
 // in x against a PyTorch twin (scripts/fixtures/classifier.py); features are the
 // penultimate layer; a 28 x 28 image and its padded 32 x 32 version agree exactly; a tiny
 // training run lowers the loss without leaking tensors; save/load round-trips and catches
-// corruption; extractFeatures is batched and flat in memory; and the SHIPPED nets reach
-// their recorded accuracies on the Fashion-MNIST test split.
-import { describe, test } from 'node:test';
+// corruption; extractFeatures is batched and flat in memory; an interrupted training run,
+// resumed from its checkpoint, ends bit for bit where an uninterrupted one does (in the
+// library, and through the CLI with a real Ctrl-C); and the SHIPPED nets reach their
+// recorded accuracies on the Fashion-MNIST test split.
+import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { dispose, F, fromBytes, Generator, grad, gradcheck, loadSafetensors, memory, noGrad, setNumThreads, tensor, Tensor, tidy } from '../src/engine';
 import { Classifier, classifierLogProb } from '../src/models/classifier';
-import { classifierLoss, classifierSigmaSampler, evaluateClassifier, loadClassifier, saveClassifier, shippedClassifierDir, trainClassifier } from '../src/training/classifier';
+import {
+  CLASSIFIER_CHECKPOINT_FILE,
+  classifierLoss,
+  classifierSigmaSampler,
+  ClassifierTrainer,
+  evaluateClassifier,
+  loadClassifier,
+  readClassifierCheckpoint,
+  saveClassifier,
+  shippedClassifierDir,
+  trainClassifier,
+} from '../src/training/classifier';
 import { extractFeatures, FEATURE_NET_NAME, featureNetDir, loadFeatureNet } from '../src/eval/feature-net';
 import { fashionMNISTDir, loadFashionMNIST } from '../src/data/fashion-mnist';
 import { main } from '../src/cli/main';
+import { encodeFloats } from '../src/training/checkpoint';
+import { runQuick } from './cli-run';
 
 setNumThreads(1);
 
@@ -221,6 +237,7 @@ describe('training and the saved format', () => {
       assert.equal(await main(['train-classifier', '--noise', 'gaussian']), 2);
       assert.equal(await main(['train-classifier', '--steps', '-3']), 2);
       assert.equal(await main(['train-classifier', '--lr', 'fast']), 2);
+      assert.equal(await main(['train-classifier', '--lr', '0']), 2);
     } finally {
       process.stderr.write = write;
     }
@@ -228,6 +245,154 @@ describe('training and the saved format', () => {
     assert.match(text, /--noise: expected 'none' or 'ddpm', got "gaussian"/);
     assert.match(text, /--steps: expected an integer in \[1, 10000000\], got "-3"/);
     assert.match(text, /--lr: expected a positive number, got "fast"/);
+    assert.match(text, /--lr: expected a positive number, got "0"/);
+  });
+});
+
+describe('checkpoints, Ctrl-C and --resume', () => {
+  let root: string;
+  before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-cls-resume-'))));
+  after(() => fs.rmSync(root, { recursive: true, force: true }));
+
+  /** name -> base64 of the bytes, for bit-for-bit comparisons. */
+  const bytesOf = (tensors: Record<string, Tensor>) => Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, Buffer.from(v.bytes()).toString('base64')]));
+  const adamBytes = (t: ClassifierTrainer) => {
+    const s = t.optimizer.stateDict();
+    const b = bytesOf(s.tensors);
+    dispose(s.tensors);
+    return b;
+  };
+
+  test('stopped at step 5 (checkpoints every 3), resumed from step 5 or from the step-3 checkpoint: the losses, weights and Adam state of an uninterrupted run, bit for bit', async () => {
+    const data = gratings(64, 3); // 4 batches of 16 per epoch: 9 steps cross two epoch boundaries
+    const opts = { noise: 'ddpm' as const, steps: 9, batchSize: 16, lr: 3e-3, seed: 2, config: { ...TINY, numClasses: 4 }, data, log: null };
+    const live = memory().tensors;
+    const a = ClassifierTrainer.create(opts);
+    const ra = a.runSync();
+    assert.equal(ra.status, 'done');
+    assert.ok(ra.losses.length === 9 && ra.losses.every(Number.isFinite));
+
+    const dir = path.join(root, 'stopped');
+    const crash = path.join(root, 'crashed');
+    const b: ClassifierTrainer = ClassifierTrainer.create({
+      ...opts,
+      out: dir,
+      checkpointEvery: 3,
+      onStep: (step) => {
+        if (step === 4) fs.cpSync(dir, crash, { recursive: true }); // the folder as a crash during step 5 would leave it
+        if (step === 5) b.requestStop();
+      },
+    });
+    const rb = await b.run();
+    b.dispose();
+    assert.deepEqual([rb.status, rb.step], ['interrupted', 5]);
+    assert.equal(readClassifierCheckpoint(crash).step, 3);
+    assert.equal(readClassifierCheckpoint(dir).step, 5);
+    assert.deepEqual(fs.readdirSync(dir).sort(), [CLASSIFIER_CHECKPOINT_FILE, 'classifier-model-00000005.safetensors', 'classifier-optimizer-00000005.safetensors'], 'the step-3 files are gone');
+
+    for (const [from, step] of [[dir, 5], [crash, 3]] as const) {
+      const c = ClassifierTrainer.resume(from, { data, log: null });
+      assert.equal(c.step, step);
+      const rc = await c.run();
+      assert.equal(rc.status, 'done');
+      assert.deepEqual(rc.losses, ra.losses, `from step ${step}: the same loss at every step`);
+      assert.deepEqual(bytesOf(c.net.stateDict()), bytesOf(a.net.stateDict()), `from step ${step}: the same weights`);
+      assert.deepEqual(adamBytes(c), adamBytes(a), `from step ${step}: the same Adam state`);
+      assert.equal(readClassifierCheckpoint(from).step, 9, 'the end is checkpointed too');
+      c.dispose();
+    }
+    a.dispose();
+    assert.equal(memory().tensors, live, 'trainers free everything');
+    dispose([data.images, data.labels]);
+  });
+
+  test('resume refuses what would not continue the same run, naming it', () => {
+    const data = gratings(32, 4);
+    const dir = path.join(root, 'refuse');
+    const t = ClassifierTrainer.create({ steps: 4, batchSize: 8, config: { ...TINY, numClasses: 4 }, data, log: null, out: dir });
+    t.trainStep();
+    t.trainStep();
+    t.checkpoint();
+    t.dispose();
+    const other = gratings(16, 5);
+    const live = memory().tensors;
+    assert.throws(() => ClassifierTrainer.resume(dir, { log: null }), /was trained on data passed in \(32 images\); pass the same data again/);
+    assert.throws(() => ClassifierTrainer.resume(dir, { data: other, log: null }), /the data has 16 images, the checkpoint in .* was trained on 32/);
+    assert.throws(() => ClassifierTrainer.resume(dir, { data, steps: 1, log: null }), /steps \(1\) is below the checkpoint's step \(2\)/);
+    const json = path.join(dir, CLASSIFIER_CHECKPOINT_FILE);
+    const meta = JSON.parse(fs.readFileSync(json, 'utf8'));
+    fs.writeFileSync(json, JSON.stringify({ ...meta, state: { ...meta.state, losses: encodeFloats([2.3]) } }));
+    assert.throws(() => ClassifierTrainer.resume(dir, { data, log: null }), /classifier-checkpoint.json: has 1 losses for 2 steps/);
+    fs.writeFileSync(json, JSON.stringify(meta));
+    const model = path.join(dir, meta.files.model.file);
+    fs.truncateSync(model, 100);
+    assert.throws(() => ClassifierTrainer.resume(dir, { data, log: null }), /classifier-model-00000002.safetensors: has 100 bytes but classifier-checkpoint.json records/);
+    assert.equal(memory().tensors, live, 'a refused resume frees what it built');
+    dispose([data.images, data.labels, other.images, other.labels]);
+  });
+
+  test('diffuse train-classifier --resume and --checkpoint-every: usage errors name the flag and the value (exit 2)', async () => {
+    const data = gratings(32, 6);
+    const dir = path.join(root, 'cli-run');
+    const t = ClassifierTrainer.create({ steps: 10, batchSize: 8, config: { ...TINY, numClasses: 4 }, data, log: null, out: dir });
+    t.trainStep();
+    t.checkpoint();
+    t.dispose();
+    dispose([data.images, data.labels]);
+    for (const [args, re] of [
+      [['--resume', dir, '--lr', '0.1'], /--lr 0.1 conflicts with the checkpoint in .*cli-run \(lr 0.002\): it cannot change when resuming \(only --steps, --out, --name, --checkpoint-every, --threads can\)/],
+      [['--resume', dir, '--noise', 'ddpm'], /--noise ddpm conflicts with the checkpoint in .*cli-run \(noise none\)/],
+      [['--resume', dir, '--batch-size', '9'], /--batch-size 9 conflicts with the checkpoint in .*cli-run \(batch-size 8\)/],
+      [['--resume', dir, '--steps', '0'], /--steps: expected an integer in \[1, 10000000\], got "0"/],
+      [['--out', dir], /--out .*cli-run: already holds an unfinished run \(classifier-checkpoint.json\); continue it with --resume .*cli-run, or choose another --out/],
+      [['--checkpoint-every', '-1'], /--checkpoint-every: expected an integer in \[0, 10000000\], got "-1"/],
+      [['--resume'], /--resume needs a value/],
+    ] as [string[], RegExp][]) {
+      const r = await runQuick(root, 'train-classifier', ...args, '--threads', '1');
+      assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}, ${r.err}`);
+      assert.match(r.err, re);
+    }
+    const r = await runQuick(root, 'train-classifier', '--resume', 'nowhere', '--threads', '1');
+    assert.equal(r.code, 1);
+    assert.match(r.err, /nowhere\/classifier-checkpoint.json: not found: no such checkpoint folder/);
+    const help = await runQuick(root, 'train-classifier', '--help');
+    assert.equal(help.code, 0);
+    assert.match(help.out, /Ctrl-C finishes the step, writes the checkpoint and exits\n\(130\)[\s\S]*--checkpoint-every N +steps between checkpoints \(default 200[\s\S]*--resume DIR +continue the run/);
+  });
+
+  test('Ctrl-C writes a checkpoint and exits 130; --resume ends with the classifier an uninterrupted run writes (same weights)', { skip: noData }, async () => {
+    const common = ['--steps', '200', '--batch-size', '2', '--checkpoint-every', '0', '--threads', '1'];
+    const out = path.join(root, 'sigint');
+    const child = spawn(process.execPath, [path.join(__dirname, '..', 'src', 'cli', 'main.js'), 'train-classifier', ...common, '--out', out], { env: { ...process.env, DIFFUSE_NUM_THREADS: '1' }, cwd: root });
+    let err = '';
+    let sent = false;
+    child.stderr.on('data', (d) => {
+      err += d;
+      if (!sent && / 20\/200 /.test(err)) { // the progress line of step 20 (printed every 10%): Ctrl-C mid-run
+        sent = true;
+        child.kill('SIGINT');
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    assert.equal(code, 130, `exit ${code} (did it finish before the Ctrl-C?): ${err}`);
+    const step = readClassifierCheckpoint(out).step;
+    assert.ok(step >= 20 && step < 200, `stopped at step ${step}`);
+    assert.match(err, new RegExp(`Ctrl-C: stopping after step \\d+, writing a checkpoint[\\s\\S]*interrupted at step ${step} of 200[\\s\\S]*resume with: diffuse train-classifier --resume ${out}`));
+    assert.ok(!fs.existsSync(path.join(out, 'classifier.json')), 'no classifier before training completes');
+
+    const resumed = await runQuick(root, 'train-classifier', '--resume', out, '--threads', '1');
+    assert.equal(resumed.code, 0, resumed.err);
+    assert.deepEqual(fs.readdirSync(out).sort(), ['classifier.json', 'weights.safetensors'], 'the checkpoint is gone once the classifier is written');
+    const straight = await runQuick(root, 'train-classifier', ...common, '--out', 'straight');
+    assert.equal(straight.code, 0, straight.err);
+    const [m1, m2] = [out, path.join(root, 'straight')].map((d) => JSON.parse(fs.readFileSync(path.join(d, 'classifier.json'), 'utf8')));
+    assert.equal(m1.weights.sha256, m2.weights.sha256, 'the same weights, bit for bit');
+    assert.equal(m1.training.finalLoss, m2.training.finalLoss);
+    assert.equal(m1.testAccuracy, m2.testAccuracy);
+    assert.match(m1.training.command, new RegExp(`--out ${out}; resumed at step ${step}: diffuse train-classifier --resume ${out}`));
+    const again = await runQuick(root, 'train-classifier', '--resume', out, '--threads', '1');
+    assert.equal(again.code, 1);
+    assert.match(again.err, /holds no train-classifier checkpoint .*a finished run keeps none, only classifier.json/);
   });
 });
 

@@ -77,22 +77,31 @@ export function parseArgs(argv: readonly string[], known: Record<string, FlagKin
 /** camelCase -> kebab-case (batchSize -> batch-size). */
 export const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
-/** What a numeric flag accepts: finite numbers (integers when `integer`) within [min, max]. */
+/**
+ * What a numeric flag accepts: finite numbers (integers when `integer`) within [min, max],
+ * and above `greaterThan` when given (an open bound: { greaterThan: 0 } is "positive").
+ */
 export interface NumberRule {
   integer?: boolean;
   min?: number;
   max?: number;
+  greaterThan?: number;
 }
 
-/** "an integer in [1, 10]", "a number >= 0", "integers ..." for a usage message. */
-function expected({ integer = false, min = -Infinity, max = Infinity }: NumberRule, plural = false): string {
+/** "an integer in [1, 10]", "a number >= 0", "a positive number", "integers ..." for a usage message. */
+function expected({ integer = false, min = -Infinity, max = Infinity, greaterThan }: NumberRule, plural = false): string {
   const kind = integer ? (plural ? 'integers' : 'an integer') : plural ? 'numbers' : 'a number';
-  const range = max === Infinity ? (min === -Infinity ? '' : ` >= ${min}`) : ` in [${min}, ${max}]`;
-  return kind + range;
+  if (greaterThan === undefined || greaterThan < min) {
+    const range = max === Infinity ? (min === -Infinity ? '' : ` >= ${min}`) : ` in [${min}, ${max}]`;
+    return kind + range;
+  }
+  const upTo = max === Infinity ? '' : ` and <= ${max}`;
+  if (greaterThan === 0) return `${plural ? 'positive' : 'a positive'} ${kind.replace(/^an? /, '')}${upTo}`;
+  return `${kind} > ${greaterThan}${upTo}`;
 }
 
-function fits(raw: string, v: number, { integer = false, min = -Infinity, max = Infinity }: NumberRule): boolean {
-  return raw.trim() !== '' && (integer ? Number.isSafeInteger(v) : Number.isFinite(v)) && v >= min && v <= max;
+function fits(raw: string, v: number, { integer = false, min = -Infinity, max = Infinity, greaterThan = -Infinity }: NumberRule): boolean {
+  return raw.trim() !== '' && (integer ? Number.isSafeInteger(v) : Number.isFinite(v)) && v >= min && v <= max && v > greaterThan;
 }
 
 /** One value of --name as a number under the rule, or a usage error naming the flag and the value. */
@@ -119,10 +128,15 @@ export function intFlag(args: ParsedArgs, name: string, dflt: number, { min = -I
   return raw === undefined ? dflt : parseNumber(name, raw, { integer: true, min, max });
 }
 
-/** A finite number flag value within [min, max]. */
-export function numberFlag(args: ParsedArgs, name: string, { min = -Infinity, max = Infinity } = {}): number | undefined {
+/**
+ * A finite number flag value under the rule (undefined when not given).
+ *
+ * @example
+ *   const lr = numberFlag(args, 'lr', { greaterThan: 0 }) ?? 2e-3; // --lr 0 -> "--lr: expected a positive number, got "0""
+ */
+export function numberFlag(args: ParsedArgs, name: string, rule: Omit<NumberRule, 'integer'> = {}): number | undefined {
   const raw = args.flags.get(name);
-  return raw === undefined ? undefined : parseNumber(name, raw, { min, max });
+  return raw === undefined ? undefined : parseNumber(name, raw, { ...rule, integer: false });
 }
 
 /** One of a set of strings. */

@@ -2,20 +2,39 @@
  * `diffuse train-classifier`: trains the Fashion-MNIST CNN classifier on the train split
  * (clean, or noise-conditional on the DDPM sigmas for classifier guidance), evaluates it
  * on the test split and writes a classifier folder (weights.safetensors + classifier.json).
+ * On the way it checkpoints into the same folder (Ctrl-C too: exit 130), and --resume
+ * continues from such a checkpoint exactly where it left off.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setNumThreads } from '../engine/runtime';
 import { FASHION_MNIST_CLASSES, loadFashionMNIST } from '../data/fashion-mnist';
 import { dispose } from '../engine/scope';
-import { CLASSIFIER_FILE, evaluateClassifier, saveClassifier, trainClassifier } from '../training/classifier';
-import { choiceFlag, intFlag, parseArgs, table, UsageError } from './args';
+import {
+  CLASSIFIER_CHECKPOINT_FILE,
+  CLASSIFIER_FILE,
+  ClassifierTrainer,
+  evaluateClassifier,
+  readClassifierCheckpoint,
+  removeClassifierCheckpoint,
+  saveClassifier,
+} from '../training/classifier';
+import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
+import { choiceFlag, intFlag, numberFlag, parseArgs, ParsedArgs, table, UsageError } from './args';
 
 /** The noise levels a noise-conditional run reports its test accuracy at. */
 export const REPORT_SIGMAS: readonly number[] = [0.1, 1, 5, 20];
 
+/** The flags a resumed run may set; the others come from its checkpoint. */
+export const RESUMABLE_FLAGS: readonly string[] = ['steps', 'out', 'name', 'checkpoint-every', 'threads'];
+
+const DEFAULT_NAME = 'fmnist-cnn-custom';
+const NOISES = ['none', 'ddpm'] as const;
+const STEPS = { min: 1, max: 10_000_000 };
+
 export function trainClassifierHelp(): string {
   return `Usage: diffuse train-classifier [options]
+       diffuse train-classifier --resume DIR [--steps N] [--out DIR] [--name NAME] [--checkpoint-every N]
 
 Trains a small CNN classifier on the Fashion-MNIST train split (Adam, cosine learning
 rate), reports its accuracy on the test split and writes DIR/weights.safetensors and
@@ -23,14 +42,24 @@ DIR/classifier.json. With --noise ddpm it is noise-conditional: each training im
 x0 + sigma n with sigma from the DDPM schedule (linear betas, t uniform in 1..1000), the
 classifier of classifier guidance; the accuracy is also reported at sigma = ${REPORT_SIGMAS.join(', ')}.
 
+While it trains, DIR holds a checkpoint (${CLASSIFIER_CHECKPOINT_FILE} and two tensor
+files: weights, Adam state, step, losses, data order and noise generator state), written
+every --checkpoint-every steps. Ctrl-C finishes the step, writes the checkpoint and exits
+(130); a second Ctrl-C quits at once. --resume DIR continues such a run exactly where it
+left off, with the checkpoint's options: --noise, --batch-size, --lr and --seed cannot
+change. The classifier files are written when training completes; the checkpoint is
+then deleted.
+
 ${table([
   ['--noise none|ddpm', "'none': a clean classifier / feature net (default); 'ddpm': noise-conditional"],
-  ['--steps N', 'optimizer steps (default 1200, about 2.6 epochs at batch 128)'],
+  ['--steps N', 'optimizer steps (default 1200, about 2.6 epochs at batch 128); with --resume, the step to go on to'],
   ['--batch-size N', 'images per step (default 128)'],
   ['--lr LR', 'peak learning rate (default 0.002)'],
   ['--seed S', 'seed of the weights, batches and noise (default 0)'],
-  ['--name NAME', 'the name recorded in classifier.json (default fmnist-cnn-custom)'],
-  ['--out DIR', 'output folder (default runs/classifier, or runs/classifier-ddpm)'],
+  ['--name NAME', `the name recorded in classifier.json (default ${DEFAULT_NAME})`],
+  ['--out DIR', 'output folder (default runs/classifier, or runs/classifier-ddpm; with --resume, the resumed folder)'],
+  ['--checkpoint-every N', 'steps between checkpoints (default 200; 0: only on Ctrl-C and at the end)'],
+  ['--resume DIR', "continue the run whose checkpoint is in DIR, with the checkpoint's options"],
   ['--threads N', 'CPU threads (default: all cores)'],
   ['-h, --help', 'this help'],
 ])}
@@ -38,36 +67,98 @@ ${table([
 Examples:
   diffuse train-classifier --out runs/features
   diffuse train-classifier --noise ddpm --steps 1500 --out runs/noisy
+  diffuse train-classifier --resume runs/noisy                # after a Ctrl-C
 `;
 }
 
-/** Parses a positive number flag. */
-function numberFlag(raw: string | undefined, name: string, dflt: number): number {
-  if (raw === undefined) return dflt;
-  const v = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(v) || v <= 0) throw new UsageError(`--${name}: expected a positive number, got ${JSON.stringify(raw)}`);
-  return v;
-}
-
 export async function trainClassifierCommand(argv: readonly string[]): Promise<number> {
-  const args = parseArgs(argv, { noise: 'value', steps: 'value', 'batch-size': 'value', lr: 'value', seed: 'value', name: 'value', out: 'value', threads: 'value', help: 'switch' });
+  const args = parseArgs(argv, {
+    noise: 'value', steps: 'value', 'batch-size': 'value', lr: 'value', seed: 'value', name: 'value', out: 'value',
+    'checkpoint-every': 'value', resume: 'value', threads: 'value', help: 'switch',
+  });
   if (args.flags.has('help')) {
     process.stdout.write(trainClassifierHelp());
     return 0;
   }
   if (args.positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(args.positionals[0])} (train-classifier takes options only)`);
-  const noise = choiceFlag(args, 'noise', ['none', 'ddpm'] as const, 'none');
-  const steps = intFlag(args, 'steps', 1200, { min: 1, max: 10_000_000 });
+  if (args.flags.has('threads')) setNumThreads(intFlag(args, 'threads', 1, { min: 1 }));
+  const command = ['diffuse', 'train-classifier', ...argv].join(' ');
+  const resume = args.flags.get('resume');
+  const trainer = resume === undefined ? startRun(args, command) : resumeRun(args, resume, command);
+  try {
+    const out = trainer.out!;
+    const r = await trainer.run();
+    if (r.status === 'interrupted') {
+      process.stderr.write(`interrupted at step ${r.step} of ${trainer.options.steps}: the checkpoint is in ${out}\nresume with: diffuse train-classifier --resume ${out}\n`);
+      return INTERRUPTED_EXIT_CODE;
+    }
+    writeClassifier(trainer, out);
+  } finally {
+    trainer.dispose();
+  }
+  return 0;
+}
+
+/** A new run from the flags. */
+function startRun(args: ParsedArgs, command: string): ClassifierTrainer {
+  const noise = choiceFlag(args, 'noise', NOISES, 'none');
+  const steps = intFlag(args, 'steps', 1200, STEPS);
   const batchSize = intFlag(args, 'batch-size', 128, { min: 1, max: 60_000 });
   const seed = intFlag(args, 'seed', 0, { min: 0, max: 2 ** 31 });
-  const lr = numberFlag(args.flags.get('lr'), 'lr', 2e-3);
-  const name = args.flags.get('name') ?? 'fmnist-cnn-custom';
-  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new UsageError(`--name: letters, digits, '.', '_' and '-' only, got ${JSON.stringify(name)}`);
+  const lr = numberFlag(args, 'lr', { greaterThan: 0 }) ?? 2e-3;
+  const name = nameFlag(args, DEFAULT_NAME);
+  const checkpointEvery = intFlag(args, 'checkpoint-every', 200, { min: 0, max: STEPS.max });
   const out = args.flags.get('out') ?? (noise === 'none' ? 'runs/classifier' : 'runs/classifier-ddpm');
-  if (args.flags.has('threads')) setNumThreads(intFlag(args, 'threads', 1, { min: 1 }));
-  if (fs.existsSync(path.join(out, CLASSIFIER_FILE))) throw new UsageError(`--out ${out}: already holds a classifier (${CLASSIFIER_FILE}); choose another --out`);
+  refuseFinished(out);
+  if (fs.existsSync(path.join(out, CLASSIFIER_CHECKPOINT_FILE)))
+    throw new UsageError(`--out ${out}: already holds an unfinished run (${CLASSIFIER_CHECKPOINT_FILE}); continue it with --resume ${out}, or choose another --out`);
+  return ClassifierTrainer.create({ noise, steps, batchSize, lr, seed, checkpointEvery, out, notes: { name, command }, handleSigint: true });
+}
 
-  const { net, losses, seconds } = trainClassifier({ noise, steps, batchSize, lr, seed });
+/** The run in `dir` continued: its checkpoint's options, with the resumable flags on top. */
+function resumeRun(args: ParsedArgs, dir: string, command: string): ClassifierTrainer {
+  const meta = readClassifierCheckpoint(dir);
+  const o = meta.options;
+  const fixed: [string, unknown, unknown][] = [
+    ['noise', choiceFlag(args, 'noise', NOISES, o.noise), o.noise],
+    ['batch-size', intFlag(args, 'batch-size', o.batchSize, { min: 1, max: 60_000 }), o.batchSize],
+    ['lr', numberFlag(args, 'lr', { greaterThan: 0 }) ?? o.lr, o.lr],
+    ['seed', intFlag(args, 'seed', o.seed, { min: 0, max: 2 ** 31 }), o.seed],
+  ];
+  for (const [flag, value, saved] of fixed)
+    if (value !== saved)
+      throw new UsageError(
+        `--${flag} ${args.flags.get(flag)} conflicts with the checkpoint in ${dir} (${flag} ${saved}): it cannot change when resuming (only ${RESUMABLE_FLAGS.map((f) => `--${f}`).join(', ')} can)`,
+      );
+  const steps = intFlag(args, 'steps', o.steps, STEPS);
+  if (steps < meta.step) throw new UsageError(`--steps ${steps}: the checkpoint in ${dir} is already at step ${meta.step}; give --steps ${meta.step} or more`);
+  const name = nameFlag(args, o.notes.name ?? DEFAULT_NAME);
+  const checkpointEvery = intFlag(args, 'checkpoint-every', o.checkpointEvery, { min: 0, max: STEPS.max });
+  const out = args.flags.get('out') ?? dir;
+  refuseFinished(out);
+  if (path.resolve(out) !== path.resolve(dir) && fs.existsSync(path.join(out, CLASSIFIER_CHECKPOINT_FILE)))
+    throw new UsageError(`--out ${out}: already holds another unfinished run (${CLASSIFIER_CHECKPOINT_FILE}); choose another --out`);
+  const notes = { ...o.notes, name, command: o.notes.command ? `${o.notes.command}; resumed at step ${meta.step}: ${command}` : command };
+  return ClassifierTrainer.resume(dir, { steps, out, checkpointEvery, notes, handleSigint: true });
+}
+
+/** --name: letters, digits, '.', '_' and '-'. */
+function nameFlag(args: ParsedArgs, dflt: string): string {
+  const name = args.flags.get('name') ?? dflt;
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new UsageError(`--name: letters, digits, '.', '_' and '-' only, got ${JSON.stringify(name)}`);
+  return name;
+}
+
+/** --out must not hold a finished classifier. */
+function refuseFinished(out: string): void {
+  if (fs.existsSync(path.join(out, CLASSIFIER_FILE))) throw new UsageError(`--out ${out}: already holds a classifier (${CLASSIFIER_FILE}); choose another --out`);
+}
+
+/** Evaluates the trained net on the test split, writes the classifier folder and deletes the checkpoint. */
+function writeClassifier(trainer: ClassifierTrainer, out: string): void {
+  const { noise, steps, batchSize, lr, seed, notes } = trainer.options;
+  const { losses, seconds } = trainer;
+  const net = trainer.releaseNet();
   try {
     const test = loadFashionMNIST({ split: 'test' });
     try {
@@ -81,14 +172,15 @@ export async function trainClassifierCommand(argv: readonly string[]): Promise<n
           process.stdout.write(`test accuracy at sigma ${s}: ${(100 * accuracyBySigma[String(s)]).toFixed(2)}%\n`);
         }
       }
-      const command = ['diffuse', 'train-classifier', ...argv].join(' ');
+      const name = notes.name ?? DEFAULT_NAME;
       saveClassifier(out, net, {
         name,
         classNames: FASHION_MNIST_CLASSES.slice(),
         testAccuracy,
         accuracyBySigma,
-        training: { noise, steps, batchSize, lr, seed, seconds: Math.round(seconds), finalLoss: mean(losses.slice(-50)), command },
+        training: { noise, steps, batchSize, lr, seed, seconds: Math.round(seconds), finalLoss: mean(losses.slice(-50)), command: notes.command ?? '' },
       });
+      removeClassifierCheckpoint(out); // after the commit of classifier.json: a crash between the two leaves both, never neither
       process.stdout.write(`wrote ${out}/${CLASSIFIER_FILE} (${name}, ${net.numParameters()} parameters, ${seconds.toFixed(0)} s of training)\n`);
     } finally {
       dispose([test.images, test.labels]);
@@ -96,7 +188,6 @@ export async function trainClassifierCommand(argv: readonly string[]): Promise<n
   } finally {
     net.dispose();
   }
-  return 0;
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(xs.length, 1);

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { ConfigError, modelFields, modelOptionTable, optionTable, Override, resolveTrainConfig, RESUMABLE_KEYS, TRAIN_DEFAULTS, TRAIN_KEYS, TrainConfig, applyOverrides } from '../training/config';
 import { readCheckpointMeta } from '../training/checkpoint';
 import { profile } from '../engine/profile';
+import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
 import { Trainer } from '../training/trainer';
 import { FlagKind, kebab, parseArgs, table, UsageError } from './args';
 
@@ -108,7 +109,7 @@ export async function trainCommand(argv: readonly string[]): Promise<number> {
   const trainer = Trainer.create(config, { resume, handleSigint: true });
   try {
     const r = await trainer.run();
-    return r.status === 'interrupted' ? 130 : 0;
+    return r.status === 'interrupted' ? INTERRUPTED_EXIT_CODE : 0;
   } finally {
     trainer.dispose();
   }

@@ -126,53 +126,87 @@ export interface PartState {
   metadata?: Record<string, string>;
 }
 
+/** A tensor file to write: its name in the folder, its tensors and string metadata. */
+export interface TensorFile extends PartState {
+  file: string;
+}
+
+/**
+ * The commit protocol above, for any checkpoint JSON (the diffusion trainer's, the
+ * classifier trainer's): writes each tensor file into `dir` (created if needed; each
+ * atomically), then the JSON that `json(records)` builds from their records, atomically:
+ * the commit; then deletes the files whose names match `stale` and that the JSON does not
+ * name. Returns the JSON object written. The caller keeps ownership of the tensors.
+ *
+ * @example
+ *   commitCheckpoint('runs/x', 'checkpoint.json', { model: { file: 'model-00000010.safetensors', tensors } },
+ *     (files) => ({ step: 10, files }), /^model-\d+\.safetensors$/);
+ */
+export function commitCheckpoint<K extends string, T>(dir: string, jsonName: string, parts: Partial<Record<K, TensorFile>>, json: (files: Partial<Record<K, FileRecord>>) => T, stale: RegExp): T {
+  fs.mkdirSync(dir, { recursive: true });
+  const files: Partial<Record<K, FileRecord>> = {};
+  for (const [part, p] of Object.entries(parts) as [K, TensorFile | undefined][]) {
+    if (!p) continue;
+    const full = path.join(dir, p.file);
+    saveSafetensors(full, p.tensors, p.metadata);
+    const bytes = fs.readFileSync(full);
+    files[part] = { file: p.file, bytes: bytes.length, sha256: sha256(bytes) };
+  }
+  const out = json(files);
+  writeFileAtomic(path.join(dir, jsonName), JSON.stringify(out, null, 1) + '\n'); // the commit
+  const keep = new Set(Object.values<FileRecord | undefined>(files).map((f) => f!.file));
+  for (const name of fs.readdirSync(dir)) if (stale.test(name) && !keep.has(name)) fs.rmSync(path.join(dir, name), { force: true });
+  return out;
+}
+
 /**
  * Writes a checkpoint into `dir` (created if needed) as described above. `meta` is
  * everything but the file records, which this fills in. The caller keeps ownership of
  * the tensors.
  */
 export function saveCheckpoint(dir: string, meta: Omit<CheckpointMeta, 'files' | 'format' | 'formatVersion' | 'diffuse' | 'createdAt'>, parts: Partial<Record<Part, PartState>>, { fileNames }: { fileNames?: Partial<Record<Part, string>> } = {}): CheckpointMeta {
-  fs.mkdirSync(dir, { recursive: true });
-  const files: Partial<Record<Part, FileRecord>> = {};
+  const files: Partial<Record<Part, TensorFile>> = {};
   for (const part of PARTS) {
     const p = parts[part];
-    if (!p) continue;
-    const file = fileNames?.[part] ?? `${part}-${String(meta.step).padStart(8, '0')}.safetensors`;
-    const full = path.join(dir, file);
-    saveSafetensors(full, p.tensors, p.metadata);
-    const bytes = fs.readFileSync(full);
-    files[part] = { file, bytes: bytes.length, sha256: sha256(bytes) };
+    if (p) files[part] = { ...p, file: fileNames?.[part] ?? `${part}-${String(meta.step).padStart(8, '0')}.safetensors` };
   }
-  const out: CheckpointMeta = {
-    format: CHECKPOINT_FORMAT,
-    formatVersion: CHECKPOINT_VERSION,
-    diffuse: diffuseVersion(),
-    createdAt: new Date().toISOString(),
-    ...meta,
+  return commitCheckpoint(
+    dir,
+    CHECKPOINT_FILE,
     files,
-  };
-  writeFileAtomic(path.join(dir, CHECKPOINT_FILE), JSON.stringify(out, null, 1) + '\n'); // the commit
-  const keep = new Set(Object.values(files).map((f) => f.file));
-  for (const name of fs.readdirSync(dir)) if (/^(model|ema|optimizer)-\d+\.safetensors$/.test(name) && !keep.has(name)) fs.rmSync(path.join(dir, name), { force: true });
-  return out;
+    (records): CheckpointMeta => ({ format: CHECKPOINT_FORMAT, formatVersion: CHECKPOINT_VERSION, diffuse: diffuseVersion(), createdAt: new Date().toISOString(), ...meta, files: records }),
+    /^(model|ema|optimizer)-\d+\.safetensors$/,
+  );
 }
 
 // ---- reading -----------------------------------------------------------------------
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
-/** Reads and checks checkpoint.json (not the tensor files). */
-export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
-  const file = checkpointJsonPath(dirOrFile);
+/** What readCheckpointJson expects of a checkpoint JSON, and how its errors name it. */
+export interface CheckpointJsonKind {
+  /** The "format" field it must have, e.g. "diffuse-checkpoint". */
+  format: string;
+  /** The one "formatVersion" this Diffuse reads. */
+  version: number;
+  /** What it is, for errors: "a Diffuse checkpoint". */
+  what: string;
+  /** The problem when the folder exists but the JSON does not, e.g. "not found: this folder holds no Diffuse checkpoint (...)". */
+  missing: string;
+}
+
+/**
+ * Reads a checkpoint JSON file and checks its format and version, with errors
+ * (CheckpointError) that name the file: missing, unreadable, not JSON, another format,
+ * another version. Returns the parsed object for the caller to check field by field.
+ */
+export function readCheckpointJson(file: string, kind: CheckpointJsonKind): Record<string, unknown> {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') {
-      const dirExists = fs.existsSync(path.dirname(file));
-      throw new CheckpointError(file, dirExists ? 'not found: this folder holds no Diffuse checkpoint (no checkpoint.json; was the run stopped before its first checkpoint?)' : 'not found: no such checkpoint folder');
-    }
+    if (code === 'ENOENT') throw new CheckpointError(file, fs.existsSync(path.dirname(file)) ? kind.missing : 'not found: no such checkpoint folder');
     throw new CheckpointError(file, `cannot read it (${code ?? (e as Error).message})`);
   }
   let raw: unknown;
@@ -181,10 +215,25 @@ export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
   } catch (e) {
     throw new CheckpointError(file, `is not valid JSON, the file is corrupt or truncated (${(e as Error).message})`);
   }
+  if (!isObj(raw) || raw.format !== kind.format) throw new CheckpointError(file, `is not ${kind.what} (its "format" is ${isObj(raw) ? JSON.stringify(raw.format) : 'missing'}, expected "${kind.format}")`);
+  if (raw.formatVersion !== kind.version)
+    throw new CheckpointError(
+      file,
+      `has format version ${JSON.stringify(raw.formatVersion)}; this Diffuse (${diffuseVersion()}) reads version ${kind.version}${typeof raw.formatVersion === 'number' && raw.formatVersion > kind.version ? ' (it was written by a newer Diffuse)' : ''}`,
+    );
+  return raw;
+}
+
+/** Reads and checks checkpoint.json (not the tensor files). */
+export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
+  const file = checkpointJsonPath(dirOrFile);
+  const raw = readCheckpointJson(file, {
+    format: CHECKPOINT_FORMAT,
+    version: CHECKPOINT_VERSION,
+    what: 'a Diffuse checkpoint',
+    missing: 'not found: this folder holds no Diffuse checkpoint (no checkpoint.json; was the run stopped before its first checkpoint?)',
+  });
   const bad = (what: string) => new CheckpointError(file, what);
-  if (!isObj(raw) || raw.format !== CHECKPOINT_FORMAT) throw bad(`is not a Diffuse checkpoint (its "format" is ${isObj(raw) ? JSON.stringify(raw.format) : 'missing'}, expected "${CHECKPOINT_FORMAT}")`);
-  if (raw.formatVersion !== CHECKPOINT_VERSION)
-    throw bad(`has format version ${JSON.stringify(raw.formatVersion)}; this Diffuse (${diffuseVersion()}) reads version ${CHECKPOINT_VERSION}${typeof raw.formatVersion === 'number' && raw.formatVersion > CHECKPOINT_VERSION ? ' (it was written by a newer Diffuse)' : ''}`);
   const nonNegInt = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
   if (!nonNegInt(raw.step)) throw bad(`"step" must be a non-negative integer, got ${JSON.stringify(raw.step)}`);
   let config: TrainConfig;
@@ -232,6 +281,15 @@ export function loadPart(dirOrFile: string, meta: CheckpointMeta, part: Part): R
   const rec = meta.files[part];
   const jsonFile = checkpointJsonPath(dirOrFile);
   if (!rec) throw new CheckpointError(jsonFile, `has no ${part} file${part === 'optimizer' ? ' (an export for sampling cannot be resumed; resume from the training run folder)' : ''}`);
+  return readTensorFile(jsonFile, rec, part);
+}
+
+/**
+ * Reads the tensor file that the checkpoint JSON `jsonFile` records as `part` (in the
+ * JSON's folder), checking its size and SHA-256 against the record; errors name the file.
+ * Dispose the tensors when done.
+ */
+export function readTensorFile(jsonFile: string, rec: FileRecord, part: string): Required<PartState> {
   const file = path.join(path.dirname(jsonFile), rec.file);
   let bytes: Buffer;
   try {

@@ -15,6 +15,11 @@
  *                         options, and the weights' size and SHA-256; written last and
  *                         atomically, so it is the commit (a crash leaves no half-written net).
  *
+ * ClassifierTrainer is the resumable loop behind trainClassifier: it checkpoints into a
+ * folder (classifier-checkpoint.json and two tensor files: weights, Adam state, step,
+ * losses, loader position, noise generator state) every N steps and when stopped, and
+ * ClassifierTrainer.resume() continues bit for bit as if never stopped.
+ *
  * @example
  *   const { net, losses } = trainClassifier({ noise: 'ddpm', steps: 1000, seed: 0 });
  *   const acc = evaluateClassifier(net, loadFashionMNIST({ split: 'test' }), { sigma: 1 });
@@ -32,13 +37,14 @@ import { dispose, noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { discreteVP, linearBetas } from '../core/schedules';
 import { loadFashionMNIST } from '../data/fashion-mnist';
-import { DataLoader, ImageDataset } from '../data/loader';
+import { DataLoader, DataLoaderState, ImageDataset } from '../data/loader';
 import { Classifier, ClassifierConfig, resolveClassifierConfig } from '../models/classifier';
 import { Adam } from '../optim/adam';
-import { cosineSchedule } from '../optim/schedule';
+import { cosineSchedule, linearWarmupSchedule, LrSchedule } from '../optim/schedule';
 import { writeFileAtomic } from '../util/image';
 import { Progress } from '../util/progress';
-import { diffuseVersion } from './checkpoint';
+import { CheckpointError, commitCheckpoint, decodeFloats, diffuseVersion, encodeFloats, FileRecord, readCheckpointJson, readTensorFile } from './checkpoint';
+import { onCtrlC, yieldToEventLoop } from './interrupt';
 import { discreteSigma, SigmaSampler } from './sigma-sampling';
 import { shippedDir } from '../util/shipped';
 
@@ -52,8 +58,10 @@ export interface ClassifierTrainOptions {
   steps?: number;
   /** Images per step (default 128). */
   batchSize?: number;
-  /** Peak learning rate of the cosine schedule (default 2e-3; warm-up over min(50, steps / 10) steps). */
+  /** Peak learning rate of the cosine schedule (default 2e-3). */
   lr?: number;
+  /** Warm-up steps of the cosine schedule (default min(50, floor(steps / 10))). */
+  warmupSteps?: number;
   /** Seed of the weights, the batches and the noise (default 0). */
   seed?: number;
   /** Architecture (noiseConditional is set from `noise`). */
@@ -88,51 +96,22 @@ export function classifierLoss(net: Classifier, x0: Tensor, labels: Tensor, samp
   });
 }
 
-/** Trains a classifier (see the module comment); the caller disposes result.net. */
+/**
+ * Trains a classifier (see the module comment) in one synchronous call, with no
+ * checkpoints; the caller disposes result.net. ClassifierTrainer is the same loop with
+ * checkpoints, resume and Ctrl-C.
+ */
 export function trainClassifier(opts: ClassifierTrainOptions = {}): ClassifierTrainResult {
-  const { noise = 'none', steps = 1200, batchSize = 128, lr = 2e-3, seed = 0, log = process.stderr } = opts;
-  checkInt('steps', steps, 1);
-  checkInt('batchSize', batchSize, 1);
-  checkInt('seed', seed, 0);
-  if (!(lr > 0 && Number.isFinite(lr))) throw new RangeError(`trainClassifier: lr must be a positive number, got ${lr}`);
-  const sampler = classifierSigmaSampler(noise);
-  const data = opts.data ?? loadFashionMNIST({ split: 'train' });
-  const net = new Classifier({ ...opts.config, noiseConditional: noise !== 'none' }, { generator: new Generator(seed) });
-  const loader = new DataLoader(data, { batchSize, seed });
-  const noiseGen = new Generator(seed + 1);
-  const opt = new Adam(net.parameters(), { lr });
-  const schedule = cosineSchedule({ lr, totalSteps: steps, warmupSteps: Math.min(50, Math.floor(steps / 10)) });
-  const bar = log ? new Progress(steps, noise === 'none' ? 'train-classifier' : 'train-classifier (noisy)', log as NodeJS.WriteStream) : null;
-  const losses: number[] = [];
-  const t0 = performance.now();
+  const t = ClassifierTrainer.create(opts);
+  let losses: number[];
   try {
-    net.train();
-    for (let k = 0; k < steps; k++) {
-      const loss = tidy(() => {
-        const { x, labels } = loader.next();
-        const l = classifierLoss(net, x, labels!, sampler, noiseGen);
-        const v = l.item();
-        if (!Number.isFinite(v)) throw new Error(`trainClassifier: the loss is ${v} at step ${k + 1}; lower lr (now ${lr})`);
-        opt.lr = schedule(k);
-        opt.zeroGrad();
-        l.backward();
-        opt.step();
-        return v;
-      });
-      losses.push(loss);
-      bar?.tick({ loss });
-    }
-    bar?.done();
+    losses = t.runSync().losses;
   } catch (e) {
-    net.dispose();
+    t.dispose();
     throw e;
-  } finally {
-    opt.dispose();
-    loader.dispose();
-    if (!opts.data) dispose([data.images, data.labels]);
   }
-  net.eval();
-  return { net, losses, seconds: (performance.now() - t0) / 1000 };
+  const seconds = t.seconds;
+  return { net: t.releaseNet(), losses, seconds };
 }
 
 /**
@@ -236,6 +215,399 @@ export function loadClassifier(dir: string): { meta: ClassifierMeta; net: Classi
 /** The shipped noise-conditional Fashion-MNIST classifier (models/fashion-mnist-classifier). */
 export function shippedClassifierDir(): string {
   return shippedDir('fashion-mnist-classifier');
+}
+
+// ---- the trainer: checkpoints, resume, Ctrl-C --------------------------------------
+
+/** What a ClassifierTrainer takes beyond the training options: where and how often to checkpoint, and how to run. */
+export interface ClassifierTrainerOptions extends ClassifierTrainOptions {
+  /** The folder of the training checkpoints (default null: none are written). */
+  out?: string | null;
+  /** Write a checkpoint into `out` every N steps (default 200; 0: only when stopped or done). */
+  checkpointEvery?: number;
+  /** The caller's notes, kept in the checkpoint (the CLI keeps --name and its command line there). */
+  notes?: Record<string, string>;
+  /** Called after every step (and its checkpoint, if one was due) with the step count and its loss; call requestStop() in it to stop there. */
+  onStep?: ((step: number, loss: number) => void) | null;
+  /** On SIGINT (Ctrl-C), run() finishes the step, writes a checkpoint and returns 'interrupted' (default false; the CLI turns it on). */
+  handleSigint?: boolean;
+}
+
+/** What may change when resuming: the run's length and where and how it goes on. The rest comes from the checkpoint. */
+export type ClassifierResumeOptions = Pick<ClassifierTrainerOptions, 'steps' | 'out' | 'checkpointEvery' | 'notes' | 'data' | 'log' | 'onStep' | 'handleSigint'>;
+
+/** A run's options as its checkpoint records them, every default resolved. */
+export interface ClassifierRunOptions {
+  noise: ClassifierNoise;
+  steps: number;
+  batchSize: number;
+  lr: number;
+  warmupSteps: number;
+  seed: number;
+  checkpointEvery: number;
+  config: ClassifierConfig;
+  notes: Record<string, string>;
+}
+
+export interface ClassifierRunResult {
+  /** 'done' (reached steps) or 'interrupted' (Ctrl-C or requestStop() before the last step). */
+  status: 'done' | 'interrupted';
+  step: number;
+  /** Every step's loss from step 1 (including those before a resume). */
+  losses: number[];
+}
+
+export const CLASSIFIER_CHECKPOINT_FILE = 'classifier-checkpoint.json';
+export const CLASSIFIER_CHECKPOINT_FORMAT = 'diffuse-classifier-checkpoint';
+const CLASSIFIER_CHECKPOINT_VERSION = 1;
+/** The tensor files of classifier checkpoints (old ones are deleted once a newer checkpoint is committed). */
+const CHECKPOINT_TENSORS = /^classifier-(model|optimizer)-\d+\.safetensors$/;
+
+/** What classifier-checkpoint.json holds: everything a resumed run needs to take the steps an uninterrupted one would have taken. */
+export interface ClassifierCheckpointMeta {
+  format: typeof CLASSIFIER_CHECKPOINT_FORMAT;
+  formatVersion: number;
+  diffuse: string;
+  createdAt: string;
+  /** Optimizer steps taken. */
+  step: number;
+  options: ClassifierRunOptions;
+  numParameters: number;
+  /** The training images: Fashion-MNIST's train split, or data the caller passed (pass the same to resume). */
+  data: { source: 'fashion-mnist' | 'custom'; size: number };
+  state: {
+    /** Per-step losses, float32 little-endian, base64. */
+    losses: string;
+    /** The noise generator's state, base64 (Generator.state()). */
+    generators: { noise: string };
+    /** The data loader's position: the step (its batch k depends only on the seed and k). */
+    loader: DataLoaderState;
+    trainSeconds: number;
+  };
+  files: { model: FileRecord; optimizer: FileRecord };
+}
+
+/**
+ * The classifier training loop, resumable: trainStep() takes one optimizer step; run()
+ * trains to `steps`, writing a checkpoint into `out` every `checkpointEvery` steps, when
+ * stopped (requestStop(), or Ctrl-C with handleSigint) and at the end. A checkpoint
+ * (classifier-checkpoint.json and two tensor files, committed as src/training/checkpoint.ts
+ * describes) holds the weights, Adam's state, the step, the losses, the noise generator's
+ * state and the loader's position, so ClassifierTrainer.resume() takes exactly the steps an
+ * uninterrupted run would have taken: the same losses and weights, bit for bit.
+ *
+ * @example
+ *   const t = ClassifierTrainer.create({ noise: 'ddpm', steps: 1000, out: 'runs/cls' });
+ *   const r = await t.run();            // 'interrupted' after a Ctrl-C: runs/cls/classifier-checkpoint.json
+ *   t.dispose();
+ *   const again = ClassifierTrainer.resume('runs/cls'); // ... await again.run(); const net = again.releaseNet();
+ */
+export class ClassifierTrainer {
+  readonly options: ClassifierRunOptions;
+  readonly net: Classifier;
+  readonly optimizer: Adam;
+  /** The loss of every step taken (index k is step k + 1). */
+  readonly losses: number[] = [];
+  /** Optimizer steps taken. */
+  step = 0;
+  /** The step of the last checkpoint written into `out` or resumed from there (null: none). */
+  lastCheckpoint: number | null = null;
+  readonly out: string | null;
+  readonly #data: ImageDataset;
+  readonly #ownsData: boolean;
+  readonly #loader: DataLoader;
+  readonly #noiseGen: Generator;
+  readonly #sampler: SigmaSampler | null;
+  readonly #schedule: LrSchedule;
+  readonly #log: NodeJS.WritableStream | null;
+  readonly #onStep: ((step: number, loss: number) => void) | null;
+  readonly #handleSigint: boolean;
+  #stop = false;
+  #trainSeconds = 0;
+  #released = false;
+  #disposed = false;
+
+  private constructor(options: ClassifierRunOptions, run: ClassifierResumeOptions) {
+    this.options = options;
+    this.out = run.out ?? null;
+    this.#log = run.log === undefined ? process.stderr : run.log;
+    this.#onStep = run.onStep ?? null;
+    this.#handleSigint = run.handleSigint ?? false;
+    this.#sampler = classifierSigmaSampler(options.noise);
+    const { seed, batchSize, lr, steps, warmupSteps } = options;
+    // (A run resumed to fewer steps than its warm-up ends in the warm-up, as diffuse train does.)
+    this.#schedule = warmupSteps < steps ? cosineSchedule({ lr, totalSteps: steps, warmupSteps }) : linearWarmupSchedule({ lr, warmupSteps });
+    this.#ownsData = !run.data;
+    this.#data = run.data ?? loadFashionMNIST({ split: 'train' });
+    try {
+      this.#loader = new DataLoader(this.#data, { batchSize, seed });
+    } catch (e) {
+      if (this.#ownsData) dispose([this.#data.images, this.#data.labels]);
+      throw e;
+    }
+    this.net = new Classifier(options.config, { generator: new Generator(seed) }).train();
+    this.#noiseGen = new Generator(seed + 1);
+    this.optimizer = new Adam(this.net.namedParameters(), { lr });
+  }
+
+  /** A new run (see ClassifierTrainerOptions; defaults as trainClassifier's). */
+  static create(opts: ClassifierTrainerOptions = {}): ClassifierTrainer {
+    return new ClassifierTrainer(resolveClassifierRunOptions(opts), opts);
+  }
+
+  /**
+   * Continues the run whose checkpoint is in `dir`, with its options; only steps (to go
+   * on to; not below the checkpoint's step), out (default `dir`), checkpointEvery and notes
+   * may change. A run on custom data needs the same `data` again.
+   */
+  static resume(dir: string, opts: ClassifierResumeOptions = {}): ClassifierTrainer {
+    const meta = readClassifierCheckpoint(dir);
+    const options = resolveClassifierRunOptions({ ...meta.options, steps: opts.steps ?? meta.options.steps, checkpointEvery: opts.checkpointEvery ?? meta.options.checkpointEvery, notes: opts.notes ?? meta.options.notes });
+    if (options.steps < meta.step) throw new RangeError(`ClassifierTrainer.resume: steps (${options.steps}) is below the checkpoint's step (${meta.step}) in ${dir}`);
+    if (meta.data.source === 'custom' && !opts.data) throw new TypeError(`ClassifierTrainer.resume: ${dir} was trained on data passed in (${meta.data.size} images); pass the same data again`);
+    if (opts.data && opts.data.images.dim(0) !== meta.data.size)
+      throw new RangeError(`ClassifierTrainer.resume: the data has ${opts.data.images.dim(0)} images, the checkpoint in ${dir} was trained on ${meta.data.size}`);
+    const t = new ClassifierTrainer(options, { ...opts, out: opts.out ?? dir });
+    try {
+      t.#restore(dir, meta);
+    } catch (e) {
+      t.dispose();
+      throw e;
+    }
+    return t;
+  }
+
+  /** Seconds spent in trainStep() so far (including those before a resume). */
+  get seconds(): number {
+    return this.#trainSeconds;
+  }
+
+  /** One optimizer step on the next batch; returns its loss. A NaN/Inf loss throws before anything is updated. */
+  trainStep(): number {
+    const k = this.step;
+    const t0 = performance.now();
+    const value = tidy(() => {
+      const { x, labels } = this.#loader.batchAt(k); // a pure function of (seed, k)
+      const l = classifierLoss(this.net, x, labels!, this.#sampler, this.#noiseGen);
+      const v = l.item();
+      if (!Number.isFinite(v)) {
+        const kept = this.lastCheckpoint === null ? '' : `; nothing was written after step ${this.lastCheckpoint}, the checkpoint in ${this.out} is the last good one`;
+        throw new Error(`trainClassifier: the loss is ${v} at step ${k + 1}; lower lr (now ${this.options.lr})${kept}`);
+      }
+      this.optimizer.lr = this.#schedule(k);
+      this.optimizer.zeroGrad();
+      l.backward();
+      this.optimizer.step();
+      return v;
+    });
+    this.losses.push(value);
+    this.step = k + 1;
+    this.#trainSeconds += (performance.now() - t0) / 1000;
+    return value;
+  }
+
+  /** Asks run() / runSync() to stop after the current step (they write a checkpoint and return 'interrupted'). */
+  requestStop(): void {
+    this.#stop = true;
+  }
+
+  /** Trains to `steps`, yielding to the event loop between steps (so Ctrl-C and timers reach it); checkpoints as described above. */
+  async run(): Promise<ClassifierRunResult> {
+    const off = this.#handleSigint
+      ? onCtrlC(() => this.requestStop(), { log: this.#log, message: () => `\nCtrl-C: stopping after step ${this.step}, writing a checkpoint (Ctrl-C again to quit at once)\n` })
+      : null;
+    const bar = this.#progress();
+    try {
+      while (this.step < this.options.steps && !this.#stop) {
+        this.#advance(bar);
+        await yieldToEventLoop();
+      }
+    } finally {
+      bar?.done();
+      off?.();
+    }
+    return this.#finish();
+  }
+
+  /** run() in one synchronous call: the same steps and checkpoints, but no Ctrl-C (requestStop() from onStep still stops it). */
+  runSync(): ClassifierRunResult {
+    const bar = this.#progress();
+    try {
+      while (this.step < this.options.steps && !this.#stop) this.#advance(bar);
+    } finally {
+      bar?.done();
+    }
+    return this.#finish();
+  }
+
+  /** Writes the checkpoint of the current step into `out`. */
+  checkpoint(): ClassifierCheckpointMeta {
+    if (this.out === null) throw new TypeError('ClassifierTrainer.checkpoint: no out folder was given');
+    const opt = this.optimizer.stateDict();
+    try {
+      const name = (part: string) => `classifier-${part}-${String(this.step).padStart(8, '0')}.safetensors`;
+      const meta = commitCheckpoint(
+        this.out,
+        CLASSIFIER_CHECKPOINT_FILE,
+        { model: { file: name('model'), tensors: this.net.stateDict() }, optimizer: { file: name('optimizer'), ...opt } },
+        (files): ClassifierCheckpointMeta => ({
+          format: CLASSIFIER_CHECKPOINT_FORMAT,
+          formatVersion: CLASSIFIER_CHECKPOINT_VERSION,
+          diffuse: diffuseVersion(),
+          createdAt: new Date().toISOString(),
+          step: this.step,
+          options: this.options,
+          numParameters: this.net.numParameters(),
+          data: { source: this.#ownsData ? 'fashion-mnist' : 'custom', size: this.#data.images.dim(0) },
+          state: {
+            losses: encodeFloats(this.losses),
+            generators: { noise: Buffer.from(this.#noiseGen.state()).toString('base64') },
+            loader: { step: this.step },
+            trainSeconds: this.#trainSeconds,
+          },
+          files: files as ClassifierCheckpointMeta['files'],
+        }),
+        CHECKPOINT_TENSORS,
+      );
+      this.lastCheckpoint = this.step;
+      return meta;
+    } finally {
+      dispose(opt.tensors);
+    }
+  }
+
+  /** Frees everything but the net and hands it over in eval mode (the caller disposes it); the trainer is done. */
+  releaseNet(): Classifier {
+    if (this.#disposed) throw new Error('ClassifierTrainer.releaseNet: the trainer was disposed');
+    this.#released = true;
+    this.dispose();
+    return this.net.eval();
+  }
+
+  /** Frees the net (unless released), the optimizer, the loader and the data it loaded itself (a second call does nothing). */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (!this.#released) this.net.dispose();
+    this.optimizer.dispose();
+    this.#loader.dispose();
+    if (this.#ownsData) dispose([this.#data.images, this.#data.labels]);
+  }
+
+  #progress(): Progress | null {
+    const { steps, noise } = this.options;
+    if (!this.#log || this.step >= steps) return null;
+    const label = `train-classifier${noise === 'none' ? '' : ' (noisy)'}${this.step > 0 ? ` from step ${this.step}` : ''}`;
+    return new Progress(steps - this.step, label, this.#log as NodeJS.WriteStream);
+  }
+
+  /** One step, its progress tick, its checkpoint when due, the caller's onStep. */
+  #advance(bar: Progress | null): void {
+    const loss = this.trainStep();
+    bar?.tick({ loss });
+    const every = this.options.checkpointEvery;
+    if (this.out !== null && every > 0 && this.step % every === 0 && this.step < this.options.steps) this.checkpoint();
+    this.#onStep?.(this.step, loss);
+  }
+
+  #finish(): ClassifierRunResult {
+    if (this.out !== null && this.lastCheckpoint !== this.step) this.checkpoint();
+    const status = this.step < this.options.steps ? 'interrupted' : 'done';
+    return { status, step: this.step, losses: this.losses.slice() };
+  }
+
+  #restore(dir: string, meta: ClassifierCheckpointMeta): void {
+    const jsonFile = path.join(dir, CLASSIFIER_CHECKPOINT_FILE);
+    const losses = decodeFloats(meta.state.losses);
+    const model = readTensorFile(jsonFile, meta.files.model, 'model');
+    try {
+      const opt = readTensorFile(jsonFile, meta.files.optimizer, 'optimizer');
+      try {
+        try {
+          this.net.loadStateDict(model.tensors);
+          this.optimizer.loadStateDict(opt);
+        } catch (e) {
+          throw new CheckpointError(jsonFile, `its weights or optimizer state do not fit the classifier its options describe: ${(e as Error).message}`);
+        }
+      } finally {
+        dispose(opt.tensors);
+      }
+    } finally {
+      dispose(model.tensors);
+    }
+    this.#noiseGen.setState(new Uint8Array(Buffer.from(meta.state.generators.noise, 'base64')));
+    this.losses.push(...losses);
+    this.step = meta.step;
+    this.#trainSeconds = meta.state.trainSeconds;
+    if (this.out !== null && path.resolve(this.out) === path.resolve(dir)) this.lastCheckpoint = meta.step;
+  }
+}
+
+const RUN_OPTION_KEYS: readonly (keyof ClassifierRunOptions)[] = ['noise', 'steps', 'batchSize', 'lr', 'warmupSteps', 'seed', 'checkpointEvery', 'config', 'notes'];
+
+/** Checks training options and resolves their defaults (errors name the option and the value). */
+export function resolveClassifierRunOptions(opts: ClassifierTrainerOptions): ClassifierRunOptions {
+  const { noise = 'none', steps = 1200, batchSize = 128, lr = 2e-3, seed = 0, checkpointEvery = 200, notes = {} } = opts;
+  const warmupSteps = opts.warmupSteps ?? Math.min(50, Math.floor(steps / 10));
+  classifierSigmaSampler(noise); // checks it
+  checkInt('steps', steps, 1);
+  checkInt('batchSize', batchSize, 1);
+  checkInt('seed', seed, 0);
+  checkInt('warmupSteps', warmupSteps, 0);
+  checkInt('checkpointEvery', checkpointEvery, 0);
+  if (!(typeof lr === 'number' && lr > 0 && Number.isFinite(lr))) throw new RangeError(`trainClassifier: lr must be a positive number, got ${lr}`);
+  if (!(notes && typeof notes === 'object' && Object.values(notes).every((v) => typeof v === 'string'))) throw new TypeError(`trainClassifier: notes must map names to strings, got ${JSON.stringify(notes)}`);
+  const config = resolveClassifierConfig({ ...opts.config, noiseConditional: noise !== 'none' });
+  return { noise, steps, batchSize, lr, warmupSteps, seed, checkpointEvery, config, notes };
+}
+
+/** Reads and checks classifier-checkpoint.json in `dir` (not the tensor files); errors (CheckpointError) name the file and the field. */
+export function readClassifierCheckpoint(dir: string): ClassifierCheckpointMeta {
+  const file = path.join(dir, CLASSIFIER_CHECKPOINT_FILE);
+  const raw = readCheckpointJson(file, {
+    format: CLASSIFIER_CHECKPOINT_FORMAT,
+    version: CLASSIFIER_CHECKPOINT_VERSION,
+    what: 'a train-classifier checkpoint',
+    missing: `not found: this folder holds no train-classifier checkpoint (was the run stopped before its first checkpoint? a finished run keeps none, only ${CLASSIFIER_FILE})`,
+  }) as unknown as ClassifierCheckpointMeta;
+  const bad = (what: string) => new CheckpointError(file, what);
+  const nonNegInt = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (!nonNegInt(raw.step)) throw bad(`"step" must be a non-negative integer, got ${JSON.stringify(raw.step)}`);
+  const given = raw.options && typeof raw.options === 'object' ? Object.keys(raw.options) : [];
+  const missing = RUN_OPTION_KEYS.filter((k) => !given.includes(k));
+  if (missing.length) throw bad(`"options" lacks ${missing.join(', ')}`);
+  let options: ClassifierRunOptions;
+  try {
+    options = resolveClassifierRunOptions(raw.options);
+  } catch (e) {
+    throw bad(`has invalid options: ${(e as Error).message}`);
+  }
+  if (raw.step > options.steps) throw bad(`"step" (${raw.step}) is beyond options.steps (${options.steps})`);
+  const d = raw.data;
+  if (!d || (d.source !== 'fashion-mnist' && d.source !== 'custom') || !(Number.isSafeInteger(d.size) && d.size > 0)) throw bad(`"data" must be {"source": "fashion-mnist" | "custom", "size": n}, got ${JSON.stringify(d)}`);
+  const st = raw.state;
+  if (!st || typeof st.losses !== 'string' || typeof st.generators?.noise !== 'string' || !nonNegInt(st.loader?.step) || typeof st.trainSeconds !== 'number')
+    throw bad('"state" must be {"losses": base64, "generators": {"noise": base64}, "loader": {"step": n}, "trainSeconds": s}');
+  let losses: number[];
+  try {
+    losses = decodeFloats(st.losses);
+  } catch (e) {
+    throw bad(`"state.losses" is corrupt: ${(e as Error).message}`);
+  }
+  if (losses.length !== raw.step) throw bad(`has ${losses.length} losses for ${raw.step} steps`);
+  if (st.loader.step !== raw.step) throw bad(`"state.loader.step" (${st.loader.step}) is not "step" (${raw.step})`);
+  for (const part of ['model', 'optimizer'] as const) {
+    const rec = raw.files?.[part];
+    if (!rec || typeof rec.file !== 'string' || !nonNegInt(rec.bytes) || typeof rec.sha256 !== 'string' || !CHECKPOINT_TENSORS.test(rec.file))
+      throw bad(`"files.${part}" must be {"file": name, "bytes": n, "sha256": hex}, got ${JSON.stringify(rec)}`);
+  }
+  return { ...raw, options };
+}
+
+/** Deletes the training checkpoint in `dir` (the JSON first, so a crash midway leaves no checkpoint rather than half of one); the CLI does this once the classifier is written. */
+export function removeClassifierCheckpoint(dir: string): void {
+  fs.rmSync(path.join(dir, CLASSIFIER_CHECKPOINT_FILE), { force: true });
+  if (fs.existsSync(dir)) for (const name of fs.readdirSync(dir)) if (CHECKPOINT_TENSORS.test(name)) fs.rmSync(path.join(dir, name), { force: true });
 }
 
 function checkInt(name: string, v: number, min: number): void {

@@ -15,3 +15,4 @@ export * from './config';
 export * from './build';
 export * from './checkpoint';
 export * from './trainer';
+export * from './interrupt';

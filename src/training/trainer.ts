@@ -38,6 +38,7 @@ import { Progress } from '../util/progress';
 import { buildDenoiser, buildLoss, buildNetwork, deriveSeed, DenoiserNet, generateSamples, loadTrainData, materializeConfig, networkSpec, NetworkSpec, SEED_STREAMS, TrainData } from './build';
 import { CheckpointMeta, decodeFloats, encodeFloats, loadCheckpoint, readCheckpointMeta, saveCheckpoint } from './checkpoint';
 import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
+import { yieldToEventLoop, onCtrlC } from './interrupt';
 import { LossResult } from './losses';
 
 /** A loss that is NaN or infinite: training stopped before the update of `step`. */
@@ -198,15 +199,9 @@ export class Trainer {
     fs.mkdirSync(this.out, { recursive: true });
     const start = this.step;
     const log = this.#log;
-    const onSigint = () => {
-      if (this.#stop) {
-        log?.write('\nsecond Ctrl-C: quitting without a checkpoint\n');
-        process.exit(130);
-      }
-      log?.write(`\nCtrl-C: stopping after step ${this.step}, writing a checkpoint (Ctrl-C again to quit at once)\n`);
-      this.#stop = true;
-    };
-    if (this.#handleSigint) process.on('SIGINT', onSigint);
+    const offCtrlC = this.#handleSigint
+      ? onCtrlC(() => this.requestStop(), { log, message: () => `\nCtrl-C: stopping after step ${this.step}, writing a checkpoint (Ctrl-C again to quit at once)\n` })
+      : null;
     const bar = log && start < c.steps ? new Progress(c.steps - start, start > 0 ? `train (from step ${start})` : 'train', log) : null;
     if (log) log.write(this.describe() + '\n');
     let smooth = NaN;
@@ -228,12 +223,12 @@ export class Trainer {
           if (samples) this.writeSamples();
           if (ckpt || samples) this.writeLossPlot();
         }
-        await new Promise<void>((r) => setImmediate(r)); // lets a SIGINT handler run
+        await yieldToEventLoop(); // lets a SIGINT handler run
       }
       if (this.#stop) interrupted = true;
     } finally {
       bar?.done();
-      if (this.#handleSigint) process.off('SIGINT', onSigint);
+      offCtrlC?.();
     }
     if (this.lastCheckpoint !== this.step) this.checkpoint(); // (a run resumed at its last step has nothing new to save)
     this.writeLossPlot();
