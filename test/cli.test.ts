@@ -135,11 +135,15 @@ describe('train -> info -> sample -> resume (tiny U-Net, 256 Fashion-MNIST image
     assert.match(r.err, /--steps: expected an integer in \[1, 1000\], got "1001"/);
   });
 
-  test('resume to 25 steps; only resumable options may change', async () => {
+  test('resume to 25 steps; only resumable options may change, repeated values may be given', async () => {
     let r = await quick('train', '--resume', run, '--lr', '0.1');
     assert.equal(r.code, 2);
-    assert.match(r.err, /--lr cannot change when resuming/);
-    r = diffuse('train', '--resume', run, '--steps', '25', '--sample-every', '0');
+    assert.match(r.err, /--lr cannot change when resuming \(only .*; the run's lr is 0.001\)/);
+    r = await quick('train', '--resume', run, '--model-channels', '16');
+    assert.equal(r.code, 2);
+    assert.match(r.err, /--model-channels cannot change when resuming .* the run's modelChannels is 8\)/);
+    // The original command's own values may be repeated: only a change is refused.
+    r = diffuse('train', '--resume', run, ...TINY, '--steps', '25', '--sample-every', '0');
     assert.equal(r.code, 0, r.err);
     assert.match(r.err, /done at step 25/);
     assert.equal(JSON.parse(fs.readFileSync(path.join(run, 'checkpoint.json'), 'utf8')).step, 25);

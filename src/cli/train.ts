@@ -86,8 +86,10 @@ export function parseTrainArgs(argv: readonly string[]): { config: TrainConfig; 
   const overrides: Override[] = args.list.filter(([f]) => flagMap.has(f)).map(([f, v]) => ({ key: flagMap.get(f)!, value: v, source: `--${f}` }));
   if (resume) {
     base = readCheckpointMeta(resume).config;
-    const fixed = overrides.filter((o) => !RESUMABLE_KEYS.includes(o.key));
-    if (fixed.length) throw new UsageError(`${fixed[0].source} cannot change when resuming (only ${RESUMABLE_KEYS.map((k) => `--${kebab(k)}`).join(', ')} can)`);
+    // Flags that repeat the checkpoint's own values are fine (the original command plus --resume works).
+    const same = (o: Override) => JSON.stringify(applyOverrides(base, [o])) === JSON.stringify(base);
+    const fixed = overrides.filter((o) => !RESUMABLE_KEYS.includes(o.key) && !same(o));
+    if (fixed.length) throw new UsageError(`${fixed[0].source} cannot change when resuming (only ${RESUMABLE_KEYS.map((k) => `--${kebab(k)}`).join(', ')} can; the run's ${fixed[0].key} is ${JSON.stringify(readKey(base, fixed[0].key))})`);
     if (!overrides.some((o) => o.key === 'out')) overrides.push({ key: 'out', value: resume, source: '--resume' });
   }
   return { config: applyOverrides(base, overrides), resume, help: false, printConfig: args.flags.has('print-config'), profile: args.flags.has('profile') };
@@ -113,6 +115,11 @@ export async function trainCommand(argv: readonly string[]): Promise<number> {
   } finally {
     trainer.dispose();
   }
+}
+
+/** The value of a config key (a top-level key or a model field). */
+function readKey(c: TrainConfig, key: string): unknown {
+  return key in c ? (c as unknown as Record<string, unknown>)[key] : (c.model as unknown as Record<string, unknown>)[key];
 }
 
 /** Training steps `diffuse train --profile` times (after one untimed warm-up step). */
