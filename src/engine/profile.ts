@@ -6,6 +6,8 @@
  * function (ConvolutionBackward0, ...): calls, total time (nested ops included), self
  * time (nested ops excluded). `outsideMs` is the wall time not spent inside any ATen
  * op: JavaScript, N-API calls and handle bookkeeping, the engine's own overhead.
+ * The profiler is process-wide: ops that worker threads run meanwhile are counted too,
+ * and one profile() runs at a time in the process.
  *
  * @example
  *   const { report } = profile(() => tidy(() => { model.forward(x, sigma).square().mean().backward(); }));
