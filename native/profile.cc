@@ -10,6 +10,7 @@
 
 #include <ATen/record_function.h>
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <unordered_map>
@@ -27,16 +28,20 @@ struct Row {
 struct Frame {
   Clock::time_point start;
   double childUs = 0;
+  uint64_t session = 0;  // the profile() call that opened it
 };
 
 std::mutex rowsMutex;
 std::unordered_map<std::string, Row> rows;  // key: kind char + name
 at::CallbackHandle handle = 0;
-bool running = false;
+std::atomic<bool> running{false};
+std::atomic<uint64_t> session{0};  // bumped by every start: frames of older sessions are stale
 thread_local std::vector<Frame> frames;
 
 std::unique_ptr<at::ObserverContext> onStart(const at::RecordFunction&) {
-  frames.push_back(Frame{Clock::now(), 0});
+  const uint64_t now = session.load(std::memory_order_relaxed);
+  if (!frames.empty() && frames.back().session != now) frames.clear();  // left open by an earlier profile
+  frames.push_back(Frame{Clock::now(), 0, now});
   return nullptr;
 }
 
@@ -44,6 +49,7 @@ void onEnd(const at::RecordFunction& fn, at::ObserverContext*) {
   if (frames.empty()) return;  // started before the profiler was
   Frame f = frames.back();
   frames.pop_back();
+  if (f.session != session.load(std::memory_order_relaxed)) return;  // an earlier profile's op
   double us = std::chrono::duration<double, std::micro>(Clock::now() - f.start).count();
   if (!frames.empty()) frames.back().childUs += us;
   std::string key(1, fn.scope() == at::RecordScope::BACKWARD_FUNCTION ? 'b' : 'o');
@@ -57,23 +63,31 @@ void onEnd(const at::RecordFunction& fn, at::ObserverContext*) {
 }
 
 Napi::Value profilerStart(const Napi::CallbackInfo& info) {
-  if (running) throw std::invalid_argument("the profiler is already running (profile() calls do not nest)");
+  bool expected = false;
+  if (!running.compare_exchange_strong(expected, true)) throw std::invalid_argument("the profiler is already running (profile() calls do not nest, and one runs at a time per process)");
   {
     std::lock_guard<std::mutex> lock(rowsMutex);
     rows.clear();
   }
+  session.fetch_add(1);
   frames.clear();
-  handle = at::addGlobalCallback(
-      at::RecordFunctionCallback(onStart, onEnd).scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
-  running = true;
+  try {
+    handle = at::addGlobalCallback(
+        at::RecordFunctionCallback(onStart, onEnd).scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+  } catch (...) {
+    running.store(false);
+    throw;
+  }
   return info.Env().Undefined();
 }
 
 Napi::Value profilerStop(const Napi::CallbackInfo& info) {
-  if (!running) throw std::invalid_argument("the profiler is not running");
+  if (!running.load()) throw std::invalid_argument("the profiler is not running");
   at::removeCallback(handle);
-  running = false;
   frames.clear();
+  struct Done {  // the profiler is free again however this returns
+    ~Done() { running.store(false); }
+  } done;
   Napi::Env env = info.Env();
   std::lock_guard<std::mutex> lock(rowsMutex);
   auto out = Napi::Array::New(env, rows.size());
