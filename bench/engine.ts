@@ -26,12 +26,11 @@
  * Run: npx tsc -p tsconfig.json && npm run bench:engine
  * Env: BENCH_REPEATS (default 11).
  */
-import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as readline from 'readline';
 import { arange, F, Generator, getNumThreads, mallocPolicy, memory, noGrad, Tensor, tidy, torchVersion, zeros } from '../src/engine';
+import { median, Peer, Reply } from './peer';
 
 const PYTHON = '/usr/bin/python3'; // Debian's, with python3-torch (a pyenv python3 on PATH may lack torch)
 const SMALL_OPS = 100_000;
@@ -126,52 +125,20 @@ class Ours {
   }
 }
 
-// ---- the peer: PyTorch eager in a child process, one JSON line per request ----
-class Peer {
-  private lines: AsyncIterableIterator<string>;
-  private constructor(private proc: ReturnType<typeof spawn>) {
-    this.lines = readline.createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
-  }
+// ---- the peer: PyTorch eager in a child process (bench/peer.ts), one JSON line per request ----
+async function startPeer(threads: number): Promise<{ peer: Peer; hello: Reply }> {
+  const script = [path.resolve(__dirname, 'engine_peer.py'), path.resolve(__dirname, '../../bench/engine_peer.py')].find((p) => fs.existsSync(p));
+  if (!script) throw new Error('bench/engine_peer.py not found');
+  if (!fs.existsSync(PYTHON)) throw new Error(`${PYTHON} not found: the peer needs Debian's python3 with python3-torch (npm run setup installs it)`);
+  return Peer.start(PYTHON, script, ['--threads', String(threads)]);
+}
 
-  static async start(threads: number): Promise<{ peer: Peer; hello: Record<string, unknown> }> {
-    const script = [path.resolve(__dirname, 'engine_peer.py'), path.resolve(__dirname, '../../bench/engine_peer.py')].find((p) => fs.existsSync(p));
-    if (!script) throw new Error('bench/engine_peer.py not found');
-    if (!fs.existsSync(PYTHON)) throw new Error(`${PYTHON} not found: the peer needs Debian's python3 with python3-torch (npm run setup installs it)`);
-    const proc = spawn(PYTHON, [script, '--threads', String(threads)], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const peer = new Peer(proc);
-    const hello = await peer.read();
-    return { peer, hello };
-  }
-
-  private async read(): Promise<Record<string, unknown>> {
-    const { value, done } = await this.lines.next();
-    if (done) throw new Error('the PyTorch peer exited early (see its error above)');
-    return JSON.parse(value) as Record<string, unknown>;
-  }
-
-  async request(req: Record<string, unknown>): Promise<Record<string, unknown>> {
-    this.proc.stdin!.write(JSON.stringify(req) + '\n');
-    const res = await this.read();
-    if (res.error) throw new Error(`peer: ${String(res.error)}`);
-    return res;
-  }
-
-  async run(w: Workload, n: number): Promise<number> {
-    return (await this.request({ cmd: 'run', workload: w === 'smallTidy' ? 'small' : w, n })).seconds as number;
-  }
-
-  async close(): Promise<void> {
-    this.proc.stdin!.end(JSON.stringify({ cmd: 'quit' }) + '\n');
-    await new Promise((r) => this.proc.once('exit', r));
-  }
+/** Seconds the peer took for n iterations of workload w. */
+async function peerRun(peer: Peer, w: Workload, n: number): Promise<number> {
+  return (await peer.request({ cmd: 'run', workload: w === 'smallTidy' ? 'small' : w, n })).seconds as number;
 }
 
 // ---- statistics and printing ----
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((p, q) => p - q);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 const fmt = (x: number): string => (x >= 1e4 ? x.toExponential(3) : x >= 100 ? x.toFixed(0) : x.toFixed(2));
 
 function cpuModel(): string {
@@ -189,7 +156,7 @@ async function main(): Promise<void> {
   if (!Number.isSafeInteger(repeats) || repeats < 1) throw new RangeError(`BENCH_REPEATS must be a positive integer, got ${process.env.BENCH_REPEATS}`);
   const threads = getNumThreads();
   const load0 = os.loadavg();
-  const { peer, hello } = await Peer.start(threads);
+  const { peer, hello } = await startPeer(threads);
   if (hello.threads !== threads) throw new Error(`the peer runs ${String(hello.threads)} threads, ours ${threads}`);
 
   console.log('Engine vs PyTorch eager: same machine, same libtorch, same workloads, alternating repeats');
@@ -224,9 +191,9 @@ async function main(): Promise<void> {
       }
       if (r % 2 === 0) {
         secs.ours[w].push(ours.run(w, n[w]));
-        secs.peer[w].push(await peer.run(w, n[w]));
+        secs.peer[w].push(await peerRun(peer, w, n[w]));
       } else {
-        secs.peer[w].push(await peer.run(w, n[w]));
+        secs.peer[w].push(await peerRun(peer, w, n[w]));
         secs.ours[w].push(ours.run(w, n[w]));
       }
     }

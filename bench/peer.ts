@@ -1,7 +1,8 @@
 /**
  * A PyTorch peer for the benchmarks: a Python script in a child process answering one JSON
  * object per line on stdout (first a {"ready": true, ...} greeting), one per request line on
- * stdin; {"error": "..."} replies become exceptions. bench/sample.ts uses it.
+ * stdin; {"error": "..."} replies become exceptions. bench/engine.ts, bench/unet.ts and
+ * bench/sample.ts use it.
  *
  * @example
  *   const { peer, hello } = await Peer.start('/usr/bin/python3', 'bench/sample_peer.py', [dir, '2']);
@@ -30,11 +31,11 @@ export class Peer {
     return { peer, hello: await peer.read() };
   }
 
-  /** Sends one request and waits for its reply. */
-  async request(msg: object): Promise<Reply> {
+  /** Sends one request and waits for its reply (typed as the caller expects: the peer's protocol is the contract). */
+  async request<T = Reply>(msg: object): Promise<T> {
     if (this.exited) throw new Error(`PyTorch peer ${this.exited}`);
     this.proc.stdin.write(JSON.stringify(msg) + '\n');
-    return this.read();
+    return (await this.read()) as T;
   }
 
   private async read(): Promise<Reply> {

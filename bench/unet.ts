@@ -47,16 +47,15 @@
  *
  * The last line is `unet train step ratio vs pytorch: R`, R = our fp32 images/s over PyTorch's.
  */
-import { spawn, ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import { autocast, dispose, F, Generator, getNumThreads, keep, mallocPolicy, profile, ProfileReport, saveSafetensors, setNumThreads, stack, tensor, Tensor, tidy, torchVersion } from '../src/engine';
 import { loadFashionMNIST } from '../src/data';
 import { UNet, UNET_BENCH_2M } from '../src/models';
 import { loadModule, saveModule } from '../src/nn';
 import { Adam } from '../src/optim';
+import { median, Peer } from './peer';
 
 type Mode = 'fp32' | 'bf16';
 
@@ -255,45 +254,6 @@ class OurTrainer {
   }
 }
 
-/** The PyTorch side: bench/unet_peer.py, driven by one JSON request per line. */
-class Peer {
-  private readonly proc: ChildProcessWithoutNullStreams;
-  private readonly lines: AsyncIterableIterator<string>;
-  private exited: string | null = null;
-
-  constructor(python: string, script: string, dir: string, threads: number) {
-    this.proc = spawn(python, [script, dir, String(threads)], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.proc.stderr.on('data', (d: Buffer) => process.stderr.write(`[peer] ${d}`));
-    this.proc.on('exit', (code, sig) => (this.exited = `exited with ${sig ?? `status ${code}`}`));
-    this.proc.on('error', (e) => (this.exited = `could not start: ${e.message}`));
-    this.lines = readline.createInterface({ input: this.proc.stdout })[Symbol.asyncIterator]();
-  }
-
-  async request(msg: object): Promise<any> {
-    if (this.exited) throw new Error(`PyTorch peer ${this.exited}`);
-    this.proc.stdin.write(JSON.stringify(msg) + '\n');
-    return this.read();
-  }
-
-  async read(): Promise<any> {
-    const { value, done } = await this.lines.next();
-    if (done) throw new Error(`PyTorch peer ${this.exited ?? 'closed its output'} (see [peer] lines above)`);
-    const reply = JSON.parse(value);
-    if (reply.error) throw new Error(`PyTorch peer: ${reply.error}`);
-    return reply;
-  }
-
-  async close(): Promise<void> {
-    if (!this.exited) this.proc.stdin.end(JSON.stringify({ cmd: 'quit' }) + '\n');
-    await new Promise((res) => (this.exited ? res(null) : this.proc.on('exit', res)));
-  }
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
 interface Timing {
@@ -348,7 +308,7 @@ async function profileStep(weights: string, data: { xt: Tensor; eps: Tensor; t: 
     const { report } = profile(() => tr.run(1));
     await peer.request({ cmd: 'init', mode: 'fp32' });
     await peer.request({ cmd: 'run', mode: 'fp32', steps: 1 });
-    return { ours: report, theirs: (await peer.request({ cmd: 'profile', mode: 'fp32' })) as PeerProfile };
+    return { ours: report, theirs: await peer.request<PeerProfile>({ cmd: 'profile', mode: 'fp32' }) };
   } finally {
     tr.dispose();
   }
@@ -409,12 +369,14 @@ async function main(): Promise<void> {
   if (os.loadavg()[0] > os.availableParallelism() / 2 && !process.env.OMP_WAIT_POLICY)
     console.log('  note: the machine is busy; OpenMP threads spin while they wait, which makes both sides several times slower under load (OMP_WAIT_POLICY=PASSIVE avoids that)');
   const peerScript = path.resolve(__dirname, '..', '..', 'bench', 'unet_peer.py');
-  const peer = new Peer(o.python, peerScript, dir, o.threads);
+  let peer: Peer | null = null;
   const results = new Map<string, Timing>();
   const ours = new Map<Mode, OurTrainer>();
   let profiles: { ours: ProfileReport; theirs: PeerProfile } | null = null;
   try {
-    const ready = await peer.read();
+    const { peer: live, hello } = await Peer.start(o.python, peerScript, [dir, String(o.threads)]);
+    peer = live;
+    const ready = hello as { torch: string; python: string; threads: number; parameters: number; optimizer: string };
     console.log(`  peer: PyTorch ${ready.torch} eager (${ready.python}), ${ready.threads} threads, ${ready.parameters.toLocaleString('en-US')} parameters, optimizer ${ready.optimizer}`);
     if (ready.threads !== getNumThreads()) throw new Error(`thread counts differ: ours ${getNumThreads()}, peer ${ready.threads}`);
     if (ready.parameters !== params) throw new Error(`parameter counts differ: ours ${params}, peer ${ready.parameters}`);
@@ -424,7 +386,7 @@ async function main(): Promise<void> {
     for (const [mode, p] of plans) {
       const trainer = new OurTrainer(mode, weights, data);
       ours.set(mode, trainer);
-      await peer.request({ cmd: 'init', mode });
+      await live.request({ cmd: 'init', mode });
       const mine = emptyTiming();
       const theirs = emptyTiming();
       results.set(`${mode} ours`, mine);
@@ -433,7 +395,7 @@ async function main(): Promise<void> {
         const warmup = rep === 0 ? p.warmup : p.rewarm;
         const sides = [
           async () => record(mine, trainer.run(warmup + p.steps), warmup),
-          async () => record(theirs, (await peer.request({ cmd: 'run', mode, steps: warmup + p.steps })) as RunResult, warmup),
+          async () => record(theirs, await live.request<RunResult>({ cmd: 'run', mode, steps: warmup + p.steps }), warmup),
         ];
         if (rep % 2) sides.reverse();
         for (const side of sides) await side();
@@ -452,9 +414,9 @@ async function main(): Promise<void> {
           console.log(`  loss curve ${mode} (diffuse): ${res.losses.length}/${curveSteps} steps, last 5: ${res.losses.slice(-5).map((x) => x.toFixed(4)).join(' ')}`);
       }
     }
-    if (o.profile) profiles = await profileStep(weights, data, peer);
+    if (o.profile) profiles = await profileStep(weights, data, live);
   } finally {
-    await peer.close().catch(() => undefined);
+    await peer?.close().catch(() => undefined);
     for (const tr of ours.values()) tr.dispose();
     dispose(data);
     fs.rmSync(dir, { recursive: true, force: true });
