@@ -75,7 +75,7 @@ export function fashionReference(fnet: FeatureNet, { split = 'train', subset = 1
     const m = Math.min(subset, n);
     const name = `fashion-mnist ${split} (${n})`;
     const file = cache === false ? undefined : path.join(cache, `${fnet.name}-${split}-${m}-seed${seed}-${referenceKey(fnet, ds.images, m, seed)}.safetensors`);
-    const cached = file === undefined ? null : readReference(file, fnet.name);
+    const cached = file === undefined ? null : readReference(file, fnet.name, n, m);
     if (cached) return { name, ...cached, source: 'cache', cacheFile: file, dispose: () => cached.feats.dispose() };
     const all = extractFeatures(fnet, ds.images); // [N, d]
     try {
@@ -99,8 +99,8 @@ function referenceKey(fnet: FeatureNet, images: Tensor, m: number, seed: number)
   return h.update(images.bytes()).digest('hex').slice(0, 16);
 }
 
-/** The cached statistics and features, or null when the file is missing or not a valid reference of this space. */
-function readReference(file: string, space: string): { stats: FeatureStats; feats: Tensor } | null {
+/** The cached statistics (of n images) and features (m of them), or null when the file is missing or not such a reference of this space. */
+function readReference(file: string, space: string, n: number, m: number): { stats: FeatureStats; feats: Tensor } | null {
   if (!fs.existsSync(file)) return null;
   let tensors: Record<string, Tensor> = {};
   try {
@@ -109,9 +109,9 @@ function readReference(file: string, space: string): { stats: FeatureStats; feat
     const { mu, sigma, feats } = tensors;
     const d = mu?.size ?? 0;
     const ok = loaded.metadata.format === REFERENCE_FORMAT && loaded.metadata.space === space && mu?.dtype === 'float64' && sigma?.dtype === 'float64' &&
-      sigma.size === d * d && feats?.dtype === 'float32' && feats.ndim === 2 && feats.dim(1) === d && Number(loaded.metadata.n) >= 2;
+      sigma.size === d * d && feats?.dtype === 'float32' && feats.ndim === 2 && feats.dim(0) === m && feats.dim(1) === d && Number(loaded.metadata.n) === n;
     if (!ok) return null;
-    const stats = { mu: mu.toFloat64Array(), sigma: sigma.toFloat64Array(), n: Number(loaded.metadata.n), space };
+    const stats = { mu: mu.toFloat64Array(), sigma: sigma.toFloat64Array(), n, space };
     delete tensors.feats;
     return { stats, feats: keep(feats) };
   } catch {
