@@ -17,13 +17,12 @@ where W is conv (N steps), mlp (N steps) or small (N ops of a.add(b)).
 Run by hand: /usr/bin/python3 bench/engine_peer.py --threads 2 <<< '{"cmd": "quit"}'
 """
 import argparse
-import json
 import math
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
+from peer_common import reply, serve, torch
+import torch.nn.functional as F  # noqa: E402
 
 
 def randn(g, *shape, scale=1.0):
@@ -113,34 +112,28 @@ def main():
             train_step(model)
         return time.perf_counter() - t0
 
-    def say(obj):
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
+    def warmup(req):
+        run("conv", 3)
+        run("mlp", 30)
+        run("small", 10_000)
+        return {"ok": True}
 
-    say({
+    def loss(req):
+        with torch.no_grad():
+            return {"workload": req["workload"], "loss": models[req["workload"]].loss().item()}
+
+    reply({
         "hello": "pytorch-eager",
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "threads": torch.get_num_threads(),
         "parallel": torch.__config__.parallel_info().splitlines()[0:4],
     })
-    for line in sys.stdin:
-        req = json.loads(line)
-        cmd = req["cmd"]
-        if cmd == "quit":
-            break
-        if cmd == "warmup":
-            run("conv", 3)
-            run("mlp", 30)
-            run("small", 10_000)
-            say({"ok": True})
-        elif cmd == "run":
-            say({"workload": req["workload"], "n": req["n"], "seconds": run(req["workload"], req["n"])})
-        elif cmd == "loss":
-            with torch.no_grad():
-                say({"workload": req["workload"], "loss": models[req["workload"]].loss().item()})
-        else:
-            say({"error": f"unknown command {cmd}"})
+    serve({
+        "warmup": warmup,
+        "run": lambda req: {"workload": req["workload"], "n": req["n"], "seconds": run(req["workload"], req["n"])},
+        "loss": loss,
+    })
 
 
 if __name__ == "__main__":

@@ -21,24 +21,15 @@ Protocol: one JSON object per line on stdout. First {"ready": true, ...}; then p
   {"cmd": "quit"}
 Errors are replied as {"error": "..."}.
 """
-import json
 import math
 import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "scripts", "fixtures"))
-
-try:
-    import torch
-except ImportError as e:
-    print(f"PyTorch is not importable from {sys.executable} ({e}); run `npm run setup` or pass --python", file=sys.stderr)
-    sys.exit(3)
-
+from peer_common import reply, serve, torch
 from nn import UNet  # noqa: E402  (sets 1 thread on import; main() sets the requested count after)
 from safetensors_interop import serialize  # noqa: E402
-from unet_peer import load, read_unet, reply  # noqa: E402
+from unet_peer import load, read_unet  # noqa: E402
 
 
 def sigma_to_t(log_table, sigma):
@@ -99,34 +90,27 @@ def main(argv):
     D = make_denoiser(net, inp["table"], inp["labels"])
     reply(dict(ready=True, torch=torch.__version__, python=sys.executable, threads=torch.get_num_threads(), parameters=sum(p.numel() for p in net.parameters())))
     last = {}
+
+    def denoise(req):
+        secs = []
+        for _ in range(int(req["n"])):
+            t0 = time.perf_counter()
+            last["denoised"] = D(inp["x_eval"], inp["sigma_eval"])
+            secs.append(time.perf_counter() - t0)
+        return dict(seconds=secs)
+
+    def sample(req):
+        t0 = time.perf_counter()
+        last["sample"] = dpmpp_2m(D, inp["x_T"], inp["sigmas"])
+        return dict(seconds=time.perf_counter() - t0)
+
+    def save(req):
+        with open(os.path.join(folder, "peer.safetensors"), "wb") as f:
+            f.write(serialize({k: v.contiguous() for k, v in last.items()}, {}))
+        return dict(ok=True)
+
     with torch.no_grad():
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            try:
-                req = json.loads(line)
-                cmd = req.get("cmd")
-                if cmd == "quit":
-                    break
-                if cmd == "denoise":
-                    secs = []
-                    for _ in range(int(req["n"])):
-                        t0 = time.perf_counter()
-                        last["denoised"] = D(inp["x_eval"], inp["sigma_eval"])
-                        secs.append(time.perf_counter() - t0)
-                    reply(dict(seconds=secs))
-                elif cmd == "sample":
-                    t0 = time.perf_counter()
-                    last["sample"] = dpmpp_2m(D, inp["x_T"], inp["sigmas"])
-                    reply(dict(seconds=time.perf_counter() - t0))
-                elif cmd == "save":
-                    with open(os.path.join(folder, "peer.safetensors"), "wb") as f:
-                        f.write(serialize({k: v.contiguous() for k, v in last.items()}, {}))
-                    reply(dict(ok=True))
-                else:
-                    reply(dict(error=f"unknown cmd {cmd!r}"))
-            except Exception as e:  # reported to the bench, which stops
-                reply(dict(error=f"{type(e).__name__}: {e}"))
+        serve({"denoise": denoise, "sample": sample, "save": save})
     return 0
 
 

@@ -13,20 +13,11 @@ EMA of the weights. The images are random bytes: the content does not change the
 Prints one JSON line: {"imagesPerSec", "msPerStep", "loaderMs", "loaderShare"}.
 """
 import json
-import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "scripts", "fixtures"))
-
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError as e:
-    print(f"PyTorch is not importable from {sys.executable} ({e}); run `npm run setup`", file=sys.stderr)
-    sys.exit(3)
-
+from peer_common import torch
+import torch.nn.functional as F  # noqa: E402
 from nn import UNet  # noqa: E402
 
 

@@ -30,16 +30,8 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "scripts", "fixtures"))
-
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError as e:
-    print(f"PyTorch is not importable from {sys.executable} ({e}); run `npm run setup` or pass --python", file=sys.stderr)
-    sys.exit(3)
-
+from peer_common import reply, serve, torch
+import torch.nn.functional as F  # noqa: E402
 from nn import UNet  # noqa: E402  (sets 1 thread on import; main() sets the requested count after)
 from safetensors_interop import deserialize  # noqa: E402
 
@@ -127,11 +119,6 @@ def profile_step(trainer):
     return dict(rows=list(rows.values()), wall=wall, inside=inside)
 
 
-def reply(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
 def read_unet(folder):
     """The weights and config of FOLDER/unet.safetensors (written by the TS side), or an error reply and None."""
     state, meta = load(os.path.join(folder, "unet.safetensors"))
@@ -163,25 +150,16 @@ def main(argv):
     ))
     del probe
     trainers = {}
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            req = json.loads(line)
-            cmd = req.get("cmd")
-            if cmd == "quit":
-                break
-            if cmd == "init":
-                trainers[req["mode"]] = Trainer(req["mode"], state, config, data)
-                reply(dict(ok=True))
-            elif cmd == "profile":
-                reply(profile_step(trainers[req["mode"]]))
-            elif cmd == "run":
-                reply(trainers[req["mode"]].run(int(req["steps"])))
-            else:
-                reply(dict(error=f"unknown cmd {cmd!r}"))
-        except Exception as e:  # reported to the bench, which stops
-            reply(dict(error=f"{type(e).__name__}: {e}"))
+
+    def init(req):
+        trainers[req["mode"]] = Trainer(req["mode"], state, config, data)
+        return dict(ok=True)
+
+    serve({
+        "init": init,
+        "profile": lambda req: profile_step(trainers[req["mode"]]),
+        "run": lambda req: trainers[req["mode"]].run(int(req["steps"])),
+    })
     return 0
 
 
