@@ -15,10 +15,11 @@
  *                         options, and the weights' size and SHA-256; written last and
  *                         atomically, so it is the commit (a crash leaves no half-written net).
  *
- * ClassifierTrainer is the resumable loop behind trainClassifier: it checkpoints into a
- * folder (classifier-checkpoint.json and two tensor files: weights, Adam state, step,
- * losses, loader position, noise generator state) every N steps and when stopped, and
- * ClassifierTrainer.resume() continues bit for bit as if never stopped.
+ * ClassifierTrainer is the classifier task on the shared training loop (loop.ts), behind
+ * trainClassifier: it checkpoints into a folder (classifier-checkpoint.json and two tensor
+ * files: weights, Adam state, step, losses, loader position, noise generator state) every
+ * N steps and when stopped, and ClassifierTrainer.resume() continues bit for bit as if
+ * never stopped.
  *
  * @example
  *   const { net, losses } = trainClassifier({ noise: 'ddpm', steps: 1000, seed: 0 });
@@ -40,11 +41,10 @@ import { loadFashionMNIST } from '../data/fashion-mnist';
 import { DataLoader, DataLoaderState, ImageDataset } from '../data/loader';
 import { Classifier, ClassifierConfig, resolveClassifierConfig } from '../models/classifier';
 import { Adam } from '../optim/adam';
-import { cosineSchedule, linearWarmupSchedule, LrSchedule } from '../optim/schedule';
+import { cosineSchedule, linearWarmupSchedule } from '../optim/schedule';
 import { writeFileAtomic } from '../util/image';
-import { Progress } from '../util/progress';
-import { CheckpointError, commitCheckpoint, decodeFloats, diffuseVersion, encodeFloats, FileRecord, readCheckpointJson, readTensorFile } from './checkpoint';
-import { onCtrlC, yieldToEventLoop } from './interrupt';
+import { CheckpointError, decodeFloats, diffuseVersion, FileRecord, readCheckpointJson } from './checkpoint';
+import { CheckpointFormat, LoopCheckpoint, LoopResult, TrainingLoop, TrainPart } from './loop';
 import { discreteSigma, SigmaSampler } from './sigma-sampling';
 import { shippedDir } from '../util/shipped';
 
@@ -249,13 +249,8 @@ export interface ClassifierRunOptions {
   notes: Record<string, string>;
 }
 
-export interface ClassifierRunResult {
-  /** 'done' (reached steps) or 'interrupted' (Ctrl-C or requestStop() before the last step). */
-  status: 'done' | 'interrupted';
-  step: number;
-  /** Every step's loss from step 1 (including those before a resume). */
-  losses: number[];
-}
+/** What run() returns: 'done' or 'interrupted', the step, every step's loss. */
+export type ClassifierRunResult = LoopResult;
 
 export const CLASSIFIER_CHECKPOINT_FILE = 'classifier-checkpoint.json';
 export const CLASSIFIER_CHECKPOINT_FORMAT = 'diffuse-classifier-checkpoint';
@@ -302,41 +297,31 @@ export interface ClassifierCheckpointMeta {
  *   t.dispose();
  *   const again = ClassifierTrainer.resume('runs/cls'); // ... await again.run(); const net = again.releaseNet();
  */
-export class ClassifierTrainer {
+export class ClassifierTrainer extends TrainingLoop<ClassifierCheckpointMeta> {
   readonly options: ClassifierRunOptions;
   readonly net: Classifier;
   readonly optimizer: Adam;
-  /** The loss of every step taken (index k is step k + 1). */
-  readonly losses: number[] = [];
-  /** Optimizer steps taken. */
-  step = 0;
-  /** The step of the last checkpoint written into `out` or resumed from there (null: none). */
-  lastCheckpoint: number | null = null;
-  readonly out: string | null;
   readonly #data: ImageDataset;
   readonly #ownsData: boolean;
   readonly #loader: DataLoader;
-  readonly #noiseGen: Generator;
-  readonly #sampler: SigmaSampler | null;
-  readonly #schedule: LrSchedule;
-  readonly #log: NodeJS.WritableStream | null;
-  readonly #onStep: ((step: number, loss: number) => void) | null;
-  readonly #handleSigint: boolean;
-  #stop = false;
-  #trainSeconds = 0;
   #released = false;
   #disposed = false;
 
   private constructor(options: ClassifierRunOptions, run: ClassifierResumeOptions) {
+    super({
+      steps: options.steps,
+      out: run.out ?? null,
+      checkpointEvery: options.checkpointEvery,
+      previewEvery: 0,
+      label: `train-classifier${options.noise === 'none' ? '' : ' (noisy)'}`,
+      log: run.log === undefined ? process.stderr : run.log,
+      handleSigint: run.handleSigint ?? false,
+      lossPlot: false,
+      onStep: run.onStep ?? null,
+    });
     this.options = options;
-    this.out = run.out ?? null;
-    this.#log = run.log === undefined ? process.stderr : run.log;
-    this.#onStep = run.onStep ?? null;
-    this.#handleSigint = run.handleSigint ?? false;
-    this.#sampler = classifierSigmaSampler(options.noise);
+    const sampler = classifierSigmaSampler(options.noise);
     const { seed, batchSize, lr, steps, warmupSteps } = options;
-    // (A run resumed to fewer steps than its warm-up ends in the warm-up, as diffuse train does.)
-    this.#schedule = warmupSteps < steps ? cosineSchedule({ lr, totalSteps: steps, warmupSteps }) : linearWarmupSchedule({ lr, warmupSteps });
     this.#ownsData = !run.data;
     this.#data = run.data ?? loadFashionMNIST({ split: 'train' });
     try {
@@ -345,9 +330,18 @@ export class ClassifierTrainer {
       if (this.#ownsData) dispose([this.#data.images, this.#data.labels]);
       throw e;
     }
+    // The classifier's own seed streams (weights: seed, noise: seed + 1), as the shipped classifiers were trained.
     this.net = new Classifier(options.config, { generator: new Generator(seed) }).train();
-    this.#noiseGen = new Generator(seed + 1);
+    const noiseGen = new Generator(seed + 1);
     this.optimizer = new Adam(this.net.namedParameters(), { lr });
+    // (A run resumed to fewer steps than its warm-up ends in the warm-up, as diffuse train does.)
+    const schedule = warmupSteps < steps ? cosineSchedule({ lr, totalSteps: steps, warmupSteps }) : linearWarmupSchedule({ lr, warmupSteps });
+    const part: TrainPart = { name: 'classifier', module: this.net, optimizer: this.optimizer, lr: schedule, files: { weights: 'model', optimizer: 'optimizer' } };
+    const loss = (k: number) => {
+      const { x, labels } = this.#loader.batchAt(k); // a pure function of (seed, k)
+      return classifierLoss(this.net, x, labels!, sampler, noiseGen);
+    };
+    this.setup({ parts: [part], phases: [{ name: 'classifier', part, loss }], generators: { noise: noiseGen } });
   }
 
   /** A new run (see ClassifierTrainerOptions; defaults as trainClassifier's). */
@@ -369,7 +363,7 @@ export class ClassifierTrainer {
       throw new RangeError(`ClassifierTrainer.resume: the data has ${opts.data.images.dim(0)} images, the checkpoint in ${dir} was trained on ${meta.data.size}`);
     const t = new ClassifierTrainer(options, { ...opts, out: opts.out ?? dir });
     try {
-      t.#restore(dir, meta);
+      t.restore(path.join(dir, CLASSIFIER_CHECKPOINT_FILE), meta as unknown as LoopCheckpoint);
     } catch (e) {
       t.dispose();
       throw e;
@@ -377,103 +371,20 @@ export class ClassifierTrainer {
     return t;
   }
 
-  /** Seconds spent in trainStep() so far (including those before a resume). */
-  get seconds(): number {
-    return this.#trainSeconds;
+  /** One line about the run. */
+  describe(): string {
+    const { noise, steps, batchSize, lr } = this.options;
+    return `classifier (${noise === 'none' ? 'clean' : 'noise-conditional'}) on ${this.#data.images.dim(0)} images; ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${batchSize}, ${steps} steps, lr ${lr}${this.out ? `; out ${this.out}` : ''}`;
   }
 
-  /** One optimizer step on the next batch; returns its loss. A NaN/Inf loss throws before anything is updated. */
-  trainStep(): number {
-    const k = this.step;
-    const t0 = performance.now();
-    const value = tidy(() => {
-      const { x, labels } = this.#loader.batchAt(k); // a pure function of (seed, k)
-      const l = classifierLoss(this.net, x, labels!, this.#sampler, this.#noiseGen);
-      const v = l.item();
-      if (!Number.isFinite(v)) {
-        const kept = this.lastCheckpoint === null ? '' : `; nothing was written after step ${this.lastCheckpoint}, the checkpoint in ${this.out} is the last good one`;
-        throw new Error(`trainClassifier: the loss is ${v} at step ${k + 1}; lower lr (now ${this.options.lr})${kept}`);
-      }
-      this.optimizer.lr = this.#schedule(k);
-      this.optimizer.zeroGrad();
-      l.backward();
-      this.optimizer.step();
-      return v;
-    });
-    this.losses.push(value);
-    this.step = k + 1;
-    this.#trainSeconds += (performance.now() - t0) / 1000;
-    return value;
-  }
-
-  /** Asks run() / runSync() to stop after the current step (they write a checkpoint and return 'interrupted'). */
-  requestStop(): void {
-    this.#stop = true;
-  }
-
-  /** Trains to `steps`, yielding to the event loop between steps (so Ctrl-C and timers reach it); checkpoints as described above. */
-  async run(): Promise<ClassifierRunResult> {
-    const off = this.#handleSigint
-      ? onCtrlC(() => this.requestStop(), { log: this.#log, message: () => `\nCtrl-C: stopping after step ${this.step}, writing a checkpoint (Ctrl-C again to quit at once)\n` })
-      : null;
-    const bar = this.#progress();
-    try {
-      while (this.step < this.options.steps && !this.#stop) {
-        this.#advance(bar);
-        await yieldToEventLoop();
-      }
-    } finally {
-      bar?.done();
-      off?.();
-    }
-    return this.#finish();
-  }
-
-  /** run() in one synchronous call: the same steps and checkpoints, but no Ctrl-C (requestStop() from onStep still stops it). */
-  runSync(): ClassifierRunResult {
-    const bar = this.#progress();
-    try {
-      while (this.step < this.options.steps && !this.#stop) this.#advance(bar);
-    } finally {
-      bar?.done();
-    }
-    return this.#finish();
-  }
-
-  /** Writes the checkpoint of the current step into `out`. */
-  checkpoint(): ClassifierCheckpointMeta {
-    if (this.out === null) throw new TypeError('ClassifierTrainer.checkpoint: no out folder was given');
-    const opt = this.optimizer.stateDict();
-    try {
-      const name = (part: string) => `classifier-${part}-${String(this.step).padStart(8, '0')}.safetensors`;
-      const meta = commitCheckpoint(
-        this.out,
-        CLASSIFIER_CHECKPOINT_FILE,
-        { model: { file: name('model'), tensors: this.net.stateDict() }, optimizer: { file: name('optimizer'), ...opt } },
-        (files): ClassifierCheckpointMeta => ({
-          format: CLASSIFIER_CHECKPOINT_FORMAT,
-          formatVersion: CLASSIFIER_CHECKPOINT_VERSION,
-          diffuse: diffuseVersion(),
-          createdAt: new Date().toISOString(),
-          step: this.step,
-          options: this.options,
-          numParameters: this.net.numParameters(),
-          data: { source: this.#ownsData ? 'fashion-mnist' : 'custom', size: this.#data.images.dim(0) },
-          state: {
-            losses: encodeFloats(this.losses),
-            generators: { noise: Buffer.from(this.#noiseGen.state()).toString('base64') },
-            loader: { step: this.step },
-            trainSeconds: this.#trainSeconds,
-          },
-          files: files as ClassifierCheckpointMeta['files'],
-        }),
-        CHECKPOINT_TENSORS,
-      );
-      this.lastCheckpoint = this.step;
-      return meta;
-    } finally {
-      dispose(opt.tensors);
-    }
+  protected checkpointFormat(): CheckpointFormat {
+    return {
+      json: CLASSIFIER_CHECKPOINT_FILE,
+      format: CLASSIFIER_CHECKPOINT_FORMAT,
+      version: CLASSIFIER_CHECKPOINT_VERSION,
+      prefix: 'classifier-',
+      fields: () => ({ options: this.options, numParameters: this.net.numParameters(), data: { source: this.#ownsData ? 'fashion-mnist' : 'custom', size: this.#data.images.dim(0) } }),
+    };
   }
 
   /** Frees everything but the net and hands it over in eval mode (the caller disposes it); the trainer is done. */
@@ -488,58 +399,9 @@ export class ClassifierTrainer {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    if (!this.#released) this.net.dispose();
-    this.optimizer.dispose();
+    this.disposeParts({ keep: this.#released ? [this.net] : [] });
     this.#loader.dispose();
     if (this.#ownsData) dispose([this.#data.images, this.#data.labels]);
-  }
-
-  #progress(): Progress | null {
-    const { steps, noise } = this.options;
-    if (!this.#log || this.step >= steps) return null;
-    const label = `train-classifier${noise === 'none' ? '' : ' (noisy)'}${this.step > 0 ? ` from step ${this.step}` : ''}`;
-    return new Progress(steps - this.step, label, this.#log as NodeJS.WriteStream);
-  }
-
-  /** One step, its progress tick, its checkpoint when due, the caller's onStep. */
-  #advance(bar: Progress | null): void {
-    const loss = this.trainStep();
-    bar?.tick({ loss });
-    const every = this.options.checkpointEvery;
-    if (this.out !== null && every > 0 && this.step % every === 0 && this.step < this.options.steps) this.checkpoint();
-    this.#onStep?.(this.step, loss);
-  }
-
-  #finish(): ClassifierRunResult {
-    if (this.out !== null && this.lastCheckpoint !== this.step) this.checkpoint();
-    const status = this.step < this.options.steps ? 'interrupted' : 'done';
-    return { status, step: this.step, losses: this.losses.slice() };
-  }
-
-  #restore(dir: string, meta: ClassifierCheckpointMeta): void {
-    const jsonFile = path.join(dir, CLASSIFIER_CHECKPOINT_FILE);
-    const losses = decodeFloats(meta.state.losses);
-    const model = readTensorFile(jsonFile, meta.files.model, 'model');
-    try {
-      const opt = readTensorFile(jsonFile, meta.files.optimizer, 'optimizer');
-      try {
-        try {
-          this.net.loadStateDict(model.tensors);
-          this.optimizer.loadStateDict(opt);
-        } catch (e) {
-          throw new CheckpointError(jsonFile, `its weights or optimizer state do not fit the classifier its options describe: ${(e as Error).message}`);
-        }
-      } finally {
-        dispose(opt.tensors);
-      }
-    } finally {
-      dispose(model.tensors);
-    }
-    this.#noiseGen.setState(new Uint8Array(Buffer.from(meta.state.generators.noise, 'base64')));
-    this.losses.push(...losses);
-    this.step = meta.step;
-    this.#trainSeconds = meta.state.trainSeconds;
-    if (this.out !== null && path.resolve(this.out) === path.resolve(dir)) this.lastCheckpoint = meta.step;
   }
 }
 

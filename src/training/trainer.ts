@@ -1,8 +1,9 @@
 /**
- * The training loop: a TrainConfig in, a run folder out (checkpoint, sample grids,
- * loss curve). Each step is one tidy() scope: a batch (a pure function of the step),
- * label dropout, the objective's loss, backward, gradient clipping, an optimizer step
- * with the scheduled learning rate, and an EMA update.
+ * Training a denoiser: a TrainConfig in, a run folder out (checkpoint, sample grids,
+ * loss curve). The Trainer is the diffusion task on the shared loop (loop.ts): one part
+ * (the network, Adam, its EMA) and one phase, whose loss is a batch (a pure function of
+ * the step), label dropout, and the objective's loss; the loop does backward, gradient
+ * clipping, the optimizer step with the scheduled learning rate and the EMA update.
  *
  * Every random number comes from Generators whose states the checkpoint stores, and
  * the batch of step k depends only on (seed, k), so a run resumed from a checkpoint
@@ -20,111 +21,105 @@
  *   trainer.dispose();
  *   const resumed = Trainer.create({ ...config, steps: 2000 }, { resume: 'runs/x' });
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Generator } from '../engine/random';
 import { setNumThreads } from '../engine/runtime';
-import { dispose, noGrad, tidy } from '../engine/scope';
+import { noGrad } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
-import { Conditioning, Denoiser } from '../core/denoiser';
+import { Conditioning } from '../core/denoiser';
 import { Adam, AdamW } from '../optim/adam';
-import { clipGradNorm } from '../optim/clip';
 import { EMA } from '../optim/ema';
 import { cosineSchedule, linearWarmupSchedule, LrSchedule } from '../optim/schedule';
 import { imageGrid, writeFileAtomic, writePNG } from '../util/image';
-import { lossCurvePNG, scatterImage } from '../util/plot';
+import { scatterImage } from '../util/plot';
 import { encodePNG } from '../data/image-codec';
-import { Progress } from '../util/progress';
 import { buildDenoiser, buildLoss, buildNetwork, deriveSeed, DenoiserNet, generateSamples, loadTrainData, materializeConfig, networkSpec, NetworkSpec, SEED_STREAMS, TrainData } from './build';
-import { CheckpointMeta, decodeFloats, encodeFloats, loadCheckpoint, readCheckpointMeta, saveCheckpoint } from './checkpoint';
+import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta, checkpointJsonPath, readCheckpointMeta } from './checkpoint';
 import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
-import { yieldToEventLoop, onCtrlC } from './interrupt';
-import { LossResult } from './losses';
+import { CheckpointFormat, emaStateDict, LoopCheckpoint, LoopResult, NonFiniteLossError, TrainingLoop, TrainPart } from './loop';
 
-/** A loss that is NaN or infinite: training stopped before the update of `step`. */
-export class NonFiniteLossError extends Error {
-  override name = 'NonFiniteLossError';
-  constructor(
-    readonly step: number,
-    readonly value: number,
-    /** The step of the last checkpoint written (null: none yet), and its folder. */
-    readonly lastCheckpoint: number | null,
-    readonly out: string,
-    what = 'the loss',
-  ) {
-    super(
-      `training stopped at step ${step}: ${what} is ${value} (not finite). ` +
-        (lastCheckpoint === null
-          ? 'No checkpoint had been written yet. '
-          : `Nothing was written after step ${lastCheckpoint}: the checkpoint in ${out} (step ${lastCheckpoint}) is the last good one. `) +
-        'Lower the learning rate (lr), add gradient clipping (gradClip), or check the data.',
-    );
-  }
-}
+export { NonFiniteLossError };
 
 export interface TrainerOptions {
   /** Resume from this checkpoint folder: the config must match the checkpoint's except for the resumable keys (steps, out, sampling and checkpoint intervals, threads). */
   resume?: string | null;
   /** Where the progress bar and log lines go (default process.stderr; null: silent). */
-  log?: NodeJS.WriteStream | null;
+  log?: NodeJS.WritableStream | null;
   /** On SIGINT (Ctrl-C), finish the step, write a checkpoint and stop (default false; the CLI turns it on). */
   handleSigint?: boolean;
 }
 
-export interface TrainResult {
-  /** 'done' (reached config.steps) or 'interrupted' (Ctrl-C or requestStop()). */
-  status: 'done' | 'interrupted';
-  step: number;
-  /** Every step's loss from step 1 (including those before a resume). */
-  losses: number[];
+export interface TrainResult extends LoopResult {
   out: string;
 }
 
 const pad = (step: number) => String(step).padStart(6, '0');
 
-export class Trainer {
+/** The learning rate of a config: linear warm-up, then constant or a cosine decay to 0 at `steps` (no decay when the warm-up is as long as the run). */
+export function trainLrSchedule(c: Pick<TrainConfig, 'lr' | 'lrSchedule' | 'warmupSteps' | 'steps'>): LrSchedule {
+  return c.lrSchedule === 'cosine' && c.warmupSteps < c.steps ? cosineSchedule({ lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmupSteps }) : linearWarmupSchedule({ lr: c.lr, warmupSteps: c.warmupSteps });
+}
+
+export class Trainer extends TrainingLoop<CheckpointMeta> {
   readonly config: TrainConfig;
   readonly data: TrainData;
   readonly spec: NetworkSpec;
   readonly net: DenoiserNet;
   readonly optimizer: Adam;
   readonly ema: EMA;
-  /** The loss of every step taken (index k is step k + 1). */
-  readonly losses: number[] = [];
-  /** Optimizer steps taken. */
-  step = 0;
-  /** The step of the last checkpoint written or loaded (null: none). */
-  lastCheckpoint: number | null = null;
   readonly #gen: Generator;
   readonly #dropoutGen: Generator;
-  readonly #denoiser: Denoiser;
-  readonly #loss: (x0: Tensor, g: Generator, cond?: Conditioning) => LossResult;
-  readonly #lr: LrSchedule;
   readonly #nullClass: number | null;
-  readonly #log: NodeJS.WriteStream | null;
-  readonly #handleSigint: boolean;
   #evalNet: DenoiserNet | null = null;
-  #stop = false;
-  #trainSeconds = 0;
 
   private constructor(config: TrainConfig, data: TrainData, opts: TrainerOptions) {
+    const c = materializeConfig(config, data);
+    super({
+      steps: c.steps,
+      out: c.out,
+      checkpointEvery: c.checkpointEvery,
+      previewEvery: c.sampleEvery,
+      label: 'train',
+      log: opts.log === undefined ? process.stderr : opts.log,
+      handleSigint: opts.handleSigint ?? false,
+      lossPlot: true,
+    });
     this.data = data;
-    this.config = materializeConfig(config, data);
-    this.spec = networkSpec(this.config, data);
-    const c = this.config;
+    this.config = c;
+    this.spec = networkSpec(c, data);
     if (c.threads !== null) setNumThreads(c.threads);
     this.#gen = new Generator(deriveSeed(c.seed, SEED_STREAMS.train));
     this.#dropoutGen = new Generator(deriveSeed(c.seed, SEED_STREAMS.dropout));
     this.net = buildNetwork(this.spec, { generator: new Generator(deriveSeed(c.seed, SEED_STREAMS.init)), dropoutGenerator: this.#dropoutGen }).train();
     this.#nullClass = this.net.nullClass;
-    this.#denoiser = buildDenoiser(c, this.net);
-    this.#loss = buildLoss(c, this.#denoiser);
+    const lossOf = buildLoss(c, buildDenoiser(c, this.net));
     const params = this.net.namedParameters();
     this.optimizer = c.optimizer === 'adamw' ? new AdamW(params, { lr: c.lr, weightDecay: c.weightDecay }) : new Adam(params, { lr: c.lr, weightDecay: c.weightDecay });
     this.ema = new EMA(params, c.emaDecay !== null ? { decay: c.emaDecay } : { halfLifeImages: c.emaHalfLifeImages!, batchSize: c.batchSize, rampupRatio: c.emaRampupRatio });
-    this.#lr = c.lrSchedule === 'cosine' && c.warmupSteps < c.steps ? cosineSchedule({ lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmupSteps }) : linearWarmupSchedule({ lr: c.lr, warmupSteps: c.warmupSteps });
-    this.#log = opts.log === undefined ? process.stderr : opts.log;
-    this.#handleSigint = opts.handleSigint ?? false;
+    const network = JSON.stringify(this.spec);
+    const part: TrainPart = {
+      name: 'model',
+      module: this.net,
+      optimizer: this.optimizer,
+      lr: trainLrSchedule(c),
+      gradClip: c.gradClip,
+      ema: this.ema,
+      files: { weights: 'model', optimizer: 'optimizer', ema: 'ema' },
+      metadata: { network },
+    };
+    this.setup({ parts: [part], phases: [{ name: 'model', part, loss: (k) => this.#loss(k, lossOf) }], generators: { train: this.#gen, dropout: this.#dropoutGen } });
+  }
+
+  /** The objective on the batch of step k, labels dropped to the null class with probability labelDropout. */
+  #loss(k: number, lossOf: ReturnType<typeof buildLoss>): Tensor {
+    const { x, labels } = this.data.batchAt(k);
+    let cond: Conditioning | undefined;
+    if (this.#nullClass !== null) {
+      // Classifier-free guidance training: each label becomes the null class with probability labelDropout.
+      const drop = this.#gen.rand([x.dim(0)]).lt(this.config.labelDropout); // [B]
+      cond = { classLabels: labels!.maskedFill(drop, this.#nullClass) };
+    }
+    return lossOf(x, this.#gen, cond).loss;
   }
 
   /** Loads the data and builds the run (restoring every state from `resume` when given). */
@@ -148,94 +143,13 @@ export class Trainer {
     return t;
   }
 
-  get out(): string {
+  override get out(): string {
     return this.config.out;
   }
 
-  /** One optimizer step; returns its loss. Throws NonFiniteLossError (before updating anything) on a NaN/Inf loss. */
-  trainStep(): number {
-    const k = this.step;
-    const { labelDropout, gradClip } = this.config;
-    const t0 = performance.now();
-    const value = tidy(() => {
-      const { x, labels } = this.data.batchAt(k);
-      let cond: Conditioning | undefined;
-      if (this.#nullClass !== null) {
-        // Classifier-free guidance training: each label becomes the null class with probability labelDropout.
-        const drop = this.#gen.rand([x.dim(0)]).lt(labelDropout); // [B]
-        cond = { classLabels: labels!.maskedFill(drop, this.#nullClass) };
-      }
-      const { loss } = this.#loss(x, this.#gen, cond);
-      const v = loss.item();
-      if (!Number.isFinite(v)) throw new NonFiniteLossError(k + 1, v, this.lastCheckpoint, this.out);
-      loss.backward();
-      return v;
-    });
-    if (gradClip !== null) {
-      const norm = clipGradNorm(this.optimizer.params, gradClip);
-      if (!Number.isFinite(norm)) {
-        this.optimizer.zeroGrad();
-        throw new NonFiniteLossError(k + 1, norm, this.lastCheckpoint, this.out, 'the gradient norm');
-      }
-    }
-    this.optimizer.lr = this.#lr(k);
-    this.optimizer.step();
-    this.optimizer.zeroGrad();
-    this.ema.update();
-    this.losses.push(value);
-    this.step = k + 1;
-    this.#trainSeconds += (performance.now() - t0) / 1000;
-    return value;
-  }
-
-  /** Asks run() to stop after the current step (it writes a checkpoint and returns 'interrupted'). */
-  requestStop(): void {
-    this.#stop = true;
-  }
-
   /** Trains to config.steps, writing checkpoints, sample grids and the loss curve on the way. */
-  async run(): Promise<TrainResult> {
-    const c = this.config;
-    fs.mkdirSync(this.out, { recursive: true });
-    const start = this.step;
-    const log = this.#log;
-    const offCtrlC = this.#handleSigint
-      ? onCtrlC(() => this.requestStop(), { log, message: () => `\nCtrl-C: stopping after step ${this.step}, writing a checkpoint (Ctrl-C again to quit at once)\n` })
-      : null;
-    const bar = log && start < c.steps ? new Progress(c.steps - start, start > 0 ? `train (from step ${start})` : 'train', log) : null;
-    if (log) log.write(this.describe() + '\n');
-    let smooth = NaN;
-    let interrupted = false;
-    try {
-      while (this.step < c.steps) {
-        if (this.#stop) {
-          interrupted = true;
-          break;
-        }
-        const loss = this.trainStep();
-        smooth = Number.isNaN(smooth) ? loss : 0.98 * smooth + 0.02 * loss;
-        bar?.tick({ loss: smooth, lr: this.optimizer.lr });
-        const s = this.step;
-        if (s < c.steps) {
-          const ckpt = c.checkpointEvery > 0 && s % c.checkpointEvery === 0;
-          const samples = c.sampleEvery > 0 && s % c.sampleEvery === 0;
-          if (ckpt) this.checkpoint();
-          if (samples) this.writeSamples();
-          if (ckpt || samples) this.writeLossPlot();
-        }
-        await yieldToEventLoop(); // lets a SIGINT handler run
-      }
-      if (this.#stop) interrupted = true;
-    } finally {
-      bar?.done();
-      offCtrlC?.();
-    }
-    if (this.lastCheckpoint !== this.step) this.checkpoint(); // (a run resumed at its last step has nothing new to save)
-    this.writeLossPlot();
-    const files = ['checkpoint.json', 'loss.png'];
-    if (!interrupted) files.push(path.basename(this.writeSamples()));
-    log?.write(`${interrupted ? 'interrupted' : 'done'} at step ${this.step}: ${files.join(', ')} in ${this.out}\n`);
-    return { status: interrupted ? 'interrupted' : 'done', step: this.step, losses: this.losses.slice(), out: this.out };
+  override async run(): Promise<TrainResult> {
+    return { ...(await super.run()), out: this.out };
   }
 
   /** One line about the run. */
@@ -248,40 +162,24 @@ export class Trainer {
 
   /** The EMA weights as a state dict of the network (new handles on the averages: no copies). */
   emaStateDict(): Record<string, Tensor> {
-    const avg = this.ema.averages;
-    return Object.fromEntries([...this.net.namedBuffers(), ...this.ema.names.map((n, i) => [n, avg[i]] as [string, Tensor])]);
+    return emaStateDict(this.parts[0]);
   }
 
-  /** Writes the checkpoint for the current step into the run folder. */
-  checkpoint(): CheckpointMeta {
-    const opt = this.optimizer.stateDict();
-    try {
-      const ema = this.ema.stateDict();
-      const emaMeta = ema.metadata;
-      dispose(ema.tensors);
-      const generators: Record<string, string> = { train: Buffer.from(this.#gen.state()).toString('base64'), dropout: Buffer.from(this.#dropoutGen.state()).toString('base64') };
-      const meta = saveCheckpoint(
-        this.out,
-        {
-          step: this.step,
-          config: this.config,
-          network: this.spec,
-          numParameters: this.net.numParameters(),
-          classNames: this.#nullClass !== null ? this.data.classNames : null,
-          sampleShape: this.data.shape,
-          state: { losses: encodeFloats(this.losses), generators, loader: { step: this.step }, ema: { nimg: this.ema.nimg, updates: this.ema.updates }, trainSeconds: this.#trainSeconds },
-        },
-        {
-          model: { tensors: this.net.stateDict(), metadata: { network: JSON.stringify(this.spec) } },
-          ema: { tensors: this.emaStateDict(), metadata: { network: JSON.stringify(this.spec), ...emaMeta } },
-          optimizer: opt,
-        },
-      );
-      this.lastCheckpoint = this.step;
-      return meta;
-    } finally {
-      dispose(opt.tensors);
-    }
+  protected checkpointFormat(): CheckpointFormat {
+    return {
+      json: CHECKPOINT_FILE,
+      format: CHECKPOINT_FORMAT,
+      version: CHECKPOINT_VERSION,
+      prefix: '',
+      fields: () => ({
+        config: this.config,
+        network: this.spec,
+        numParameters: this.net.numParameters(),
+        classNames: this.#nullClass !== null ? this.data.classNames : null,
+        sampleShape: this.data.shape,
+      }),
+      state: () => ({ ema: { nimg: this.ema.nimg, updates: this.ema.updates } }),
+    };
   }
 
   /** The network with the EMA weights, in eval mode (owned by the trainer). */
@@ -293,6 +191,10 @@ export class Trainer {
     });
     this.ema.copyTo(ev.parameters());
     return ev;
+  }
+
+  protected override writePreviews(): string[] {
+    return [this.writeSamples()];
   }
 
   /** Samples with the EMA weights (DDPM sampler, config.sampleSteps) into samples-<step>.png; returns the path. */
@@ -313,52 +215,22 @@ export class Trainer {
     return file;
   }
 
-  /** Writes loss.png (the loss curve so far). */
-  writeLossPlot(): string {
-    const file = path.join(this.out, 'loss.png');
-    writeFileAtomic(file, lossCurvePNG(this.losses, { title: `${this.config.objective} loss, step ${this.step}` }));
-    return file;
-  }
-
   /** Frees the network, optimizer, EMA and data. */
   dispose(): void {
-    this.net.dispose();
+    this.disposeParts();
     this.#evalNet?.dispose();
-    this.optimizer.dispose();
-    this.ema.dispose();
     this.data.dispose();
   }
 
   #restore(dir: string): void {
-    const head = readCheckpointMeta(dir);
-    if (!head.state || head.exportedFrom) throw new ConfigError('resume', `${dir} is an export for sampling (no optimizer or generator state); resume from the training run's folder`);
-    const ck = loadCheckpoint(dir);
-    const { meta } = ck;
-    try {
-      const changed = configDiff(meta.config, this.config).filter((line) => !RESUMABLE_KEYS.includes(line.split(':')[0]));
-      if (changed.length)
-        throw new ConfigError('resume', `the config differs from the checkpoint's in ${changed.join('; ')} (only ${RESUMABLE_KEYS.join(', ')} may change when resuming)`);
-      if (JSON.stringify(meta.network) !== JSON.stringify(this.spec)) throw new ConfigError('resume', `the checkpoint's network (${JSON.stringify(meta.network)}) is not the one this config builds`);
-      for (const part of ['model', 'ema', 'optimizer'] as const) if (!ck[part]) throw new ConfigError('resume', `${dir} has no ${part} file`);
-      const state = meta.state!;
-      const gens: [string, Generator][] = [['train', this.#gen], ['dropout', this.#dropoutGen]];
-      for (const [name] of gens) if (state.generators[name] === undefined) throw new ConfigError('resume', `the checkpoint has no state for the ${name} generator`);
-      const losses = decodeFloats(state.losses);
-      if (losses.length !== meta.step) throw new ConfigError('resume', `the checkpoint has ${losses.length} losses for ${meta.step} steps`);
-      // Everything checked: now restore.
-      this.net.loadStateDict(ck.model!.tensors);
-      const emaTensors = Object.fromEntries(this.ema.names.map((n) => [`ema.${n}`, ck.ema!.tensors[n]]));
-      this.ema.loadStateDict({ tensors: emaTensors, metadata: { 'ema.nimg': String(state.ema.nimg), 'ema.updates': String(state.ema.updates) } });
-      this.optimizer.loadStateDict(ck.optimizer!);
-      for (const [name, g] of gens) g.setState(new Uint8Array(Buffer.from(state.generators[name], 'base64')));
-      this.losses.length = 0;
-      for (const l of losses) this.losses.push(l);
-      this.step = meta.step;
-      this.lastCheckpoint = meta.step;
-      this.#trainSeconds = state.trainSeconds;
-    } finally {
-      for (const part of ['model', 'ema', 'optimizer'] as const) if (ck[part]) dispose(ck[part]!.tensors);
-    }
+    const meta = readCheckpointMeta(dir);
+    if (!meta.state || meta.exportedFrom) throw new ConfigError('resume', `${dir} is an export for sampling (no optimizer or generator state); resume from the training run's folder`);
+    const changed = configDiff(meta.config, this.config).filter((line) => !RESUMABLE_KEYS.includes(line.split(':')[0]));
+    if (changed.length) throw new ConfigError('resume', `the config differs from the checkpoint's in ${changed.join('; ')} (only ${RESUMABLE_KEYS.join(', ')} may change when resuming)`);
+    if (JSON.stringify(meta.network) !== JSON.stringify(this.spec)) throw new ConfigError('resume', `the checkpoint's network (${JSON.stringify(meta.network)}) is not the one this config builds`);
+    for (const part of ['model', 'ema', 'optimizer'] as const) if (!meta.files[part]) throw new ConfigError('resume', `${dir} has no ${part} file`);
+    for (const name of ['train', 'dropout']) if (meta.state.generators[name] === undefined) throw new ConfigError('resume', `the checkpoint has no state for the ${name} generator`);
+    this.restore(checkpointJsonPath(dir), meta as unknown as LoopCheckpoint);
   }
 }
 

@@ -1,0 +1,108 @@
+// The shared training loop (src/training/loop.ts): the default `diffuse train` run takes
+// exactly the steps it took before the loop was shared (a fixture of its first 50
+// losses, made by scripts/fixtures/default_losses.js before the refactor), and a task
+// with two parts and two phases (a generator and a critic with their own optimizers,
+// learning rates, update ratios and an EMA) resumes bit for bit.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Generator, setNumThreads, Tensor, tidy } from '../src/engine';
+import { TRAIN_DEFAULTS } from '../src/training/config';
+import { Trainer } from '../src/training/trainer';
+import { CheckpointFormat, LoopCheckpoint, TrainingLoop, TrainPart } from '../src/training/loop';
+import { readCheckpointJson } from '../src/training/checkpoint';
+import { Linear } from '../src/nn/layers';
+import { Adam } from '../src/optim/adam';
+import { SGD } from '../src/optim/sgd';
+import { EMA } from '../src/optim/ema';
+
+let root: string;
+before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-loop-'))));
+after(() => fs.rmSync(root, { recursive: true, force: true }));
+
+const fixture = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'test', 'fixtures', 'default_losses.json'), 'utf8')) as { losses: number[]; threads: number; isa: string[] };
+
+test('the default run takes the steps it took before the loop was shared: the first 50 losses, bit for bit', () => {
+  const t = Trainer.create({ ...TRAIN_DEFAULTS, threads: fixture.threads, out: path.join(root, 'default') }, { log: null });
+  try {
+    const losses = fixture.losses.map(() => t.trainStep());
+    assert.deepEqual(losses, fixture.losses);
+  } finally {
+    t.dispose();
+  }
+});
+
+/** A two-part task: a generator G(z) = Wz + b chasing data, and a linear critic trained to tell them apart, updated twice every other step. */
+class TwoPartTask extends TrainingLoop {
+  readonly gen = new Linear(2, 2, { generator: new Generator(1) });
+  readonly critic = new Linear(2, 1, { generator: new Generator(2) });
+  readonly noise = new Generator(3);
+  constructor(out: string, steps: number) {
+    super({ steps, out, checkpointEvery: 0, previewEvery: 0, label: 'two parts', log: null, handleSigint: false, lossPlot: true });
+    const g: TrainPart = { name: 'generator', module: this.gen, optimizer: new Adam(this.gen.namedParameters(), { lr: 1e-2 }), lr: (k) => 1e-2 / (1 + k), gradClip: 1, ema: new EMA(this.gen.namedParameters(), { decay: 0.9 }) };
+    const c: TrainPart = { name: 'critic', module: this.critic, optimizer: new SGD(this.critic.namedParameters(), { lr: 1e-2, momentum: 0.9 }), lr: () => 1e-2 };
+    const real = () => this.noise.randn([16, 2]).add(3);
+    const fake = () => this.gen.forward(this.noise.randn([16, 2]));
+    this.setup({
+      parts: [g, c],
+      phases: [
+        { name: 'generator', part: g, loss: () => this.critic.forward(fake()).mean().neg() },
+        { name: 'critic', part: c, every: 2, repeat: 2, loss: () => this.critic.forward(fake().detach()).softplus().mean().add(this.critic.forward(real()).neg().softplus().mean()) },
+      ],
+      generators: { noise: this.noise },
+    });
+  }
+  describe() {
+    return 'a two-part test task';
+  }
+  protected checkpointFormat(): CheckpointFormat {
+    return { json: 'two.json', format: 'two-part-test', version: 1, prefix: 'two-', fields: () => ({ note: 'test' }) };
+  }
+  resume(dir: string) {
+    this.restore(path.join(dir, 'two.json'), readCheckpointJson(path.join(dir, 'two.json'), { format: 'two-part-test', version: 1, what: 'a test checkpoint', missing: 'missing' }) as unknown as LoopCheckpoint);
+  }
+  dispose() {
+    this.disposeParts();
+  }
+}
+
+const bytes = (ts: Tensor[]) => ts.map((t) => Buffer.from(t.bytes()).toString('base64'));
+
+test('a task with two parts, two phases, update ratios and an EMA resumes bit for bit', async () => {
+  const a = new TwoPartTask(path.join(root, 'two-a'), 10);
+  await a.run();
+  const dir = path.join(root, 'two-b');
+  const b = new TwoPartTask(dir, 10);
+  for (let i = 0; i < 5; i++) b.trainStep();
+  b.checkpoint();
+  b.dispose();
+  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort(), ['two-critic-00000005.safetensors', 'two-critic-optimizer-00000005.safetensors', 'two-generator-00000005.safetensors', 'two-generator-ema-00000005.safetensors', 'two-generator-optimizer-00000005.safetensors']);
+  const c = new TwoPartTask(dir, 10);
+  c.resume(dir);
+  assert.equal(c.step, 5);
+  const r = await c.run();
+  assert.equal(r.status, 'done');
+  assert.deepEqual(c.history, a.history, 'every phase has the same losses');
+  assert.equal(a.history.critic.length, 5, 'the critic: two updates every other step, the first of each recorded');
+  assert.deepEqual(bytes(c.gen.parameters()), bytes(a.gen.parameters()));
+  assert.deepEqual(bytes(c.critic.parameters()), bytes(a.critic.parameters()));
+  assert.deepEqual(bytes([...c.parts[0].ema!.averages]), bytes([...a.parts[0].ema!.averages]));
+  assert.ok(fs.existsSync(path.join(dir, 'loss.png')));
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors'));
+  assert.equal(files.length, 5, 'older tensor files are deleted once the newer checkpoint is committed');
+  a.dispose();
+  c.dispose();
+});
+
+test('a NaN in the second phase names that phase and its step', () => {
+  const t = new TwoPartTask(path.join(root, 'two-nan'), 10);
+  try {
+    t.trainStep();
+    tidy(() => t.critic.parameters()[0].detach().fill_(NaN));
+    assert.throws(() => t.trainStep(), /training stopped at step 2: the generator loss is NaN/);
+  } finally {
+    t.dispose();
+  }
+});
