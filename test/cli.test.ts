@@ -138,10 +138,10 @@ describe('train -> info -> sample -> resume (tiny U-Net, 256 Fashion-MNIST image
   test('resume to 25 steps; only resumable options may change, repeated values may be given', async () => {
     let r = await quick('train', '--resume', run, '--lr', '0.1');
     assert.equal(r.code, 2);
-    assert.match(r.err, /--lr cannot change when resuming \(only .*; the run's lr is 0.001\)/);
+    assert.match(r.err, /--lr: "0.1" cannot change when resuming the run in .*: its lr is 0.001 \(only --steps, .* can change\)/);
     r = await quick('train', '--resume', run, '--model-channels', '16');
     assert.equal(r.code, 2);
-    assert.match(r.err, /--model-channels cannot change when resuming .* the run's modelChannels is 8\)/);
+    assert.match(r.err, /--model-channels: "\d+" cannot change when resuming the run in .*: its modelChannels is 8 /);
     // The original command's own values may be repeated: only a change is refused.
     r = diffuse('train', '--resume', run, ...TINY, '--steps', '25', '--sample-every', '0');
     assert.equal(r.code, 0, r.err);

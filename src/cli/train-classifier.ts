@@ -12,6 +12,8 @@ import { FASHION_MNIST_CLASSES, loadFashionMNIST } from '../data/fashion-mnist';
 import { dispose } from '../engine/scope';
 import {
   CLASSIFIER_CHECKPOINT_FILE,
+  CLASSIFIER_FIELDS,
+  ClassifierRunOptions,
   CLASSIFIER_FILE,
   ClassifierTrainer,
   evaluateClassifier,
@@ -20,17 +22,14 @@ import {
   saveClassifier,
 } from '../training/classifier';
 import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
-import { choiceFlag, intFlag, numberFlag, parseArgs, ParsedArgs, table, UsageError } from './args';
+import { kebab, parseArgs, table, UsageError } from './args';
+import { Override, parseValue, refuseResumeChanges, resumableKeys } from '../training/options';
 
 /** The noise levels a noise-conditional run reports its test accuracy at. */
 export const REPORT_SIGMAS: readonly number[] = [0.1, 1, 5, 20];
 
-/** The flags a resumed run may set; the others come from its checkpoint. */
-export const RESUMABLE_FLAGS: readonly string[] = ['steps', 'out', 'name', 'checkpoint-every', 'threads'];
 
 const DEFAULT_NAME = 'fmnist-cnn-custom';
-const NOISES = ['none', 'ddpm'] as const;
-const STEPS = { min: 1, max: 10_000_000 };
 
 export function trainClassifierHelp(): string {
   return `Usage: diffuse train-classifier [options]
@@ -56,6 +55,7 @@ ${table([
   ['--batch-size N', 'images per step (default 128)'],
   ['--lr LR', 'peak learning rate (default 0.002)'],
   ['--seed S', 'seed of the weights, batches and noise (default 0)'],
+  ['--warmup-steps N', 'linear warm-up steps of the cosine schedule (default min(50, steps / 10))'],
   ['--name NAME', `the name recorded in classifier.json (default ${DEFAULT_NAME})`],
   ['--out DIR', 'output folder (default runs/classifier, or runs/classifier-ddpm; with --resume, the resumed folder)'],
   ['--checkpoint-every N', 'steps between checkpoints (default 200; 0: only on Ctrl-C and at the end)'],
@@ -71,20 +71,24 @@ Examples:
 `;
 }
 
+/** Flag name -> option key, for every option of the classifier's table. */
+const FLAGS = new Map(Object.keys(CLASSIFIER_FIELDS).map((k) => [kebab(k), k as keyof typeof CLASSIFIER_FIELDS]));
+
 export async function trainClassifierCommand(argv: readonly string[]): Promise<number> {
-  const args = parseArgs(argv, {
-    noise: 'value', steps: 'value', 'batch-size': 'value', lr: 'value', seed: 'value', name: 'value', out: 'value',
-    'checkpoint-every': 'value', resume: 'value', threads: 'value', help: 'switch',
-  });
+  const args = parseArgs(argv, { ...Object.fromEntries([...FLAGS.keys()].map((f) => [f, 'value' as const])), resume: 'value', help: 'switch' });
   if (args.flags.has('help')) {
     process.stdout.write(trainClassifierHelp());
     return 0;
   }
   if (args.positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(args.positionals[0])} (train-classifier takes options only)`);
-  if (args.flags.has('threads')) setNumThreads(intFlag(args, 'threads', 1, { min: 1 }));
+  // Every flag parsed and checked against the options' table (the library checks the same table).
+  const overrides: Override[] = args.list.filter(([f]) => FLAGS.has(f)).map(([f, v]) => ({ key: FLAGS.get(f)!, value: v, source: `--${f}` }));
+  const given: Record<string, unknown> = {};
+  for (const o of overrides) given[o.key] = parseValue(o.source, CLASSIFIER_FIELDS[o.key as keyof typeof CLASSIFIER_FIELDS], o.value);
+  if (typeof given.threads === 'number') setNumThreads(given.threads);
   const command = ['diffuse', 'train-classifier', ...argv].join(' ');
   const resume = args.flags.get('resume');
-  const trainer = resume === undefined ? startRun(args, command) : resumeRun(args, resume, command);
+  const trainer = resume === undefined ? startRun(given, command) : resumeRun(given, overrides, resume, command);
   try {
     const out = trainer.out!;
     const r = await trainer.run();
@@ -99,52 +103,45 @@ export async function trainClassifierCommand(argv: readonly string[]): Promise<n
   return 0;
 }
 
+type Given = Partial<Record<keyof typeof CLASSIFIER_FIELDS, unknown>>;
+
 /** A new run from the flags. */
-function startRun(args: ParsedArgs, command: string): ClassifierTrainer {
-  const noise = choiceFlag(args, 'noise', NOISES, 'none');
-  const steps = intFlag(args, 'steps', 1200, STEPS);
-  const batchSize = intFlag(args, 'batch-size', 128, { min: 1, max: 60_000 });
-  const seed = intFlag(args, 'seed', 0, { min: 0, max: 2 ** 31 });
-  const lr = numberFlag(args, 'lr', { greaterThan: 0 }) ?? 2e-3;
-  const name = nameFlag(args, DEFAULT_NAME);
-  const checkpointEvery = intFlag(args, 'checkpoint-every', 200, { min: 0, max: STEPS.max });
-  const out = args.flags.get('out') ?? (noise === 'none' ? 'runs/classifier' : 'runs/classifier-ddpm');
+function startRun(given: Given, command: string): ClassifierTrainer {
+  const noise = (given.noise as 'none' | 'ddpm' | undefined) ?? 'none';
+  const name = nameFlag((given.name as string | undefined) ?? DEFAULT_NAME);
+  const out = (given.out as string | undefined) ?? (noise === 'none' ? 'runs/classifier' : 'runs/classifier-ddpm');
   refuseFinished(out);
   if (fs.existsSync(path.join(out, CLASSIFIER_CHECKPOINT_FILE)))
     throw new UsageError(`--out ${out}: already holds an unfinished run (${CLASSIFIER_CHECKPOINT_FILE}); continue it with --resume ${out}, or choose another --out`);
-  return ClassifierTrainer.create({ noise, steps, batchSize, lr, seed, checkpointEvery, out, notes: { name, command }, handleSigint: true });
+  const { steps, batchSize, lr, seed, warmupSteps, checkpointEvery } = given as Partial<ClassifierRunOptions>;
+  return ClassifierTrainer.create({ noise, steps, batchSize, lr, seed, warmupSteps, checkpointEvery, out, notes: { name, command }, handleSigint: true });
 }
 
 /** The run in `dir` continued: its checkpoint's options, with the resumable flags on top. */
-function resumeRun(args: ParsedArgs, dir: string, command: string): ClassifierTrainer {
+function resumeRun(given: Given, overrides: readonly Override[], dir: string, command: string): ClassifierTrainer {
   const meta = readClassifierCheckpoint(dir);
-  const o = meta.options;
-  const fixed: [string, unknown, unknown][] = [
-    ['noise', choiceFlag(args, 'noise', NOISES, o.noise), o.noise],
-    ['batch-size', intFlag(args, 'batch-size', o.batchSize, { min: 1, max: 60_000 }), o.batchSize],
-    ['lr', numberFlag(args, 'lr', { greaterThan: 0 }) ?? o.lr, o.lr],
-    ['seed', intFlag(args, 'seed', o.seed, { min: 0, max: 2 ** 31 }), o.seed],
-  ];
-  for (const [flag, value, saved] of fixed)
-    if (value !== saved)
-      throw new UsageError(
-        `--${flag} ${args.flags.get(flag)} conflicts with the checkpoint in ${dir} (${flag} ${saved}): it cannot change when resuming (only ${RESUMABLE_FLAGS.map((f) => `--${f}`).join(', ')} can)`,
-      );
-  const steps = intFlag(args, 'steps', o.steps, STEPS);
+  const o = meta.options as unknown as Record<string, unknown>;
+  refuseResumeChanges(overrides, {
+    resumable: resumableKeys(CLASSIFIER_FIELDS),
+    same: (ov) => given[ov.key as keyof Given] === o[ov.key],
+    value: (key) => o[key],
+    flag: (key) => `--${kebab(key)}`,
+    run: dir,
+  });
+  const steps = (given.steps as number | undefined) ?? meta.options.steps;
   if (steps < meta.step) throw new UsageError(`--steps ${steps}: the checkpoint in ${dir} is already at step ${meta.step}; give --steps ${meta.step} or more`);
-  const name = nameFlag(args, o.notes.name ?? DEFAULT_NAME);
-  const checkpointEvery = intFlag(args, 'checkpoint-every', o.checkpointEvery, { min: 0, max: STEPS.max });
-  const out = args.flags.get('out') ?? dir;
+  const name = nameFlag((given.name as string | undefined) ?? meta.options.notes.name ?? DEFAULT_NAME);
+  const checkpointEvery = (given.checkpointEvery as number | undefined) ?? meta.options.checkpointEvery;
+  const out = (given.out as string | undefined) ?? dir;
   refuseFinished(out);
   if (path.resolve(out) !== path.resolve(dir) && fs.existsSync(path.join(out, CLASSIFIER_CHECKPOINT_FILE)))
     throw new UsageError(`--out ${out}: already holds another unfinished run (${CLASSIFIER_CHECKPOINT_FILE}); choose another --out`);
-  const notes = { ...o.notes, name, command: o.notes.command ? `${o.notes.command}; resumed at step ${meta.step}: ${command}` : command };
+  const notes = { ...meta.options.notes, name, command: meta.options.notes.command ? `${meta.options.notes.command}; resumed at step ${meta.step}: ${command}` : command };
   return ClassifierTrainer.resume(dir, { steps, out, checkpointEvery, notes, handleSigint: true });
 }
 
 /** --name: letters, digits, '.', '_' and '-'. */
-function nameFlag(args: ParsedArgs, dflt: string): string {
-  const name = args.flags.get('name') ?? dflt;
+function nameFlag(name: string): string {
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new UsageError(`--name: letters, digits, '.', '_' and '-' only, got ${JSON.stringify(name)}`);
   return name;
 }

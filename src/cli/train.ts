@@ -8,6 +8,7 @@ import { ConfigError, modelFields, modelOptionTable, optionTable, Override, reso
 import { readCheckpointMeta } from '../training/checkpoint';
 import { profile } from '../engine/profile';
 import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
+import { refuseResumeChanges } from '../training/options';
 import { Trainer } from '../training/trainer';
 import { FlagKind, kebab, parseArgs, table, UsageError } from './args';
 
@@ -87,9 +88,14 @@ export function parseTrainArgs(argv: readonly string[]): { config: TrainConfig; 
   if (resume) {
     base = readCheckpointMeta(resume).config;
     // Flags that repeat the checkpoint's own values are fine (the original command plus --resume works).
-    const same = (o: Override) => JSON.stringify(applyOverrides(base, [o])) === JSON.stringify(base);
-    const fixed = overrides.filter((o) => !RESUMABLE_KEYS.includes(o.key) && !same(o));
-    if (fixed.length) throw new UsageError(`${fixed[0].source} cannot change when resuming (only ${RESUMABLE_KEYS.map((k) => `--${kebab(k)}`).join(', ')} can; the run's ${fixed[0].key} is ${JSON.stringify(readKey(base, fixed[0].key))})`);
+    const run = base;
+    refuseResumeChanges(overrides, {
+      resumable: RESUMABLE_KEYS,
+      same: (o) => JSON.stringify(applyOverrides(run, [o])) === JSON.stringify(run),
+      value: (key) => readKey(run, key),
+      flag: (key) => `--${kebab(key)}`,
+      run: resume,
+    });
     if (!overrides.some((o) => o.key === 'out')) overrides.push({ key: 'out', value: resume, source: '--resume' });
   }
   return { config: applyOverrides(base, overrides), resume, help: false, printConfig: args.flags.has('print-config'), profile: args.flags.has('profile') };

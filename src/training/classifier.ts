@@ -45,6 +45,7 @@ import { cosineSchedule, linearWarmupSchedule } from '../optim/schedule';
 import { writeFileAtomic } from '../util/image';
 import { CheckpointError, decodeFloats, diffuseVersion, FileRecord, readCheckpointJson } from './checkpoint';
 import { CheckpointFormat, LoopCheckpoint, LoopResult, TrainingLoop, TrainPart } from './loop';
+import { checkValue, FieldSpec } from './options';
 import { discreteSigma, SigmaSampler } from './sigma-sampling';
 import { shippedDir } from '../util/shipped';
 
@@ -407,20 +408,34 @@ export class ClassifierTrainer extends TrainingLoop<ClassifierCheckpointMeta> {
 
 const RUN_OPTION_KEYS: readonly (keyof ClassifierRunOptions)[] = ['noise', 'steps', 'batchSize', 'lr', 'warmupSteps', 'seed', 'checkpointEvery', 'config', 'notes'];
 
+/**
+ * The options of a classifier run, one spec each (src/training/options.ts): the library
+ * (resolveClassifierRunOptions) and `diffuse train-classifier`'s flags are checked against
+ * the same table. The resumable ones, and the command line's out, name and threads, may
+ * change when a run is resumed.
+ */
+export const CLASSIFIER_FIELDS = Object.freeze({
+  noise: { kind: 'enum', values: ['none', 'ddpm'] },
+  steps: { kind: 'int', min: 1, max: 10_000_000, resumable: true },
+  batchSize: { kind: 'int', min: 1, max: 60_000 },
+  lr: { kind: 'number', min: 0, above: true },
+  warmupSteps: { kind: 'int', min: 0, max: 10_000_000 },
+  seed: { kind: 'int', min: 0, max: 2 ** 31 },
+  checkpointEvery: { kind: 'int', min: 0, max: 10_000_000, resumable: true },
+  out: { kind: 'string', resumable: true },
+  name: { kind: 'string', resumable: true },
+  threads: { kind: 'int', nullable: true, min: 1, resumable: true },
+} satisfies Record<string, FieldSpec>);
+
 /** Checks training options and resolves their defaults (errors name the option and the value). */
 export function resolveClassifierRunOptions(opts: ClassifierTrainerOptions): ClassifierRunOptions {
   const { noise = 'none', steps = 1200, batchSize = 128, lr = 2e-3, seed = 0, checkpointEvery = 200, notes = {} } = opts;
   const warmupSteps = opts.warmupSteps ?? Math.min(50, Math.floor(steps / 10));
-  classifierSigmaSampler(noise); // checks it
-  checkInt('steps', steps, 1);
-  checkInt('batchSize', batchSize, 1);
-  checkInt('seed', seed, 0);
-  checkInt('warmupSteps', warmupSteps, 0);
-  checkInt('checkpointEvery', checkpointEvery, 0);
-  if (!(typeof lr === 'number' && lr > 0 && Number.isFinite(lr))) throw new RangeError(`trainClassifier: lr must be a positive number, got ${lr}`);
+  const checked = { noise, steps, batchSize, lr, warmupSteps, seed, checkpointEvery };
+  for (const [k, v] of Object.entries(checked)) checkValue(`trainClassifier: ${k}`, CLASSIFIER_FIELDS[k as keyof typeof checked], v);
   if (!(notes && typeof notes === 'object' && Object.values(notes).every((v) => typeof v === 'string'))) throw new TypeError(`trainClassifier: notes must map names to strings, got ${JSON.stringify(notes)}`);
   const config = resolveClassifierConfig({ ...opts.config, noiseConditional: noise !== 'none' });
-  return { noise, steps, batchSize, lr, warmupSteps, seed, checkpointEvery, config, notes };
+  return { ...checked, config, notes };
 }
 
 /** Reads and checks classifier-checkpoint.json in `dir` (not the tensor files); errors (CheckpointError) name the file and the field. */
@@ -470,8 +485,4 @@ export function readClassifierCheckpoint(dir: string): ClassifierCheckpointMeta 
 export function removeClassifierCheckpoint(dir: string): void {
   fs.rmSync(path.join(dir, CLASSIFIER_CHECKPOINT_FILE), { force: true });
   if (fs.existsSync(dir)) for (const name of fs.readdirSync(dir)) if (CHECKPOINT_TENSORS.test(name)) fs.rmSync(path.join(dir, name), { force: true });
-}
-
-function checkInt(name: string, v: number, min: number): void {
-  if (!Number.isSafeInteger(v) || v < min) throw new RangeError(`trainClassifier: ${name} must be an integer >= ${min}, got ${v}`);
 }

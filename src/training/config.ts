@@ -14,6 +14,10 @@
  */
 import { MLP_DENOISER_DEFAULTS, MLPDenoiserConfig } from '../models/mlp';
 import { UNET_DEFAULTS, UNetConfig } from '../models/unet';
+import { checkValue, closest, ConfigError, describeSpec, FieldSpec, hint, Override, parseValue, resumableKeys, show } from './options';
+
+export { closest, ConfigError };
+export type { Override };
 
 /** A U-Net (models/unet.ts) or a residual MLP (models/mlp.ts); fields not given take the trainer's defaults for that type. */
 export type ModelConfig = ({ type: 'unet' } & Partial<UNetConfig>) | ({ type: 'mlp' } & Partial<MLPDenoiserConfig>);
@@ -125,34 +129,6 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   threads: null,
 } satisfies TrainConfig) as Readonly<TrainConfig>;
 
-/** A bad configuration value; `source` says where it came from ('--lr', 'run.json: lr', ...). */
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-  constructor(readonly source: string, problem: string) {
-    super(`${source}: ${problem}`);
-  }
-}
-
-// ---- field specifications: one table serves parsing, checking, help text ------------
-
-type Kind = 'int' | 'number' | 'bool' | 'enum' | 'string' | 'ints';
-
-interface FieldSpec {
-  kind: Kind;
-  /** null is allowed (written 'none' or 'null' as a string). */
-  nullable?: boolean;
-  /** Allowed strings for 'enum'. */
-  values?: readonly string[];
-  /** Smallest allowed value (numbers), and whether it is excluded. */
-  min?: number;
-  above?: boolean;
-  max?: number;
-  /** Also accepts the string 'auto'. */
-  auto?: boolean;
-  /** May differ from the checkpoint's value when resuming. */
-  resumable?: boolean;
-}
-
 type TopKey = Exclude<keyof TrainConfig, 'model'>;
 
 const FIELDS: Record<TopKey, FieldSpec> = {
@@ -213,9 +189,7 @@ export function modelFields(type: 'unet' | 'mlp'): string[] {
 export const TRAIN_KEYS: readonly (keyof TrainConfig)[] = Object.keys(TRAIN_DEFAULTS) as (keyof TrainConfig)[];
 
 /** Keys whose value may change when a run is resumed (the others must match the checkpoint). */
-export const RESUMABLE_KEYS: readonly string[] = Object.entries(FIELDS)
-  .filter(([, s]) => s.resumable)
-  .map(([k]) => k);
+export const RESUMABLE_KEYS: readonly string[] = resumableKeys(FIELDS);
 
 /** "expected ..." for a spec, for messages and help. */
 export function describeField(key: string): string {
@@ -223,89 +197,6 @@ export function describeField(key: string): string {
   if (!s) return key === 'model' ? "'unet' or 'mlp'" : '';
   return describeSpec(s);
 }
-
-function describeSpec(s: FieldSpec): string {
-  let d: string;
-  if (s.kind === 'enum') d = (s.values ?? []).map((v) => `'${v}'`).join(' or ');
-  else if (s.kind === 'bool') d = 'true or false';
-  else if (s.kind === 'ints') d = 'a list of integers';
-  else if (s.kind === 'string') d = 'a string';
-  else {
-    d = s.kind === 'int' ? 'an integer' : 'a number';
-    if (s.min !== undefined && s.max !== undefined) d += ` in [${s.min}, ${s.max}]`;
-    else if (s.min !== undefined) d += s.above ? ` > ${s.min}` : ` >= ${s.min}`;
-  }
-  if (s.auto) d += " or 'auto'";
-  if (s.nullable) d += " or 'none'";
-  return d;
-}
-
-const show = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v) : Array.isArray(v) ? JSON.stringify(v) : String(v));
-
-/** Checks a value (already JSON-typed) against a spec; returns it or throws naming `source`. */
-function checkValue(source: string, s: FieldSpec, v: unknown): unknown {
-  const bad = () => new ConfigError(source, `expected ${describeSpec(s)}, got ${show(v)}`);
-  if (v === null) {
-    if (s.nullable) return null;
-    throw bad();
-  }
-  if (s.auto && v === 'auto') return v;
-  switch (s.kind) {
-    case 'bool':
-      if (typeof v !== 'boolean') throw bad();
-      return v;
-    case 'string':
-      if (typeof v !== 'string' || v === '') throw bad();
-      return v;
-    case 'enum':
-      if (typeof v !== 'string' || !s.values!.includes(v)) throw bad();
-      return v;
-    case 'ints':
-      if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x))) throw bad();
-      return [...v];
-    default: {
-      if (typeof v !== 'number' || !Number.isFinite(v) || (s.kind === 'int' && !Number.isSafeInteger(v))) throw bad();
-      if (s.min !== undefined && (s.above ? v <= s.min : v < s.min)) throw bad();
-      if (s.max !== undefined && v > s.max) throw bad();
-      return v;
-    }
-  }
-}
-
-/** Parses a string (a flag's value) into the spec's type, then checks it. */
-function parseValue(source: string, s: FieldSpec, raw: string): unknown {
-  const t = raw.trim();
-  if (s.nullable && (t === 'none' || t === 'null')) return null;
-  if (s.auto && t === 'auto') return 'auto';
-  let v: unknown = t;
-  if (s.kind === 'bool') v = t === 'true' || t === '1' || t === 'yes' ? true : t === 'false' || t === '0' || t === 'no' ? false : t;
-  else if (s.kind === 'int' || s.kind === 'number') v = t === '' || !/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(t) ? t : Number(t);
-  else if (s.kind === 'ints') v = t === '' || t === 'none' ? [] : t.split(',').map((p) => (/^\s*[-+]?\d+\s*$/.test(p) ? Number(p) : p));
-  return checkValue(source, s, v);
-}
-
-/** The closest known name, for "did you mean" hints (edit distance <= 3). */
-export function closest(name: string, known: readonly string[]): string | null {
-  const dist = (a: string, b: string) => {
-    const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array(b.length).fill(0)]);
-    for (let j = 1; j <= b.length; j++) d[0][j] = j;
-    for (let i = 1; i <= a.length; i++)
-      for (let j = 1; j <= b.length; j++) d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    return d[a.length][b.length];
-  };
-  let best: string | null = null;
-  let bestD = 4;
-  for (const k of known) {
-    const dd = dist(name.toLowerCase(), k.toLowerCase());
-    if (dd < bestD) [best, bestD] = [k, dd];
-  }
-  return best;
-}
-
-const hint = (name: string, known: readonly string[]) => {
-  const c = closest(name, known);
-  return c ? ` (did you mean ${c}?)` : '';
-};
 
 /** Checks a model config object; fields not given stay absent (the trainer's defaults fill them). */
 function checkModel(source: string, m: unknown): ModelConfig {
@@ -346,12 +237,6 @@ export function resolveTrainConfig(partial: unknown, source = 'config', { crossC
   return check ? crossCheck(out as unknown as TrainConfig, source) : (out as unknown as TrainConfig);
 }
 
-/** One override: a config key (top-level, or a model field), a string value, and where it came from. */
-export interface Override {
-  key: string;
-  value: string;
-  source: string;
-}
 
 /**
  * Applies string overrides (the command line's flags) to a config. A key is a top-level
