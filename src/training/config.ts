@@ -14,6 +14,7 @@
  */
 import { MLP_DENOISER_DEFAULTS, MLPDenoiserConfig } from '../models/mlp';
 import { UNET_DEFAULTS, UNetConfig } from '../models/unet';
+import { MAX_SIGMA_REL } from '../optim/phema';
 
 /** A U-Net (models/unet.ts) or a residual MLP (models/mlp.ts); fields not given take the trainer's defaults for that type. */
 export type ModelConfig = ({ type: 'unet' } & Partial<UNetConfig>) | ({ type: 'mlp' } & Partial<MLPDenoiserConfig>);
@@ -61,6 +62,12 @@ export interface TrainConfig {
   emaDecay: number | null;
   /** EDM's EMA ramp-up: the half-life is at most this ratio of the images seen so far (null: none). */
   emaRampupRatio: number | null;
+  /** 'standard': the EMA above; 'phema': EDM2's power-function EMAs of phemaStds instead, with snapshots in the run folder for `diffuse phema` (the run's EMA weights are then the first of them). */
+  ema: 'standard' | 'phema';
+  /** sigma_rel of the power-function EMAs tracked with ema 'phema' (EDM2: 0.05 and 0.10), each in (0, 1/sqrt(12)). */
+  phemaStds: number[];
+  /** Steps between post-hoc EMA snapshots (phema/phema-<step>-<std>.safetensors), and one at the end. */
+  phemaSnapshotEvery: number;
   /** Clip the global gradient norm to this (null: no clipping). */
   gradClip: number | null;
   /** Seed of everything random: initial weights, batches, noise, label dropout. */
@@ -115,6 +122,9 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   emaHalfLifeImages: 10000,
   emaDecay: null,
   emaRampupRatio: 0.1,
+  ema: 'standard',
+  phemaStds: [0.05, 0.1],
+  phemaSnapshotEvery: 100,
   gradClip: 1,
   seed: 0,
   sampleEvery: 400,
@@ -135,7 +145,7 @@ export class ConfigError extends Error {
 
 // ---- field specifications: one table serves parsing, checking, help text ------------
 
-type Kind = 'int' | 'number' | 'bool' | 'enum' | 'string' | 'ints';
+type Kind = 'int' | 'number' | 'bool' | 'enum' | 'string' | 'ints' | 'numbers';
 
 interface FieldSpec {
   kind: Kind;
@@ -177,6 +187,9 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   emaHalfLifeImages: { kind: 'number', nullable: true, min: 0, above: true },
   emaDecay: { kind: 'number', nullable: true, min: 0, max: 0.999999999 },
   emaRampupRatio: { kind: 'number', nullable: true, min: 0, above: true },
+  ema: { kind: 'enum', values: ['standard', 'phema'] },
+  phemaStds: { kind: 'numbers', min: 0, above: true, max: MAX_SIGMA_REL },
+  phemaSnapshotEvery: { kind: 'int', min: 1, resumable: true },
   gradClip: { kind: 'number', nullable: true, min: 0, above: true },
   seed: { kind: 'int', min: 0 },
   sampleEvery: { kind: 'int', min: 0, resumable: true },
@@ -229,6 +242,7 @@ function describeSpec(s: FieldSpec): string {
   if (s.kind === 'enum') d = (s.values ?? []).map((v) => `'${v}'`).join(' or ');
   else if (s.kind === 'bool') d = 'true or false';
   else if (s.kind === 'ints') d = 'a list of integers';
+  else if (s.kind === 'numbers') d = `a non-empty list of distinct numbers in (${s.min}, ${s.max!.toFixed(4)})`;
   else if (s.kind === 'string') d = 'a string';
   else {
     d = s.kind === 'int' ? 'an integer' : 'a number';
@@ -260,6 +274,9 @@ function checkValue(source: string, s: FieldSpec, v: unknown): unknown {
     case 'enum':
       if (typeof v !== 'string' || !s.values!.includes(v)) throw bad();
       return v;
+    case 'numbers': // each in (min, max), both open (phemaStds: sigma_rel)
+      if (!Array.isArray(v) || v.length === 0 || new Set(v).size !== v.length || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > s.min! && x < s.max!)) throw bad();
+      return [...v];
     case 'ints':
       if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x))) throw bad();
       return [...v];
@@ -281,6 +298,7 @@ function parseValue(source: string, s: FieldSpec, raw: string): unknown {
   if (s.kind === 'bool') v = t === 'true' || t === '1' || t === 'yes' ? true : t === 'false' || t === '0' || t === 'no' ? false : t;
   else if (s.kind === 'int' || s.kind === 'number') v = t === '' || !/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(t) ? t : Number(t);
   else if (s.kind === 'ints') v = t === '' || t === 'none' ? [] : t.split(',').map((p) => (/^\s*[-+]?\d+\s*$/.test(p) ? Number(p) : p));
+  else if (s.kind === 'numbers') v = t.split(',').map((p) => (/^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/.test(p) ? Number(p) : p));
   return checkValue(source, s, v);
 }
 

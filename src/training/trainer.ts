@@ -40,6 +40,7 @@ import { CheckpointMeta, decodeFloats, encodeFloats, loadCheckpoint, readCheckpo
 import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
 import { yieldToEventLoop, onCtrlC } from './interrupt';
 import { LossResult } from './losses';
+import { PhemaTracker } from './phema';
 
 /** A loss that is NaN or infinite: training stopped before the update of `step`. */
 export class NonFiniteLossError extends Error {
@@ -89,6 +90,8 @@ export class Trainer {
   readonly net: DenoiserNet;
   readonly optimizer: Adam;
   readonly ema: EMA;
+  /** With ema 'phema': the power-function EMAs, whose first average replaces `ema` (which is then not updated). */
+  readonly phema: PhemaTracker | null;
   /** The loss of every step taken (index k is step k + 1). */
   readonly losses: number[] = [];
   /** Optimizer steps taken. */
@@ -122,6 +125,7 @@ export class Trainer {
     const params = this.net.namedParameters();
     this.optimizer = c.optimizer === 'adamw' ? new AdamW(params, { lr: c.lr, weightDecay: c.weightDecay }) : new Adam(params, { lr: c.lr, weightDecay: c.weightDecay });
     this.ema = new EMA(params, c.emaDecay !== null ? { decay: c.emaDecay } : { halfLifeImages: c.emaHalfLifeImages!, batchSize: c.batchSize, rampupRatio: c.emaRampupRatio });
+    this.phema = c.ema === 'phema' ? new PhemaTracker(params, { stds: c.phemaStds, snapshotEvery: c.phemaSnapshotEvery }) : null;
     this.#lr = c.lrSchedule === 'cosine' && c.warmupSteps < c.steps ? cosineSchedule({ lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmupSteps }) : linearWarmupSchedule({ lr: c.lr, warmupSteps: c.warmupSteps });
     this.#log = opts.log === undefined ? process.stderr : opts.log;
     this.#handleSigint = opts.handleSigint ?? false;
@@ -181,7 +185,7 @@ export class Trainer {
     this.optimizer.lr = this.#lr(k);
     this.optimizer.step();
     this.optimizer.zeroGrad();
-    this.ema.update();
+    (this.phema ?? this.ema).update();
     this.losses.push(value);
     this.step = k + 1;
     this.#trainSeconds += (performance.now() - t0) / 1000;
@@ -216,6 +220,7 @@ export class Trainer {
         smooth = Number.isNaN(smooth) ? loss : 0.98 * smooth + 0.02 * loss;
         bar?.tick({ loss: smooth, lr: this.optimizer.lr });
         const s = this.step;
+        this.phema?.maybeSnapshot(s, this.out);
         if (s < c.steps) {
           const ckpt = c.checkpointEvery > 0 && s % c.checkpointEvery === 0;
           const samples = c.sampleEvery > 0 && s % c.sampleEvery === 0;
@@ -230,6 +235,7 @@ export class Trainer {
       bar?.done();
       offCtrlC?.();
     }
+    this.phema?.maybeSnapshot(this.step, this.out, { final: true });
     if (this.lastCheckpoint !== this.step) this.checkpoint(); // (a run resumed at its last step has nothing new to save)
     this.writeLossPlot();
     const files = ['checkpoint.json', 'loss.png'];
@@ -248,13 +254,14 @@ export class Trainer {
 
   /** The EMA weights as a state dict of the network (new handles on the averages: no copies). */
   emaStateDict(): Record<string, Tensor> {
-    const avg = this.ema.averages;
+    const avg = (this.phema ?? this.ema).averages;
     return Object.fromEntries([...this.net.namedBuffers(), ...this.ema.names.map((n, i) => [n, avg[i]] as [string, Tensor])]);
   }
 
   /** Writes the checkpoint for the current step into the run folder. */
   checkpoint(): CheckpointMeta {
     const opt = this.optimizer.stateDict();
+    const phema = this.phema?.stateDict();
     try {
       const ema = this.ema.stateDict();
       const emaMeta = ema.metadata;
@@ -275,12 +282,13 @@ export class Trainer {
           model: { tensors: this.net.stateDict(), metadata: { network: JSON.stringify(this.spec) } },
           ema: { tensors: this.emaStateDict(), metadata: { network: JSON.stringify(this.spec), ...emaMeta } },
           optimizer: opt,
+          phema,
         },
       );
       this.lastCheckpoint = this.step;
       return meta;
     } finally {
-      dispose(opt.tensors);
+      dispose([opt.tensors, phema?.tensors ?? {}]);
     }
   }
 
@@ -291,7 +299,7 @@ export class Trainer {
     noGrad(() => {
       for (const [n, b] of ev.namedBuffers()) b.copy_(this.net.namedBuffers().find(([m]) => m === n)![1]);
     });
-    this.ema.copyTo(ev.parameters());
+    (this.phema ?? this.ema).copyTo(ev.parameters());
     return ev;
   }
 
@@ -326,6 +334,7 @@ export class Trainer {
     this.#evalNet?.dispose();
     this.optimizer.dispose();
     this.ema.dispose();
+    this.phema?.dispose();
     this.data.dispose();
   }
 
@@ -339,7 +348,7 @@ export class Trainer {
       if (changed.length)
         throw new ConfigError('resume', `the config differs from the checkpoint's in ${changed.join('; ')} (only ${RESUMABLE_KEYS.join(', ')} may change when resuming)`);
       if (JSON.stringify(meta.network) !== JSON.stringify(this.spec)) throw new ConfigError('resume', `the checkpoint's network (${JSON.stringify(meta.network)}) is not the one this config builds`);
-      for (const part of ['model', 'ema', 'optimizer'] as const) if (!ck[part]) throw new ConfigError('resume', `${dir} has no ${part} file`);
+      for (const part of ['model', 'ema', 'optimizer', ...(this.phema ? (['phema'] as const) : [])] as const) if (!ck[part]) throw new ConfigError('resume', `${dir} has no ${part} file`);
       const state = meta.state!;
       const gens: [string, Generator][] = [['train', this.#gen], ['dropout', this.#dropoutGen]];
       for (const [name] of gens) if (state.generators[name] === undefined) throw new ConfigError('resume', `the checkpoint has no state for the ${name} generator`);
@@ -348,7 +357,8 @@ export class Trainer {
       // Everything checked: now restore.
       this.net.loadStateDict(ck.model!.tensors);
       const emaTensors = Object.fromEntries(this.ema.names.map((n) => [`ema.${n}`, ck.ema!.tensors[n]]));
-      this.ema.loadStateDict({ tensors: emaTensors, metadata: { 'ema.nimg': String(state.ema.nimg), 'ema.updates': String(state.ema.updates) } });
+      if (this.phema) this.phema.loadStateDict(ck.phema!);
+      else this.ema.loadStateDict({ tensors: emaTensors, metadata: { 'ema.nimg': String(state.ema.nimg), 'ema.updates': String(state.ema.updates) } });
       this.optimizer.loadStateDict(ck.optimizer!);
       for (const [name, g] of gens) g.setState(new Uint8Array(Buffer.from(state.generators[name], 'base64')));
       this.losses.length = 0;
@@ -356,8 +366,9 @@ export class Trainer {
       this.step = meta.step;
       this.lastCheckpoint = meta.step;
       this.#trainSeconds = state.trainSeconds;
+      this.phema?.resumeSnapshots(dir, this.out, meta.step);
     } finally {
-      for (const part of ['model', 'ema', 'optimizer'] as const) if (ck[part]) dispose(ck[part]!.tensors);
+      for (const part of ['model', 'ema', 'optimizer', 'phema'] as const) if (ck[part]) dispose(ck[part]!.tensors);
     }
   }
 }
