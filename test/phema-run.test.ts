@@ -200,7 +200,9 @@ describe('diffuse phema', () => {
     // An earlier step uses the snapshots up to it; the loss history is cut there.
     const e = await runQuick(root, 'phema', 'a', '--std', '0.07', '--step', '20', '--out', 'post');
     assert.equal(e.code, 0, e.err);
+    const live = memory().tensors;
     const [early] = reconstructRunEma(runA, { stds: [0.07], step: 20, out: path.join(root, 'post2') });
+    assert.equal(memory().tensors, live, 'reconstructRunEma frees what it loads');
     assert.equal(early.snapshots, 10);
     assert.equal(loadCheckpoint(early.dir, { parts: [] }).meta.step, 20);
   });
