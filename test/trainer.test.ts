@@ -32,7 +32,7 @@ before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-trainer-')))
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
 const weights = (t: Trainer) => Object.entries(t.net.stateDict()).map(([k, v]) => [k, Buffer.from(v.bytes()).toString('base64')]);
-const emaWeights = (t: Trainer) => t.ema.averages.map((v) => Buffer.from(v.bytes()).toString('base64'));
+const emaWeights = (t: Trainer) => t.ema!.averages.map((v) => Buffer.from(v.bytes()).toString('base64'));
 
 /** N steps straight, and N/2 + checkpoint + resume (a new Trainer, as a new process would) + N/2. */
 async function resumeMatches(partial: object, name: string): Promise<void> {

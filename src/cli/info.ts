@@ -64,11 +64,11 @@ export function infoCommand(argv: readonly string[]): number {
     ? `unet, ${meta.numParameters.toLocaleString('en-US')} parameters: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numResBlocks} res block(s) per level, attention at [${net.config.attentionResolutions}], ${net.config.noiseEmbedding} noise embedding`
     : `mlp, ${meta.numParameters.toLocaleString('en-US')} parameters: width ${net.config.hidden}, depth ${net.config.depth}`;
   const rows: [string, string][] = [
-    ['checkpoint', `${dir}: step ${meta.step} of ${c.steps}, written ${meta.createdAt} by Diffuse ${meta.diffuse}${meta.exportedFrom ? ` (export of the ${meta.exportedFrom.part} weights in ${meta.exportedFrom.dtype})` : ''}`],
+    ['checkpoint', `${dir}: step ${meta.step} of ${c.steps}, written ${meta.createdAt} by Diffuse ${meta.diffuse}${meta.exportedFrom ? ` (export of the ${meta.exportedFrom.part} weights in ${meta.exportedFrom.dtype}${meta.exportedFrom.posthocEma ? `: post-hoc EMA of sigma_rel ${meta.exportedFrom.posthocEma.sigmaRel} from ${meta.exportedFrom.posthocEma.snapshots} snapshots` : ''})` : ''}`],
     ['network', netDesc],
     ['data', `${c.data}${c.dataLimit !== null ? ` (first ${c.dataLimit})` : ''}, samples [${meta.sampleShape}]${meta.classNames ? `, ${meta.classNames.length} classes: ${meta.classNames.join(', ')} (label dropout ${c.labelDropout})` : ', unconditional'}`],
     ['objective', c.objective === 'ddpm' ? `ddpm (epsilon prediction), ${c.betaSchedule} betas, T = ${c.timesteps}` : `edm, sigma_data ${c.sigmaData}`],
-    ['training', `batch ${c.batchSize}, ${c.optimizer} lr ${c.lr} (${c.lrSchedule}, warm-up ${c.warmupSteps}), EMA ${c.emaDecay !== null ? `decay ${c.emaDecay}` : `half-life ${c.emaHalfLifeImages} images`}, ${(meta.step * c.batchSize).toLocaleString('en-US')} images seen${meta.state ? `, ${formatSeconds(meta.state.trainSeconds)} of training` : ''}`],
+    ['training', `batch ${c.batchSize}, ${c.optimizer} lr ${c.lr} (${c.lrSchedule}, warm-up ${c.warmupSteps}), EMA ${c.ema === 'phema' ? `post-hoc (power-function sigma_rel ${c.phemaStds.join(', ')}, snapshots every ${c.phemaSnapshotEvery} steps)` : c.emaDecay !== null ? `decay ${c.emaDecay}` : `half-life ${c.emaHalfLifeImages} images`}, ${(meta.step * c.batchSize).toLocaleString('en-US')} images seen${meta.state ? `, ${formatSeconds(meta.state.trainSeconds)} of training` : ''}`],
     ['loss', lossLine],
     ...files.map(([f, s], i): [string, string] => [i === 0 ? 'files' : '', `${f}  ${s}`]),
   ];

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `diffuse` command: train, train-classifier, sample, eval, samplers, info, export. Exit codes: 0 success, 1 a
+ * The `diffuse` command: train, train-classifier, sample, eval, samplers, info, export, phema. Exit codes: 0 success, 1 a
  * runtime failure (a corrupt checkpoint, a missing dataset, a NaN loss), 2 a usage
  * error (unknown command, flag or value), 130 interrupted by Ctrl-C.
  *
@@ -12,6 +12,7 @@ import { exportCommand, exportHelp, infoCommand, infoHelp } from './info';
 import { sampleCommand, sampleHelp } from './sample';
 import { evalCommand, evalHelp } from './eval';
 import { samplersCommand, samplersHelp } from './samplers';
+import { phemaCommand, phemaHelp } from './phema';
 import { trainCommand, trainHelp } from './train';
 import { trainClassifierCommand, trainClassifierHelp } from './train-classifier';
 
@@ -23,6 +24,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<numbe
   samplers: { run: samplersCommand, help: samplersHelp, summary: 'list the samplers and grids of diffuse sample' },
   info: { run: infoCommand, help: infoHelp, summary: 'describe a checkpoint' },
   export: { run: exportCommand, help: exportHelp, summary: 'write a half-precision, sampling-only copy of a checkpoint' },
+  phema: { run: phemaCommand, help: phemaHelp, summary: 'post-hoc EMA: reconstruct the EMA of any length from a run trained with --ema phema' },
 };
 
 export function mainHelp(): string {

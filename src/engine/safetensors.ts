@@ -337,12 +337,7 @@ export function loadSafetensors(path: string): { tensors: Record<string, Tensor>
   const fd = fs.openSync(path, 'r');
   const tensors: Record<string, Tensor> = {};
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new SafetensorsError(`invalid safetensors file ${path}: not a regular file`);
-    const fileLen = st.size;
-    const headerLen = headerLength(fileLen >= 8 ? readExactly(fd, 8, 0, path) : new Uint8Array(8), fileLen, path);
-    const dataStart = 8 + headerLen;
-    const { metadata, located } = parseHeader(readExactly(fd, headerLen, 8, path), fileLen - dataStart, path);
+    const { metadata, located, dataStart } = readHeader(fd, path);
     const { fromBytes } = createModule();
     // Every range is now known to lie inside the file, so each read is bounded by its size.
     for (const e of located) {
@@ -352,6 +347,34 @@ export function loadSafetensors(path: string): { tensors: Record<string, Tensor>
   } catch (err) {
     for (const t of Object.values(tensors)) t.dispose();
     throw err;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// Reads and checks the header of the open file `fd`: metadata, tensor ranges, and where the data start.
+function readHeader(fd: number, path: string): { metadata: Record<string, string>; located: Located[]; dataStart: number } {
+  const st = fs.fstatSync(fd);
+  if (!st.isFile()) throw new SafetensorsError(`invalid safetensors file ${path}: not a regular file`);
+  const fileLen = st.size;
+  const headerLen = headerLength(fileLen >= 8 ? readExactly(fd, 8, 0, path) : new Uint8Array(8), fileLen, path);
+  const dataStart = 8 + headerLen;
+  return { ...parseHeader(readExactly(fd, headerLen, 8, path), fileLen - dataStart, path), dataStart };
+}
+
+/**
+ * The metadata and tensor names, dtypes and shapes of a safetensors file, without reading
+ * the tensor data (the header is checked as loadSafetensors checks it).
+ *
+ * @example
+ *   const { metadata, tensors } = readSafetensorsHeader('snapshot.safetensors');
+ *   metadata['phema.sigmaRel']; // '0.05'
+ */
+export function readSafetensorsHeader(path: string): { metadata: Record<string, string>; tensors: { name: string; dtype: DType; shape: number[] }[] } {
+  const fd = fs.openSync(path, 'r');
+  try {
+    const { metadata, located } = readHeader(fd, path);
+    return { metadata, tensors: located.map(({ name, dtype, shape }) => ({ name, dtype, shape })) };
   } finally {
     fs.closeSync(fd);
   }

@@ -25,6 +25,7 @@
  */
 import { zeros } from '../engine/create';
 import type { Handle } from '../engine/native';
+import { native } from '../engine/native';
 import { Tensor } from '../engine/tensor';
 import { Averages } from './averages';
 import { checkOption, isNum, paramList, Params } from './params';
@@ -192,6 +193,12 @@ export class PowerFunctionEMA {
     const a = this.#avgs[k];
     if (!a) throw new RangeError(`PowerFunctionEMA: no average ${k} (there are ${this.#avgs.length})`);
     return a.tensors;
+  }
+
+  /** Copies average k into `params` (e.g. a network that samples with it), as EMA.copyTo does. */
+  copyTo(k: number, params: Params): void {
+    const dst = paramList('PowerFunctionEMA.copyTo', params).handles;
+    native.copyList(dst, this.averages(k).map((t) => t.handle));
   }
 
   /** Copies of every average at the current time, one snapshot per sigma_rel (the caller owns the tensors). */

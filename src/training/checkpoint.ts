@@ -36,9 +36,9 @@ export const CHECKPOINT_FILE = 'checkpoint.json';
 export const CHECKPOINT_FORMAT = 'diffuse-checkpoint';
 export const CHECKPOINT_VERSION = 1;
 
-/** The tensor files a checkpoint may hold. */
-export type Part = 'model' | 'ema' | 'optimizer';
-export const PARTS: readonly Part[] = ['model', 'ema', 'optimizer'];
+/** The tensor files a checkpoint may hold ('phema': the power-function EMAs of a run with ema 'phema'). */
+export type Part = 'model' | 'ema' | 'optimizer' | 'phema';
+export const PARTS: readonly Part[] = ['model', 'ema', 'optimizer', 'phema'];
 
 /** A tensor file as checkpoint.json records it. */
 export interface FileRecord {
@@ -78,8 +78,8 @@ export interface CheckpointMeta {
     /** Seconds spent training so far. */
     trainSeconds: number;
   } | null;
-  /** Set on an export: where it came from. */
-  exportedFrom?: { step: number; part: Part; dtype: DType };
+  /** Set on an export: where it came from (posthocEma: reconstructed by `diffuse phema` from that many snapshots). */
+  exportedFrom?: { step: number; part: Part; dtype: DType; posthocEma?: { sigmaRel: number; snapshots: number } };
 }
 
 /** A missing, corrupt or inconsistent checkpoint; `file` is the file at fault. */
@@ -175,7 +175,7 @@ export function saveCheckpoint(dir: string, meta: Omit<CheckpointMeta, 'files' |
     CHECKPOINT_FILE,
     files,
     (records): CheckpointMeta => ({ format: CHECKPOINT_FORMAT, formatVersion: CHECKPOINT_VERSION, diffuse: diffuseVersion(), createdAt: new Date().toISOString(), ...meta, files: records }),
-    /^(model|ema|optimizer)-\d+\.safetensors$/,
+    new RegExp(`^(${PARTS.join('|')})-\\d+\\.safetensors$`),
   );
 }
 
@@ -328,25 +328,43 @@ export function loadCheckpoint(dirOrFile: string, { parts }: { parts?: readonly 
  * optimizer and generator state (the loss history is kept for `diffuse info`).
  */
 export function exportCheckpoint(src: string, dst: string, { dtype = 'float16', part = 'ema' }: { dtype?: DType; part?: 'ema' | 'model' } = {}): CheckpointMeta {
-  if (!['float16', 'bfloat16', 'float32'].includes(dtype)) throw new RangeError(`exportCheckpoint: dtype must be float16, bfloat16 or float32, got ${dtype}`);
   const ck = loadCheckpoint(src, { parts: [part] });
-  const { tensors, metadata } = ck[part]!;
   try {
-    const cast = tidy(() => Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.to({ dtype })])));
-    try {
-      const { meta } = ck;
-      const state = meta.state ? { ...meta.state, generators: {} } : null;
-      return saveCheckpoint(
-        dst,
-        { step: meta.step, config: meta.config, network: meta.network, numParameters: meta.numParameters, classNames: meta.classNames, sampleShape: meta.sampleShape, state, exportedFrom: { step: meta.step, part, dtype } },
-        { [part]: { tensors: cast, metadata } },
-        { fileNames: { [part]: `${part}.safetensors` } },
-      );
-    } finally {
-      dispose(cast);
-    }
+    return saveSamplingCheckpoint(dst, ck.meta, { part, ...ck[part]!, dtype });
   } finally {
-    dispose(tensors);
+    dispose(ck[part]!.tensors);
+  }
+}
+
+/**
+ * Writes weights of a run (`meta`, a training checkpoint's) as a sampling-only checkpoint
+ * in `dst`: `<part>.safetensors` cast to `dtype`, and checkpoint.json without optimizer or
+ * generator state, at `step` (default meta.step; the loss history is cut there). Serves
+ * exportCheckpoint and `diffuse phema` (posthocEma: what was reconstructed). The caller
+ * keeps ownership of the tensors.
+ *
+ * @example
+ *   saveSamplingCheckpoint('runs/x/posthoc/ema-0.1', meta, { part: 'ema', tensors, dtype: 'float32', step: 800 });
+ */
+export function saveSamplingCheckpoint(
+  dst: string,
+  meta: CheckpointMeta,
+  { part, tensors, metadata = {}, dtype, step = meta.step, posthocEma }: { part: 'ema' | 'model'; tensors: Record<string, Tensor>; metadata?: Record<string, string>; dtype: DType; step?: number; posthocEma?: { sigmaRel: number; snapshots: number } },
+): CheckpointMeta {
+  if (!['float16', 'bfloat16', 'float32'].includes(dtype)) throw new RangeError(`saveSamplingCheckpoint: dtype must be float16, bfloat16 or float32, got ${dtype}`);
+  if (!(Number.isSafeInteger(step) && step >= 0 && step <= meta.step)) throw new RangeError(`saveSamplingCheckpoint: step must be an integer in [0, ${meta.step}], got ${step}`);
+  const cast = tidy(() => Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.to({ dtype })])));
+  try {
+    const state = meta.state ? { ...meta.state, losses: encodeFloats(decodeFloats(meta.state.losses).slice(0, step)), generators: {}, loader: { step } } : null;
+    const exportedFrom = { step, part, dtype, ...(posthocEma ? { posthocEma } : {}) };
+    return saveCheckpoint(
+      dst,
+      { step, config: meta.config, network: meta.network, numParameters: meta.numParameters, classNames: meta.classNames, sampleShape: meta.sampleShape, state, exportedFrom },
+      { [part]: { tensors: cast, metadata } },
+      { fileNames: { [part]: `${part}.safetensors` } },
+    );
+  } finally {
+    dispose(cast);
   }
 }
 

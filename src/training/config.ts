@@ -18,6 +18,7 @@ import { checkValue, closest, ConfigError, describeSpec, FieldSpec, hint, Overri
 
 export { closest, ConfigError };
 export type { Override };
+import { MAX_SIGMA_REL } from '../optim/phema';
 
 /** A U-Net (models/unet.ts) or a residual MLP (models/mlp.ts); fields not given take the trainer's defaults for that type. */
 export type ModelConfig = ({ type: 'unet' } & Partial<UNetConfig>) | ({ type: 'mlp' } & Partial<MLPDenoiserConfig>);
@@ -65,6 +66,12 @@ export interface TrainConfig {
   emaDecay: number | null;
   /** EDM's EMA ramp-up: the half-life is at most this ratio of the images seen so far (null: none). */
   emaRampupRatio: number | null;
+  /** 'standard': the EMA above; 'phema': EDM2's power-function EMAs of phemaStds instead, with snapshots in the run folder for `diffuse phema` (the run's EMA weights are then the first of them). */
+  ema: 'standard' | 'phema';
+  /** sigma_rel of the power-function EMAs tracked with ema 'phema' (EDM2: 0.05 and 0.10), each in (0, 1/sqrt(12)). */
+  phemaStds: number[];
+  /** Steps between post-hoc EMA snapshots (phema/phema-<step>-<std>.safetensors), and one at the end. */
+  phemaSnapshotEvery: number;
   /** Clip the global gradient norm to this (null: no clipping). */
   gradClip: number | null;
   /** Seed of everything random: initial weights, batches, noise, label dropout. */
@@ -119,6 +126,9 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   emaHalfLifeImages: 10000,
   emaDecay: null,
   emaRampupRatio: 0.1,
+  ema: 'standard',
+  phemaStds: [0.05, 0.1],
+  phemaSnapshotEvery: 100,
   gradClip: 1,
   seed: 0,
   sampleEvery: 400,
@@ -153,6 +163,9 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   emaHalfLifeImages: { kind: 'number', nullable: true, min: 0, above: true },
   emaDecay: { kind: 'number', nullable: true, min: 0, max: 0.999999999 },
   emaRampupRatio: { kind: 'number', nullable: true, min: 0, above: true },
+  ema: { kind: 'enum', values: ['standard', 'phema'] },
+  phemaStds: { kind: 'numbers', min: 0, above: true, max: MAX_SIGMA_REL },
+  phemaSnapshotEvery: { kind: 'int', min: 1, resumable: true },
   gradClip: { kind: 'number', nullable: true, min: 0, above: true },
   seed: { kind: 'int', min: 0 },
   sampleEvery: { kind: 'int', min: 0, resumable: true },

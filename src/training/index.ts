@@ -1,6 +1,7 @@
 /**
  * Training: objectives, their weightings and noise-level sampling, likelihoods, the config,
- * what a config builds (data, network, denoiser, samples), checkpoints, the trainer, classifiers.
+ * what a config builds (data, network, denoiser, samples), checkpoints, the trainer, classifiers,
+ * post-hoc EMA in a run.
  *
  * @example
  *   const { loss } = edmLoss(D, x0, { generator: g });
@@ -16,3 +17,4 @@ export * from './build';
 export * from './checkpoint';
 export * from './trainer';
 export * from './interrupt';
+export * from './phema';

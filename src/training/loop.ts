@@ -92,6 +92,27 @@ export interface TrainPart {
   files?: { weights: string; optimizer: string; ema?: string };
   /** String metadata written into the weights and EMA files (e.g. the network's description). */
   metadata?: Record<string, string>;
+  /** Other averages of the part's parameters kept beside it (EDM2's post-hoc EMA), each its own checkpoint file. */
+  trackers?: Tracker[];
+}
+
+/**
+ * Something the loop keeps beside a part: updated after each of the part's updates,
+ * told about every step (to write snapshots into the run folder), saved in the
+ * checkpoint under its key and restored from it. PhemaTracker is one.
+ */
+export interface Tracker {
+  /** Its checkpoint file key. */
+  readonly key: string;
+  update(): void;
+  /** Its state for the checkpoint; the loop disposes the tensors after writing them. */
+  stateDict(): { tensors: Record<string, Tensor>; metadata: Record<string, string> };
+  loadStateDict(state: { tensors: Record<string, Tensor>; metadata?: Record<string, string> }): void;
+  /** After step `step` (and at the end of the run: final) when the run has a folder. */
+  afterStep?(step: number, out: string, final: boolean): void;
+  /** After a restore from the checkpoint in `from`, for a run that writes into `out`. */
+  resumed?(from: string, out: string | null, step: number): void;
+  dispose(): void;
 }
 
 /** One loss of a step and the part it trains. */
@@ -142,6 +163,8 @@ export interface CheckpointFormat {
   fields(): Record<string, unknown>;
   /** The task's own entries of "state" (e.g. the EMA counters). */
   state?(): Record<string, unknown>;
+  /** Tensor files the task writes beside the parts' (read back by other code, not by resume; e.g. the EMA weights a post-hoc EMA run samples with). The loop does not dispose them. */
+  files?(): Record<string, { tensors: Record<string, Tensor>; metadata?: Record<string, string> }>;
 }
 
 /** The loop's part of a checkpoint JSON, as written and read back. */
@@ -186,6 +209,11 @@ function fileKeys(part: TrainPart): { weights: string; optimizer: string; ema?: 
   return part.files ?? { weights: part.name, optimizer: `${part.name}-optimizer`, ema: part.ema ? `${part.name}-ema` : undefined };
 }
 
+/** Every file key of a part: weights, optimizer, EMA and trackers. */
+function allKeys(part: TrainPart): string[] {
+  return [...Object.values(fileKeys(part)).filter((k): k is string => !!k), ...(part.trackers ?? []).map((t) => t.key)];
+}
+
 /** The loop; `M` is the type of the task's checkpoint JSON. */
 export abstract class TrainingLoop<M = LoopCheckpoint> {
   /** Optimizer steps taken. */
@@ -214,7 +242,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
         if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) throw new RangeError(`TrainingLoop: phase ${ph.name}: ${k} must be an integer >= 1, got ${v}`);
       this.history[ph.name] = [];
     }
-    const keys = parts.flatMap((p) => Object.values(fileKeys(p)).filter((k): k is string => !!k));
+    const keys = parts.flatMap(allKeys);
     if (new Set(keys).size !== keys.length) throw new TypeError(`TrainingLoop: two parts share a checkpoint file key (${keys.join(', ')})`);
     this.#parts = parts;
     this.#phases = phases;
@@ -291,6 +319,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     part.optimizer.step();
     this.#zeroGrads();
     part.ema?.update();
+    for (const t of part.trackers ?? []) t.update();
     return value;
   }
 
@@ -349,6 +378,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     bar?.tick({ loss: this.#smooth, lr: this.#parts[0].optimizer.lr });
     const s = this.step;
     const { steps, checkpointEvery, previewEvery, out } = this.settings;
+    if (out !== null) this.#afterStep(s, out, false);
     if (out !== null && s < steps) {
       const ckpt = checkpointEvery > 0 && s % checkpointEvery === 0;
       const previews = previewEvery > 0 && s % previewEvery === 0;
@@ -363,6 +393,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     const interrupted = this.step < this.settings.steps;
     const { out, log, lossPlot } = this.settings;
     if (out !== null) {
+      this.#afterStep(this.step, out, true);
       if (this.lastCheckpoint !== this.step) this.checkpoint(); // (a run resumed at its last step has nothing new to save)
       const files = [this.checkpointFormat().json];
       if (lossPlot) files.push(path.basename(this.writeLossPlot()));
@@ -370,6 +401,10 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
       log?.write(`${interrupted ? 'interrupted' : 'done'} at step ${this.step}: ${files.join(', ')} in ${out}\n`);
     }
     return { status: interrupted ? 'interrupted' : 'done', step: this.step, losses: this.losses.slice() };
+  }
+
+  #afterStep(step: number, out: string, final: boolean): void {
+    for (const p of this.#parts) for (const t of p.trackers ?? []) t.afterStep?.(step, out, final);
   }
 
   /** Writes loss.png (the first phase's loss curve so far) into `out`. */
@@ -403,7 +438,13 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
         const opt = part.optimizer.stateDict();
         owned.push(opt.tensors);
         add(keys.optimizer, opt.tensors, opt.metadata);
+        for (const t of part.trackers ?? []) {
+          const st = t.stateDict();
+          owned.push(st.tensors);
+          add(t.key, st.tensors, st.metadata);
+        }
       }
+      for (const [key, f] of Object.entries(fmt.files?.() ?? {})) add(key, f.tensors, f.metadata);
       const [main, ...rest] = this.#phases;
       const meta = commitCheckpoint(
         out,
@@ -456,8 +497,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     const loaded: Record<string, Required<Pick<TensorFile, 'tensors' | 'metadata'>>> = {};
     try {
       for (const part of this.#parts)
-        for (const key of Object.values(fileKeys(part))) {
-          if (!key) continue;
+        for (const key of allKeys(part)) {
           const rec = meta.files[key];
           if (!rec) throw bad(`has no ${key} file`);
           loaded[key] = readTensorFile(jsonFile, rec, key);
@@ -473,6 +513,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
             const names = part.ema.names;
             part.ema.loadStateDict({ tensors: Object.fromEntries(names.map((n) => [`ema.${n}`, tensors[n]])), metadata });
           }
+          for (const t of part.trackers ?? []) t.loadStateDict(loaded[t.key]);
         } catch (e) {
           throw bad(`its ${part.name} weights or optimizer state do not fit the ${part.name} this run builds: ${(e as Error).message}`);
         }
@@ -485,6 +526,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     this.step = meta.step;
     this.#trainSeconds = st.trainSeconds;
     if (this.out !== null && path.resolve(this.out) === path.resolve(path.dirname(jsonFile))) this.lastCheckpoint = meta.step;
+    for (const p of this.#parts) for (const t of p.trackers ?? []) t.resumed?.(path.dirname(jsonFile), this.out, meta.step);
   }
 
   /** Frees every part's module, optimizer and EMA. */
@@ -493,6 +535,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
       if (!keep.includes(p.module)) p.module.dispose();
       p.optimizer.dispose();
       p.ema?.dispose();
+      for (const t of p.trackers ?? []) t.dispose();
     }
   }
 }

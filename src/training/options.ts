@@ -20,7 +20,7 @@ export class ConfigError extends Error {
   }
 }
 
-export type Kind = 'int' | 'number' | 'bool' | 'enum' | 'string' | 'ints';
+export type Kind = 'int' | 'number' | 'bool' | 'enum' | 'string' | 'ints' | 'numbers';
 
 export interface FieldSpec {
   kind: Kind;
@@ -44,6 +44,7 @@ export function describeSpec(s: FieldSpec): string {
   if (s.kind === 'enum') d = (s.values ?? []).map((v) => `'${v}'`).join(' or ');
   else if (s.kind === 'bool') d = 'true or false';
   else if (s.kind === 'ints') d = 'a list of integers';
+  else if (s.kind === 'numbers') d = `a non-empty list of distinct numbers in (${s.min}, ${s.max!.toFixed(4)})`;
   else if (s.kind === 'string') d = 'a string';
   else {
     d = s.kind === 'int' ? 'an integer' : 'a number';
@@ -75,6 +76,9 @@ export function checkValue(source: string, s: FieldSpec, v: unknown): unknown {
     case 'enum':
       if (typeof v !== 'string' || !s.values!.includes(v)) throw bad();
       return v;
+    case 'numbers': // each in (min, max), both open (phemaStds: sigma_rel)
+      if (!Array.isArray(v) || v.length === 0 || new Set(v).size !== v.length || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > s.min! && x < s.max!)) throw bad();
+      return [...v];
     case 'ints':
       if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x))) throw bad();
       return [...v];
@@ -96,6 +100,7 @@ export function parseValue(source: string, s: FieldSpec, raw: string): unknown {
   if (s.kind === 'bool') v = t === 'true' || t === '1' || t === 'yes' ? true : t === 'false' || t === '0' || t === 'no' ? false : t;
   else if (s.kind === 'int' || s.kind === 'number') v = t === '' || !/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(t) ? t : Number(t);
   else if (s.kind === 'ints') v = t === '' || t === 'none' ? [] : t.split(',').map((p) => (/^\s*[-+]?\d+\s*$/.test(p) ? Number(p) : p));
+  else if (s.kind === 'numbers') v = t.split(',').map((p) => (/^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/.test(p) ? Number(p) : p));
   return checkValue(source, s, v);
 }
 

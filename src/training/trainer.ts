@@ -36,7 +36,8 @@ import { encodePNG } from '../data/image-codec';
 import { buildDenoiser, buildLoss, buildNetwork, deriveSeed, DenoiserNet, generateSamples, loadTrainData, materializeConfig, networkSpec, NetworkSpec, SEED_STREAMS, TrainData } from './build';
 import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta, checkpointJsonPath, readCheckpointMeta } from './checkpoint';
 import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
-import { CheckpointFormat, emaStateDict, LoopCheckpoint, LoopResult, NonFiniteLossError, TrainingLoop, TrainPart } from './loop';
+import { CheckpointFormat, emaStateDict, LoopCheckpoint, LoopResult, NonFiniteLossError, Tracker, TrainingLoop, TrainPart } from './loop';
+import { PhemaTracker } from './phema';
 
 export { NonFiniteLossError };
 
@@ -66,7 +67,10 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
   readonly spec: NetworkSpec;
   readonly net: DenoiserNet;
   readonly optimizer: Adam;
-  readonly ema: EMA;
+  /** The EMA of the weights (null with ema 'phema', whose first power-function average takes its place). */
+  readonly ema: EMA | null;
+  /** With ema 'phema': EDM2's power-function EMAs and their snapshots. */
+  readonly phema: PhemaTracker | null;
   readonly #gen: Generator;
   readonly #dropoutGen: Generator;
   readonly #nullClass: number | null;
@@ -95,7 +99,8 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     const lossOf = buildLoss(c, buildDenoiser(c, this.net));
     const params = this.net.namedParameters();
     this.optimizer = c.optimizer === 'adamw' ? new AdamW(params, { lr: c.lr, weightDecay: c.weightDecay }) : new Adam(params, { lr: c.lr, weightDecay: c.weightDecay });
-    this.ema = new EMA(params, c.emaDecay !== null ? { decay: c.emaDecay } : { halfLifeImages: c.emaHalfLifeImages!, batchSize: c.batchSize, rampupRatio: c.emaRampupRatio });
+    this.phema = c.ema === 'phema' ? new PhemaTracker(params, { stds: c.phemaStds, snapshotEvery: c.phemaSnapshotEvery }) : null;
+    this.ema = this.phema ? null : new EMA(params, c.emaDecay !== null ? { decay: c.emaDecay } : { halfLifeImages: c.emaHalfLifeImages!, batchSize: c.batchSize, rampupRatio: c.emaRampupRatio });
     const network = JSON.stringify(this.spec);
     const part: TrainPart = {
       name: 'model',
@@ -106,6 +111,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       ema: this.ema,
       files: { weights: 'model', optimizer: 'optimizer', ema: 'ema' },
       metadata: { network },
+      trackers: this.phema ? [phemaTracker(this.phema)] : [],
     };
     this.setup({ parts: [part], phases: [{ name: 'model', part, loss: (k) => this.#loss(k, lossOf) }], generators: { train: this.#gen, dropout: this.#dropoutGen } });
   }
@@ -162,7 +168,9 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
 
   /** The EMA weights as a state dict of the network (new handles on the averages: no copies). */
   emaStateDict(): Record<string, Tensor> {
-    return emaStateDict(this.parts[0]);
+    if (!this.phema) return emaStateDict(this.parts[0]);
+    const avg = this.phema.averages;
+    return Object.fromEntries([...this.net.namedBuffers(), ...this.net.namedParameters().map(([n], i) => [n, avg[i]] as [string, Tensor])]);
   }
 
   protected checkpointFormat(): CheckpointFormat {
@@ -178,7 +186,9 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
         classNames: this.#nullClass !== null ? this.data.classNames : null,
         sampleShape: this.data.shape,
       }),
-      state: () => ({ ema: { nimg: this.ema.nimg, updates: this.ema.updates } }),
+      state: () => ({ ema: this.ema ? { nimg: this.ema.nimg, updates: this.ema.updates } : { nimg: 0, updates: this.phema!.step } }),
+      // With ema 'phema', the EMA weights that sample and eval load are the first power-function average.
+      files: () => (this.phema ? { ema: { tensors: this.emaStateDict(), metadata: { network: JSON.stringify(this.spec) } } } : {}) as ReturnType<NonNullable<CheckpointFormat['files']>>,
     };
   }
 
@@ -189,7 +199,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     noGrad(() => {
       for (const [n, b] of ev.namedBuffers()) b.copy_(this.net.namedBuffers().find(([m]) => m === n)![1]);
     });
-    this.ema.copyTo(ev.parameters());
+    (this.phema ?? this.ema!).copyTo(ev.parameters());
     return ev;
   }
 
@@ -228,10 +238,25 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     const changed = configDiff(meta.config, this.config).filter((line) => !RESUMABLE_KEYS.includes(line.split(':')[0]));
     if (changed.length) throw new ConfigError('resume', `the config differs from the checkpoint's in ${changed.join('; ')} (only ${RESUMABLE_KEYS.join(', ')} may change when resuming)`);
     if (JSON.stringify(meta.network) !== JSON.stringify(this.spec)) throw new ConfigError('resume', `the checkpoint's network (${JSON.stringify(meta.network)}) is not the one this config builds`);
-    for (const part of ['model', 'ema', 'optimizer'] as const) if (!meta.files[part]) throw new ConfigError('resume', `${dir} has no ${part} file`);
+    for (const part of ['model', 'ema', 'optimizer', ...(this.phema ? (['phema'] as const) : [])] as const) if (!meta.files[part]) throw new ConfigError('resume', `${dir} has no ${part} file`);
     for (const name of ['train', 'dropout']) if (meta.state.generators[name] === undefined) throw new ConfigError('resume', `the checkpoint has no state for the ${name} generator`);
     this.restore(checkpointJsonPath(dir), meta as unknown as LoopCheckpoint);
   }
+}
+
+/** The post-hoc EMA as a tracker of the loop: updated with the network, snapshots written into the run folder, its state a checkpoint part. */
+function phemaTracker(p: PhemaTracker): Tracker {
+  return {
+    key: 'phema',
+    update: () => p.update(),
+    stateDict: () => p.stateDict(),
+    loadStateDict: (s) => p.loadStateDict(s),
+    afterStep: (step, out, final) => void p.maybeSnapshot(step, out, { final }),
+    resumed: (from, out, step) => {
+      if (out !== null) p.resumeSnapshots(from, out, step);
+    },
+    dispose: () => p.dispose(),
+  };
 }
 
 /** Creates a trainer, runs it, disposes it. */
