@@ -181,3 +181,37 @@ describe('diffuse sample --guidance', { skip: !fs.existsSync(shipped) && 'no shi
     }
   });
 });
+
+describe('diffuse eval --nll on the shipped model', { skip: imageSkip }, () => {
+  const model = path.dirname(shipped);
+  test('ODE bits/dim of 2 test images (one RK4 step: the plumbing, not the number): a table and a JSON report', async () => {
+    const out = path.join(root, 'nll');
+    const r = await quick('eval', model, '--nll', 'ode', '--n', '2', '--ode-steps', '1', '--probes', '2', '--out', out);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /method\s+bits\/dim/);
+    assert.match(r.out, /ode\s+-?\d/);
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'nll-ode_n2_seed0.json'), 'utf8'));
+    assert.equal(report.kind, 'nll');
+    assert.equal(report.dims, 1024);
+    assert.equal(report.conditioning, 'none');
+    assert.equal(report.ode.trace, 'hutchinson');
+    assert.ok(Number.isFinite(report.ode.bitsPerDim.value) && report.ode.bitsPerDim.stderr > 0 && report.ode.traceStderr > 0);
+    assert.equal(report.vlb, undefined);
+  });
+
+  test('usage errors name the flag and the value', async () => {
+    for (const [args, re] of [
+      [['--nll', 'elbo'], /--nll: expected 'vlb' or 'ode' or 'both', got "elbo"/],
+      [['--nll', 'ode', '--trace', 'exakt'], /--trace: expected 'hutchinson' or 'exact', got "exakt"/],
+      [['--nll', 'ode', '--trace', 'exact'], /--trace exact: 1024 dimensions/],
+      [['--nll', 'ode', '--class', 'Bag'], /--class: expected 'none' or 'label', got "Bag"/],
+      [['--nll', 'vlb', '--sampler', 'euler'], /--sampler does not apply to --nll/],
+      [['--nll', 'ode', '--probes', '0'], /--probes: expected an integer/],
+      [['--nll', 'ode', '--n', '10001'], /--n: expected an integer in \[2, 10000\]/],
+    ] as [string[], RegExp][]) {
+      const r = await quick('eval', model, ...args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+      assert.match(r.err, re);
+    }
+  });
+});

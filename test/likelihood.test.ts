@@ -5,6 +5,8 @@
 // - the probability-flow ODE log-likelihood with the exact trace matches log p_sigma_min to
 //   1e-3 nats (RK4, 64 steps, exact prior at sigma_max; 2e-2 with the N(0, sigma_max^2)
 //   prior), and Hutchinson's estimate agrees with it within its standard error.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Generator, linspace, setNumThreads, tensor, Tensor, tidy } from '../src/engine';
@@ -127,4 +129,51 @@ describe('probability-flow ODE log-likelihood on the mixture', () => {
     assert.throws(() => odeLogLikelihood(D, x, { trace: 'hutchinson' }), /needs a generator/);
     assert.throws(() => odeLogLikelihood(D, x, { sigmaMin: 1, sigmaMax: 0.5 }), /sigmaMin < sigmaMax/);
   });
+});
+
+// References from scripts/fixtures/likelihood.py (float64 PyTorch after improved-diffusion's
+// code, the exact normal CDF): the decoder elementwise, and the whole bound of a Gaussian data
+// distribution under its exact (linear) denoiser with the same x_t draws (torch.randn with the
+// same seed gives the same numbers as Generator), so the two must agree to rounding.
+describe('variational bound against the PyTorch reference and the Gaussian closed form', () => {
+  const FIX = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../test/fixtures/likelihood.json'), 'utf8')) as {
+    decoder: { x: number[]; mean: number[]; logScale: number[]; logp: number[] };
+    vlb: { T: number; betaStart: number; betaEnd: number; m: number; s: number; seed: number; x0: number[][]; x0q: number[][]; expected: number[]; negLogP: number[] } & Record<'gaussian' | 'discretized', { prior: number[]; diffusion: number[]; decoder: number[] }>;
+  };
+  const close = (a: number[], b: number[], tol: number, what: string) => a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) <= tol * Math.max(1, Math.abs(b[i])), `${what}[${i}]: ${v} vs ${b[i]}`));
+
+  test('discretized decoder (Eq. 13) equals the reference elementwise, edges and extreme scales included', () =>
+    tidy(() => {
+      const { x, mean, logScale, logp } = FIX.decoder;
+      const got = discretizedGaussianLogLikelihood(tensor(x, f64), tensor(mean, f64), tensor(logScale, f64).exp());
+      close(Array.from(got.toFloat64Array()), logp, 1e-10, 'log p');
+    }));
+
+  const v = FIX.vlb;
+  const schedule = discreteVP(linearBetas(v.T, { betaStart: v.betaStart, betaEnd: v.betaEnd }));
+  const gaussianD: Denoiser = (x, sigma) => x.sub(v.m).mul(sigma.square().add(v.s * v.s).reciprocal().mul(v.s * v.s).unsqueeze(1)).add(v.m); // m + s^2/(s^2 + sigma^2)(x - m)
+
+  for (const decoder of ['gaussian', 'discretized'] as const)
+    test(`every term of the bound equals the reference with the same noise (${decoder} decoder, T = ${v.T})`, () =>
+      tidy(() => {
+        const x0 = tensor(decoder === 'gaussian' ? v.x0 : v.x0q, f64);
+        const r = variationalBound(gaussianD, x0, schedule, { generator: new Generator(v.seed), decoder, variance: 'beta' });
+        for (const part of ['prior', 'diffusion', 'decoder'] as const) close(Array.from(r[part].toFloat64Array()), v[decoder][part], 1e-9, `${decoder} ${part}`);
+      }));
+
+  test('Gaussian data: the Monte Carlo bound averages to the closed form E[bound | x0], which is within 0.01 nats per dimension of -log p on average', (t) =>
+    tidy(() => {
+      // closed form (fixture, numpy-independent of variationalBound): E[(x0 - D)^2 | x0] = (1 - k)^2 (x0 - m)^2 + k^2 sigma^2
+      const slack = v.expected.map((e, i) => e - v.negLogP[i]);
+      t.diagnostic(`closed-form slack E[bound] + log p: ${slack.map((s) => s.toFixed(4)).join(' ')} nats (3 dims)`);
+      // a bound on average over the data (per point it bounds the model's -log p_theta, not the data's -log p), tight to 0.01 nats per dimension at T = 1000
+      const meanSlack = slack.reduce((a, b) => a + b, 0) / slack.length;
+      assert.ok(meanSlack > 0 && slack.every((s) => s < 0.03), `slack ${meanSlack}`);
+      // Monte Carlo: 400 draws of the same 8 points
+      const x0 = tensor(v.x0, f64).repeat([400, 1]);
+      const r = variationalBound(gaussianD, x0, schedule, { generator: new Generator(21), decoder: 'gaussian' }).nats.reshape([400, 8]);
+      const d = r.sub(tensor(v.expected, f64).unsqueeze(0)).reshape([-1]);
+      t.diagnostic(`Monte Carlo - closed form: ${mean(d).toFixed(4)} +- ${stdErr(d).toFixed(4)} nats`);
+      assert.ok(Math.abs(mean(d)) < 3 * stdErr(d) && stdErr(d) < 0.05, `${mean(d)} +- ${stdErr(d)}`);
+    }));
 });

@@ -34,6 +34,7 @@ import { intFlag, numberList, parseArgs, ParsedArgs, table, UsageError } from '.
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, GuidanceSpec, parseGuidance, prepareGuidance } from './guidance-flags';
 import { parseClass, shippedModelDir } from './sample';
 import { SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
+import { NLL_FLAGS, nllCommand, nllHelpRows } from './eval-nll';
 
 export function evalHelp(): string {
   return `Usage: diffuse eval [CHECKPOINT] [options]
@@ -56,6 +57,7 @@ ${table([
   ...samplingHelpRows(),
   ...guidanceHelpRows({ sweep: true }),
   ['--class C', 'a class name or id for every sample, or "none" (unconditional); default: cycle through the classes'],
+  ...nllHelpRows(),
   ['--seed S', 'sample i draws its noise from seed S + i (default 0)'],
   ['--batch B', 'samples generated per batch (default 250; changes memory, not the samples)'],
   ['--baseline B', '"test" (the test split as if it were samples: the floor any model is compared with) or "noise" (uniform noise images)'],
@@ -71,6 +73,7 @@ Examples:
   diffuse eval --sampler dpmpp-2m --grid karras --steps 5,10,20,50
   diffuse eval --guidance 1,2,3,5 --sampler dpmpp-2m --steps 20
   diffuse eval --baseline test --n 10000
+  diffuse eval --nll both --n 100                         # bits/dim: variational bound and probability-flow ODE
 `;
 }
 
@@ -88,6 +91,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
     n: 'value', steps: 'value', class: 'value', seed: 'value', batch: 'value', baseline: 'value', out: 'value', weights: 'value', threads: 'value', cache: 'bool', help: 'switch',
     ...SAMPLING_FLAGS,
     ...GUIDANCE_FLAGS,
+    ...NLL_FLAGS,
   });
   if (args.flags.has('help')) {
     process.stdout.write(evalHelp());
@@ -98,6 +102,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   const seed = intFlag(args, 'seed', 0, { min: 0, max: Number.MAX_SAFE_INTEGER - 1_000_000 });
   const batchSize = intFlag(args, 'batch', 250, { min: 1 });
   if (args.flags.has('threads')) setNumThreads(intFlag(args, 'threads', 1, { min: 1 }));
+  if (args.flags.has('nll')) return nllCommand(args);
   const baseline = args.flags.get('baseline');
   if (baseline !== undefined) return baselineCommand(args, baseline, n, seed);
 

@@ -17,3 +17,4 @@ export * from './toy';
 export * from './report';
 export * from './feature-net';
 export { symmetricEigen, psdSqrt, clampNoise, SymmetricEigen } from './linalg';
+export * from './nll';

@@ -22,12 +22,12 @@
  *   const ode = odeLogLikelihood(D, x, { trace: 'exact' });                          // ode.logLikelihood [B]
  */
 import { grad } from '../engine/autograd';
-import { Generator } from '../engine/random';
 import { enableGrad, noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 import { ddpmPosterior, DiscreteVP } from '../core/schedules';
-import { full, zeros } from '../engine/create';
+import { full, stack, zeros } from '../engine/create';
+import { Noise, randnLike } from '../sampling/noise';
 
 const LN2 = Math.LN2;
 const sumFlat = (t: Tensor) => (t.ndim > 1 ? t.flatten(1).sum(1) : t);
@@ -77,8 +77,8 @@ export interface BoundResult {
 }
 
 export interface BoundOptions {
-  /** Draws x_t ~ q(x_t | x0) for every step. */
-  generator: Generator;
+  /** Draws x_t ~ q(x_t | x0) for every step: one Generator, or one per sample (the bound of sample i then does not depend on its batch). */
+  generator: Noise;
   cond?: Conditioning;
   /** 'discretized' (default; data on 256 levels of [-1, 1]) or 'gaussian' (continuous data: a density). */
   decoder?: 'discretized' | 'gaussian';
@@ -111,7 +111,7 @@ export function variationalBound(D: Denoiser, x0: Tensor, schedule: DiscreteVP, 
         const xIn = xt.div(Math.sqrt(alphaBar[i])).to({ dtype: x0.dtype });
         return D(xIn, full([B], sigmas[i], { dtype: x0.dtype, device: x0.device }), cond).to({ dtype: 'float64' });
       };
-      const sample = (i: number) => x.mul(Math.sqrt(alphaBar[i])).add(generator.randnLike(x).mul(Math.sqrt(1 - alphaBar[i]))); // q(x_t | x0), Eq. 4
+      const sample = (i: number) => x.mul(Math.sqrt(alphaBar[i])).add(randnLike(generator, x).mul(Math.sqrt(1 - alphaBar[i]))); // q(x_t | x0), Eq. 4
       // L_T = KL(q(x_T | x0) || N(0, I))
       const prior = sumFlat(gaussianKL(x.mul(Math.sqrt(alphaBar[T - 1])), 1 - alphaBar[T - 1], x.mul(0), 1));
       // L_{t-1}, t = 2..T (index i = t - 1 = 1..T-1): Gaussian posterior (Eq. 6-7) vs the model's step
@@ -151,8 +151,8 @@ export interface OdeLikelihoodOptions {
   trace?: 'exact' | 'hutchinson';
   /** Rademacher probes per sample for 'hutchinson', fixed along the path (default 1). */
   probes?: number;
-  /** Required for 'hutchinson'. */
-  generator?: Generator;
+  /** Required for 'hutchinson': one Generator, or one per sample (sample i's probes then do not depend on its batch). */
+  generator?: Noise;
   /** log of the prior density at sigma_max, [B] (default log N(x; 0, sigma_max^2 I)). */
   prior?: (x: Tensor, sigmaMax: number) => Tensor;
   cond?: Conditioning;
@@ -167,6 +167,8 @@ export interface OdeLikelihoodResult {
   priorLogLikelihood: Tensor;
   /** [B] the integrated divergence. */
   deltaLogLikelihood: Tensor;
+  /** [B, P] for 'hutchinson': the integrated divergence of each probe alone (their mean is deltaLogLikelihood; their spread is the estimator's noise). */
+  deltaPerProbe?: Tensor;
   /** [B, ...] the point x(sigma_max) the ODE reached. */
   xT: Tensor;
 }
@@ -187,7 +189,9 @@ export function odeLogLikelihood(D: Denoiser, x: Tensor, opts: OdeLikelihoodOpti
     const B = x.dim(0);
     const dims = dimsOf(x);
     const dtype = x.dtype;
-    const v = trace === 'hutchinson' ? Array.from({ length: probes }, () => generator!.rand(x.shape, { dtype: 'float64' }).lt(0.5).where(-1, 1).to({ dtype })) : [];
+    if (trace === 'hutchinson' && !(Number.isSafeInteger(probes) && probes >= 1)) throw new RangeError(`odeLogLikelihood: probes must be a positive integer, got ${probes}`);
+    // Rademacher probes: the sign of a standard normal draw (+-1 with probability 1/2 each)
+    const v = trace === 'hutchinson' ? Array.from({ length: probes }, () => randnLike(generator!, x.to({ dtype: 'float64' })).ge(0).where(1, -1).to({ dtype })) : [];
     // (x, tau) -> [dx/dtau = x - D(x, e^tau), div_x of it], both float64
     const field = (xs: Tensor, tau: number): [Tensor, Tensor] =>
       tidy(() =>
@@ -205,23 +209,24 @@ export function odeLogLikelihood(D: Denoiser, x: Tensor, opts: OdeLikelihoodOpti
             }
             divD = parts.reduce((a, b) => a.add(b));
           } else {
-            divD = v
-              .map((p, k) => {
+            // one estimate v^T (dD/dx) v per probe: [B, P]
+            divD = stack(
+              v.map((p, k) => {
                 const [g] = grad(d.mul(p).sum(), xr, { retainGraph: k < v.length - 1 });
                 return sumFlat(g!.mul(p));
-              })
-              .reduce((a, b) => a.add(b))
-              .div(v.length);
+              }),
+              1,
+            );
           }
           const dx = xr.sub(d).detach().to({ dtype: 'float64' });
-          return [dx, divD.detach().to({ dtype: 'float64' }).rsub(dims)] as [Tensor, Tensor]; // div(x - D) = dims - div D
+          return [dx, divD.detach().to({ dtype: 'float64' }).rsub(dims)] as [Tensor, Tensor]; // div(x - D) = dims - div D ([B], or [B, P])
         }),
       );
     // RK4 on (x, integral of the divergence) from tau_min = ln(sigma_min) to tau_max = ln(sigma_max)
     const t0 = Math.log(sigmaMin);
     const h = (Math.log(sigmaMax) - t0) / steps;
     let xs = x.to({ dtype: 'float64' }).detach();
-    let acc = zeros([B], { dtype: 'float64', device: x.device });
+    let acc = zeros(trace === 'hutchinson' ? [B, probes] : [B], { dtype: 'float64', device: x.device });
     for (let k = 0; k < steps; k++) {
       const tau = t0 + k * h;
       const [xPrev, accPrev] = [xs, acc];
@@ -237,7 +242,10 @@ export function odeLogLikelihood(D: Denoiser, x: Tensor, opts: OdeLikelihoodOpti
       accPrev.dispose();
     }
     const priorLogLikelihood = prior(xs, sigmaMax).to({ dtype: 'float64' });
-    const logLikelihood = priorLogLikelihood.add(acc);
-    return { logLikelihood, bitsPerDim: logLikelihood.neg().div(dims * LN2), priorLogLikelihood, deltaLogLikelihood: acc, xT: xs };
+    const delta = trace === 'hutchinson' ? acc.mean(1) : acc;
+    const logLikelihood = priorLogLikelihood.add(delta);
+    const result: OdeLikelihoodResult = { logLikelihood, bitsPerDim: logLikelihood.neg().div(dims * LN2), priorLogLikelihood, deltaLogLikelihood: delta, xT: xs };
+    if (trace === 'hutchinson') result.deltaPerProbe = acc;
+    return result;
   });
 }
