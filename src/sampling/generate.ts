@@ -24,8 +24,10 @@ import { runSampler } from './run';
 
 /**
  * Samples per batch when none is given. Measured on the shipped Fashion-MNIST U-Net with
- * classifier-free guidance (each batch of B runs the network on 2B): images/s rises up to
- * about B = 32-64 and falls beyond (page faults on ever larger activations); docs/BENCHMARKS.md.
+ * classifier-free guidance (each batch of B runs the network on 2B rows), 2 cores: B = 64 was
+ * the fastest or tied-fastest of 8-256 in every pass; smaller batches pay per-op costs on too
+ * little data, larger ones page faults on ever larger activations (issue 12: 7x slower per
+ * sample-step at 2000 rows). docs/BENCHMARKS.md, "Sampling many images".
  */
 export const DEFAULT_BATCH_SIZE = 64;
 
