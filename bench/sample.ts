@@ -8,6 +8,13 @@
  *       the code path of `diffuse sample --sampler dpmpp-2m --grid karras --no-clip`) vs the same
  *       loop written in Python (bench/sample_peer.py, k-diffusion's sample_dpmpp_2m).
  *
+ *   (c) large n: `--large-n` (default 1000) classifier-free-guided samples (w = 2, so each batch of B
+ *       runs the network on 2B rows) with the same 20-step dpmpp-2m, drawn by `generateSamples` at its
+ *       default batch size (DEFAULT_BATCH_SIZE), against the batch-64 case (64 guided samples, one
+ *       batch): images/s of both and their ratio (issue 12: within 10%). Ours only.
+ *   (d) with `--batch-sizes B1,B2,...`: guided images/s of 256 samples at each batch size (how
+ *       DEFAULT_BATCH_SIZE was chosen). Ours only.
+ *
  * The PyTorch side is the independent U-Net twin in scripts/fixtures/nn.py with the same weights
  * (saved here, loaded strictly there) behind k-diffusion's discrete epsilon denoiser written in
  * plain torch; it starts from the same x_T, labels and grid, so both must draw the same images:
@@ -25,6 +32,10 @@
  *   --batch B      images (default 64)
  *   --steps N      sampler steps (default 20)
  *   --python PATH  the peer's interpreter (default $DIFFUSE_PYTHON or /usr/bin/python3)
+ *   --large-n N    samples in (c) (default 1000; 0 skips it)
+ *   --large-steps K  sampler steps in (c) and (d) (default: --steps)
+ *   --batch-sizes L  run (d) over these batch sizes (default: skip it)
+ *   --peer P       'yes' (default) runs (a) and (b) against PyTorch; 'no' runs only (c) and (d)
  *
  * The last line is `sample throughput ratio vs pytorch: R`, R = PyTorch's median time for (b) over
  * ours (> 1: we are faster).
@@ -35,8 +46,10 @@ import * as path from 'node:path';
 import { full, getNumThreads, keep, loadSafetensors, noGrad, saveSafetensors, setNumThreads, tensor, Tensor, tidy, torchVersion } from '../src/engine';
 import { saveModule } from '../src/nn';
 import { seededNoise } from '../src/sampling';
-import { buildSchedule, generateSamples, initialNoise, samplingSigmas } from '../src/training/build';
-import { loadModel } from '../src/training/checkpoint';
+import { Denoiser } from '../src/core/denoiser';
+import { classifierFreeGuidance } from '../src/guidance';
+import { buildSchedule, DEFAULT_BATCH_SIZE, generateSamples, initialNoise, samplingSigmas } from '../src/training/build';
+import { CheckpointMeta, loadModel } from '../src/training/checkpoint';
 import { shippedModelDir } from '../src/cli/sample';
 import { median, Peer } from './peer';
 
@@ -47,6 +60,10 @@ interface Options {
   batch: number;
   steps: number;
   python: string;
+  largeN: number;
+  largeSteps: number;
+  batchSizes: number[];
+  peer: boolean;
 }
 
 const SEED = 0;
@@ -57,20 +74,29 @@ function parseArgs(argv: string[]): Options {
     if (!argv[i].startsWith('--') || i + 1 >= argv.length) throw new Error(`sample bench: expected --option value pairs, got ${argv.slice(i).join(' ')}`);
     a.set(argv[i], argv[i + 1]);
   }
-  const known = ['--threads', '--repeats', '--evals', '--batch', '--steps', '--python'];
+  const known = ['--threads', '--repeats', '--evals', '--batch', '--steps', '--python', '--large-n', '--large-steps', '--batch-sizes', '--peer'];
   for (const k of a.keys()) if (!known.includes(k)) throw new Error(`sample bench: unknown option ${k} (known: ${known.join(' ')})`);
-  const int = (k: string, d: number) => {
+  const int = (k: string, d: number, min = 1) => {
     const v = a.has(k) ? Number(a.get(k)) : d;
-    if (!Number.isSafeInteger(v) || v < 1) throw new Error(`sample bench: ${k} must be an integer >= 1, got ${a.get(k)}`);
+    if (!Number.isSafeInteger(v) || v < min) throw new Error(`sample bench: ${k} must be an integer >= ${min}, got ${a.get(k)}`);
     return v;
   };
+  const peer = a.get('--peer') ?? 'yes';
+  if (peer !== 'yes' && peer !== 'no') throw new Error(`sample bench: --peer must be yes or no, got ${peer}`);
+  const sizes = (a.get('--batch-sizes') ?? '').split(',').filter(Boolean).map(Number);
+  if (sizes.some((b) => !Number.isSafeInteger(b) || b < 1)) throw new Error(`sample bench: --batch-sizes must be integers >= 1 separated by commas, got ${a.get('--batch-sizes')}`);
+  const steps = int('--steps', 20);
   return {
     threads: int('--threads', os.availableParallelism()),
     repeats: int('--repeats', 5),
     evals: int('--evals', 3),
     batch: int('--batch', 64),
-    steps: int('--steps', 20),
+    steps,
     python: a.get('--python') ?? process.env.DIFFUSE_PYTHON ?? '/usr/bin/python3',
+    largeN: int('--large-n', 1000, 0),
+    largeSteps: int('--large-steps', steps),
+    batchSizes: sizes,
+    peer: peer === 'yes',
   };
 }
 
@@ -121,7 +147,7 @@ async function main(): Promise<void> {
     },
     sample(): number {
       const t0 = performance.now();
-      const x = generateSamples(D, meta.config, { shape: meta.sampleShape, n: B, seed: SEED, labels: labelList, steps: o.steps, sampler: 'dpmpp-2m', grid: 'karras', clip: false });
+      const x = generateSamples(D, meta.config, { shape: meta.sampleShape, n: B, seed: SEED, labels: labelList, steps: o.steps, sampler: 'dpmpp-2m', grid: 'karras', clip: false, batchSize: B });
       const secs = (performance.now() - t0) / 1000;
       this.last.sample?.dispose();
       this.last.sample = x;
@@ -129,11 +155,28 @@ async function main(): Promise<void> {
     },
   };
 
-  const { peer, hello } = await Peer.start(o.python, path.join(__dirname, '..', '..', 'bench', 'sample_peer.py'), [dir, String(o.threads)]);
+  const started = o.peer ? await Peer.start(o.python, path.join(__dirname, '..', '..', 'bench', 'sample_peer.py'), [dir, String(o.threads)]) : null;
+  let ratio: number | null = null;
   try {
-    if (hello.threads !== getNumThreads()) throw new Error(`the peer runs ${String(hello.threads)} threads, ours ${getNumThreads()}`);
+    if (started && started.hello.threads !== getNumThreads()) throw new Error(`the peer runs ${String(started.hello.threads)} threads, ours ${getNumThreads()}`);
     console.log(`diffuse sample bench: libtorch ${torchVersion()}, ${getNumThreads()} threads, ${os.cpus()[0]?.model?.trim() ?? 'unknown CPU'} (${os.cpus().length} logical CPUs), load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-    console.log(`  model ${shippedModelDir()} (step ${meta.step}, EMA weights, ${net.numParameters().toLocaleString('en-US')} parameters; peer: torch ${String(hello.torch)}, ${String(hello.parameters)} parameters)`);
+    console.log(`  model ${shippedModelDir()} (step ${meta.step}, EMA weights, ${net.numParameters().toLocaleString('en-US')} parameters${started ? `; peer: torch ${String(started.hello.torch)}, ${String(started.hello.parameters)} parameters` : ''})`);
+    if (started) ratio = await comparePeer(started.peer);
+    largeCases(o, meta, D);
+    console.log(`total time ${((performance.now() - wall0) / 1000).toFixed(0)} s`);
+    if (ratio !== null) console.log(`sample throughput ratio vs pytorch: ${ratio.toFixed(2)}`);
+  } finally {
+    await started?.peer.close();
+    Object.values(inputs).forEach((t) => t.dispose());
+    ours.last.denoised?.dispose();
+    ours.last.sample?.dispose();
+    sigmas.dispose();
+    net.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+
+  /** (a) and (b) against the PyTorch peer; PyTorch's median time for (b) over ours. */
+  async function comparePeer(peer: Peer): Promise<number> {
     console.log(`  batch ${B} x [${meta.sampleShape}], (a) one evaluation at sigma = ${s[o.steps >> 1].toPrecision(4)}, ${o.evals} per repeat; (b) ${o.steps}-step dpmpp-2m, karras grid ${s[0].toPrecision(4)} .. ${s[o.steps - 1].toPrecision(4)}, no clipping; ${o.repeats} alternating repeats`);
     ours.denoise(1); // warm-up: oneDNN primitives, allocator
     await peer.request({ cmd: 'denoise', n: 1 });
@@ -169,16 +212,47 @@ async function main(): Promise<void> {
     console.log(`| (b) ${o.steps}-step DPM-Solver++(2M) sample of ${B} | ${f2(b0)} s ${span(secB.ours, f2)} (${f1(B / b0)} images/s) | ${f2(b1)} s ${span(secB.peer, f2)} (${f1(B / b1)} images/s) | ${(b1 / b0).toFixed(3)} |`);
     console.log('');
     console.log(`same images: max |D_ours - D_pytorch| = ${diffA.toExponential(2)} (one evaluation); max |x_ours - x_pytorch| = ${diffB.toExponential(2)} over the ${B} final samples (max |x| = ${range.toFixed(2)})`);
-    console.log(`total time ${((performance.now() - wall0) / 1000).toFixed(0)} s`);
-    console.log(`sample throughput ratio vs pytorch: ${(b1 / b0).toFixed(2)}`);
-  } finally {
-    await peer.close();
-    Object.values(inputs).forEach((t) => t.dispose());
-    ours.last.denoised?.dispose();
-    ours.last.sample?.dispose();
-    sigmas.dispose();
-    net.dispose();
-    fs.rmSync(dir, { recursive: true, force: true });
+    return b1 / b0;
+  }
+}
+
+/**
+ * (c) o.largeN classifier-free-guided samples (w = 2) at generateSamples' default batch size against
+ * 64 guided samples in one batch (measured before and after it, to bracket the load), and (d) guided
+ * images/s of 256 samples at each of o.batchSizes. Ours only.
+ */
+function largeCases(o: Options, meta: CheckpointMeta, D: Denoiser): void {
+  if (o.largeN === 0 && o.batchSizes.length === 0) return;
+  const k = meta.classNames?.length;
+  if (!k) throw new Error('sample bench: (c) and (d) need the class-conditional shipped model');
+  const guided = classifierFreeGuidance(D, { scale: 2, nullClass: k });
+  const imagesPerSecond = (n: number, batchSize?: number) => {
+    const t0 = performance.now();
+    const labels = Array.from({ length: n }, (_, i) => i % k);
+    generateSamples(guided, meta.config, { shape: meta.sampleShape, n, seed: SEED, labels, steps: o.largeSteps, sampler: 'dpmpp-2m', grid: 'karras', clip: false, batchSize }).dispose();
+    return n / ((performance.now() - t0) / 1000);
+  };
+  imagesPerSecond(8, 8); // warm-up
+  const f1 = (x: number) => x.toFixed(1);
+  if (o.batchSizes.length > 0) {
+    console.log('');
+    console.log(`(d) guided (cfg w = 2) ${o.largeSteps}-step dpmpp-2m, 256 samples, by batch size (the network sees 2 x B rows):`);
+    console.log('| batch size | images/s |');
+    console.log('| --- | --- |');
+    for (const b of o.batchSizes) console.log(`| ${b} | ${f1(imagesPerSecond(256, b))} |`);
+  }
+  if (o.largeN > 0) {
+    const before = imagesPerSecond(64, 64);
+    const large = imagesPerSecond(o.largeN);
+    const after = imagesPerSecond(64, 64);
+    const small = (before + after) / 2;
+    console.log('');
+    console.log(`(c) guided (cfg w = 2) ${o.largeSteps}-step dpmpp-2m: ${o.largeN} samples at the default batch size (${DEFAULT_BATCH_SIZE}) against one batch of 64:`);
+    console.log('| workload | images/s | vs batch 64 |');
+    console.log('| --- | --- | --- |');
+    console.log(`| 64 guided samples, one batch (before, after) | ${f1(small)} (${f1(before)}, ${f1(after)}) | 1 |`);
+    console.log(`| ${o.largeN} guided samples, batches of ${DEFAULT_BATCH_SIZE} | ${f1(large)} | ${(large / small).toFixed(3)} |`);
+    console.log(`large-n images/s ratio vs batch 64: ${(large / small).toFixed(2)}`);
   }
 }
 

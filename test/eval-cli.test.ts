@@ -14,6 +14,8 @@ import { Denoiser } from '../src/core/denoiser';
 import { fashionReference, generateInBatches, quantize } from '../src/eval/evaluate';
 import { loadFeatureNet } from '../src/eval/feature-net';
 import { resolveTrainConfig } from '../src/training/config';
+import { defaultReportDir } from '../src/cli/eval';
+import { shippedModelDir } from '../src/cli/sample';
 import { runQuick } from './cli-run';
 
 setNumThreads(1);
@@ -60,6 +62,7 @@ describe('diffuse eval on a 2-D model', () => {
     const r = await quick('eval', toy, '--sampler', 'heun', '--grid', 'karras', '--steps', '2,4', '--n', '200', '--threads', '1');
     assert.equal(r.code, 0, r.err);
     const json = /wrote (\S+\.json)/.exec(r.out)![1];
+    assert.equal(path.dirname(json), path.join(toy, 'eval'), 'a user\'s run keeps its reports in its folder');
     const rows = JSON.parse(fs.readFileSync(json, 'utf8')) as { steps: number; nfe: number; sampler: string; seed: number; n: number; space: string; metrics: Record<string, { value: number }> }[];
     assert.deepEqual(rows.map((x) => [x.steps, x.nfe]), [[2, 3], [4, 7]]); // heun: 2N - 1
     for (const x of rows) {
@@ -81,6 +84,9 @@ describe('diffuse eval on a 2-D model', () => {
       [['--guidance', '2'], /guidance needs class labels/],
       [['--baseline', 'train'], /--baseline: expected 'test' or 'noise'/],
       [['--n', '1'], /--n: expected an integer in \[2,/],
+      [['-n', '1'], /--n: expected an integer in \[2,/],
+      [['--batch-size', '0'], /--batch-size: expected an integer in \[1, 1000000\], got "0"/],
+      [['--batch-size', '2', '--batch', '2'], /give --batch-size or --batch \(its old name\), not both/],
     ] as [string[], RegExp][]) {
       const r = await quick('eval', toy, ...args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
@@ -145,6 +151,21 @@ describe('diffuse eval on the shipped model', { skip: imageSkip }, () => {
       for (const r of [a, b, c]) r.dispose();
       fnet.net.dispose();
     }
+  });
+
+  test('reports for a shipped model go under the working directory (runs/eval/NAME), never into models/', async () => {
+    assert.equal(defaultReportDir(shippedModelDir()), path.join('runs', 'eval', 'fashion-mnist'));
+    assert.equal(defaultReportDir(path.join(root, 'my-run')), path.join(root, 'my-run', 'eval'));
+    const inPackage = path.join(path.dirname(shipped), 'eval');
+    const listing = () => (fs.existsSync(inPackage) ? fs.readdirSync(inPackage).sort() : []);
+    const before = listing();
+    const r = await quick('eval', '-n', '20', '--batch-size', '7', '--steps', '1', '--sampler', 'euler', '--threads', '1');
+    assert.equal(r.code, 0, r.err);
+    const json = /wrote (\S+\.json)/.exec(r.out)![1];
+    assert.equal(path.dirname(json), path.join('runs', 'eval', 'fashion-mnist'));
+    assert.ok(fs.existsSync(path.join(root, json)), `${json} in the working directory`);
+    assert.deepEqual(listing(), before, 'nothing written into models/fashion-mnist');
+    assert.equal(JSON.parse(fs.readFileSync(path.join(root, json), 'utf8')).n, 20);
   });
 
   test('a guided run records its guidance and scores the requested classes', async () => {

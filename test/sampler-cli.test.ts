@@ -2,7 +2,8 @@
 // 100 trailing steps, x0 clipped) is bit-identical to the implementation it replaced and
 // reproduces the shipped samples.png; the named grids; runSampler's option checks; every
 // sampler through `diffuse sample` on the shipped model (NFE printed = info.evals(steps));
-// usage errors naming the flag; `diffuse samplers` listing the registry.
+// usage errors naming the flag; `diffuse samplers` listing the registry; batched sampling
+// (the same bits for any batch size, memory flat in n, NFE per sample) and --batch-size / -n.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -16,6 +17,9 @@ import { decodeImage } from '../src/data/image-codec';
 import {
   clipDenoiser, discreteSigmas, evalsFormula, gridModel, gridNames, GRIDS, gridSigmas, karrasSigmas, randnLike, runSampler, sampleDDPM, samplerParamError, SAMPLERS, seededNoise,
 } from '../src/sampling';
+import { classifierFreeGuidance } from '../src/guidance';
+import { GaussianMixture } from '../src/data/mixture';
+import { countEvaluations } from '../src/sampling/generate';
 import { buildDenoiser, buildNetwork, DenoiserNet, generateSamples, materializeConfig, networkSpec, samplingSigmas } from '../src/training/build';
 import { resolveTrainConfig, TrainConfig } from '../src/training/config';
 import { loadModel } from '../src/training/checkpoint';
@@ -230,6 +234,93 @@ describe('runSampler', () => {
   });
 });
 
+describe('batched sampling', () => {
+  // A class-conditional 2-D model with an exact denoiser: the ring mixture, one class per component.
+  const gmm = GaussianMixture.ring(4, { radius: 1, std: 0.2 });
+  after(() => gmm.dispose());
+  const Dm: Denoiser = (x, sigma, cond) => gmm.denoise(x, sigma, cond);
+  const mixConfig = { ...resolveTrainConfig({ data: '8gaussians', model: { type: 'mlp' }, objective: 'edm' }), classConditional: true } as TrainConfig;
+  const n = 7;
+  const labels = [0, 1, 2, 3, 0, 1, 2];
+  const bits = (x: Tensor) => Array.from(x.toFloat64Array());
+
+  test('the same samples bit for bit for batch sizes 1, 3 and n: deterministic and stochastic samplers, with and without guidance', () => {
+    const guided = classifierFreeGuidance(Dm, { scale: 2.5, nullClass: 4 }); // one batched evaluation of [2B]: conditional and null-class rows
+    const before = memory().tensors;
+    for (const [name, D] of [['unguided', Dm], ['cfg w = 2.5', guided]] as const) {
+      for (const sampler of ['dpmpp-2m', 'dpmpp-2m-sde', 'euler-ancestral', 'heun-churn']) {
+        const at = (batchSize: number) => generateSamples(D, mixConfig, { shape: [2], n, seed: 11, steps: 6, labels, sampler, grid: 'karras', batchSize });
+        const [a, b, c] = [at(1), at(3), at(n)];
+        try {
+          assert.deepEqual(bits(b), bits(a), `${sampler}, ${name}: batch 3 vs 1`);
+          assert.deepEqual(bits(c), bits(a), `${sampler}, ${name}: batch ${n} vs 1`);
+          // and sample i is the first sample of seed 11 + i: the 1-sample run at that seed.
+          const one = generateSamples(D, mixConfig, { shape: [2], n: 1, seed: 11 + 5, steps: 6, labels: [labels[5]], sampler, grid: 'karras' });
+          assert.deepEqual(bits(one), bits(a).slice(10, 12), `${sampler}, ${name}: sample 5 alone`);
+          one.dispose();
+        } finally {
+          [a, b, c].forEach((t) => t.dispose());
+        }
+      }
+    }
+    assert.equal(memory().tensors, before);
+  });
+
+  test('a U-Net: the same samples up to the rounding of its batch-shaped kernels (oneDNN, OpenBLAS), guided DDPM ancestral', () => {
+    // The noise is the same bits in any batching (the mixture test above); the network is not bit-exact
+    // across batch shapes (conv and matmul kernels are chosen by shape), so images agree to ~1e-6, not 1e-1
+    // as they would if a sample drew another sample's noise.
+    const { config, net, D } = tinyModel();
+    try {
+      const G = classifierFreeGuidance(D, { scale: 2, nullClass: 2 });
+      const at = (batchSize: number) => generateSamples(G, config, { shape: [1, 8, 8], n: 5, seed: 4, steps: 3, labels: [0, 1, 0, 1, 0], batchSize, clip: false });
+      const [a, b, c] = [at(1), at(3), at(5)];
+      const maxDiff = (p: Tensor, q: Tensor) => tidy(() => p.sub(q).abs().max().item());
+      assert.ok(maxDiff(a, b) < 1e-4 && maxDiff(a, c) < 1e-4, `max |diff| ${maxDiff(a, b)}, ${maxDiff(a, c)}`);
+      const other = generateSamples(G, config, { shape: [1, 8, 8], n: 5, seed: 5, steps: 3, labels: [0, 1, 0, 1, 0], batchSize: 5, clip: false });
+      assert.ok(maxDiff(a.narrow(0, 1, 4), other.narrow(0, 0, 4)) < 1e-4, 'seed 5 = samples 1.. of seed 4');
+      assert.ok(maxDiff(a, other) > 0.1, 'another seed is another sample');
+      [a, b, c, other].forEach((t) => t.dispose());
+    } finally {
+      net.dispose();
+    }
+  });
+
+  test('memory is flat in n: the live tensors and bytes of a step do not grow with the number of samples', () => {
+    const peak = (count: number) => {
+      const base = memory();
+      let tensors = 0;
+      let bytes = 0;
+      const x = generateSamples(Dm, mixConfig, {
+        shape: [2], n: count, seed: 0, steps: 4, labels: null, sampler: 'dpmpp-2m-sde', grid: 'karras', batchSize: 8,
+        onStep: () => {
+          const m = memory();
+          tensors = Math.max(tensors, m.tensors - base.tensors);
+          bytes = Math.max(bytes, m.bytes - base.bytes - count * 2 * 4); // the result ([count, 2] float32) is allocated once; the rest is working memory
+        },
+      });
+      x.dispose();
+      assert.deepEqual([memory().tensors, memory().bytes], [base.tensors, base.bytes], 'nothing left behind');
+      return { tensors, bytes };
+    };
+    const small = peak(24);
+    const large = peak(400);
+    assert.equal(large.tensors, small.tensors, 'live tensors at the peak');
+    assert.ok(large.bytes <= small.bytes, `working bytes: ${large.bytes} for n = 400 vs ${small.bytes} for n = 24`);
+  });
+
+  test('NFE per sample is the sampler\'s count whatever the batch size; bad batch sizes are errors naming the value', () => {
+    for (const batchSize of [1, 3, 7]) {
+      const c = countEvaluations(Dm);
+      generateSamples(c.denoiser, mixConfig, { shape: [2], n, seed: 0, steps: 5, labels, sampler: 'heun', grid: 'karras', batchSize }).dispose();
+      assert.equal(c.nfe(n), SAMPLERS.heun.info.evals(5), `batch ${batchSize}`);
+      assert.equal(c.calls, Math.ceil(n / batchSize) * SAMPLERS.heun.info.evals(5));
+    }
+    assert.throws(() => generateSamples(Dm, mixConfig, { shape: [2], n, seed: 0, labels, batchSize: 0 }), /batchSize must be a positive integer, got 0/);
+    assert.throws(() => generateSamples(Dm, mixConfig, { shape: [2], n, seed: 0, labels, batchSize: 2.5 }), /batchSize must be a positive integer, got 2.5/);
+  });
+});
+
 describe('the CLI', () => {
   let root: string;
   before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-sampler-cli-'))));
@@ -263,6 +354,31 @@ describe('the CLI', () => {
       const r = await quick('sample', ...args, '--steps', '2', '--n', '1', '--out', 'opt.png');
       assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
     }
+  });
+
+  test('--batch-size does not change the images beyond kernel rounding (guided, stochastic sampler); -n is --n', { skip: !fs.existsSync(shipped) && 'no shipped model' }, async () => {
+    const run = async (dir: string, ...args: string[]) => {
+      const r = await quick('sample', ...args, '--sampler', 'dpmpp-2m-sde', '--steps', '2', '--guidance', '2', '--seed', '5', '--threads', '1', '--out-dir', dir);
+      assert.equal(r.code, 0, r.err);
+      return r.out;
+    };
+    const out = await run('b1', '-n', '3', '--batch-size', '1');
+    assert.match(out, /wrote b1\/: 3 samples .* 2 denoiser evaluations \(NFE\)/);
+    await run('b2', '--n', '3', '--batch-size', '2');
+    await run('b3', '-n', '3');
+    // The same noise in any batching; the network's kernels round differently per batch shape, which can move a pixel by one level.
+    const pixels = (dir: string, f: string) => decodeImage(fs.readFileSync(path.join(root, dir, f)), f).rgba;
+    for (const f of ['000005.png', '000006.png', '000007.png']) {
+      const a = pixels('b1', f);
+      for (const dir of ['b2', 'b3']) {
+        const b = pixels(dir, f);
+        const diffs = a.map((v, i) => Math.abs(v - b[i]));
+        assert.ok(Math.max(...diffs) <= 1 && diffs.filter((d) => d > 0).length <= a.length / 100, `${dir}/${f} vs b1/${f}: ${diffs.filter((d) => d > 0).length} pixels differ, by up to ${Math.max(...diffs)}`);
+      }
+    }
+    const e = await quick('sample', '-n', '1', '--batch-size', '0');
+    assert.equal(e.code, 2);
+    assert.match(e.err, /--batch-size: expected an integer in \[1, 1000000\], got "0"/);
   });
 
   test('bad sampler, grid, eta, churn, variance: exit 2 naming the flag and the valid names', async () => {

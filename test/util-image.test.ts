@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tensor } from '../src/engine';
-import { decodeImage } from '../src/data/image-codec';
+import { decodeImage, encodeJPEG, encodePNG } from '../src/data/image-codec';
 import { imageGrid, toImages } from '../src/util/image';
 import { linePlotImage, lossCurvePNG, movingAverage, niceTicks, scatterImage, tickLabel } from '../src/util/plot';
 
@@ -49,4 +49,19 @@ test('line plot: each series in its own color, points as markers, gaps at non-fi
   assert.ok(colors.has('31,119,180') && colors.has('255,127,14'), 'both series colors drawn');
   const empty = linePlotImage([], { width: 100, height: 80 });
   assert.equal(empty.data.length, 100 * 80 * 3);
+});
+
+test('decodeImage takes a plain Uint8Array (not a Buffer), also one that views the middle of a larger buffer', () => {
+  const img = { width: 3, height: 2, channels: 1 as const, data: Uint8Array.of(0, 50, 100, 150, 200, 255) };
+  for (const [format, bytes] of [['png', encodePNG(img)], ['jpeg', encodeJPEG(img, 100)]] as const) {
+    const backing = new Uint8Array(bytes.length + 10);
+    backing.set(bytes, 7);
+    const plain = backing.subarray(7, 7 + bytes.length); // a Uint8Array at byteOffset 7, not a Buffer
+    assert.equal(Buffer.isBuffer(plain), false);
+    const d = decodeImage(plain, `gray.${format}`);
+    assert.deepEqual([d.width, d.height], [3, 2]);
+    const red = Array.from({ length: 6 }, (_, i) => d.rgba[4 * i]);
+    if (format === 'png') assert.deepEqual(red, [0, 50, 100, 150, 200, 255]); // lossless
+    else red.forEach((v, i) => assert.ok(Math.abs(v - img.data[i]) <= 8, `jpeg pixel ${i}: ${v} vs ${img.data[i]}`));
+  }
 });

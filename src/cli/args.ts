@@ -7,6 +7,7 @@
  *   const a = parseArgs(['ckpt', '--n', '16', '--seed=3'], { n: 'int', seed: 'int' });
  *   a.positionals; // ['ckpt']
  *   a.flags.get('n'); // '16'
+ *   parseArgs(['-n', '16'], { n: 'value' }).flags.get('n'); // '16': one-letter flags take one dash too
  */
 import { closest } from '../training/config';
 
@@ -28,7 +29,10 @@ export interface ParsedArgs {
 
 const BOOL_WORDS = new Set(['true', 'false', 'yes', 'no', '1', '0']);
 
-/** Parses argv against the known flags; `-h` is `--help`. */
+/**
+ * Parses argv against the known flags. `-h` is `--help`, and a one-letter flag may be written
+ * with one dash (`-n 16` is `--n 16`).
+ */
 export function parseArgs(argv: readonly string[], known: Record<string, FlagKind>): ParsedArgs {
   const out: ParsedArgs = { positionals: [], flags: new Map(), list: [] };
   for (let i = 0; i < argv.length; i++) {
@@ -44,6 +48,7 @@ export function parseArgs(argv: readonly string[], known: Record<string, FlagKin
     let name: string;
     let value: string | undefined;
     if (a === '-h') name = 'help';
+    else if (/^-[a-zA-Z]$/.test(a) && known[a.slice(1)] !== undefined) name = a.slice(1); // -n for --n
     else if (a.startsWith('--')) {
       const eq = a.indexOf('=');
       name = eq >= 0 ? a.slice(2, eq) : a.slice(2);

@@ -6,6 +6,7 @@
  *   diffuse eval --nll both --n 100                 # the shipped model: bound and ODE, 100 test images
  *   diffuse eval runs/x --nll ode --probes 4 --ode-steps 32
  */
+import { batchSizeFlag } from './sampling-flags';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Generator } from '../engine/random';
@@ -60,7 +61,7 @@ export function nllCommand(args: ParsedArgs): number {
   const methods: NLLMethod[] = which === 'both' ? ['vlb', 'ode'] : [which];
   const n = intFlag(args, 'n', 100, { min: 2, max: 10_000 });
   const seed = intFlag(args, 'seed', 0, { min: 0, max: Number.MAX_SAFE_INTEGER - 10_000 });
-  const batchSize = intFlag(args, 'batch', 50, { min: 1 });
+  const batchSize = batchSizeFlag(args) ?? 50;
   const odeSteps = intFlag(args, 'ode-steps', 64, { min: 1, max: 100_000 });
   const probes = intFlag(args, 'probes', 2, { min: 1, max: 1000 });
   const trace = choiceFlag(args, 'trace', ['hutchinson', 'exact'] as const, 'hutchinson');

@@ -4,7 +4,9 @@
  * them), measures them against the Fashion-MNIST training split in the shipped feature
  * space (fmnist-cnn-v1: Frechet distance, KID, precision, recall, class accuracy), or for
  * 2-D models against held-out data (energy distance, sliced Wasserstein, exact NLL), prints
- * a table, and writes a JSON report (and, for a sweep, a plot) next to the checkpoint.
+ * a table, and writes a JSON report (and, for a sweep, a plot) next to the checkpoint (for a
+ * shipped model: under runs/eval/ in the working directory). The sweep itself is the library's
+ * evaluateSweep (src/eval/sweep.ts); this file parses the flags, calls it and prints.
  *
  * @example
  *   diffuse eval                                        # the shipped model, its default sampler, 1000 samples
@@ -23,7 +25,10 @@ import { TOYS } from '../data/toys';
 import { CheckpointMeta, loadModel } from '../training/checkpoint';
 import { buildSchedule, deriveSeed } from '../training/build';
 import { gridModel } from '../sampling';
-import { cycleLabels, fashionReference, generateInBatches, imageMetrics, modelNLL, pointMetrics, Reference } from '../eval/evaluate';
+import { cycleLabels, fashionReference, imageMetrics, modelNLL, pointMetrics, Reference } from '../eval/evaluate';
+import { evaluateSweep, SweepRow, sweepSettings } from '../eval/sweep';
+import { DEFAULT_BATCH_SIZE } from '../sampling/generate';
+import { shippedName } from '../util/shipped';
 import { FeatureNet, loadFeatureNet } from '../eval/feature-net';
 import { EvalReport, formatValue, MetricValue } from '../eval/report';
 import { writeFileAtomic, writePNG } from '../util/image';
@@ -33,7 +38,7 @@ import { formatSeconds, Progress } from '../util/progress';
 import { intFlag, numberList, parseArgs, ParsedArgs, table, UsageError } from './args';
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, GuidanceSpec, parseGuidance, prepareGuidance } from './guidance-flags';
 import { parseClass, shippedModelDir } from './sample';
-import { SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
+import { batchSizeFlag, SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 import { NLL_FLAGS, nllCommand, nllHelpRows } from './eval-nll';
 
 export function evalHelp(): string {
@@ -59,9 +64,10 @@ ${table([
   ['--class C', 'a class name or id for every sample, or "none" (unconditional); default: cycle through the classes'],
   ...nllHelpRows(),
   ['--seed S', 'sample i draws its noise from seed S + i (default 0)'],
-  ['--batch B', 'samples generated per batch (default 250; changes memory, not the samples)'],
+  ['-n N', 'the same as --n'],
+  ['--batch-size B', `samples generated per batch (default ${DEFAULT_BATCH_SIZE}, chosen for speed; changes speed and memory, not the samples; --batch B is the old name)`],
   ['--baseline B', '"test" (the test split as if it were samples: the floor any model is compared with) or "noise" (uniform noise images)'],
-  ['--out DIR', 'where the report goes (default CHECKPOINT/eval, or eval/ for a baseline)'],
+  ['--out DIR', 'where the report goes (default CHECKPOINT/eval; runs/eval/NAME/ in the working directory for a shipped model under models/, which is read-only when installed; eval/ for a baseline)'],
   ['--weights W', '"ema" (default when present) or "model"'],
   ['--threads N', 'CPU threads (default: all cores)'],
   ['--no-cache', 'recompute the reference features of the training split (15-25 s) instead of reading them from the cache (DIFFUSE_CACHE_DIR, default ~/.cache/diffuse)'],
@@ -77,18 +83,9 @@ Examples:
 `;
 }
 
-/** One evaluated setting. */
-interface Row {
-  steps: number;
-  nfe: number;
-  guidance: number | null;
-  seconds: number;
-  metrics: Record<string, MetricValue>;
-}
-
 export async function evalCommand(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, {
-    n: 'value', steps: 'value', class: 'value', seed: 'value', batch: 'value', baseline: 'value', out: 'value', weights: 'value', threads: 'value', cache: 'bool', help: 'switch',
+    n: 'value', steps: 'value', class: 'value', seed: 'value', 'batch-size': 'value', batch: 'value', baseline: 'value', out: 'value', weights: 'value', threads: 'value', cache: 'bool', help: 'switch',
     ...SAMPLING_FLAGS,
     ...GUIDANCE_FLAGS,
     ...NLL_FLAGS,
@@ -100,7 +97,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   if (args.positionals.length > 1) throw new UsageError(`expected at most one CHECKPOINT, got ${args.positionals.length} arguments: ${args.positionals.join(' ')}`);
   const n = intFlag(args, 'n', 1000, { min: 2, max: 1_000_000 });
   const seed = intFlag(args, 'seed', 0, { min: 0, max: Number.MAX_SAFE_INTEGER - 1_000_000 });
-  const batchSize = intFlag(args, 'batch', 250, { min: 1 });
+  const batchSize = batchSizeFlag(args);
   if (args.flags.has('threads')) setNumThreads(intFlag(args, 'threads', 1, { min: 1 }));
   if (args.flags.has('nll')) return nllCommand(args);
   const baseline = args.flags.get('baseline');
@@ -131,28 +128,19 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
 
     const images = meta.sampleShape.length === 3;
     const measure = images ? imageMeasure(cleanup, labels, referenceCache(args)) : pointMeasure(meta, denoiser, n, seed, cleanup);
-    const outDir = args.flags.get('out') ?? path.join(dir, 'eval');
-    const settings = stepsList.flatMap((steps) => scales.map((w) => ({ steps, w })));
-    const rows: Row[] = [];
+    const outDir = args.flags.get('out') ?? defaultReportDir(dir);
     console.log(`diffuse eval: ${dir} (step ${meta.step}, ${weights} weights), ${n} samples per setting, ${choice.sampler} on the ${choice.grid} grid, seed ${seed}; ${measure.what}`);
-    for (const { steps, w } of settings) {
-      const guided = prepared && w !== null ? prepared.at(w) : null;
-      const D = guided?.denoiser ?? denoiser;
-      let nfe = 0;
-      const counted: Denoiser = (x, sigma, cond) => (nfe++, D(x, sigma, cond));
-      const bar = new Progress(Math.ceil(n / batchSize) * steps, `steps ${steps}${w !== null ? `, ${guided!.describe}` : ''}`);
-      const t0 = performance.now();
-      const x = generateInBatches(counted, meta, { ...choice, n, seed, steps, labels, batchSize }, () => bar.tick());
-      bar.done();
-      try {
-        const metrics = measure.metrics(x);
-        const seconds = (performance.now() - t0) / 1000;
-        rows.push({ steps, nfe: nfe / Math.ceil(n / batchSize), guidance: w, seconds, metrics });
-        console.log(`  ${formatSeconds(seconds)}: ${Object.entries(metrics).map(([name, m]) => `${name} ${formatValue(m.value)}${m.stderr !== undefined ? ` +- ${formatValue(m.stderr, 2)}` : ''}`).join(', ')}`);
-      } finally {
-        x.dispose();
-      }
-    }
+    let bar: Progress | null = null;
+    const rows = evaluateSweep({
+      denoiser, guidance: prepared, meta, settings: sweepSettings(stepsList, scales), measure: measure.metrics,
+      spec: { ...choice, n, seed, labels, batchSize },
+      onSetting: ({ steps }, label) => (bar = new Progress(Math.ceil(n / (batchSize ?? DEFAULT_BATCH_SIZE)) * steps, label)),
+      onStep: () => bar?.tick(),
+      onRow: (row) => {
+        bar?.done();
+        console.log(`  ${formatSeconds(row.seconds)}: ${Object.entries(row.metrics).map(([name, m]) => `${name} ${formatValue(m.value)}${m.stderr !== undefined ? ` +- ${formatValue(m.stderr, 2)}` : ''}`).join(', ')}`);
+      },
+    });
     const report = writeReports(outDir, { meta, dir, weights, n, seed, choice, guidance, rows, space: measure.space, reference: measure.reference, sweep: stepsList.length > 1 ? 'steps' : scales.length > 1 ? 'guidance' : null });
     process.stdout.write(report);
   } finally {
@@ -191,7 +179,7 @@ interface ReportInput {
   seed: number;
   choice: ReturnType<typeof samplingFlags>;
   guidance: Omit<GuidanceSpec, 'scale'> | null;
-  rows: Row[];
+  rows: SweepRow[];
   space: string;
   reference: string;
   sweep: 'steps' | 'guidance' | null;
@@ -231,7 +219,7 @@ function writeReports(outDir: string, r: ReportInput): string {
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd();
   let out = `\n${line(head)}\n${body.map(line).join('\n')}\n\nwrote ${json}\n`;
   if (r.sweep) {
-    const x = (row: Row) => (r.sweep === 'steps' ? row.nfe : row.guidance!);
+    const x = (row: SweepRow) => (r.sweep === 'steps' ? row.nfe : row.guidance!);
     const plots = names.filter((m) => m !== 'kid');
     for (const m of plots) {
       const png = path.join(outDir, `${tag}_${m}.png`);
@@ -241,6 +229,12 @@ function writeReports(outDir: string, r: ReportInput): string {
     }
   }
   return out;
+}
+
+/** Where a report goes by default: next to a user's checkpoint (CHECKPOINT/eval), but for a shipped model (models/NAME, read-only when installed) under the working directory, runs/eval/NAME. */
+export function defaultReportDir(dir: string): string {
+  const shipped = shippedName(dir);
+  return shipped ? path.join('runs', 'eval', shipped) : path.join(dir, 'eval');
 }
 
 /** The reference cache folder, or false for --no-cache. */

@@ -1,36 +1,23 @@
 /**
- * The guidance flags `diffuse sample` and `diffuse eval` share, and the guided denoiser they
- * build: classifier-free guidance on the model's own null class, classifier guidance with a
- * noise-conditional classifier (default: the one shipped in models/fashion-mnist-classifier),
- * or autoguidance with a weaker checkpoint of the same task.
+ * The guidance flags `diffuse sample` and `diffuse eval` share, parsed into the library's
+ * GuidanceSpec (src/guidance/load.ts builds the guided denoiser from it): classifier-free
+ * guidance on the model's own null class, classifier guidance with a noise-conditional
+ * classifier (default: the one shipped in models/fashion-mnist-classifier), or autoguidance
+ * with a weaker checkpoint of the same task.
  *
  * @example
- *   const g = parseGuidance(args);                       // { type: 'cfg', scale: 3, ... } or null
- *   const { denoiser, dispose } = guidedDenoiser(denoiser0, meta, g!);
+ *   const g = parseGuidance(args, meta);                 // { type: 'cfg', interval: ... } or null
+ *   const prepared = prepareGuidance(denoiser, meta, g!);
+ *   const { denoiser: D } = prepared.at(guidanceScales(args, { sweep: false })![0]);
  */
 import * as fs from 'node:fs';
 import { Denoiser } from '../core/denoiser';
-import { autoguidance, classifierFreeGuidance, classifierGuidance } from '../guidance';
-import { CheckpointMeta, loadModel } from '../training/checkpoint';
-import { loadClassifier, shippedClassifierDir } from '../training/classifier';
-import { classifierLogProb } from '../models/classifier';
+import { GUIDANCE_TYPES, GuidanceSpec, GuidanceType, GuideMismatchError, prepareGuidance as loadGuidance, PreparedGuidance } from '../guidance/load';
+import { CheckpointMeta } from '../training/checkpoint';
+import { shippedClassifierDir } from '../training/classifier';
 import { choiceFlag, numberList, ParsedArgs, parseNumber, UsageError } from './args';
 
-export const GUIDANCE_TYPES = ['cfg', 'classifier', 'auto'] as const;
-export type GuidanceType = (typeof GUIDANCE_TYPES)[number];
-
-/** What a guided run used (recorded in eval reports). */
-export interface GuidanceSpec {
-  type: GuidanceType;
-  /** The guidance scale w (cfg, auto: 1 = the model alone) or s (classifier: 0 = the model alone). */
-  scale: number;
-  /** Autoguidance: the guide checkpoint; classifier guidance: the classifier folder. */
-  guide?: string;
-  /** Guide only for sigma in (lo, hi] (cfg, auto). */
-  interval?: [number, number];
-  /** Guidance rescale phi (cfg). */
-  rescale?: number;
-}
+export { GUIDANCE_TYPES, GuidanceSpec, GuidanceType };
 
 /** The flag kinds to merge into a command's parseArgs table. */
 export const GUIDANCE_FLAGS = { guidance: 'value', 'guidance-type': 'value', 'guide-checkpoint': 'value', classifier: 'value', 'guidance-interval': 'value', 'guidance-rescale': 'value' } as const;
@@ -92,38 +79,12 @@ export function parseGuidance(args: ParsedArgs, meta: CheckpointMeta): Omit<Guid
   return spec;
 }
 
-/** Whatever a guided denoiser loaded (a guide network, a classifier), to free when done. */
-export interface Guided {
-  denoiser: Denoiser;
-  /** One line for logs and reports, e.g. "cfg w = 3". */
-  describe: string;
-  dispose(): void;
-}
-
-/** Loads what the guidance needs once; `at(scale)` gives the guided denoiser for a scale (sweeps reuse the loaded guide). */
-export function prepareGuidance(D: Denoiser, meta: CheckpointMeta, spec: Omit<GuidanceSpec, 'scale'>): { at(scale: number): Guided; dispose(): void } {
-  const nullClass = meta.classNames!.length;
-  if (spec.type === 'cfg') {
-    return {
-      at: (scale) => ({ denoiser: classifierFreeGuidance(D, { scale, nullClass, rescale: spec.rescale, interval: spec.interval }), describe: `cfg w = ${scale}`, dispose: () => {} }),
-      dispose: () => {},
-    };
+/** The library's prepareGuidance, with a guide of another task reported as a usage error naming --guide-checkpoint. */
+export function prepareGuidance(D: Denoiser, meta: CheckpointMeta, spec: Omit<GuidanceSpec, 'scale'>): PreparedGuidance {
+  try {
+    return loadGuidance(D, meta, spec);
+  } catch (e) {
+    if (e instanceof GuideMismatchError) throw new UsageError(`--guide-checkpoint ${spec.guide}: not a model of the same task (classes or sample shape differ)`);
+    throw e;
   }
-  if (spec.type === 'auto') {
-    const guide = loadModel(spec.guide!);
-    if (JSON.stringify(guide.meta.classNames) !== JSON.stringify(meta.classNames) || JSON.stringify(guide.meta.sampleShape) !== JSON.stringify(meta.sampleShape)) {
-      guide.net.dispose();
-      throw new UsageError(`--guide-checkpoint ${spec.guide}: not a model of the same task (classes or sample shape differ)`);
-    }
-    return {
-      at: (scale) => ({ denoiser: autoguidance(D, guide.denoiser, { scale, interval: spec.interval }), describe: `autoguidance w = ${scale} (guide ${spec.guide}, step ${guide.meta.step})`, dispose: () => {} }),
-      dispose: () => guide.net.dispose(),
-    };
-  }
-  const { net } = loadClassifier(spec.guide!);
-  const logp = classifierLogProb(net);
-  return {
-    at: (scale) => ({ denoiser: classifierGuidance(D, logp, { scale, conditional: true }), describe: `classifier guidance s = ${scale} (${spec.guide})`, dispose: () => {} }),
-    dispose: () => net.dispose(),
-  };
 }

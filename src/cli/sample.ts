@@ -11,14 +11,14 @@ import * as path from 'node:path';
 import { setNumThreads } from '../engine/runtime';
 import { encodePNG } from '../data/image-codec';
 import { loadModel } from '../training/checkpoint';
-import { generateSamples } from '../training/build';
-import { Denoiser } from '../core/denoiser';
+import { DEFAULT_BATCH_SIZE, generateSamples } from '../training/build';
+import { countEvaluations } from '../sampling/generate';
 import { Tensor } from '../engine/tensor';
 import { imageGrid, toImages, writeFileAtomic, writePNG } from '../util/image';
 import { scatterImage } from '../util/plot';
 import { Progress } from '../util/progress';
 import { choiceFlag, intFlag, parseArgs, table, UsageError } from './args';
-import { SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
+import { batchSizeFlag, SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, parseGuidance, prepareGuidance } from './guidance-flags';
 import { shippedDir } from '../util/shipped';
 
@@ -37,7 +37,8 @@ Fashion-MNIST model shipped in models/fashion-mnist. \`diffuse samplers\` lists 
 samplers and grids.
 
 ${table([
-  ['--n N', 'number of samples (default 64)'],
+  ['--n N, -n N', 'number of samples (default 64)'],
+  ['--batch-size B', `samples pushed through the network at once (default ${DEFAULT_BATCH_SIZE}, chosen for speed: docs/BENCHMARKS.md); changes speed and memory, never the images`],
   ['--seed S', 'sample i draws its noise from seed S + i (default 0), so --seed 5 --n 1 is image 5 of --seed 0'],
   ['--class C', 'a class name (e.g. Sneaker) or id, or "none" for unconditional; default: cycle through the classes, one column each'],
   ['--steps K', 'sampler steps, at most the model\'s T (default 100; with ddpm on the trailing grid, 1000 = every step of Algorithm 2)'],
@@ -54,7 +55,8 @@ ${table([
 
 Examples:
   diffuse sample                                     # 64 shipped-model samples -> samples.png
-  diffuse sample --class Sneaker --n 16 --out sneakers.png
+  diffuse sample --class Sneaker -n 16 --out sneakers.png
+  diffuse sample -n 1000 --sampler dpmpp-2m --steps 20 --out-dir out/   # in batches; image i is the same in any batching
   diffuse sample runs/fashion-mnist --steps 1000 --out-dir out/
   diffuse sample --sampler dpmpp-2m --grid karras --steps 20   # 20 evaluations instead of 100
   diffuse sample --sampler heun --churn 10 --steps 18
@@ -83,7 +85,7 @@ export function parseClass(raw: string, classNames: string[] | null): number {
 
 export async function sampleCommand(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, {
-    n: 'value', seed: 'value', class: 'value', steps: 'value', out: 'value', 'out-dir': 'value', ncol: 'value', scale: 'value', weights: 'value', threads: 'value', help: 'switch',
+    n: 'value', 'batch-size': 'value', seed: 'value', class: 'value', steps: 'value', out: 'value', 'out-dir': 'value', ncol: 'value', scale: 'value', weights: 'value', threads: 'value', help: 'switch',
     ...SAMPLING_FLAGS,
     ...GUIDANCE_FLAGS,
   });
@@ -119,21 +121,21 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     const prepared = guidance ? prepareGuidance(denoiser, meta, guidance) : null;
     const scale_ = guidanceScales(args, { sweep: false })?.[0];
     const guided = prepared && scale_ !== undefined ? prepared.at(scale_) : null;
-    const bar = new Progress(steps, 'sample');
+    const batchSize = batchSizeFlag(args) ?? DEFAULT_BATCH_SIZE;
+    const batches = Math.ceil(n / batchSize);
+    const bar = new Progress(batches * steps, batches > 1 ? `sample (${batches} batches of ${batchSize})` : 'sample');
     const t0 = performance.now();
-    let nfe = 0;
-    const D = guided?.denoiser ?? denoiser;
-    const counted: Denoiser = (x, sigma, cond) => (nfe++, D(x, sigma, cond)); // NFE: one per batch evaluation of the (guided) denoiser
+    const counted = countEvaluations(guided?.denoiser ?? denoiser); // NFE per sample: the (guided) denoiser's evaluations
     let x: Tensor;
     try {
-      x = generateSamples(counted, { ...meta.config }, { ...choice, shape: meta.sampleShape, n, seed, steps, labels, onStep: () => bar.tick() });
+      x = generateSamples(counted.denoiser, meta.config, { ...choice, shape: meta.sampleShape, n, seed, steps, labels, batchSize, onStep: () => bar.tick() });
     } finally {
       prepared?.dispose();
     }
     bar.done();
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     try {
-      const what = `${n} sample${n > 1 ? 's' : ''} from ${dir} (step ${meta.step}, ${weights} weights), ${steps} steps, seed ${seed}, sampler ${sampler} on the ${grid} grid${guided ? `, ${guided.describe}` : ''}, ${nfe} denoiser evaluations (NFE), ${secs} s`;
+      const what = `${n} sample${n > 1 ? 's' : ''} from ${dir} (step ${meta.step}, ${weights} weights), ${steps} steps, seed ${seed}, sampler ${sampler} on the ${grid} grid${guided ? `, ${guided.describe}` : ''}, ${counted.nfe(n)} denoiser evaluations (NFE), ${secs} s`;
       const outDir = args.flags.get('out-dir');
       if (outDir) {
         fs.mkdirSync(outDir, { recursive: true });

@@ -11,7 +11,7 @@
 import { buildSchedule, defaultGrid } from '../training/build';
 import { closest, TrainConfig } from '../training/config';
 import { ChurnOptions, getSampler, gridModel, gridNames, GRIDS, samplerParamError, SAMPLERS } from '../sampling';
-import { choiceFlag, numberFlag, ParsedArgs, UsageError } from './args';
+import { choiceFlag, intFlag, numberFlag, ParsedArgs, UsageError } from './args';
 
 /** The flag kinds, to merge into a command's parseArgs table. */
 export const SAMPLING_FLAGS = {
@@ -82,4 +82,11 @@ function churnFlags(args: ParsedArgs): ChurnOptions | undefined {
     S_tmax: args.flags.get('s-tmax') === 'inf' ? Infinity : numberFlag(args, 's-tmax', { min: 0 }),
     S_noise: numberFlag(args, 's-noise', { min: 0 }),
   };
+}
+
+/** --batch-size B (or --batch, its old name in diffuse eval): samples per batch, or undefined for the library's default (DEFAULT_BATCH_SIZE). */
+export function batchSizeFlag(args: ParsedArgs): number | undefined {
+  if (args.flags.has('batch-size') && args.flags.has('batch')) throw new UsageError('give --batch-size or --batch (its old name), not both');
+  const name = args.flags.has('batch') ? 'batch' : 'batch-size';
+  return args.flags.has(name) ? intFlag(args, name, 1, { min: 1, max: 1_000_000 }) : undefined;
 }

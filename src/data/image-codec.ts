@@ -58,13 +58,15 @@ export function sniffImage(bytes: Uint8Array): ImageFormat | { other: string } {
   return { other: `not an image (it starts with bytes ${head})` };
 }
 
-/** Decodes PNG or JPEG bytes to RGBA; `file` names the source in errors. */
+/** Decodes PNG or JPEG bytes (a Buffer or any Uint8Array) to RGBA; `file` names the source in errors. */
 export function decodeImage(bytes: Uint8Array, file: string): DecodedImage {
   const format = sniffImage(bytes);
   if (typeof format !== 'string') throw new DatasetError(file, `unsupported format: ${format.other}; only PNG and JPEG can be read (convert it, or remove it from the folder)`);
+  // pngjs reads through Buffer methods (readUInt32BE): view a plain Uint8Array as a Buffer (no copy).
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let img: PngImage;
   try {
-    img = format === 'png' ? PNG.sync.read(bytes) : jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true });
+    img = format === 'png' ? PNG.sync.read(buf) : jpeg.decode(buf, { useTArray: true, formatAsRGBA: true });
   } catch (e) {
     throw new DatasetError(file, `cannot decode this ${format.toUpperCase()} file, it is corrupt or truncated (${(e as Error).message})`);
   }

@@ -15,10 +15,10 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cat, tensor } from '../engine/create';
+import { tensor } from '../engine/create';
 import { loadSafetensors, saveSafetensors } from '../engine/safetensors';
 import { Generator } from '../engine/random';
-import { dispose, keep, noGrad, tidy } from '../engine/scope';
+import { keep, noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
 import { loadFashionMNIST } from '../data/fashion-mnist';
@@ -148,35 +148,18 @@ export function cycleLabels(n: number, numClasses: number): number[] {
   return Array.from({ length: n }, (_, i) => i % numClasses);
 }
 
-/** What to generate: generateSamples' options without the shape (the checkpoint's), in batches of batchSize. */
-export type GenerationSpec = Omit<GenerateOptions, 'shape' | 'onStep'> & { batchSize?: number };
+/** What to generate: generateSamples' options without the shape (the checkpoint's); batchSize defaults to DEFAULT_BATCH_SIZE. */
+export type GenerationSpec = Omit<GenerateOptions, 'shape' | 'onStep' | 'perBatch'>;
 
 /**
- * n samples [n, ...shape] from D, in batches (default 250). Sample i draws its noise from
+ * n samples [n, ...shape] from D as generateSamples draws them (in batches; sample i from
  * Generator(seed + i) whatever the batch size, so a set is the same in any batching and its
- * first k samples are the k-sample set. onBatch(done, n) reports progress.
+ * first k samples are the k-sample set), images quantized to uint8 batch by batch as a PNG
+ * would hold them. onStep reports progress.
  */
-export function generateInBatches(D: Denoiser, meta: Pick<CheckpointMeta, 'config' | 'sampleShape'>, spec: GenerationSpec, onStep?: (evals: number) => void): Tensor {
-  const { n, seed, labels, batchSize = 250 } = spec;
-  if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new RangeError(`generateInBatches: batchSize must be a positive integer, got ${batchSize}`);
-  const parts: Tensor[] = [];
-  try {
-    for (let i = 0; i < n; i += batchSize) {
-      const b = Math.min(batchSize, n - i);
-      const x = generateSamples(D, meta.config, { ...spec, shape: meta.sampleShape, n: b, seed: seed + i, labels: labels ? labels.slice(i, i + b) : null, onStep: onStep ? () => onStep(b) : undefined });
-      parts.push(quantizeIfImages(x, meta.sampleShape));
-    }
-    return parts.length === 1 ? parts.pop()! : tidy(() => cat(parts, 0));
-  } finally {
-    dispose(parts);
-  }
-}
-
-function quantizeIfImages(x: Tensor, shape: number[]): Tensor {
-  if (shape.length !== 3) return x;
-  const q = quantize(x);
-  x.dispose();
-  return q;
+export function generateInBatches(D: Denoiser, meta: Pick<CheckpointMeta, 'config' | 'sampleShape'>, spec: GenerationSpec, onStep?: GenerateOptions['onStep']): Tensor {
+  const images = meta.sampleShape.length === 3;
+  return generateSamples(D, meta.config, { ...spec, shape: meta.sampleShape, onStep, perBatch: images ? quantize : undefined });
 }
 
 /** Options of imageMetrics. */

@@ -27,6 +27,7 @@ export * from './noise';
 export * from './grids';
 export * from './views';
 export * from './run';
+export * from './generate';
 export { sampleDDPM, chainOfSigmas, DDPMOptions } from './ddpm';
 export { sampleDDIM, ddimSigma, DDIMOptions } from './ddim';
 export { sampleEuler, EulerOptions } from './euler';

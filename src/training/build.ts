@@ -11,10 +11,10 @@
  *   const D = buildDenoiser(c, net);
  *   const x = generateSamples(D, c, { shape: data.shape, n: 16, seed: 0, labels: null });
  *   const y = generateSamples(D, c, { shape: data.shape, n: 16, seed: 0, labels: null, sampler: 'dpmpp-2m', grid: 'karras', steps: 20 });
+ *   const z = generateSamples(D, c, { shape: data.shape, n: 1000, seed: 0, labels: null, batchSize: 100 }); // z[0..15] equal x bit for bit
  */
-import { tensor, zeros } from '../engine/create';
 import { Generator } from '../engine/random';
-import { noGrad, tidy } from '../engine/scope';
+import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 import { discreteVPDenoiser, edmDenoiser, Network } from '../core/precond';
@@ -28,8 +28,8 @@ import { resolveUNetConfig, UNet, UNetConfig } from '../models/unet';
 import { ChurnOptions } from '../sampling/common';
 import { gridModel, GRIDS, gridSigmas } from '../sampling/grids';
 import { getSampler } from '../sampling/index';
-import { Noise, randnLike, seededNoise } from '../sampling/noise';
-import { runSampler } from '../sampling/run';
+import { BatchProgress, sampleInBatches } from '../sampling/generate';
+export { DEFAULT_BATCH_SIZE, initialNoise } from '../sampling/generate';
 import { ConfigError, TRAIN_MLP, TRAIN_UNET, TrainConfig } from './config';
 import { ddpmLoss, edmLoss, LossResult } from './losses';
 
@@ -187,17 +187,12 @@ export function samplingSigmas(config: TrainConfig, steps: number, grid = defaul
   return gridSigmas(grid, steps, gridModel(schedule));
 }
 
-/** x_T ~ N(0, sigmaMax^2 I) [n, ...shape]: sample i's noise from its own stream (the first draw of Generator(seed + i)). */
-export function initialNoise(noise: Noise, n: number, shape: number[], sigmaMax: number): Tensor {
-  return tidy(() => randnLike(noise, zeros([n, ...shape])).mul(sigmaMax));
-}
-
 export interface GenerateOptions {
   /** The shape of one sample ([C, H, W] or [2]). */
   shape: number[];
   /** How many samples. */
   n: number;
-  /** Sample i draws its noise from Generator(seed + i). */
+  /** Sample i draws all of its noise (initial and per step) from Generator(seed + i), whatever the batch size. */
   seed: number;
   /** Sampler steps (default 100). */
   steps?: number;
@@ -215,34 +210,27 @@ export interface GenerateOptions {
   variance?: 'beta' | 'posterior';
   /** Clamp x0 estimates to [-1, 1] (images only; default on, for every sampler: ADM's clip_denoised; docs/samplers.md says why). */
   clip?: boolean;
-  /** Per-step callback (progress). */
-  onStep?: (i: number, steps: number) => void;
+  /** Samples per batch (default DEFAULT_BATCH_SIZE, chosen for speed: docs/BENCHMARKS.md); changes speed and memory, never the samples. */
+  batchSize?: number;
+  /** Per-step callback (progress): step i of steps, in the batch of samples batch.start .. batch.start + batch.size - 1. */
+  onStep?: (i: number, steps: number, batch: BatchProgress) => void;
+  /** Applied to each batch before it is stored (e.g. quantize); see sampleInBatches. */
+  perBatch?: (x: Tensor) => Tensor;
 }
 
-/** Samples from a denoiser with a registered sampler on a named grid (default: DDPM ancestral sampling, trailing steps), x0 estimates clipped for images. */
+/**
+ * Samples from a denoiser with a registered sampler on a named grid (default: DDPM ancestral sampling,
+ * trailing steps), x0 estimates clipped for images, in batches (sampling/generate.ts: the same samples
+ * for any batch size, one batch's memory at a time).
+ */
 export function generateSamples(D: Denoiser, config: TrainConfig, opts: GenerateOptions): Tensor {
-  const { shape, n, seed, steps = 100, labels, sampler = 'ddpm', grid, eta, churn, variance, onStep } = opts;
-  if (labels && labels.length !== n) throw new RangeError(`generateSamples: ${labels.length} labels for ${n} samples`);
-  getSampler(sampler); // an unknown name fails before any work
-  const clip = (opts.clip ?? true) && shape.length === 3;
+  const { steps = 100, grid, clip: clipOpt, ...rest } = opts;
+  if (opts.labels && opts.labels.length !== opts.n) throw new RangeError(`generateSamples: ${opts.labels.length} labels for ${opts.n} samples`);
+  getSampler(opts.sampler ?? 'ddpm'); // an unknown name fails before any work
+  const clip = (clipOpt ?? true) && opts.shape.length === 3;
   const sigmas = samplingSigmas(config, steps, grid);
-  const noise = seededNoise(seed, n);
   try {
-    return noGrad(() =>
-      tidy(() => {
-        const xT = initialNoise(noise, n, shape, sigmas.select(0, 0).item()); // x_T ~ N(0, sigma_max^2 I)
-        const cond = labels ? { classLabels: tensor(labels, { dtype: 'int64' }) } : undefined;
-        return runSampler(sampler, D, xT, sigmas, {
-          generator: noise,
-          cond,
-          eta,
-          churn,
-          variance,
-          clip: clip ? [-1, 1] : null,
-          callback: onStep ? ({ i }) => onStep(i, steps) : undefined,
-        });
-      }),
-    );
+    return sampleInBatches(D, sigmas, { ...rest, clip: clip ? [-1, 1] : null });
   } finally {
     sigmas.dispose();
   }
