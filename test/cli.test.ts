@@ -113,7 +113,7 @@ describe('train -> info -> sample -> resume (tiny U-Net, 256 Fashion-MNIST image
     assert.match(r.out, /step 20 of 20/);
     assert.match(r.out, /unet, [\d,]+ parameters/);
     assert.match(r.out, /10 classes: T-shirt\/top, Trouser/);
-    assert.match(r.out, /model-00000020.safetensors  [\d.]+ KB \(model\)/);
+    assert.match(r.out, /model-00000020.safetensors {2}[\d.]+ KB \(model\)/);
     const j = JSON.parse((await quick('info', run, '--json')).out);
     assert.equal(j.step, 20);
   });

@@ -289,7 +289,7 @@ export function reconstructPhema(
         acc[n].add_(src, coefficients[i]);
       }
     } catch (e) {
-      if (out) for (const v of Object.values(out as Record<string, Tensor>)) v.dispose();
+      if (out) for (const v of Object.values(out)) v.dispose();
       throw e;
     } finally {
       if (lazy) for (const v of Object.values(w)) v.dispose();

@@ -316,7 +316,7 @@ export function loadCheckpoint(dirOrFile: string, { parts }: { parts?: readonly 
   try {
     for (const part of parts ?? (PARTS.filter((p) => meta.files[p]) as Part[])) out[part] = loadPart(dirOrFile, meta, part);
   } catch (e) {
-    for (const p of PARTS) if (out[p]) dispose(out[p]!.tensors);
+    for (const p of PARTS) if (out[p]) dispose(out[p].tensors);
     throw e;
   }
   return out;

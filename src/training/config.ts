@@ -123,7 +123,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   checkpointEvery: 400,
   out: 'runs/fashion-mnist',
   threads: null,
-} satisfies TrainConfig) as Readonly<TrainConfig>;
+} satisfies TrainConfig);
 
 /** A bad configuration value; `source` says where it came from ('--lr', 'run.json: lr', ...). */
 export class ConfigError extends Error {
@@ -340,9 +340,9 @@ export function resolveTrainConfig(partial: unknown, source = 'config', { crossC
   for (const [k, v] of Object.entries(partial as Record<string, unknown>)) {
     if (k === 'model') out.model = checkModel(`${source}: model`, v);
     else if (k in FIELDS) out[k] = checkValue(`${source}: ${k}`, (FIELDS as Record<string, FieldSpec>)[k], v);
-    else throw new ConfigError(`${source}: ${k}`, `unknown option${hint(k, TRAIN_KEYS as string[])}`);
+    else throw new ConfigError(`${source}: ${k}`, `unknown option${hint(k, TRAIN_KEYS)}`);
   }
-  emaExclusive(out, Object.keys(partial as object));
+  emaExclusive(out, Object.keys(partial));
   return check ? crossCheck(out as unknown as TrainConfig, source) : (out as unknown as TrainConfig);
 }
 
