@@ -170,7 +170,8 @@ export class PowerFunctionEMA {
 
   constructor(params: Params, { sigmaRels = [0.05, 0.1] }: { sigmaRels?: readonly number[] } = {}) {
     const list = paramList('PowerFunctionEMA', params);
-    if (!Array.isArray(sigmaRels) || sigmaRels.length === 0) throw new RangeError('PowerFunctionEMA: sigmaRels must be a non-empty array');
+    // `satisfies unknown`: a JavaScript caller may pass anything, and the check must not narrow the type to any[]
+    if (!Array.isArray(sigmaRels satisfies unknown) || sigmaRels.length === 0) throw new RangeError('PowerFunctionEMA: sigmaRels must be a non-empty array');
     this.gammas = sigmaRels.map(sigmaRelToGamma);
     this.sigmaRels = [...sigmaRels];
     this.names = list.names;
