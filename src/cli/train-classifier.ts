@@ -128,7 +128,7 @@ function resumeRun(args: ParsedArgs, dir: string, command: string): ClassifierTr
   for (const [flag, value, saved] of fixed)
     if (value !== saved)
       throw new UsageError(
-        `--${flag} ${args.flags.get(flag)} conflicts with the checkpoint in ${dir} (${flag} ${saved}): it cannot change when resuming (only ${RESUMABLE_FLAGS.map((f) => `--${f}`).join(', ')} can)`,
+        `--${flag} ${args.flags.get(flag)} conflicts with the checkpoint in ${dir} (${flag} ${String(saved)}): it cannot change when resuming (only ${RESUMABLE_FLAGS.map((f) => `--${f}`).join(', ')} can)`,
       );
   const steps = intFlag(args, 'steps', o.steps, STEPS);
   if (steps < meta.step) throw new UsageError(`--steps ${steps}: the checkpoint in ${dir} is already at step ${meta.step}; give --steps ${meta.step} or more`);

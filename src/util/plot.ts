@@ -56,8 +56,14 @@ class Canvas {
       this.set(x0, y0, c);
       if (x0 === x1 && y0 === y1) return;
       const e2 = 2 * err;
-      if (e2 >= dy) (err += dy), (x0 += sx);
-      if (e2 <= dx) (err += dx), (y0 += sy);
+      if (e2 >= dy) {
+        err += dy;
+        x0 += sx;
+      }
+      if (e2 <= dx) {
+        err += dx;
+        y0 += sy;
+      }
     }
   }
   /** Text with its top-left corner at (x, y); unknown characters are skipped. Returns the width drawn. */
