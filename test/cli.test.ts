@@ -23,6 +23,8 @@ const diffuse = (...args: string[]) => runSpawned(root, ...args);
 /** The same main() in this process (for the many quick checks), with stdout and stderr captured. */
 const quick = (...args: string[]) => runQuick(root, ...args);
 
+// flag, value pairs (kept as laid out)
+// prettier-ignore
 const TINY = [
   '--data-limit', '256', '--batch-size', '8', '--model-channels', '8', '--groups', '4', '--channel-mult', '1,2', '--attention-resolutions', 'none',
   '--no-mid-attention', '--warmup-steps', '2', '--sample-every', '10', '--sample-count', '10', '--sample-steps', '4', '--checkpoint-every', '10',

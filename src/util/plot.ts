@@ -14,6 +14,8 @@ import { encodePNG, RawImage } from '../data/image-codec';
 type RGB = readonly [number, number, number];
 
 // 5x7 glyphs (capitals; lower case is drawn as capitals), one string of 35 '#'/'.' per character, row by row.
+// a 5x7 bitmap font, three glyphs a row (kept as laid out)
+// prettier-ignore
 const GLYPHS: Record<string, string> = {
   A: '.###.#...##...#######...##...##...#', B: '####.#...##...#####.#...##...#####.', C: '.###.#...##....#....#....#...#.###.',
   D: '####.#...##...##...##...##...#####.', E: '######....#....####.#....#....#####', F: '######....#....####.#....#....#....',
