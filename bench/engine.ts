@@ -181,7 +181,10 @@ async function main(): Promise<void> {
   await peer.request({ cmd: 'warmup' });
   const workloads: Workload[] = ['conv', 'mlp', 'small', 'smallTidy'];
   const secs = { ours: {} as Record<Workload, number[]>, peer: {} as Record<Workload, number[]> };
-  for (const w of workloads) (secs.ours[w] = []), (secs.peer[w] = []);
+  for (const w of workloads) {
+    secs.ours[w] = [];
+    secs.peer[w] = [];
+  }
 
   for (let r = 0; r < repeats; r++) {
     for (const w of workloads) {

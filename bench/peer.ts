@@ -19,7 +19,7 @@ export class Peer {
   private exited: string | null = null;
 
   private constructor(private readonly proc: ChildProcessWithoutNullStreams) {
-    proc.stderr.on('data', (d: Buffer) => process.stderr.write(`[peer] ${d}`));
+    proc.stderr.on('data', (d: Buffer) => process.stderr.write(`[peer] ${d.toString()}`));
     proc.on('exit', (code, sig) => (this.exited = `exited with ${sig ?? `status ${code}`}`));
     proc.on('error', (e) => (this.exited = `could not start: ${e.message}`));
     this.lines = readline.createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
@@ -39,10 +39,10 @@ export class Peer {
   }
 
   private async read(): Promise<Reply> {
-    const { value, done } = await this.lines.next();
-    if (done) throw new Error(`PyTorch peer ${this.exited ?? 'closed its output'} (see [peer] lines above)`);
-    const reply = JSON.parse(value) as Reply;
-    if (reply.error) throw new Error(`PyTorch peer: ${String(reply.error)}`);
+    const next = await this.lines.next();
+    if (next.done) throw new Error(`PyTorch peer ${this.exited ?? 'closed its output'} (see [peer] lines above)`);
+    const reply = JSON.parse(next.value) as Reply;
+    if (reply.error) throw new Error(`PyTorch peer: ${typeof reply.error === 'string' ? reply.error : JSON.stringify(reply.error)}`);
     return reply;
   }
 

@@ -71,8 +71,9 @@ function main(): void {
     T: config.timesteps,
   };
   const r = spawnSync(python, [path.join(__dirname, '..', '..', 'bench', 'train_peer.py'), JSON.stringify(spec)], { encoding: 'utf8' });
-  let peer: { imagesPerSec: number; msPerStep: number; loaderMs: number; loaderShare: number } | null = null;
-  if (r.status === 0) peer = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  type PeerResult = { imagesPerSec: number; msPerStep: number; loaderMs: number; loaderShare: number };
+  let peer: PeerResult | null = null;
+  if (r.status === 0) peer = JSON.parse(r.stdout.trim().split('\n').pop()!) as PeerResult;
   else console.log(`  PyTorch peer failed (${python}, exit ${r.status}): ${(r.stderr || String(r.error)).trim().split('\n').pop()}`);
 
   const rows: string[][] = [

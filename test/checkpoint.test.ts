@@ -32,7 +32,7 @@ function rejects(dir: string, file: string, re: RegExp): void {
   assert.throws(
     () => loadCheckpoint(dir),
     (e: unknown) => {
-      assert.ok(e instanceof CheckpointError, `expected a CheckpointError, got ${e}`);
+      assert.ok(e instanceof CheckpointError, `expected a CheckpointError, got ${String(e)}`);
       assert.equal(e.file, file);
       assert.ok(e.message.startsWith(file), `message names the file: ${e.message}`);
       assert.match(e.message, re);

@@ -232,7 +232,7 @@ describe('training and the saved format', () => {
   test('diffuse train-classifier: usage errors name the flag and the value (exit 2)', async () => {
     const err: string[] = [];
     const write = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((s: string) => (err.push(String(s)), true)) as typeof process.stderr.write;
+    process.stderr.write = ((s: string) => (err.push(String(s)), true));
     try {
       assert.equal(await main(['train-classifier', '--noise', 'gaussian']), 2);
       assert.equal(await main(['train-classifier', '--steps', '-3']), 2);

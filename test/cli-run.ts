@@ -14,6 +14,7 @@ export interface CliResult {
 export async function runQuick(cwd: string, ...args: string[]): Promise<CliResult> {
   const out: string[] = [];
   const err: string[] = [];
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- saved to be put back as they were, and called with .call(stream)
   const [o, e, here] = [process.stdout.write, process.stderr.write, process.cwd()];
   // Strings are the command's; anything else (the test runner's serialized reports, written
   // as buffers while main() is awaited) passes through, or a finished test's report would vanish.

@@ -23,6 +23,8 @@ const diffuse = (...args: string[]) => runSpawned(root, ...args);
 /** The same main() in this process (for the many quick checks), with stdout and stderr captured. */
 const quick = (...args: string[]) => runQuick(root, ...args);
 
+// flag, value pairs (kept as laid out)
+// prettier-ignore
 const TINY = [
   '--data-limit', '256', '--batch-size', '8', '--model-channels', '8', '--groups', '4', '--channel-mult', '1,2', '--attention-resolutions', 'none',
   '--no-mid-attention', '--warmup-steps', '2', '--sample-every', '10', '--sample-count', '10', '--sample-steps', '4', '--checkpoint-every', '10',
@@ -113,7 +115,7 @@ describe('train -> info -> sample -> resume (tiny U-Net, 256 Fashion-MNIST image
     assert.match(r.out, /step 20 of 20/);
     assert.match(r.out, /unet, [\d,]+ parameters/);
     assert.match(r.out, /10 classes: T-shirt\/top, Trouser/);
-    assert.match(r.out, /model-00000020.safetensors  [\d.]+ KB \(model\)/);
+    assert.match(r.out, /model-00000020.safetensors {2}[\d.]+ KB \(model\)/);
     const j = JSON.parse((await quick('info', run, '--json')).out);
     assert.equal(j.step, 20);
   });

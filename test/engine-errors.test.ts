@@ -11,7 +11,7 @@ const throwsWith = (fn: () => unknown, ...patterns: RegExp[]) => {
     err = e;
   }
   assert.ok(err instanceof Error, 'expected an Error');
-  for (const p of patterns) assert.match((err as Error).message, p);
+  for (const p of patterns) assert.match(err.message, p);
 };
 
 test('shape mismatches name the op and carry libtorch\'s message', () => {

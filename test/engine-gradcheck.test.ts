@@ -22,6 +22,8 @@ function check(fn: (...xs: Tensor[]) => Tensor, make: () => Tensor[]): void {
   });
 }
 
+// one case a line: name, function, inputs (kept as laid out)
+// prettier-ignore
 const cases: [string, (...xs: Tensor[]) => Tensor, () => Tensor[]][] = [
   // elementwise
   ['arithmetic with broadcasting', (a, b) => a.mul(b).add(a.div(b.square().add(1))).sub(b.mul(0.5)), () => [randn(3, 1), randn(1, 4)]],

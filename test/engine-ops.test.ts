@@ -45,11 +45,16 @@ interface Fx {
   shape: number[];
   values: number[];
 }
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the fixture's parameters: JSON whose fields depend on the op
+type Params = Record<string, any>;
+/** Tensor methods called by the name a fixture gives. */
+type Methods = Record<string, (...args: unknown[]) => Tensor>;
+
 interface Case {
   name: string;
   op: string;
   inputs: Record<string, Fx>;
-  params: Record<string, any>;
+  params: Params;
   output: Fx | Fx[];
   r?: Fx | (Fx | null)[];
   grads?: Record<string, Fx | null>;
@@ -98,11 +103,11 @@ function assertClose(what: string, actual: Tensor, expected: Fx): void {
 
 // ------------------------------------------------------------------ the ops, by the names the fixtures use
 type Ins = Record<string, Tensor>;
-type Op = (I: Ins, P: Record<string, any>) => Tensor | Tensor[];
+type Op = (I: Ins, P: Params) => Tensor | Tensor[];
 const dt = (d?: string | null) => (d ? { dtype: d as DType } : undefined);
 const orUndef = <T>(v: T | null | undefined): T | undefined => (v === null ? undefined : v);
-const method = (name: string): Op => (I) => (I.x as any)[name]();
-const binary = (name: string): Op => (I, P) => (I.x as any)[name](I.y ?? P.other);
+const method = (name: string): Op => (I) => (I.x as unknown as Methods)[name]();
+const binary = (name: string): Op => (I, P) => (I.x as unknown as Methods)[name](I.y ?? P.other);
 const reduce = (name: 'sum' | 'mean' | 'max' | 'min' | 'prod' | 'logsumexp' | 'all' | 'any'): Op => (I, P) => I.x[name](orUndef(P.dims), P.keepdim ?? false);
 
 const OPS: Record<string, Op> = {
@@ -253,7 +258,7 @@ function runCase(c: Case): void {
       loss = loss === null ? term : loss.add(term);
     });
     assert.ok(loss, 'a differentiable case needs a float output');
-    const gs = grad(loss!, gradKeys.map((k) => inputs[k]), { allowUnused: true });
+    const gs = grad(loss, gradKeys.map((k) => inputs[k]), { allowUnused: true });
     gradKeys.forEach((k, i) => {
       const want = c.grads![k];
       const got = gs[i];

@@ -35,7 +35,7 @@ test('keeps freed tensor memory for the next step on glibc, unless DIFFUSE_MALLO
     assert.match(mallocPolicy(), /^diffuse: mmap threshold 32 MiB, trim threshold 1 GiB$/);
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MALLOC_') && k !== 'GLIBC_TUNABLES' && k !== 'DIFFUSE_MALLOC'));
   const run = (env: Record<string, string>) =>
-    execFileSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(engine)}).mallocPolicy())`], { env: { ...clean, ...env } as NodeJS.ProcessEnv, encoding: 'utf8' }).trim();
+    execFileSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(engine)}).mallocPolicy())`], { env: { ...clean, ...env }, encoding: 'utf8' }).trim();
   assert.equal(run({}), 'diffuse: mmap threshold 32 MiB, trim threshold 1 GiB');
   assert.equal(run({ DIFFUSE_MALLOC: 'default' }), 'glibc defaults (DIFFUSE_MALLOC=default)');
   assert.equal(run({ MALLOC_TRIM_THRESHOLD_: '1000000' }), "the environment's (MALLOC_TRIM_THRESHOLD_ is set)");

@@ -379,7 +379,7 @@ describe('condition dropout in training', () => {
       const net = t.net;
       const forward = net.forward.bind(net);
       const given: number[] = [];
-      net.forward = ((x: Tensor, c: Tensor, labels?: Tensor) => (given.push(...Array.from(labels!.toFloat64Array())), forward(x, c, labels))) as typeof net.forward;
+      net.forward = ((x: Tensor, c: Tensor, labels?: Tensor) => (given.push(...Array.from(labels!.toFloat64Array())), forward(x, c, labels)));
       const data: number[] = [];
       for (let k = 0; k < TINY.steps; k++) {
         tidy(() => data.push(...Array.from(t.data.batchAt(k).labels!.toFloat64Array())));

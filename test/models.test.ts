@@ -15,7 +15,6 @@ import { autocast, dispose, Generator, gradcheck, loadSafetensors, memory, noGra
 import { Module, saveModule } from '../src/nn';
 import {
   MLP_DENOISER_DEFAULTS,
-  MLPDenoiserConfig,
   MLPDenoiserNet,
   resolveUNetConfig,
   UNET_BENCH_2M,
@@ -31,8 +30,8 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-models-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function build(kind: string, config: Record<string, unknown>): UNet | MLPDenoiserNet {
-  if (kind === 'UNet') return new UNet(config as Partial<UNetConfig>);
-  if (kind === 'MLPDenoiserNet') return new MLPDenoiserNet(config as Partial<MLPDenoiserConfig>);
+  if (kind === 'UNet') return new UNet(config);
+  if (kind === 'MLPDenoiserNet') return new MLPDenoiserNet(config);
   throw new Error(`unknown network kind ${kind}`);
 }
 

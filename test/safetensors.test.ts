@@ -84,7 +84,7 @@ function encode(dtype: DType, values: readonly Value[]): Uint8Array {
         v.setUint16(o, w.getUint16(2, true), true);
         break;
       }
-      case 'int64': v.setBigInt64(o, BigInt(x as string | number), true); break;
+      case 'int64': v.setBigInt64(o, BigInt(x), true); break;
       case 'int32': v.setInt32(o, x as number, true); break;
       case 'int16': v.setInt16(o, x as number, true); break;
       case 'int8': v.setInt8(o, x as number); break;

@@ -213,7 +213,7 @@ describe('runSampler', () => {
       const run = (name: string, o: object) => runSampler(name, D, xT, karrasSigmas(4, { sigmaMax: 10 }), { generator: new Generator(5), ...o });
       same(run('heun-churn', { churn: { S_noise: 1.003 } }), run('heun', { churn: { S_churn: 40, S_tmin: 0.05, S_tmax: 50 , S_noise: 1.003 } }));
       assert.notDeepEqual(Array.from(run('heun-churn', {}).toFloat64Array()), Array.from(run('heun', {}).toFloat64Array()));
-      const close = (a: Tensor, b: Tensor) => assert.ok(a.sub(b).abs().max().item() < 1e-5, `${a.toFloat64Array()} vs ${b.toFloat64Array()}`);
+      const close = (a: Tensor, b: Tensor) => assert.ok(a.sub(b).abs().max().item() < 1e-5, `${a.toFloat64Array().join(',')} vs ${b.toFloat64Array().join(',')}`);
       close(run('euler-ancestral', { eta: 0 }), run('euler', {})); // eta reaches the sampler: 0 makes it deterministic
       close(run('dpmpp-2m-sde', { eta: 0 }), run('dpmpp-2m', {}));
       assert.ok(run('dpmpp-2m-sde', { eta: 1 }).sub(run('dpmpp-2m', {})).abs().max().item() > 1e-3);
@@ -225,7 +225,7 @@ describe('runSampler', () => {
       const c = clipDenoiser(big, [-1, 1]);
       assert.deepEqual(Array.from(c(zeros([2]), tensor([1, 1])).toFloat64Array()), [1, 1]);
       const x = runSampler('dpmpp-2m', big, full([1, 2], 5), karrasSigmas(3, { sigmaMax: 5 }), { generator: new Generator(0), clip: [-1, 1] });
-      assert.ok(Math.abs(x.max().item() - 1) < 1e-6, `${x.toFloat64Array()}`);
+      assert.ok(Math.abs(x.max().item() - 1) < 1e-6, `${x.toFloat64Array().join(',')}`);
     }));
 
   test('evalsFormula reads the registry', () => {

@@ -110,7 +110,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   }
   const weightsFlag = args.flags.get('weights');
   if (weightsFlag !== undefined && weightsFlag !== 'ema' && weightsFlag !== 'model') throw new UsageError(`--weights: expected 'ema' or 'model', got ${JSON.stringify(weightsFlag)}`);
-  const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag as 'ema' | 'model' | undefined });
+  const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag });
   const cleanup: { dispose(): void }[] = [net];
   try {
     const T = meta.config.objective === 'ddpm' ? meta.config.timesteps : 100_000;
@@ -214,7 +214,7 @@ function writeReports(outDir: string, r: ReportInput): string {
   writeFileAtomic(json, JSON.stringify(reports.length === 1 ? reports[0] : reports, null, 1) + '\n');
   const names = [...new Set(r.rows.flatMap((row) => Object.keys(row.metrics)))];
   const head = ['steps', 'NFE', 'guidance', ...names, 'time'];
-  const body = r.rows.map((row) => [String(row.steps), String(row.nfe), row.guidance === null ? '-' : String(row.guidance), ...names.map((m) => (row.metrics[m] ? formatValue(row.metrics[m].value) + (row.metrics[m].stderr !== undefined ? ` +- ${formatValue(row.metrics[m].stderr!, 2)}` : '') : '-')), formatSeconds(row.seconds)]);
+  const body = r.rows.map((row) => [String(row.steps), String(row.nfe), row.guidance === null ? '-' : String(row.guidance), ...names.map((m) => (row.metrics[m] ? formatValue(row.metrics[m].value) + (row.metrics[m].stderr !== undefined ? ` +- ${formatValue(row.metrics[m].stderr, 2)}` : '') : '-')), formatSeconds(row.seconds)]);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd();
   let out = `\n${line(head)}\n${body.map(line).join('\n')}\n\nwrote ${json}\n`;

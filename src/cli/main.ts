@@ -53,7 +53,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (name === '--version') {
-      process.stdout.write(`${require('../training/checkpoint').diffuseVersion()}\n`);
+      process.stdout.write(`${(require('../training/checkpoint') as typeof import('../training/checkpoint')).diffuseVersion()}\n`);
       return 0;
     }
     const c = COMMANDS[name];

@@ -23,7 +23,7 @@ export type Denoiser = (x: Tensor, sigma: Tensor, cond?: Conditioning) => Tensor
 
 /** sigma [B] reshaped to broadcast against x [B, ...]: [B, 1, ..., 1]. */
 export function expandSigma(sigma: Tensor, x: Tensor): Tensor {
-  return sigma.reshape([sigma.size, ...new Array(x.ndim - 1).fill(1)]);
+  return sigma.reshape([sigma.size, ...new Array<number>(x.ndim - 1).fill(1)]);
 }
 
 /** The score grad_x log p_sigma(x) by Tweedie's formula: (D(x, sigma) - x) / sigma^2 (EDM Eq. 3). */

@@ -22,7 +22,6 @@ interface PngWriteOptions {
   inputHasAlpha: boolean;
   bitDepth: 8;
 }
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const { PNG } = require('pngjs') as { PNG: { sync: { read(b: Uint8Array): PngImage; write(img: PngImage, o: PngWriteOptions): Buffer } } };
 
 /** A decoded image: 8-bit RGBA, row-major [height, width, 4]. */

@@ -69,7 +69,7 @@ export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], { e
     xs.forEach((x, i) => {
       const base = x.detach().clone();
       const flat = Float64Array.from(base.data() as Float64Array);
-      const a = analytic[i] ? (analytic[i]!.data() as Float64Array) : new Float64Array(flat.length);
+      const a = analytic[i] ? (analytic[i].data() as Float64Array) : new Float64Array(flat.length);
       const evalAt = (vals: Float64Array) =>
         tidy(() => {
           const args = xs.map((y, j) => (j === i ? fromBytes(vals, 'float64', base.shape) : y.detach()));

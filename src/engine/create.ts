@@ -18,7 +18,8 @@ const code = (o?: TensorOptions, fallback: DType = DEFAULT_DTYPE) => dtypeCode(o
 
 /** Checks a shape argument: a list of non-negative integers. */
 export function checkShape(shape: readonly number[], name = 'shape'): number[] {
-  if (!Array.isArray(shape) || !shape.every((s) => Number.isSafeInteger(s) && s >= 0))
+  // `satisfies unknown`: a JavaScript caller may pass anything, and the check must not narrow the type to any[]
+  if (!Array.isArray(shape satisfies unknown) || !shape.every((s) => Number.isSafeInteger(s) && s >= 0))
     throw new TypeError(`${name} must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
   return shape.slice();
 }

@@ -202,7 +202,6 @@ function load(): Native {
       `diffuse: the native addon is not built (looked for ${candidates.join(', ')}). Run \`npm run setup\` (or \`npm run build:native\`).`,
     );
   }
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
   return require(file) as Native;
 }
 

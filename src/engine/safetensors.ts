@@ -147,13 +147,13 @@ function parseHeader(
 
   const metadata: Record<string, string> = {};
   const located: Located[] = [];
-  for (const [name, info] of Object.entries(header as Record<string, unknown>)) {
+  for (const [name, info] of Object.entries(header)) {
     if (name === METADATA_KEY) {
       if (info === null) continue; // the official reader treats null as absent
       if (!isPlainObject(info)) return fail(`__metadata__ must be an object of strings; got ${describe(info)}`);
       for (const [k, v] of Object.entries(info)) {
         if (typeof v !== 'string') fail(`__metadata__ value for ${JSON.stringify(k)} must be a string; got ${describe(v)}`);
-        setOwn(metadata, k, v as string);
+        setOwn(metadata, k, v);
       }
       continue;
     }

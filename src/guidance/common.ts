@@ -57,7 +57,7 @@ export function guidanceInterval(guided: Denoiser, unguided: Denoiser, interval:
     if (inside.every((b) => b)) return guided(x, sigma, cond);
     if (!inside.some((b) => b)) return unguided(x, sigma, cond);
     return tidy(() => {
-      const mask = tensor(inside, { dtype: 'bool', device: x.device }).reshape([x.dim(0), ...new Array(x.ndim - 1).fill(1)]); // [B, 1, ..., 1]
+      const mask = tensor(inside, { dtype: 'bool', device: x.device }).reshape([x.dim(0), ...new Array<number>(x.ndim - 1).fill(1)]); // [B, 1, ..., 1]
       return mask.where(guided(x, sigma, cond), unguided(x, sigma, cond));
     });
   };

@@ -29,11 +29,12 @@ export interface ParamList {
 }
 
 type Entry = Tensor | NamedParam | readonly [string, Tensor];
-const formOf = (p: Entry): string => (p instanceof Tensor ? 'a Tensor' : Array.isArray(p) ? 'a [name, tensor] pair' : 'a {name, param} object');
+const isPair = (p: Entry): p is readonly [string, Tensor] => Array.isArray(p);
+const formOf = (p: Entry): string => (p instanceof Tensor ? 'a Tensor' : isPair(p) ? 'a [name, tensor] pair' : 'a {name, param} object');
 
 /** @internal The tensors of a parameter list, unchecked (for one-off calls such as clipping). */
 export function paramTensors(params: Params): Tensor[] {
-  return (params as readonly Entry[]).map((p) => (p instanceof Tensor ? p : Array.isArray(p) ? p[1] : (p as NamedParam).param));
+  return (params as readonly Entry[]).map((p) => (p instanceof Tensor ? p : isPair(p) ? p[1] : p.param));
 }
 
 /** @internal Checks a parameter list: non-empty, one form, no duplicates, floating-point, not disposed. */
@@ -45,10 +46,10 @@ export function paramList(who: string, params: Params): ParamList {
   const names: string[] = [];
   const tensors: Tensor[] = [];
   entries.forEach((p, i) => {
-    const t = p instanceof Tensor ? p : Array.isArray(p) ? p[1] : (p as NamedParam | undefined)?.param;
+    const t = p instanceof Tensor ? p : isPair(p) ? p[1] : (p as NamedParam | undefined)?.param;
     if (p === null || p === undefined || formOf(p) !== form || !(t instanceof Tensor))
       throw new TypeError(`${who}: params[${i}] must be ${form} like params[0]`);
-    const name = p instanceof Tensor ? String(i) : Array.isArray(p) ? p[0] : (p as NamedParam).name;
+    const name = p instanceof Tensor ? String(i) : isPair(p) ? p[0] : p.name;
     if (typeof name !== 'string' || name === '') throw new TypeError(`${who}: params[${i}] needs a non-empty string name`);
     if (t.isDisposed) throw new Error(`${who}: parameter ${name} has been disposed`);
     if (!isFloating(t.dtype)) throw new TypeError(`${who}: parameter ${name} must be floating-point, got ${t.dtype}`);

@@ -171,7 +171,8 @@ export class PowerFunctionEMA {
 
   constructor(params: Params, { sigmaRels = [0.05, 0.1] }: { sigmaRels?: readonly number[] } = {}) {
     const list = paramList('PowerFunctionEMA', params);
-    if (!Array.isArray(sigmaRels) || sigmaRels.length === 0) throw new RangeError('PowerFunctionEMA: sigmaRels must be a non-empty array');
+    // `satisfies unknown`: a JavaScript caller may pass anything, and the check must not narrow the type to any[]
+    if (!Array.isArray(sigmaRels satisfies unknown) || sigmaRels.length === 0) throw new RangeError('PowerFunctionEMA: sigmaRels must be a non-empty array');
     this.gammas = sigmaRels.map(sigmaRelToGamma);
     this.sigmaRels = [...sigmaRels];
     this.names = list.names;
@@ -296,7 +297,7 @@ export function reconstructPhema(
         acc[n].add_(src, coefficients[i]);
       }
     } catch (e) {
-      if (out) for (const v of Object.values(out as Record<string, Tensor>)) v.dispose();
+      if (out) for (const v of Object.values(out)) v.dispose();
       throw e;
     } finally {
       if (lazy) for (const v of Object.values(w)) v.dispose();

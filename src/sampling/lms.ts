@@ -23,7 +23,7 @@ export function lmsCoefficient(order: number, t: readonly number[], i: number, j
   for (let k = 0; k < order; k++) {
     if (k === j) continue;
     const denom = t[i - j] - t[i - k];
-    const next = new Array(poly.length + 1).fill(0);
+    const next = new Array<number>(poly.length + 1).fill(0);
     poly.forEach((c, p) => {
       next[p + 1] += c / denom; // tau * c
       next[p] -= (c * t[i - k]) / denom;

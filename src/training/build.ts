@@ -129,7 +129,7 @@ export function materializeConfig(config: TrainConfig, data: Pick<TrainData, 'cl
   if (data.kind === 'images' && config.model.type !== 'unet') throw new ConfigError('model', `${config.data} is image data: use the unet model, not ${config.model.type}`);
   const { type, ...given } = config.model;
   const model = type === 'unet' ? { type, ...TRAIN_UNET, ...given } : { type, ...TRAIN_MLP, ...given };
-  return { ...config, classConditional: cond, model: model as TrainConfig['model'] };
+  return { ...config, classConditional: cond, model };
 }
 
 /** The full network config of a (materialized) training config and its data. */

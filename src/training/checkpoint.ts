@@ -314,9 +314,9 @@ export function loadCheckpoint(dirOrFile: string, { parts }: { parts?: readonly 
   const meta = readCheckpointMeta(dirOrFile);
   const out: { meta: CheckpointMeta } & Partial<Record<Part, Required<PartState>>> = { meta };
   try {
-    for (const part of parts ?? (PARTS.filter((p) => meta.files[p]) as Part[])) out[part] = loadPart(dirOrFile, meta, part);
+    for (const part of parts ?? PARTS.filter((p) => meta.files[p])) out[part] = loadPart(dirOrFile, meta, part);
   } catch (e) {
-    for (const p of PARTS) if (out[p]) dispose(out[p]!.tensors);
+    for (const p of PARTS) if (out[p]) dispose(out[p].tensors);
     throw e;
   }
   return out;

@@ -137,7 +137,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   checkpointEvery: 400,
   out: 'runs/fashion-mnist',
   threads: null,
-} satisfies TrainConfig) as Readonly<TrainConfig>;
+} satisfies TrainConfig);
 
 type TopKey = Exclude<keyof TrainConfig, 'model'>;
 
@@ -244,9 +244,9 @@ export function resolveTrainConfig(partial: unknown, source = 'config', { crossC
   for (const [k, v] of Object.entries(partial as Record<string, unknown>)) {
     if (k === 'model') out.model = checkModel(`${source}: model`, v);
     else if (k in FIELDS) out[k] = checkValue(`${source}: ${k}`, (FIELDS as Record<string, FieldSpec>)[k], v);
-    else throw new ConfigError(`${source}: ${k}`, `unknown option${hint(k, TRAIN_KEYS as string[])}`);
+    else throw new ConfigError(`${source}: ${k}`, `unknown option${hint(k, TRAIN_KEYS)}`);
   }
-  emaExclusive(out, Object.keys(partial as object));
+  emaExclusive(out, Object.keys(partial));
   return check ? crossCheck(out as unknown as TrainConfig, source) : (out as unknown as TrainConfig);
 }
 

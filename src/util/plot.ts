@@ -14,6 +14,8 @@ import { encodePNG, RawImage } from '../data/image-codec';
 type RGB = readonly [number, number, number];
 
 // 5x7 glyphs (capitals; lower case is drawn as capitals), one string of 35 '#'/'.' per character, row by row.
+// a 5x7 bitmap font, three glyphs a row (kept as laid out)
+// prettier-ignore
 const GLYPHS: Record<string, string> = {
   A: '.###.#...##...#######...##...##...#', B: '####.#...##...#####.#...##...#####.', C: '.###.#...##....#....#....#...#.###.',
   D: '####.#...##...##...##...##...#####.', E: '######....#....####.#....#....#####', F: '######....#....####.#....#....#....',
@@ -56,8 +58,14 @@ class Canvas {
       this.set(x0, y0, c);
       if (x0 === x1 && y0 === y1) return;
       const e2 = 2 * err;
-      if (e2 >= dy) (err += dy), (x0 += sx);
-      if (e2 <= dx) (err += dx), (y0 += sy);
+      if (e2 >= dy) {
+        err += dy;
+        x0 += sx;
+      }
+      if (e2 <= dx) {
+        err += dx;
+        y0 += sy;
+      }
     }
   }
   /** Text with its top-left corner at (x, y); unknown characters are skipped. Returns the width drawn. */
