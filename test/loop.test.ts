@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Generator, setNumThreads, Tensor, tidy } from '../src/engine';
+import { Generator, Tensor, tidy } from '../src/engine';
 import { TRAIN_DEFAULTS } from '../src/training/config';
 import { Trainer } from '../src/training/trainer';
 import { CheckpointFormat, LoopCheckpoint, TrainingLoop, TrainPart } from '../src/training/loop';

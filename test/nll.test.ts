@@ -9,7 +9,7 @@
 // - the result does not depend on the batch size (per-sample generators).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Generator, setNumThreads, tidy, Tensor } from '../src/engine';
+import { Generator, setNumThreads, tidy } from '../src/engine';
 import { Denoiser } from '../src/core/denoiser';
 import { discreteVP, linearBetas } from '../src/core/schedules';
 import { GaussianMixture } from '../src/data/mixture';

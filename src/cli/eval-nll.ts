@@ -72,7 +72,7 @@ export function nllCommand(args: ParsedArgs): number {
   if (!fs.existsSync(path.join(dir, 'checkpoint.json'))) throw new UsageError(`${dir}: no checkpoint.json (pass a checkpoint folder)`);
   const weightsFlag = args.flags.get('weights');
   if (weightsFlag !== undefined && weightsFlag !== 'ema' && weightsFlag !== 'model') throw new UsageError(`--weights: expected 'ema' or 'model', got ${JSON.stringify(weightsFlag)}`);
-  const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag as 'ema' | 'model' | undefined });
+  const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag });
   let x: Tensor | null = null;
   try {
     if (meta.sampleShape.length !== 3 || meta.config.data !== 'fashion-mnist')

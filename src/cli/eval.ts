@@ -132,7 +132,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
     console.log(`diffuse eval: ${dir} (step ${meta.step}, ${weights} weights), ${n} samples per setting, ${choice.sampler} on the ${choice.grid} grid, seed ${seed}; ${measure.what}`);
     let bar: Progress | null = null;
     const rows = evaluateSweep({
-      denoiser, guidance: prepared, meta, settings: sweepSettings(stepsList, scales), measure: measure.metrics,
+      denoiser, guidance: prepared, meta, settings: sweepSettings(stepsList, scales), measure: (x) => measure.metrics(x),
       spec: { ...choice, n, seed, labels, batchSize },
       onSetting: ({ steps }, label) => (bar = new Progress(Math.ceil(n / (batchSize ?? DEFAULT_BATCH_SIZE)) * steps, label)),
       onStep: () => bar?.tick(),

@@ -44,7 +44,7 @@ import { Adam } from '../optim/adam';
 import { cosineSchedule, linearWarmupSchedule } from '../optim/schedule';
 import { writeFileAtomic } from '../util/image';
 import { CheckpointError, decodeFloats, diffuseVersion, FileRecord, readCheckpointJson } from './checkpoint';
-import { CheckpointFormat, LoopCheckpoint, LoopResult, TrainingLoop, TrainPart } from './loop';
+import { CheckpointFormat, LoopResult, TrainingLoop, TrainPart } from './loop';
 import { checkValue, FieldSpec } from './options';
 import { discreteSigma, SigmaSampler } from './sigma-sampling';
 import { shippedDir } from '../util/shipped';
@@ -364,7 +364,7 @@ export class ClassifierTrainer extends TrainingLoop<ClassifierCheckpointMeta> {
       throw new RangeError(`ClassifierTrainer.resume: the data has ${opts.data.images.dim(0)} images, the checkpoint in ${dir} was trained on ${meta.data.size}`);
     const t = new ClassifierTrainer(options, { ...opts, out: opts.out ?? dir });
     try {
-      t.restore(path.join(dir, CLASSIFIER_CHECKPOINT_FILE), meta as unknown as LoopCheckpoint);
+      t.restore(path.join(dir, CLASSIFIER_CHECKPOINT_FILE), meta);
     } catch (e) {
       t.dispose();
       throw e;

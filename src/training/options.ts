@@ -78,10 +78,10 @@ export function checkValue(source: string, s: FieldSpec, v: unknown): unknown {
       return v;
     case 'numbers': // each in (min, max), both open (phemaStds: sigma_rel)
       if (!Array.isArray(v) || v.length === 0 || new Set(v).size !== v.length || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > s.min! && x < s.max!)) throw bad();
-      return [...v];
+      return [...(v as number[])];
     case 'ints':
       if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x))) throw bad();
-      return [...v];
+      return [...(v as number[])];
     default: {
       if (typeof v !== 'number' || !Number.isFinite(v) || (s.kind === 'int' && !Number.isSafeInteger(v))) throw bad();
       if (s.min !== undefined && (s.above ? v <= s.min : v < s.min)) throw bad();
@@ -107,7 +107,7 @@ export function parseValue(source: string, s: FieldSpec, raw: string): unknown {
 /** The closest known name, for "did you mean" hints (edit distance <= 3). */
 export function closest(name: string, known: readonly string[]): string | null {
   const dist = (a: string, b: string) => {
-    const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array(b.length).fill(0)]);
+    const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
     for (let j = 1; j <= b.length; j++) d[0][j] = j;
     for (let i = 1; i <= a.length; i++)
       for (let j = 1; j <= b.length; j++) d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));

@@ -225,7 +225,7 @@ export function posthocName(std: number, step: number): string {
  */
 export function reconstructRunEma(run: string, { stds, step, out, dtype = 'float32', onSnapshot }: ReconstructOptions): Reconstructed[] {
   const who = 'reconstructRunEma';
-  if (!Array.isArray(stds) || stds.length === 0) throw new RangeError(`${who}: stds must be a non-empty list`);
+  if (!Array.isArray(stds satisfies unknown) || stds.length === 0) throw new RangeError(`${who}: stds must be a non-empty list`);
   for (const std of stds)
     if (!(typeof std === 'number' && std > 0 && std < MAX_SIGMA_REL))
       throw new RangeError(`${who}: std ${std} is out of range: a sigma_rel must be in (0, ${MAX_SIGMA_REL.toFixed(4)}) (1/sqrt(12), a uniform average)`);
@@ -234,14 +234,20 @@ export function reconstructRunEma(run: string, { stds, step, out, dtype = 'float
   if (all.length === 0)
     throw new CheckpointError(path.join(run, PHEMA_DIR), `the run has no post-hoc EMA snapshots (phema/phema-<step>-<std>.safetensors); train it with --ema phema`);
   // The run's state is its checkpoint: snapshots after it (left by a crash) are not used.
-  const steps = [...new Set(all.map((s) => s.step))].filter((s) => s <= meta.step);
+  const steps: number[] = [...new Set(all.map((s) => s.step))].filter((s) => s <= meta.step);
   if (steps.length === 0) throw new CheckpointError(path.join(run, PHEMA_DIR), `has no snapshot at or before the checkpoint's step ${meta.step}`);
-  const at = step ?? Math.max(...steps);
+  const at: number = step ?? Math.max(...steps);
   if (!steps.includes(at)) throw new RangeError(`${who}: step ${at} has no snapshot; the snapshot steps are ${steps.join(', ')}`);
   for (const s of all)
     if (s.t !== s.step) throw new CheckpointError(s.file, `records t = ${s.t}, but its name says step ${s.step} (t counts steps)`);
   const upTo = all.filter((s) => s.step <= at);
-  const used = upTo.map((s) => ({ ...s, tensors: () => (onSnapshot?.(stds.length * upTo.length), (s.tensors as () => Record<string, Tensor>)()) }));
+  const used: SnapshotFile[] = upTo.map((s) => ({
+    ...s,
+    tensors: () => {
+      onSnapshot?.(stds.length * upTo.length);
+      return (s.tensors as () => Record<string, Tensor>)();
+    },
+  }));
   const dest = out ?? path.join(run, 'posthoc');
   const base = loadPart(run, meta, meta.files.ema ? 'ema' : 'model');
   try {

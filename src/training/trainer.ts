@@ -188,7 +188,11 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       }),
       state: () => ({ ema: this.ema ? { nimg: this.ema.nimg, updates: this.ema.updates } : { nimg: 0, updates: this.phema!.step } }),
       // With ema 'phema', the EMA weights that sample and eval load are the first power-function average.
-      files: () => (this.phema ? { ema: { tensors: this.emaStateDict(), metadata: { network: JSON.stringify(this.spec) } } } : {}) as ReturnType<NonNullable<CheckpointFormat['files']>>,
+      files: () => {
+        const files: Record<string, { tensors: Record<string, Tensor>; metadata: Record<string, string> }> = {};
+        if (this.phema) files.ema = { tensors: this.emaStateDict(), metadata: { network: JSON.stringify(this.spec) } };
+        return files;
+      },
     };
   }
 
