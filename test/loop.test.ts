@@ -24,11 +24,21 @@ after(() => fs.rmSync(root, { recursive: true, force: true }));
 
 const fixture = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'test', 'fixtures', 'default_losses.json'), 'utf8')) as { losses: number[]; threads: number; isa: string[] };
 
+/** Whether this CPU has the instruction sets the fixture was made with (then oneDNN runs the same kernels: bit-exact). */
+function sameKernels(): boolean {
+  const flags = (/^flags\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').split(' ');
+  return JSON.stringify(['avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'].filter((f) => flags.includes(f))) === JSON.stringify(fixture.isa);
+}
+
 test('the default run takes the steps it took before the loop was shared: the first 50 losses, bit for bit', () => {
   const t = Trainer.create({ ...TRAIN_DEFAULTS, threads: fixture.threads, out: path.join(root, 'default') }, { log: null });
   try {
     const losses = fixture.losses.map(() => t.trainStep());
-    assert.deepEqual(losses, fixture.losses);
+    if (sameKernels()) assert.deepEqual(losses, fixture.losses);
+    else {
+      // Another instruction set picks other oneDNN kernels, which round differently: the same steps, to float tolerance.
+      for (let i = 0; i < losses.length; i++) assert.ok(Math.abs(losses[i] - fixture.losses[i]) <= 1e-3 * Math.abs(fixture.losses[i]), `step ${i + 1}: ${losses[i]} vs ${fixture.losses[i]}`);
+    }
   } finally {
     t.dispose();
   }

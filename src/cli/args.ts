@@ -157,3 +157,13 @@ export function table(rows: [string, string][], indent = 2): string {
   const w = Math.max(...rows.map(([a]) => a.length));
   return rows.map(([a, b]) => `${' '.repeat(indent)}${a.padEnd(w)}  ${b}`).join('\n');
 }
+
+/** Runs a library call whose RangeError means a bad flag value (its message names the flag): as a usage error (exit 2). */
+export function asUsage<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof RangeError) throw new UsageError(e.message);
+    throw e;
+  }
+}

@@ -9,17 +9,15 @@
 import { batchSizeFlag } from './sampling-flags';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Generator } from '../engine/random';
-import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
-import { loadFashionMNIST } from '../data/fashion-mnist';
+import { fashionMNISTSubset } from '../data/fashion-mnist';
 import { buildSchedule } from '../training/build';
 import { loadModel } from '../training/checkpoint';
 import { likelihoodBitsPerDim, NLLEstimate, NLLMethod } from '../eval/nll';
 import { formatValue, MetricValue } from '../eval/report';
 import { writeFileAtomic } from '../util/image';
 import { formatSeconds, Progress } from '../util/progress';
-import { choiceFlag, intFlag, ParsedArgs, UsageError } from './args';
+import { asUsage, choiceFlag, intFlag, ParsedArgs, UsageError } from './args';
 import { shippedModelDir } from './sample';
 
 /** The flags --nll adds to diffuse eval. */
@@ -36,22 +34,6 @@ export function nllHelpRows(): [string, string][] {
   ];
 }
 
-/** The 8-bit Fashion-MNIST test images the model sees ([n, 1, 28 or 32, ...] uint8): all, or a seeded subset of n, with their labels. */
-function testSubset(n: number, seed: number, size: number): { x: Tensor; labels: number[] } {
-  const ds = loadFashionMNIST({ split: 'test', pad32: size === 32 });
-  try {
-    const total = ds.images.dim(0);
-    if (n > total) throw new UsageError(`--n ${n}: the test split has ${total} images`);
-    return tidy(() => {
-      const idx = n === total ? null : new Generator(seed).randperm(total).narrow(0, 0, n);
-      const x = idx ? ds.images.indexSelect(0, idx) : ds.images.clone();
-      return { x, labels: Array.from((idx ? ds.labels.indexSelect(0, idx) : ds.labels).toFloat64Array()) };
-    });
-  } finally {
-    ds.images.dispose();
-    ds.labels.dispose();
-  }
-}
 
 const pm = (m: MetricValue, digits = 4) => `${formatValue(m.value, digits)}${m.stderr !== undefined ? ` +- ${formatValue(m.stderr, 2)}` : ''}`;
 
@@ -81,7 +63,7 @@ export function nllCommand(args: ParsedArgs): number {
     if (methods.includes('vlb') && !schedule) throw new UsageError(`--nll ${which}: the variational bound needs a discrete-time (DDPM) model; ${dir} has objective ${meta.config.objective} (use --nll ode)`);
     const k = meta.classNames?.length ?? 0;
     if (conditioning === 'label' && k === 0) throw new UsageError('--class label: the model is not class-conditional');
-    const subset = testSubset(n, seed, meta.sampleShape[1]);
+    const subset = asUsage(() => fashionMNISTSubset(n, { split: 'test', seed, pad32: meta.sampleShape[1] === 32 }));
     x = subset.x;
     const labels = k === 0 ? null : conditioning === 'label' ? subset.labels : new Array<number>(n).fill(k);
     const dims = x.size / n;

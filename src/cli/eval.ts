@@ -20,7 +20,7 @@ import { Generator } from '../engine/random';
 import { dispose, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
-import { loadFashionMNIST } from '../data/fashion-mnist';
+import { fashionMNISTSubset } from '../data/fashion-mnist';
 import { TOYS } from '../data/toys';
 import { CheckpointMeta, loadModel } from '../training/checkpoint';
 import { buildSchedule, deriveSeed } from '../training/build';
@@ -35,7 +35,7 @@ import { writeFileAtomic, writePNG } from '../util/image';
 import { cacheDir } from '../util/cache';
 import { linePlotImage, Series } from '../util/plot';
 import { formatSeconds, Progress } from '../util/progress';
-import { intFlag, numberList, parseArgs, ParsedArgs, table, UsageError } from './args';
+import { asUsage, intFlag, numberList, parseArgs, ParsedArgs, table, UsageError } from './args';
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, GuidanceSpec, parseGuidance, prepareGuidance } from './guidance-flags';
 import { parseClass, shippedModelDir } from './sample';
 import { batchSizeFlag, SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
@@ -258,7 +258,7 @@ function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: nu
     ref = fashionReference(fnet, { cache: referenceCache(args) });
     console.log(`diffuse eval: baseline ${baseline}, ${n} images; features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`);
     const t0 = performance.now();
-    const { x, labels } = baseline === 'test' ? testImages(n, seed) : { x: noiseImages(n, seed), labels: null };
+    const { x, labels } = baseline === 'test' ? asUsage(() => fashionMNISTSubset(n, { split: 'test', seed })) : { x: noiseImages(n, seed), labels: null };
     try {
       const metrics = imageMetrics(fnet, ref, x, { labels });
       const seconds = (performance.now() - t0) / 1000;
@@ -278,23 +278,6 @@ function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: nu
   return 0;
 }
 
-/** n test-split images (a seeded subset when n < 10000) and their labels. */
-function testImages(n: number, seed: number): { x: Tensor; labels: number[] } {
-  const ds = loadFashionMNIST({ split: 'test' });
-  try {
-    const total = ds.images.dim(0);
-    if (n > total) throw new UsageError(`--n ${n}: the test split has ${total} images`);
-    return tidy(() => {
-      const idx = n === total ? null : new Generator(seed).randperm(total).narrow(0, 0, n);
-      const x = idx ? ds.images.indexSelect(0, idx) : ds.images.clone();
-      const labels = Array.from((idx ? ds.labels.indexSelect(0, idx) : ds.labels).toFloat64Array());
-      return { x, labels };
-    });
-  } finally {
-    ds.images.dispose();
-    ds.labels.dispose();
-  }
-}
 
 /** n images of uniform noise in 0..255 (uint8), seeded. */
 function noiseImages(n: number, seed: number): Tensor {

@@ -11,7 +11,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fromBytes } from '../engine/create';
+import { Generator } from '../engine/random';
 import { tidy } from '../engine/scope';
+import { Tensor } from '../engine/tensor';
 import { DatasetError } from './errors';
 import { readIdxImages, readIdxLabels } from './idx';
 import type { ImageDataset } from './loader';
@@ -71,4 +73,28 @@ export function loadFashionMNIST({ split = 'train', dir, pad32 = false }: Fashio
       classNames: FASHION_MNIST_CLASSES.slice(),
     };
   });
+}
+
+/**
+ * n images of a split (uint8 [n, 1, 28, 28], or 32 x 32 with pad32) and their labels: all of
+ * them, or a seeded random subset when n is smaller (the same subset for the same seed).
+ *
+ * @example
+ *   const { x, labels } = fashionMNISTSubset(1000, { split: 'test', seed: 0 });
+ */
+export function fashionMNISTSubset(n: number, { seed = 0, ...opts }: FashionMNISTOptions & { seed?: number } = {}): { x: Tensor; labels: number[] } {
+  const ds = loadFashionMNIST(opts);
+  try {
+    const total = ds.images.dim(0);
+    if (!(Number.isSafeInteger(n) && n >= 1 && n <= total)) throw new RangeError(`--n ${n}: the ${opts.split ?? 'train'} split has ${total} images`);
+    return tidy(() => {
+      const idx = n === total ? null : new Generator(seed).randperm(total).narrow(0, 0, n);
+      const x = idx ? ds.images.indexSelect(0, idx) : ds.images.clone();
+      const labels = Array.from((idx ? ds.labels.indexSelect(0, idx) : ds.labels).toFloat64Array());
+      return { x, labels };
+    });
+  } finally {
+    ds.images.dispose();
+    ds.labels.dispose();
+  }
 }
