@@ -124,14 +124,14 @@ describe('config', () => {
   test('defaults are the documented embedded run', () => {
     const c = resolveTrainConfig({});
     assert.equal(c.data, 'fashion-mnist');
-    assert.equal(c.objective, 'ddpm');
+    assert.equal(c.objective, 'eps');
     assert.deepEqual(c, { ...TRAIN_DEFAULTS, model: { type: 'unet' } });
   });
   test('unknown keys, bad values and bad combinations name the key and the value', () => {
     const err = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: unknown) => e instanceof ConfigError && re.test(e.message));
     err(() => resolveTrainConfig({ stpes: 3 }, 'run.json'), /^run.json: stpes: unknown option \(did you mean steps\?\)/);
     err(() => resolveTrainConfig({ lr: -1 }, 'run.json'), /^run.json: lr: expected a number >= 0, got -1/);
-    err(() => resolveTrainConfig({ objective: 'vp' }), /objective: expected 'ddpm' or 'edm', got "vp"/);
+    err(() => resolveTrainConfig({ objective: 'vp' }), /objective: expected 'eps' or 'x0' or 'v' or 'edm' or 'edm2' \('ddpm' = 'eps'\), got "vp"/);
     err(() => resolveTrainConfig({ model: { type: 'unet', hidden: 3 } }), /model.hidden: unknown unet option \(it is an option of the mlp model\)/);
     err(() => resolveTrainConfig({ model: { type: 'unet', numClasses: 3 } }), /model.numClasses: is set by the trainer from the data/);
     err(() => resolveTrainConfig({ emaDecay: 0.999, emaHalfLifeImages: 100 }), /give exactly one of emaHalfLifeImages and emaDecay/);
