@@ -161,12 +161,12 @@ describe('config', () => {
     const err = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: unknown) => e instanceof ConfigError && re.test(e.message));
     assert.equal(resolveTrainConfig({ objective: 'ddpm' }).objective, 'eps', "'ddpm' is read as 'eps'");
     const e2 = resolveTrainConfig({ model: 'edm2' });
-    assert.deepEqual([e2.objective, e2.lrSchedule, e2.lr], ['edm2', 'inv-sqrt', 5e-3], "edm2's training defaults");
+    assert.deepEqual([e2.objective, e2.lrSchedule, e2.lr], ['edm2', 'inv-sqrt', 1e-2], "edm2's training defaults");
     assert.equal(resolveTrainConfig({ model: 'edm2', objective: 'v', lr: 1e-3 }).lr, 1e-3, 'given values win');
     const base = resolveTrainConfig({});
     const over = (...kv: [string, string][]) => applyOverrides(base, kv.map(([key, value]) => ({ key, value, source: `--${key}` })));
     const m = over(['model', 'edm2'], ['objective', 'x0'], ['modelChannels', '24']);
-    assert.deepEqual([m.objective, m.lrSchedule, m.lr, m.model], ['x0', 'inv-sqrt', 5e-3, { type: 'edm2', modelChannels: 24 }]);
+    assert.deepEqual([m.objective, m.lrSchedule, m.lr, m.model], ['x0', 'inv-sqrt', 1e-2, { type: 'edm2', modelChannels: 24 }]);
     assert.equal(applyOverrides(m, [{ key: 'model', value: 'unet', source: '--model' }]).lrSchedule, 'cosine', 'back to the unet defaults');
     assert.equal(over(['model', 'edm2'], ['lr', '0.02']).lr, 0.02);
     err(() => over(['objective', 'edm'], ['weighting', 'snr']), /^--weighting: "snr" does not apply to objective edm, which has its own weighting/);

@@ -191,12 +191,13 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
 /**
  * Training options whose default depends on the model: EDM2's network trains with its own
  * objective and EDM2's inverse-square-root schedule at a higher rate (its weights keep unit
- * norm, so a step of lr changes them by about lr relative; docs/cli.md).
+ * norm, so a step of lr changes them by about lr relative): lr 1e-2, EDM2-S's ref_lr, which
+ * also did best of 2e-3, 5e-3 and 1e-2 in a short Fashion-MNIST run (docs/cli.md).
  */
 export const MODEL_TRAIN_DEFAULTS: Readonly<Record<ModelType, Readonly<Partial<TrainConfig>>>> = Object.freeze({
   unet: {},
   mlp: {},
-  edm2: { objective: 'edm2', lr: 5e-3, lrSchedule: 'inv-sqrt' },
+  edm2: { objective: 'edm2', lr: 1e-2, lrSchedule: 'inv-sqrt' },
 });
 
 /** The defaults for a model type: TRAIN_DEFAULTS with MODEL_TRAIN_DEFAULTS[type] and that model. */
