@@ -19,8 +19,62 @@ let root: string;
 before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-objectives-'))));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-const TOY = ['--data', '8gaussians', '--model', 'mlp', '--hidden', '64', '--depth', '2', '--sigma-data', '1', '--batch-size', '256', '--lr', '3e-3', '--warmup-steps', '0', '--sample-every', '0', '--checkpoint-every', '0', '--sample-count', '8', '--sample-steps', '4'];
-const EDM2 = ['--model', 'edm2', '--data-limit', '64', '--batch-size', '16', '--model-channels', '8', '--channel-mult', '1,2', '--num-blocks', '1', '--attn-resolutions', 'none', '--channels-per-head', '16', '--warmup-steps', '2', '--lr-ref-steps', '4', '--sample-every', '0', '--checkpoint-every', '0', '--sample-count', '4', '--sample-steps', '2'];
+const TOY = [
+  '--data',
+  '8gaussians',
+  '--model',
+  'mlp',
+  '--hidden',
+  '64',
+  '--depth',
+  '2',
+  '--sigma-data',
+  '1',
+  '--batch-size',
+  '256',
+  '--lr',
+  '3e-3',
+  '--warmup-steps',
+  '0',
+  '--sample-every',
+  '0',
+  '--checkpoint-every',
+  '0',
+  '--sample-count',
+  '8',
+  '--sample-steps',
+  '4',
+];
+const EDM2 = [
+  '--model',
+  'edm2',
+  '--data-limit',
+  '64',
+  '--batch-size',
+  '16',
+  '--model-channels',
+  '8',
+  '--channel-mult',
+  '1,2',
+  '--num-blocks',
+  '1',
+  '--attn-resolutions',
+  'none',
+  '--channels-per-head',
+  '16',
+  '--warmup-steps',
+  '2',
+  '--lr-ref-steps',
+  '4',
+  '--sample-every',
+  '0',
+  '--checkpoint-every',
+  '0',
+  '--sample-count',
+  '4',
+  '--sample-steps',
+  '2',
+];
 
 const mean = (a: number[]) => a.reduce((x, y) => x + y) / a.length;
 
@@ -41,7 +95,13 @@ async function trains(name: string, steps: number, args: string[], { falls = tru
 describe('diffuse train trains every objective, and diffuse sample reads it back', () => {
   // v is not asked to fall here: its zero-initialized output starts at D = alpha^2 x, within 6% of the
   // exact denoiser's v loss on this toy (1.034 vs 0.976 with 16384 draws); it falls on images below.
-  for (const [objective, weighting] of [['eps', 'auto'], ['x0', 'snr'], ['v', 'min-snr'], ['edm', 'auto'], ['ddpm', 'auto']]) {
+  for (const [objective, weighting] of [
+    ['eps', 'auto'],
+    ['x0', 'snr'],
+    ['v', 'min-snr'],
+    ['edm', 'auto'],
+    ['ddpm', 'auto'],
+  ]) {
     test(`--objective ${objective}${weighting === 'auto' ? '' : ` --weighting ${weighting}`} (2-D toy)`, async () => {
       const dir = await trains(`toy-${objective}`, 40, [...TOY, '--objective', objective, '--weighting', weighting], { falls: objective !== 'v' });
       assert.equal(readCheckpointMeta(dir).config.objective, objective === 'ddpm' ? 'eps' : objective);

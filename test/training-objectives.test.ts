@@ -72,11 +72,7 @@ function x0Weight(objective: string, weighting: string, s: number): number {
   return { eps: snr, x0: 1, v: snr + 1 }[objective]!; // uniform: the target's own squared error
 }
 
-const CASES: [string, string][] = [
-  ...['eps', 'x0', 'v'].flatMap((o) => ['uniform', 'snr', 'min-snr'].map((w): [string, string] => [o, w])),
-  ['edm', 'auto'],
-  ['edm2', 'auto'],
-];
+const CASES: [string, string][] = [...['eps', 'x0', 'v'].flatMap((o) => ['uniform', 'snr', 'min-snr'].map((w): [string, string] => [o, w])), ['edm', 'auto'], ['edm2', 'auto']];
 
 describe('the exact denoiser minimizes every objective (analytic mixture, 8192 draws)', () => {
   for (const [objective, weighting] of CASES) {
@@ -114,7 +110,20 @@ describe('edm2: the optimal u(sigma) is the log of the per-sigma loss', () => {
   after(() => (gauss.dispose(), y0.dispose()));
   const D: Denoiser = (x, sigma) => gauss.denoise(x, sigma);
   const lossAt = (sigma: number) => ((sigma ** 2 + sd ** 2) * s ** 2) / (sd ** 2 * (s ** 2 + sigma ** 2));
-  const logLossAt = (sigma: Tensor) => tidy(() => sigma.square().add(sd ** 2).mul(s ** 2).div(sigma.square().add(s ** 2).mul(sd ** 2)).log());
+  const logLossAt = (sigma: Tensor) =>
+    tidy(() =>
+      sigma
+        .square()
+        .add(sd ** 2)
+        .mul(s ** 2)
+        .div(
+          sigma
+            .square()
+            .add(s ** 2)
+            .mul(sd ** 2),
+        )
+        .log(),
+    );
 
   test('the per-sigma loss of the exact denoiser is the closed form (within 4 standard errors)', () =>
     tidy(() => {

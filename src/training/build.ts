@@ -135,7 +135,7 @@ export function materializeConfig(config: TrainConfig, data: Pick<TrainData, 'cl
   if (data.kind === 'images' && config.model.type === 'mlp') throw new ConfigError('model', `${config.data} is image data: use the unet or edm2 model, not ${config.model.type}`);
   const { type, ...given } = config.model;
   const model = { type, ...TRAIN_MODELS[type], ...given };
-  return { ...config, classConditional: cond, model: model as TrainConfig['model'] };
+  return { ...config, classConditional: cond, model };
 }
 
 /** The full network config of a (materialized) training config and its data. */

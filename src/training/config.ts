@@ -202,7 +202,7 @@ export const MODEL_TRAIN_DEFAULTS: Readonly<Record<ModelType, Readonly<Partial<T
 
 /** The defaults for a model type: TRAIN_DEFAULTS with MODEL_TRAIN_DEFAULTS[type] and that model. */
 export function trainDefaults(type: ModelType): TrainConfig {
-  return { ...TRAIN_DEFAULTS, ...MODEL_TRAIN_DEFAULTS[type], model: { type } } as TrainConfig;
+  return { ...TRAIN_DEFAULTS, ...MODEL_TRAIN_DEFAULTS[type], model: { type } };
 }
 
 type TopKey = Exclude<keyof TrainConfig, 'model'>;
@@ -335,7 +335,8 @@ export function applyOverrides(config: TrainConfig, overrides: readonly Override
     const t = typeOverride.value.trim();
     if (!isModelType(t)) throw new ConfigError(typeOverride.source, `expected ${describeField('model')}, got ${JSON.stringify(typeOverride.value)}`);
     if (t !== out.model.type) {
-      const [from, to] = [trainDefaults(out.model.type) as unknown as Record<string, unknown>, trainDefaults(t) as unknown as Record<string, unknown>];
+      const from = trainDefaults(out.model.type) as unknown as Record<string, unknown>;
+      const to = trainDefaults(t) as unknown as Record<string, unknown>;
       const moved = Object.fromEntries(
         [...new Set([...Object.keys(MODEL_TRAIN_DEFAULTS[out.model.type]), ...Object.keys(MODEL_TRAIN_DEFAULTS[t])])]
           .filter((k) => (out as unknown as Record<string, unknown>)[k] === from[k])
