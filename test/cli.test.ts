@@ -52,7 +52,7 @@ describe('help and usage errors', () => {
       [['train', '--stpes', '3'], /unknown option --stpes \(did you mean --steps\?\)/],
       [['train', '--steps', '-3'], /--steps: expected an integer >= 1, got -3/],
       [['train', '--lr'], /--lr needs a value/],
-      [['train', '--objective', 'vp'], /--objective: expected 'ddpm' or 'edm', got "vp"/],
+      [['train', '--objective', 'vp'], /--objective: expected 'eps' or 'x0' or 'v' or 'edm' or 'edm2' \('ddpm' = 'eps'\), got "vp"/],
       [['train', 'extra'], /unexpected argument "extra"/],
       [['train', '--config', 'nope.json'], /--config nope.json: file not found/],
       [['sample', '--n', 'many'], /--n: expected an integer in \[1, 100000\], got "many"/],

@@ -27,6 +27,13 @@ const TINY_UNET = {
   sampleCount: 4,
   sampleSteps: 2,
 };
+const TINY_EDM2 = {
+  ...TINY_UNET,
+  steps: 4,
+  warmupSteps: 1,
+  lrRefSteps: 2,
+  model: { type: 'edm2', modelChannels: 8, channelMult: [1, 2], numBlocks: 1, attnResolutions: [], channelsPerHead: 16, dropout: 0.1 },
+};
 let root: string;
 before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-trainer-'))));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -59,6 +66,9 @@ async function resumeMatches(partial: object, name: string): Promise<void> {
 describe('resume', () => {
   test('equals an uninterrupted run, step for step (2-D toy, MLP)', () => resumeMatches(TOY, 'toy'));
   test('equals an uninterrupted run, step for step (tiny conditional U-Net on Fashion-MNIST, label and network dropout)', () => resumeMatches(TINY_UNET, 'unet'));
+  for (const [objective, weighting] of [['x0', 'snr'], ['v', 'min-snr'], ['eps', 'min-snr'], ['edm', 'auto']])
+    test(`equals an uninterrupted run for objective ${objective}, ${weighting} weighting (2-D toy, MLP)`, () => resumeMatches({ ...TOY, objective, weighting }, `toy-${objective}`));
+  test("equals an uninterrupted run for model edm2 (objective edm2: u(sigma) restored; forced weight normalization; inv-sqrt lr)", () => resumeMatches(TINY_EDM2, 'edm2'));
   test('a changed option is refused, naming it; steps may change', () => {
     const dir = path.join(root, 'toy-b');
     assert.throws(() => Trainer.create(resolveTrainConfig({ ...TOY, lr: 0.5, out: dir }), { resume: dir, log: null }), /differs from the checkpoint's in lr: 0.001 -> 0.5/);
@@ -124,14 +134,14 @@ describe('config', () => {
   test('defaults are the documented embedded run', () => {
     const c = resolveTrainConfig({});
     assert.equal(c.data, 'fashion-mnist');
-    assert.equal(c.objective, 'ddpm');
+    assert.equal(c.objective, 'eps');
     assert.deepEqual(c, { ...TRAIN_DEFAULTS, model: { type: 'unet' } });
   });
   test('unknown keys, bad values and bad combinations name the key and the value', () => {
     const err = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: unknown) => e instanceof ConfigError && re.test(e.message));
     err(() => resolveTrainConfig({ stpes: 3 }, 'run.json'), /^run.json: stpes: unknown option \(did you mean steps\?\)/);
     err(() => resolveTrainConfig({ lr: -1 }, 'run.json'), /^run.json: lr: expected a number >= 0, got -1/);
-    err(() => resolveTrainConfig({ objective: 'vp' }), /objective: expected 'ddpm' or 'edm', got "vp"/);
+    err(() => resolveTrainConfig({ objective: 'vp' }), /objective: expected 'eps' or 'x0' or 'v' or 'edm' or 'edm2' \('ddpm' = 'eps'\), got "vp"/);
     err(() => resolveTrainConfig({ model: { type: 'unet', hidden: 3 } }), /model.hidden: unknown unet option \(it is an option of the mlp model\)/);
     err(() => resolveTrainConfig({ model: { type: 'unet', numClasses: 3 } }), /model.numClasses: is set by the trainer from the data/);
     err(() => resolveTrainConfig({ emaDecay: 0.999, emaHalfLifeImages: 100 }), /give exactly one of emaHalfLifeImages and emaDecay/);
@@ -146,6 +156,27 @@ describe('config', () => {
     assert.equal(over('gradClip', 'none').gradClip, null);
     const mlp: TrainConfig = applyOverrides(base, [{ key: 'hidden', value: '64', source: '--hidden' }, { key: 'model', value: 'mlp', source: '--model' }]);
     assert.deepEqual(mlp.model, { type: 'mlp', hidden: 64 });
+  });
+  test('objectives, weightings and model edm2: defaults follow the model, and nonsense combinations name the key', () => {
+    const err = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: unknown) => e instanceof ConfigError && re.test(e.message));
+    assert.equal(resolveTrainConfig({ objective: 'ddpm' }).objective, 'eps', "'ddpm' is read as 'eps'");
+    const e2 = resolveTrainConfig({ model: 'edm2' });
+    assert.deepEqual([e2.objective, e2.lrSchedule, e2.lr], ['edm2', 'inv-sqrt', 1e-2], "edm2's training defaults");
+    assert.equal(resolveTrainConfig({ model: 'edm2', objective: 'v', lr: 1e-3 }).lr, 1e-3, 'given values win');
+    const base = resolveTrainConfig({});
+    const over = (...kv: [string, string][]) => applyOverrides(base, kv.map(([key, value]) => ({ key, value, source: `--${key}` })));
+    const m = over(['model', 'edm2'], ['objective', 'x0'], ['modelChannels', '24']);
+    assert.deepEqual([m.objective, m.lrSchedule, m.lr, m.model], ['x0', 'inv-sqrt', 1e-2, { type: 'edm2', modelChannels: 24 }]);
+    assert.equal(applyOverrides(m, [{ key: 'model', value: 'unet', source: '--model' }]).lrSchedule, 'cosine', 'back to the unet defaults');
+    assert.equal(over(['model', 'edm2'], ['lr', '0.02']).lr, 0.02);
+    err(() => over(['objective', 'edm'], ['weighting', 'snr']), /^--weighting: "snr" does not apply to objective edm, which has its own weighting/);
+    err(() => over(['model', 'edm2'], ['weighting', 'min-snr']), /^--weighting: "min-snr" does not apply to objective edm2/);
+    err(() => over(['weighting', 'snr'], ['minSnrGamma', '2']), /^--minSnrGamma: is 2, but gamma only applies to weighting min-snr/);
+    err(() => over(['objective', 'edm2']), /^--objective: edm2 learns u\(sigma\) with the log-variance head of EDM2's network: use model edm2 \(the model is unet\)/);
+    err(() => resolveTrainConfig({ weighting: 'snr', objective: 'edm' }, 'run.json'), /^run.json: weighting: "snr" does not apply to objective edm/);
+    err(() => over(['numBlocks', '2']), /^--numBlocks: is an option of the edm2 model, but this config trains a unet/);
+    err(() => resolveTrainConfig({ model: { type: 'edm2', labelDim: 3 } }), /model.labelDim: is set by the trainer from the data/);
+    assert.throws(() => Trainer.create(resolveTrainConfig({ ...TOY, model: { type: 'edm2' }, out: path.join(root, 'x') })), /8gaussians is 2-D point data: use the mlp model/);
   });
   test('data and model must fit', () => {
     assert.throws(() => Trainer.create(resolveTrainConfig({ data: '8gaussians', out: path.join(root, 'x') })), /8gaussians is 2-D point data: use the mlp model/);

@@ -113,7 +113,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag });
   const cleanup: { dispose(): void }[] = [net];
   try {
-    const T = meta.config.objective === 'ddpm' ? meta.config.timesteps : 100_000;
+    const T = buildSchedule(meta.config)?.T ?? 100_000;
     const stepsList = numberList(args, 'steps', { integer: true, min: 1, max: T }) ?? [Math.min(100, T)];
     const choice = samplingFlags(args, meta.config);
     const guidance = parseGuidance(args, meta);

@@ -60,15 +60,27 @@ export function infoCommand(argv: readonly string[]): number {
     ? `first 100 steps ${mean(losses.slice(0, 100)).toFixed(4)}, last 100 ${mean(losses.slice(-100)).toFixed(4)}, min ${Math.min(...losses).toFixed(4)}, max ${Math.max(...losses).toFixed(4)} (${losses.length} steps)`
     : 'no history';
   const net = meta.network;
-  const netDesc = net.type === 'unet'
-    ? `unet, ${meta.numParameters.toLocaleString('en-US')} parameters: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numResBlocks} res block(s) per level, attention at [${net.config.attentionResolutions}], ${net.config.noiseEmbedding} noise embedding`
-    : `mlp, ${meta.numParameters.toLocaleString('en-US')} parameters: width ${net.config.hidden}, depth ${net.config.depth}`;
+  const params = `${meta.numParameters.toLocaleString('en-US')} parameters`;
+  const netDesc =
+    net.type === 'unet'
+      ? `unet, ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numResBlocks} res block(s) per level, attention at [${net.config.attentionResolutions}], ${net.config.noiseEmbedding} noise embedding`
+      : net.type === 'edm2'
+        ? `edm2 (magnitude-preserving), ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numBlocks} block(s) per encoder level, attention at [${net.config.attnResolutions}]`
+        : `mlp, ${params}: width ${net.config.hidden}, depth ${net.config.depth}`;
+  const weighting = c.weighting === 'auto' ? '' : `, ${c.weighting === 'min-snr' ? `min-SNR-${c.minSnrGamma}` : c.weighting} weighting`;
+  const objective: Record<typeof c.objective, string> = {
+    eps: `eps (epsilon prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}`,
+    x0: `x0 (x0 prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}`,
+    v: `v (v prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}`,
+    edm: `edm, sigma_data ${c.sigmaData}`,
+    edm2: `edm2 (learned uncertainty u(sigma)), sigma_data ${c.sigmaData}`,
+  };
   const rows: [string, string][] = [
     ['checkpoint', `${dir}: step ${meta.step} of ${c.steps}, written ${meta.createdAt} by Diffuse ${meta.diffuse}${meta.exportedFrom ? ` (export of the ${meta.exportedFrom.part} weights in ${meta.exportedFrom.dtype}${meta.exportedFrom.posthocEma ? `: post-hoc EMA of sigma_rel ${meta.exportedFrom.posthocEma.sigmaRel} from ${meta.exportedFrom.posthocEma.snapshots} snapshots` : ''})` : ''}`],
     ['network', netDesc],
     ['data', `${c.data}${c.dataLimit !== null ? ` (first ${c.dataLimit})` : ''}, samples [${meta.sampleShape}]${meta.classNames ? `, ${meta.classNames.length} classes: ${meta.classNames.join(', ')} (label dropout ${c.labelDropout})` : ', unconditional'}`],
-    ['objective', c.objective === 'ddpm' ? `ddpm (epsilon prediction), ${c.betaSchedule} betas, T = ${c.timesteps}` : `edm, sigma_data ${c.sigmaData}`],
-    ['training', `batch ${c.batchSize}, ${c.optimizer} lr ${c.lr} (${c.lrSchedule}, warm-up ${c.warmupSteps}), EMA ${c.ema === 'phema' ? `post-hoc (power-function sigma_rel ${c.phemaStds.join(', ')}, snapshots every ${c.phemaSnapshotEvery} steps)` : c.emaDecay !== null ? `decay ${c.emaDecay}` : `half-life ${c.emaHalfLifeImages} images`}, ${(meta.step * c.batchSize).toLocaleString('en-US')} images seen${meta.state ? `, ${formatSeconds(meta.state.trainSeconds)} of training` : ''}`],
+    ['objective', objective[c.objective]],
+    ['training', `batch ${c.batchSize}, ${c.optimizer} lr ${c.lr} (${c.lrSchedule}${c.lrSchedule === 'inv-sqrt' ? ` from step ${c.lrRefSteps}` : ''}, warm-up ${c.warmupSteps}), EMA ${c.ema === 'phema' ? `post-hoc (power-function sigma_rel ${c.phemaStds.join(', ')}, snapshots every ${c.phemaSnapshotEvery} steps)` : c.emaDecay !== null ? `decay ${c.emaDecay}` : `half-life ${c.emaHalfLifeImages} images`}, ${(meta.step * c.batchSize).toLocaleString('en-US')} images seen${meta.state ? `, ${formatSeconds(meta.state.trainSeconds)} of training` : ''}`],
     ['loss', lossLine],
     ...files.map(([f, s], i): [string, string] => [i === 0 ? 'files' : '', `${f}  ${s}`]),
   ];

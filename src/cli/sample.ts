@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { setNumThreads } from '../engine/runtime';
 import { encodePNG } from '../data/image-codec';
 import { loadModel } from '../training/checkpoint';
-import { DEFAULT_BATCH_SIZE, generateSamples } from '../training/build';
+import { buildSchedule, DEFAULT_BATCH_SIZE, generateSamples } from '../training/build';
 import { countEvaluations } from '../sampling/generate';
 import { Tensor } from '../engine/tensor';
 import { imageGrid, toImages, writeFileAtomic, writePNG } from '../util/image';
@@ -108,7 +108,7 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
   }
   const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag });
   try {
-    const T = meta.config.objective === 'ddpm' ? meta.config.timesteps : Infinity;
+    const T = buildSchedule(meta.config)?.T ?? Infinity;
     const steps = intFlag(args, 'steps', Math.min(100, T), { min: 1, max: T === Infinity ? 100_000 : T });
     const choice = samplingFlags(args, meta.config);
     const { sampler, grid } = choice;

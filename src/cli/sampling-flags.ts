@@ -69,7 +69,7 @@ function gridFlag(args: ParsedArgs, config: Parameters<typeof defaultGrid>[0] & 
   if (raw === undefined) return defaultGrid(config);
   const valid = gridNames(gridModel(buildSchedule(config)));
   if (valid.includes(raw)) return raw;
-  const why = Object.hasOwn(GRIDS, raw) ? `grid ${JSON.stringify(raw)} is a timestep spacing of discrete (ddpm) models; this model is ${config.objective}` : `unknown grid ${JSON.stringify(raw)}`;
+  const why = Object.hasOwn(GRIDS, raw) ? `grid ${JSON.stringify(raw)} is a timestep spacing of discrete (eps, x0, v) models; this model is ${config.objective}` : `unknown grid ${JSON.stringify(raw)}`;
   throw new UsageError(`--grid: ${why}; choose one of: ${valid.join(', ')}`);
 }
 

@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, modelFields, modelOptionTable, optionTable, Override, resolveTrainConfig, RESUMABLE_KEYS, TRAIN_DEFAULTS, TRAIN_KEYS, TrainConfig, applyOverrides } from '../training/config';
+import { ConfigError, MODEL_TYPES, modelFields, modelOptionTable, optionTable, Override, resolveTrainConfig, RESUMABLE_KEYS, TRAIN_DEFAULTS, TRAIN_KEYS, TrainConfig, applyOverrides } from '../training/config';
 import { readCheckpointMeta } from '../training/checkpoint';
 import { profile } from '../engine/profile';
 import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
@@ -16,7 +16,7 @@ import { FlagKind, kebab, parseArgs, table, UsageError } from './args';
 export function trainFlags(): Map<string, string> {
   const m = new Map<string, string>();
   for (const k of TRAIN_KEYS) m.set(kebab(k), k);
-  for (const type of ['unet', 'mlp'] as const) for (const f of modelFields(type)) if (!m.has(kebab(f))) m.set(kebab(f), f);
+  for (const type of MODEL_TYPES) for (const f of modelFields(type)) if (!m.has(kebab(f))) m.set(kebab(f), f);
   return m;
 }
 
@@ -26,6 +26,7 @@ export function trainHelp(): string {
   const opts = optionTable().map(([k, what, d]): [string, string] => [`--${kebab(k)} ${k === 'flip' ? '[BOOL]' : 'VALUE'}`, `${what}; default ${d}`]);
   const unet = modelOptionTable('unet').map(([k, d]): [string, string] => [`--${kebab(k)}`, `default ${d}`]);
   const mlp = modelOptionTable('mlp').map(([k, d]): [string, string] => [`--${kebab(k)}`, `default ${d}`]);
+  const edm2 = modelOptionTable('edm2').map(([k, d]): [string, string] => [`--${kebab(k)}`, `default ${d}`]);
   return `Usage: diffuse train [--config FILE.json] [--resume RUN_DIR] [--OPTION VALUE ...]
 
 Trains a diffusion model and writes its run folder (--out): checkpoint.json with
@@ -54,10 +55,15 @@ ${table(unet)}
 MLP options (model mlp):
 ${table(mlp)}
 
+EDM2 U-Net options (model edm2; magnitude-preserving, forced weight normalization):
+${table(edm2)}
+
 Examples:
   diffuse train                                    # the default Fashion-MNIST run
   diffuse train --steps 200 --out runs/quick
   diffuse train --data 8gaussians --model mlp --sigma-data 1 --out runs/toy
+  diffuse train --objective v --weighting min-snr --out runs/v   # v prediction, min-SNR-5
+  diffuse train --model edm2 --out runs/edm2       # EDM2's network, loss and lr schedule
   diffuse train --resume runs/fashion-mnist --steps 6000
 `;
 }

@@ -311,7 +311,8 @@ export interface EDM2Config {
 
 export type ResolvedEDM2Config = Required<EDM2Config>;
 
-const DEFAULTS: Omit<ResolvedEDM2Config, 'imgResolution' | 'imgChannels'> = {
+/** The documented defaults (EDM2-S) of every field but the input's shape. */
+export const EDM2_DEFAULTS: Readonly<Omit<ResolvedEDM2Config, 'imgResolution' | 'imgChannels'>> = Object.freeze({
   labelDim: 0,
   modelChannels: 192,
   channelMult: [1, 2, 3, 4],
@@ -325,11 +326,11 @@ const DEFAULTS: Omit<ResolvedEDM2Config, 'imgResolution' | 'imgChannels'> = {
   clipAct: 256,
   dropout: 0,
   logvarChannels: 128,
-};
+});
 
 /** Fills in defaults and checks the configuration; every mistake names the field. */
 export function resolveEDM2Config(config: EDM2Config): ResolvedEDM2Config {
-  const c: ResolvedEDM2Config = { ...DEFAULTS, ...(Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined)) as EDM2Config) };
+  const c: ResolvedEDM2Config = { ...EDM2_DEFAULTS, ...(Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined)) as EDM2Config) };
   const where = 'EDM2UNet config';
   positiveInt(where, 'imgResolution', c.imgResolution);
   positiveInt(where, 'imgChannels', c.imgChannels);

@@ -9,6 +9,8 @@
  *   const c = materializeConfig(config, data);                 // the model config filled in
  *   const net = buildNetwork(networkSpec(c, data), { generator: new Generator(0) });
  *   const D = buildDenoiser(c, net);
+ *   const loss = buildLoss(c, D, net);                         // (x0, generator, cond) => LossResult
+ *   const lr = buildLrSchedule(c);                             // step -> learning rate
  *   const x = generateSamples(D, c, { shape: data.shape, n: 16, seed: 0, labels: null });
  *   const y = generateSamples(D, c, { shape: data.shape, n: 16, seed: 0, labels: null, sampler: 'dpmpp-2m', grid: 'karras', steps: 20 });
  *   const z = generateSamples(D, c, { shape: data.shape, n: 1000, seed: 0, labels: null, batchSize: 100 }); // z[0..15] equal x bit for bit
@@ -17,12 +19,13 @@ import { Generator } from '../engine/random';
 import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
-import { discreteVPDenoiser, edmDenoiser, Network } from '../core/precond';
+import { discreteTimestep, edmDenoiser, fromCoefficients, logSigmaNoise, Network, NoiseLevel, Prediction, vpCoefficients } from '../core/precond';
 import { cosineBetas, discreteVP, DiscreteVP, linearBetas } from '../core/schedules';
 import { epochSeed, DataLoader } from '../data/loader';
 import { loadFashionMNIST } from '../data/fashion-mnist';
 import { loadImageFolder } from '../data/image-folder';
 import { TOYS, ToySampler } from '../data/toys';
+import { EDM2UNet, resolveEDM2Config, ResolvedEDM2Config } from '../models/edm2';
 import { MLPDenoiserConfig, MLPDenoiserNet, resolveMLPDenoiserConfig } from '../models/mlp';
 import { resolveUNetConfig, UNet, UNetConfig } from '../models/unet';
 import { ChurnOptions } from '../sampling/common';
@@ -30,8 +33,11 @@ import { gridModel, GRIDS, gridSigmas } from '../sampling/grids';
 import { getSampler } from '../sampling/index';
 import { BatchProgress, sampleInBatches } from '../sampling/generate';
 export { DEFAULT_BATCH_SIZE, initialNoise } from '../sampling/generate';
-import { ConfigError, TRAIN_MLP, TRAIN_UNET, TrainConfig } from './config';
-import { ddpmLoss, edmLoss, LossResult } from './losses';
+import { cosineSchedule, edm2Schedule, linearWarmupSchedule, LrSchedule } from '../optim/schedule';
+import { ConfigError, TRAIN_MODELS, TrainConfig } from './config';
+import { ddpmLoss, edm2Loss, edmLoss, LossResult, vLoss, x0Loss } from './losses';
+import { discreteSigma } from './sigma-sampling';
+import { minSnrWeighting, snrWeighting, Weighting } from './weighting';
 
 /** A stream of seeds derived from the run's seed: one independent Generator per purpose. */
 export function deriveSeed(seed: number, stream: number): number {
@@ -112,9 +118,9 @@ export function loadTrainData(config: TrainConfig): TrainData {
 // ---- the network -------------------------------------------------------------------
 
 /** An exact network description: what a checkpoint needs to rebuild the network. */
-export type NetworkSpec = { type: 'unet'; config: UNetConfig } | { type: 'mlp'; config: MLPDenoiserConfig };
+export type NetworkSpec = { type: 'unet'; config: UNetConfig } | { type: 'mlp'; config: MLPDenoiserConfig } | { type: 'edm2'; config: ResolvedEDM2Config };
 
-export type DenoiserNet = UNet | MLPDenoiserNet;
+export type DenoiserNet = UNet | MLPDenoiserNet | EDM2UNet;
 
 /**
  * The config with its choices made concrete: classConditional true or false (from the
@@ -126,9 +132,9 @@ export function materializeConfig(config: TrainConfig, data: Pick<TrainData, 'cl
   if (cond === 'auto') cond = data.classNames !== null;
   if (cond && data.classNames === null) throw new ConfigError('classConditional', `is true, but ${config.data} has no class labels (set it to false or auto)`);
   if (data.kind === 'points' && config.model.type !== 'mlp') throw new ConfigError('model', `${config.data} is 2-D point data: use the mlp model (model = mlp), not ${config.model.type}`);
-  if (data.kind === 'images' && config.model.type !== 'unet') throw new ConfigError('model', `${config.data} is image data: use the unet model, not ${config.model.type}`);
+  if (data.kind === 'images' && config.model.type === 'mlp') throw new ConfigError('model', `${config.data} is image data: use the unet or edm2 model, not ${config.model.type}`);
   const { type, ...given } = config.model;
-  const model = type === 'unet' ? { type, ...TRAIN_UNET, ...given } : { type, ...TRAIN_MLP, ...given };
+  const model = { type, ...TRAIN_MODELS[type], ...given };
   return { ...config, classConditional: cond, model };
 }
 
@@ -138,6 +144,7 @@ export function networkSpec(config: TrainConfig, data: Pick<TrainData, 'shape' |
   const { type, ...fields } = config.model;
   try {
     if (type === 'unet') return { type, config: resolveUNetConfig({ ...(fields as Partial<UNetConfig>), inChannels: data.shape[0], imageSize: data.shape[1], numClasses }) };
+    if (type === 'edm2') return { type, config: resolveEDM2Config({ ...fields, imgChannels: data.shape[0], imgResolution: data.shape[1], labelDim: numClasses ?? 0 }) };
     return { type, config: resolveMLPDenoiserConfig({ ...(fields as Partial<MLPDenoiserConfig>), dim: data.shape[0], numClasses }) };
   } catch (e) {
     throw new ConfigError('model', (e as Error).message);
@@ -148,35 +155,110 @@ export function networkSpec(config: TrainConfig, data: Pick<TrainData, 'shape' |
 export function buildNetwork(spec: NetworkSpec, { generator, dropoutGenerator }: { generator?: Generator; dropoutGenerator?: Generator } = {}): DenoiserNet {
   if (spec.type === 'unet') return new UNet(spec.config, { generator, dropoutGenerator });
   if (spec.type === 'mlp') return new MLPDenoiserNet(spec.config, { generator });
+  if (spec.type === 'edm2') return new EDM2UNet(spec.config, { generator, dropoutGenerator });
   throw new TypeError(`buildNetwork: unknown network type ${JSON.stringify((spec as { type: unknown }).type)}`);
 }
 
 // ---- objective, denoiser, sampling ---------------------------------------------------
 
-/** The discrete schedule of a 'ddpm' config (null for 'edm'). */
+/** What a discrete-schedule objective's network predicts (null for edm and edm2, which use EDM's preconditioning). */
+export function prediction(objective: TrainConfig['objective']): Prediction | null {
+  return objective === 'eps' || objective === 'x0' || objective === 'v' ? objective : null;
+}
+
+/** The discrete VP schedule of an eps / x0 / v config (null for edm and edm2). */
 export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSchedule' | 'timesteps'>): DiscreteVP | null {
-  if (config.objective !== 'ddpm') return null;
+  if (prediction(config.objective) === null) return null;
   return discreteVP(config.betaSchedule === 'cosine' ? cosineBetas(config.timesteps) : linearBetas(config.timesteps));
 }
 
-/** The network behind the config's preconditioner: DDPM's epsilon model on its timesteps, or EDM's. */
+/**
+ * The network behind the config's preconditioner: eps / x0 / v on the discrete VP schedule
+ * (the network told the timestep index, or ln(sigma) / 4 for EDM2's network, whose Fourier
+ * features expect it), or EDM's (edm, edm2).
+ */
 export function buildDenoiser(config: TrainConfig, net: DenoiserNet): Denoiser {
   const F: Network = (xIn, cNoise, cond) => net.forward(xIn, cNoise, cond?.classLabels);
   const schedule = buildSchedule(config);
-  if (schedule) return discreteVPDenoiser(F, schedule, { prediction: 'eps' });
+  const target = prediction(config.objective);
+  if (schedule && target) {
+    const cNoise: NoiseLevel = net instanceof EDM2UNet ? logSigmaNoise : discreteTimestep(schedule);
+    return fromCoefficients(F, (sigma) => vpCoefficients(target, sigma, cNoise));
+  }
   return edmDenoiser(F, { sigmaData: config.sigmaData });
 }
 
-/** The config's objective as a function of the clean batch: DDPM's L_simple or EDM's loss. */
-export function buildLoss(config: TrainConfig, D: Denoiser): (x0: Tensor, generator: Generator, cond?: Conditioning) => LossResult {
-  const schedule = buildSchedule(config);
-  if (schedule) return (x0, generator, cond) => ddpmLoss(D, x0, schedule, { generator, cond });
-  return (x0, generator, cond) => edmLoss(D, x0, { generator, cond, sigmaData: config.sigmaData });
+/** The weighting of an eps / x0 / v objective in its target's space (undefined: uniform). */
+export function buildWeighting(config: Pick<TrainConfig, 'objective' | 'weighting' | 'minSnrGamma'>): Weighting | undefined {
+  const target = prediction(config.objective);
+  if (target === null || config.weighting === 'auto' || config.weighting === 'uniform') return undefined;
+  return config.weighting === 'snr' ? snrWeighting(target) : minSnrWeighting(config.minSnrGamma, target);
 }
 
-/** The grid a config samples on by default: trailing timesteps for a DDPM model, Karras for EDM. */
+/** The log-normal sigma distribution of edm and edm2 (EDM's, Karras et al. 2022, Table 1; edm2 uses the same, so the two differ only in the weighting). */
+export const EDM_SIGMA = Object.freeze({ pMean: -1.2, pStd: 1.2 });
+
+/** A training loss: the clean batch [B, ...] -> a LossResult, drawing sigma and noise from `generator`. */
+export type TrainLoss = (x0: Tensor, generator: Generator, cond?: Conditioning) => LossResult;
+
+/**
+ * The config's objective (docs/training.md, section 4) for a denoiser D; `logvar` is u(sigma)
+ * [B] -> [B], required by edm2 only. buildLoss supplies it from the network.
+ *   eps: Ho et al. 2020, Eq. 14; x0: ||D - x0||^2; v: Salimans & Ho 2022, Sec. 4 — t ~ U{1..T},
+ *        each weighted by buildWeighting;
+ *   edm: Karras et al. 2022, Eq. 2 and Table 1; edm2: Karras et al. 2024, Eq. 21.
+ */
+export function objectiveLoss(config: TrainConfig, D: Denoiser, logvar?: (sigma: Tensor) => Tensor): TrainLoss {
+  const { objective, sigmaData } = config;
+  const schedule = buildSchedule(config);
+  const weighting = buildWeighting(config);
+  if (schedule && objective === 'eps') return (x0, generator, cond) => ddpmLoss(D, x0, schedule, { generator, cond, weighting });
+  if (schedule && (objective === 'x0' || objective === 'v')) {
+    const [loss, sampleSigma] = [objective === 'x0' ? x0Loss : vLoss, discreteSigma(schedule)];
+    return (x0, generator, cond) => loss(D, x0, { generator, cond, sampleSigma, weighting });
+  }
+  if (objective === 'edm') return (x0, generator, cond) => edmLoss(D, x0, { generator, cond, sigmaData, ...EDM_SIGMA });
+  if (objective === 'edm2') {
+    if (!logvar) throw new TypeError('objectiveLoss: objective edm2 needs logvar, the learned u(sigma)');
+    return (x0, generator, cond) => edm2Loss(D, logvar, x0, { generator, cond, sigmaData, ...EDM_SIGMA });
+  }
+  throw new ConfigError('objective', `unknown objective ${JSON.stringify(objective)}`);
+}
+
+/** The config's objective as a function of the clean batch, for the denoiser D of `net` (edm2 reads u(sigma) from net's log-variance head). */
+export function buildLoss(config: TrainConfig, D: Denoiser, net: DenoiserNet): TrainLoss {
+  if (config.objective !== 'edm2') return objectiveLoss(config, D);
+  if (!(net instanceof EDM2UNet)) throw new ConfigError('objective', `edm2 learns u(sigma) with the log-variance head of EDM2's network: use model edm2 (the network is ${net.constructor.name})`);
+  return objectiveLoss(config, D, (sigma) => tidy(() => net.logvar(logSigmaNoise(sigma)).reshape([-1]))); // EDM2's Precond: u(c_noise)
+}
+
+/**
+ * The learning rate at each step (steps taken before the update): a linear warm-up over
+ * warmupSteps, then lrSchedule's 'constant', 'cosine' (to 0 at steps) or 'inv-sqrt'
+ * (EDM2's lr / sqrt(max(step / lrRefSteps, 1)), Karras et al. 2024, Sec. 3 "Learning rate decay").
+ *
+ * @example
+ *   const lr = buildLrSchedule(resolveTrainConfig({ model: 'edm2', lr: 0.01, lrRefSteps: 500 }));
+ *   lr(2000); // 0.01 / sqrt(4) = 0.005
+ */
+export function buildLrSchedule(config: Pick<TrainConfig, 'lr' | 'lrSchedule' | 'warmupSteps' | 'steps' | 'lrRefSteps' | 'batchSize'>): LrSchedule {
+  const { lr, warmupSteps, steps, batchSize } = config;
+  switch (config.lrSchedule) {
+    case 'cosine':
+      if (warmupSteps < steps) return cosineSchedule({ lr, totalSteps: steps, warmupSteps });
+      return linearWarmupSchedule({ lr, warmupSteps });
+    case 'constant':
+      return linearWarmupSchedule({ lr, warmupSteps });
+    case 'inv-sqrt':
+      return edm2Schedule({ refLr: lr, refBatches: config.lrRefSteps, rampupImages: warmupSteps * batchSize, batchSize });
+    default:
+      throw new ConfigError('lrSchedule', `expected 'constant', 'cosine' or 'inv-sqrt', got ${JSON.stringify(config.lrSchedule)}`);
+  }
+}
+
+/** The grid a config samples on by default: trailing timesteps for a discrete (eps / x0 / v) model, Karras for EDM. */
 export function defaultGrid(config: Pick<TrainConfig, 'objective'>): string {
-  return config.objective === 'ddpm' ? 'trailing' : 'karras';
+  return prediction(config.objective) !== null ? 'trailing' : 'karras';
 }
 
 /** The sampling grid `grid` (default: the config's, defaultGrid) of `steps` over the model's sigma range (gridSigmas). */

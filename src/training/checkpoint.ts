@@ -31,6 +31,7 @@ import { buildDenoiser, buildNetwork, DenoiserNet, NetworkSpec } from './build';
 import { Denoiser } from '../core/denoiser';
 import { resolveUNetConfig } from '../models/unet';
 import { resolveMLPDenoiserConfig } from '../models/mlp';
+import { EDM2Config, resolveEDM2Config } from '../models/edm2';
 
 export const CHECKPOINT_FILE = 'checkpoint.json';
 export const CHECKPOINT_FORMAT = 'diffuse-checkpoint';
@@ -243,9 +244,11 @@ export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
     throw e instanceof ConfigError ? new CheckpointError(file, `has an invalid config: ${e.message.slice(file.length + 2)}`) : e;
   }
   const net = raw.network;
-  if (!isObj(net) || (net.type !== 'unet' && net.type !== 'mlp') || !isObj(net.config)) throw bad(`"network" must be {"type": "unet" | "mlp", "config": {...}}, got ${JSON.stringify(net)?.slice(0, 80)}`);
+  if (!isObj(net) || (net.type !== 'unet' && net.type !== 'mlp' && net.type !== 'edm2') || !isObj(net.config))
+    throw bad(`"network" must be {"type": "unet" | "mlp" | "edm2", "config": {...}}, got ${JSON.stringify(net)?.slice(0, 80)}`);
   try {
     if (net.type === 'unet') resolveUNetConfig(net.config);
+    else if (net.type === 'edm2') resolveEDM2Config(net.config as unknown as EDM2Config);
     else resolveMLPDenoiserConfig(net.config);
   } catch (e) {
     throw bad(`has an invalid network config: ${(e as Error).message}`);

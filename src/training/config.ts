@@ -12,6 +12,7 @@
  *   const c = resolveTrainConfig({ steps: 100, model: { type: 'mlp', hidden: 128 }, data: '8gaussians' }, 'my.json');
  *   const d = applyOverrides(TRAIN_DEFAULTS, [{ key: 'lr', value: '1e-3', source: '--lr' }]);
  */
+import { EDM2_DEFAULTS, EDM2Config } from '../models/edm2';
 import { MLP_DENOISER_DEFAULTS, MLPDenoiserConfig } from '../models/mlp';
 import { UNET_DEFAULTS, UNetConfig } from '../models/unet';
 import { checkValue, closest, ConfigError, describeSpec, FieldSpec, hint, Override, parseValue, resumableKeys, show } from './options';
@@ -20,10 +21,26 @@ export { closest, ConfigError };
 export type { Override };
 import { MAX_SIGMA_REL } from '../optim/phema';
 
-/** A U-Net (models/unet.ts) or a residual MLP (models/mlp.ts); fields not given take the trainer's defaults for that type. */
-export type ModelConfig = ({ type: 'unet' } & Partial<UNetConfig>) | ({ type: 'mlp' } & Partial<MLPDenoiserConfig>);
+/**
+ * A U-Net (models/unet.ts), a residual MLP (models/mlp.ts) or EDM2's magnitude-preserving
+ * U-Net (models/edm2.ts); fields not given take the trainer's defaults for that type.
+ */
+export type ModelConfig = ({ type: 'unet' } & Partial<UNetConfig>) | ({ type: 'mlp' } & Partial<MLPDenoiserConfig>) | ({ type: 'edm2' } & Partial<EDM2Config>);
 
-export type Objective = 'ddpm' | 'edm';
+/** The network types `model` may name. */
+export type ModelType = ModelConfig['type'];
+export const MODEL_TYPES: readonly ModelType[] = ['unet', 'mlp', 'edm2'];
+
+/**
+ * What the network is trained to predict, and with which loss (docs/training.md, section 4):
+ * 'eps', 'x0' and 'v' share DDPM's discrete VP schedule and its uniform timestep sampling and
+ * differ only in the target; 'edm' and 'edm2' are EDM's preconditioning with log-normal sigma,
+ * 'edm2' adding the learned uncertainty weighting. 'ddpm' is read as 'eps' (older configs).
+ */
+export type Objective = 'eps' | 'x0' | 'v' | 'edm' | 'edm2';
+
+/** The loss weighting of the eps / x0 / v objectives ('auto': each target's own squared error, i.e. uniform). */
+export type WeightingName = 'auto' | 'uniform' | 'snr' | 'min-snr';
 
 export interface TrainConfig {
   /** 'fashion-mnist', 'folder:PATH' (a folder of PNG/JPEG images, one subfolder per class), or a 2-D toy: 'two-moons', 'swiss-roll', '8gaussians', 'checkerboard'. */
@@ -38,8 +55,21 @@ export interface TrainConfig {
   flip: boolean;
   /** The network. */
   model: ModelConfig;
-  /** 'ddpm': epsilon prediction on a discrete VP schedule (Ho et al. 2020); 'edm': EDM's preconditioning and loss (Karras et al. 2022). */
+  /**
+   * 'eps' (alias 'ddpm'): epsilon prediction on a discrete VP schedule (Ho et al. 2020); 'x0' and
+   * 'v' (Salimans & Ho 2022): the same schedule and timesteps, another target; 'edm': EDM's
+   * preconditioning and loss (Karras et al. 2022); 'edm2': EDM's, divided by a learned
+   * e^u(sigma) plus u(sigma) (Karras et al. 2024, Eq. 21; needs model edm2, whose head u is).
+   */
   objective: Objective;
+  /**
+   * eps / x0 / v only: 'uniform' (the target's squared error; 'auto' is the same), 'snr'
+   * (SNR ||D - x0||^2, which is the eps loss), 'min-snr' (min(SNR, gamma) ||D - x0||^2, Hang
+   * et al. 2023). edm and edm2 have their own weighting and take only 'auto'.
+   */
+  weighting: WeightingName;
+  /** Min-SNR's gamma (weighting min-snr only). */
+  minSnrGamma: number;
   /** DDPM betas: 'linear' (1e-4 .. 0.02, Ho et al.) or 'cosine' (Nichol & Dhariwal). */
   betaSchedule: 'linear' | 'cosine';
   /** DDPM's T. */
@@ -58,8 +88,13 @@ export interface TrainConfig {
   weightDecay: number;
   /** Linear learning-rate warm-up over this many steps. */
   warmupSteps: number;
-  /** After the warm-up: 'constant', or 'cosine' decay to 0 at `steps` (no decay when warmupSteps >= steps). */
-  lrSchedule: 'constant' | 'cosine';
+  /**
+   * After the warm-up: 'constant'; 'cosine' decay to 0 at `steps` (no decay when warmupSteps >=
+   * steps); or 'inv-sqrt', EDM2's lr / sqrt(max(step / lrRefSteps, 1)) (the default of model edm2).
+   */
+  lrSchedule: 'constant' | 'cosine' | 'inv-sqrt';
+  /** inv-sqrt: t_ref, the step where the decay starts (EDM2's ref_batches; 0: no decay). */
+  lrRefSteps: number;
   /** EMA half-life in training images (EDM's ema_halflife_kimg * 1000); give this or emaDecay. */
   emaHalfLifeImages: number | null;
   /** A fixed EMA decay per step instead (e.g. 0.9999, as DDPM). */
@@ -102,6 +137,17 @@ export const TRAIN_UNET: Readonly<Partial<UNetConfig>> = Object.freeze({ modelCh
 /** The trainer's MLP when none is specified: models/mlp.ts's defaults. */
 export const TRAIN_MLP: Readonly<Partial<MLPDenoiserConfig>> = Object.freeze({});
 
+/**
+ * The trainer's EDM2 U-Net when none is specified: EDM2's layout (models/edm2.ts) scaled to
+ * Fashion-MNIST 32 x 32: 16 channels x [1, 2, 2] (32, 16, 8 pixels), one block per encoder
+ * level, attention at 8x8 (and in the innermost decoder block) with 32 channels per head.
+ * docs/cli.md gives its parameter count and speed.
+ */
+export const TRAIN_EDM2: Readonly<Partial<EDM2Config>> = Object.freeze({ modelChannels: 16, channelMult: [1, 2, 2], numBlocks: 1, attnResolutions: [8], channelsPerHead: 32 });
+
+/** The trainer's model fields for a type (before the user's). */
+export const TRAIN_MODELS: Readonly<Record<ModelType, Readonly<Record<string, unknown>>>> = Object.freeze({ unet: TRAIN_UNET, mlp: TRAIN_MLP, edm2: TRAIN_EDM2 });
+
 /** The defaults: the embedded `diffuse train` run. */
 export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   data: 'fashion-mnist',
@@ -110,7 +156,9 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   channels: 'gray',
   flip: false,
   model: { type: 'unet' },
-  objective: 'ddpm',
+  objective: 'eps',
+  weighting: 'auto',
+  minSnrGamma: 5,
   betaSchedule: 'linear',
   timesteps: 1000,
   sigmaData: 0.5,
@@ -123,6 +171,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   weightDecay: 0,
   warmupSteps: 100,
   lrSchedule: 'cosine',
+  lrRefSteps: 500,
   emaHalfLifeImages: 10000,
   emaDecay: null,
   emaRampupRatio: 0.1,
@@ -139,6 +188,23 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   threads: null,
 } satisfies TrainConfig);
 
+/**
+ * Training options whose default depends on the model: EDM2's network trains with its own
+ * objective and EDM2's inverse-square-root schedule at a higher rate (its weights keep unit
+ * norm, so a step of lr changes them by about lr relative): lr 1e-2, EDM2-S's ref_lr, which
+ * also did best of 2e-3, 5e-3 and 1e-2 in a short Fashion-MNIST run (docs/cli.md).
+ */
+export const MODEL_TRAIN_DEFAULTS: Readonly<Record<ModelType, Readonly<Partial<TrainConfig>>>> = Object.freeze({
+  unet: {},
+  mlp: {},
+  edm2: { objective: 'edm2', lr: 1e-2, lrSchedule: 'inv-sqrt' },
+});
+
+/** The defaults for a model type: TRAIN_DEFAULTS with MODEL_TRAIN_DEFAULTS[type] and that model. */
+export function trainDefaults(type: ModelType): TrainConfig {
+  return { ...TRAIN_DEFAULTS, ...MODEL_TRAIN_DEFAULTS[type], model: { type } };
+}
+
 type TopKey = Exclude<keyof TrainConfig, 'model'>;
 
 const FIELDS: Record<TopKey, FieldSpec> = {
@@ -147,7 +213,9 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   imageSize: { kind: 'int', min: 1 },
   channels: { kind: 'enum', values: ['gray', 'rgb'] },
   flip: { kind: 'bool' },
-  objective: { kind: 'enum', values: ['ddpm', 'edm'] },
+  objective: { kind: 'enum', values: ['eps', 'x0', 'v', 'edm', 'edm2'], aliases: { ddpm: 'eps' } },
+  weighting: { kind: 'enum', values: ['uniform', 'snr', 'min-snr'], auto: true },
+  minSnrGamma: { kind: 'number', min: 0, above: true },
   betaSchedule: { kind: 'enum', values: ['linear', 'cosine'] },
   timesteps: { kind: 'int', min: 2 },
   sigmaData: { kind: 'number', min: 0, above: true },
@@ -159,7 +227,8 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   lr: { kind: 'number', min: 0 },
   weightDecay: { kind: 'number', min: 0 },
   warmupSteps: { kind: 'int', min: 0 },
-  lrSchedule: { kind: 'enum', values: ['constant', 'cosine'] },
+  lrSchedule: { kind: 'enum', values: ['constant', 'cosine', 'inv-sqrt'] },
+  lrRefSteps: { kind: 'int', min: 0 },
   emaHalfLifeImages: { kind: 'number', nullable: true, min: 0, above: true },
   emaDecay: { kind: 'number', nullable: true, min: 0, max: 0.999999999 },
   emaRampupRatio: { kind: 'number', nullable: true, min: 0, above: true },
@@ -177,12 +246,12 @@ const FIELDS: Record<TopKey, FieldSpec> = {
 };
 
 /** Model fields the trainer sets from the data: giving them is an error. */
-const DERIVED_MODEL_FIELDS = { unet: ['inChannels', 'imageSize', 'numClasses'], mlp: ['dim', 'numClasses'] } as const;
+const DERIVED_MODEL_FIELDS = { unet: ['inChannels', 'imageSize', 'numClasses'], mlp: ['dim', 'numClasses'], edm2: ['imgResolution', 'imgChannels', 'labelDim'] } as const;
 
-const MODEL_DEFAULTS = { unet: UNET_DEFAULTS as Readonly<Record<string, unknown>>, mlp: MLP_DENOISER_DEFAULTS as Readonly<Record<string, unknown>> };
+const MODEL_DEFAULTS: Record<ModelType, Readonly<Record<string, unknown>>> = { unet: UNET_DEFAULTS, mlp: MLP_DENOISER_DEFAULTS, edm2: EDM2_DEFAULTS };
 
 /** The spec of a model field, read off the type of its default value. */
-function modelFieldSpec(type: 'unet' | 'mlp', key: string): FieldSpec | null {
+function modelFieldSpec(type: ModelType, key: string): FieldSpec | null {
   const defaults = MODEL_DEFAULTS[type];
   if (!(key in defaults) || (DERIVED_MODEL_FIELDS[type] as readonly string[]).includes(key)) return null;
   const d = defaults[key];
@@ -194,7 +263,7 @@ function modelFieldSpec(type: 'unet' | 'mlp', key: string): FieldSpec | null {
 }
 
 /** The model fields a user may set for a model type. */
-export function modelFields(type: 'unet' | 'mlp'): string[] {
+export function modelFields(type: ModelType): string[] {
   return Object.keys(MODEL_DEFAULTS[type]).filter((k) => modelFieldSpec(type, k) !== null);
 }
 
@@ -207,17 +276,17 @@ export const RESUMABLE_KEYS: readonly string[] = resumableKeys(FIELDS);
 /** "expected ..." for a spec, for messages and help. */
 export function describeField(key: string): string {
   const s = (FIELDS as Record<string, FieldSpec>)[key];
-  if (!s) return key === 'model' ? "'unet' or 'mlp'" : '';
+  if (!s) return key === 'model' ? MODEL_TYPES.map((t) => `'${t}'`).join(' or ') : '';
   return describeSpec(s);
 }
 
 /** Checks a model config object; fields not given stay absent (the trainer's defaults fill them). */
 function checkModel(source: string, m: unknown): ModelConfig {
   if (typeof m === 'string') m = { type: m };
-  if (m === null || typeof m !== 'object' || Array.isArray(m)) throw new ConfigError(source, `expected an object like {"type": "unet", ...} or "unet" / "mlp", got ${show(m)}`);
+  if (m === null || typeof m !== 'object' || Array.isArray(m)) throw new ConfigError(source, `expected an object like {"type": "unet", ...} or ${MODEL_TYPES.map((t) => `"${t}"`).join(' / ')}, got ${show(m)}`);
   const obj = m as Record<string, unknown>;
   const type = obj.type ?? 'unet';
-  if (type !== 'unet' && type !== 'mlp') throw new ConfigError(`${source}.type`, `expected 'unet' or 'mlp', got ${show(type)}`);
+  if (!isModelType(type)) throw new ConfigError(`${source}.type`, `expected ${describeField('model')}, got ${show(type)}`);
   const out: Record<string, unknown> = { type };
   for (const [k, v] of Object.entries(obj)) {
     if (k === 'type') continue;
@@ -225,8 +294,8 @@ function checkModel(source: string, m: unknown): ModelConfig {
       throw new ConfigError(`${source}.${k}`, `is set by the trainer from the data (classConditional, imageSize, channels); remove it`);
     const spec = modelFieldSpec(type, k);
     if (!spec) {
-      const other = type === 'unet' ? 'mlp' : 'unet';
-      const elsewhere = modelFieldSpec(other, k) ? ` (it is an option of the ${other} model)` : hint(k, modelFields(type));
+      const other = MODEL_TYPES.find((t) => t !== type && modelFieldSpec(t, k));
+      const elsewhere = other ? ` (it is an option of the ${other} model)` : hint(k, modelFields(type));
       throw new ConfigError(`${source}.${k}`, `unknown ${type} option${elsewhere}; known: ${modelFields(type).join(', ')}`);
     }
     out[k] = checkValue(`${source}.${k}`, spec, v);
@@ -240,29 +309,41 @@ function checkModel(source: string, m: unknown): ModelConfig {
  */
 export function resolveTrainConfig(partial: unknown, source = 'config', { crossCheck: check = true }: { crossCheck?: boolean } = {}): TrainConfig {
   if (partial === null || typeof partial !== 'object' || Array.isArray(partial)) throw new ConfigError(source, `expected a JSON object of options, got ${show(partial)}`);
-  const out: Record<string, unknown> = { ...TRAIN_DEFAULTS, model: { ...TRAIN_DEFAULTS.model } };
-  for (const [k, v] of Object.entries(partial as Record<string, unknown>)) {
-    if (k === 'model') out.model = checkModel(`${source}: model`, v);
+  const given = partial as Record<string, unknown>;
+  const model = checkModel(`${source}: model`, given.model ?? TRAIN_DEFAULTS.model);
+  const out: Record<string, unknown> = { ...trainDefaults(model.type), model };
+  for (const [k, v] of Object.entries(given)) {
+    if (k === 'model') continue;
     else if (k in FIELDS) out[k] = checkValue(`${source}: ${k}`, (FIELDS as Record<string, FieldSpec>)[k], v);
     else throw new ConfigError(`${source}: ${k}`, `unknown option${hint(k, TRAIN_KEYS)}`);
   }
   emaExclusive(out, Object.keys(partial));
-  return check ? crossCheck(out as unknown as TrainConfig, source) : (out as unknown as TrainConfig);
+  return check ? crossCheck(out as unknown as TrainConfig, (k) => (k in given ? `${source}: ${k}` : source)) : (out as unknown as TrainConfig);
 }
 
 
 /**
  * Applies string overrides (the command line's flags) to a config. A key is a top-level
  * key, 'model' (the type), or a field of the model; 'model' is applied first, so a model
- * field is checked against the final model type.
+ * field is checked against the final model type. Changing the model type also moves the
+ * options still at the old type's defaults (MODEL_TRAIN_DEFAULTS) to the new type's.
  */
 export function applyOverrides(config: TrainConfig, overrides: readonly Override[]): TrainConfig {
-  const out: TrainConfig = { ...config, model: { ...config.model } };
+  let out: TrainConfig = { ...config, model: { ...config.model } };
   const typeOverride = overrides.filter((o) => o.key === 'model').pop();
   if (typeOverride) {
     const t = typeOverride.value.trim();
-    if (t !== 'unet' && t !== 'mlp') throw new ConfigError(typeOverride.source, `expected 'unet' or 'mlp', got ${JSON.stringify(typeOverride.value)}`);
-    if (t !== out.model.type) out.model = { type: t };
+    if (!isModelType(t)) throw new ConfigError(typeOverride.source, `expected ${describeField('model')}, got ${JSON.stringify(typeOverride.value)}`);
+    if (t !== out.model.type) {
+      const from = trainDefaults(out.model.type) as unknown as Record<string, unknown>;
+      const to = trainDefaults(t) as unknown as Record<string, unknown>;
+      const moved = Object.fromEntries(
+        [...new Set([...Object.keys(MODEL_TRAIN_DEFAULTS[out.model.type]), ...Object.keys(MODEL_TRAIN_DEFAULTS[t])])]
+          .filter((k) => (out as unknown as Record<string, unknown>)[k] === from[k])
+          .map((k) => [k, to[k]]),
+      );
+      out = { ...out, ...moved, model: { type: t } };
+    }
   }
   for (const o of overrides) {
     if (o.key === 'model') continue;
@@ -273,14 +354,19 @@ export function applyOverrides(config: TrainConfig, overrides: readonly Override
     const type = out.model.type;
     const spec = modelFieldSpec(type, o.key);
     if (!spec) {
-      const other = type === 'unet' ? 'mlp' : 'unet';
-      if (modelFieldSpec(other, o.key)) throw new ConfigError(o.source, `is an option of the ${other} model, but this config trains a ${type} (set the model to ${other} first)`);
+      const other = MODEL_TYPES.find((t) => t !== type && modelFieldSpec(t, o.key));
+      if (other) throw new ConfigError(o.source, `is an option of the ${other} model, but this config trains a ${type} (set the model to ${other} first)`);
       throw new ConfigError(o.source, 'unknown option');
     }
     (out.model as Record<string, unknown>)[o.key] = parseValue(o.source, spec, o.value);
   }
   emaExclusive(out as unknown as Record<string, unknown>, overrides.map((o) => o.key));
-  return crossCheck(out, overrides.map((o) => o.source).join(', ') || 'config');
+  const sourceOf = (key: string) => overrides.filter((o) => o.key === key).pop()?.source ?? key;
+  return crossCheck(out, (key) => sourceOf(key), overrides.map((o) => o.source).join(', ') || 'config');
+}
+
+function isModelType(t: unknown): t is ModelType {
+  return (MODEL_TYPES as readonly unknown[]).includes(t);
 }
 
 /** emaDecay and emaHalfLifeImages exclude each other: setting one (to a number) clears the other unless both were set. */
@@ -290,10 +376,16 @@ function emaExclusive(c: Record<string, unknown>, setKeys: readonly string[]): v
   if (h && !d && c.emaHalfLifeImages !== null) c.emaDecay = null;
 }
 
-/** Checks between fields. */
-function crossCheck(c: TrainConfig, source: string): TrainConfig {
+/** Checks between fields; `where(key)` names the flag or file entry a key came from. */
+function crossCheck(c: TrainConfig, where: (key: string) => string, all = where('')): TrainConfig {
   if ((c.emaHalfLifeImages === null) === (c.emaDecay === null))
-    throw new ConfigError(source, `give exactly one of emaHalfLifeImages and emaDecay (got ${c.emaHalfLifeImages} and ${c.emaDecay})`);
+    throw new ConfigError(all, `give exactly one of emaHalfLifeImages and emaDecay (got ${c.emaHalfLifeImages} and ${c.emaDecay})`);
+  if ((c.objective === 'edm' || c.objective === 'edm2') && c.weighting !== 'auto')
+    throw new ConfigError(where('weighting'), `${show(c.weighting)} does not apply to objective ${c.objective}, which has its own weighting (${c.objective === 'edm' ? "EDM's lambda(sigma)" : 'the learned u(sigma)'}); weighting is for eps, x0 and v`);
+  if (c.weighting !== 'min-snr' && c.minSnrGamma !== TRAIN_DEFAULTS.minSnrGamma)
+    throw new ConfigError(where('minSnrGamma'), `is ${c.minSnrGamma}, but gamma only applies to weighting min-snr (the weighting is ${show(c.weighting)})`);
+  if (c.objective === 'edm2' && c.model.type !== 'edm2')
+    throw new ConfigError(where('objective'), `edm2 learns u(sigma) with the log-variance head of EDM2's network: use model edm2 (the model is ${c.model.type})`);
   return c;
 }
 
@@ -316,14 +408,15 @@ export function optionTable(): [string, string, string][] {
   const rows: [string, string, string][] = [];
   for (const k of TRAIN_KEYS) {
     const d = TRAIN_DEFAULTS[k];
-    rows.push([k, describeField(k), k === 'model' ? 'unet' : d === null ? 'none' : show(d)]);
+    const byModel = MODEL_TYPES.filter((t) => k in MODEL_TRAIN_DEFAULTS[t]).map((t) => ` (model ${t}: ${show(MODEL_TRAIN_DEFAULTS[t][k])})`);
+    rows.push([k, describeField(k), (k === 'model' ? 'unet' : d === null ? 'none' : show(d)) + byModel.join('')]);
   }
   return rows;
 }
 
 /** Help lines for a model type's fields: [field, default]. */
-export function modelOptionTable(type: 'unet' | 'mlp'): [string, string][] {
-  const trainer = (type === 'unet' ? TRAIN_UNET : TRAIN_MLP) as Record<string, unknown>;
+export function modelOptionTable(type: ModelType): [string, string][] {
+  const trainer = TRAIN_MODELS[type];
   return modelFields(type).map((k) => {
     const v = k in trainer ? trainer[k] : MODEL_DEFAULTS[type][k];
     return [k, v === null ? 'none' : show(v)];

@@ -70,10 +70,13 @@ export function denoisingLoss(
   });
 }
 
-/** Ho et al. 2020, Algorithm 1 / Eq. 14 (L_simple): t ~ U{1..T}, ||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)||^2. */
-export function ddpmLoss(D: Denoiser, x0: Tensor, schedule: DiscreteVP, opts: LossOptions): LossResult {
+/**
+ * Ho et al. 2020, Algorithm 1 / Eq. 14 (L_simple): t ~ U{1..T}, ||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)||^2,
+ * optionally weighted (in eps space, e.g. minSnrWeighting(5, 'eps')).
+ */
+export function ddpmLoss(D: Denoiser, x0: Tensor, schedule: DiscreteVP, opts: LossOptions & { weighting?: Weighting }): LossResult {
   const sigma = discreteSigma(schedule)(x0.dim(0), opts.generator, { dtype: x0.dtype, device: x0.device });
-  return denoisingLoss(D, x0, sigma, { ...opts, target: 'eps' });
+  return denoisingLoss(D, x0, sigma, { ...opts, target: 'eps', weight: opts.weighting });
 }
 
 /** ||D(x, sigma) - x0||^2 (an x0-prediction loss) with sigma from `sampleSigma`, optionally weighted. */

@@ -28,6 +28,8 @@ export interface FieldSpec {
   nullable?: boolean;
   /** Allowed strings for 'enum'. */
   values?: readonly string[];
+  /** Other accepted strings and the value each stands for ('enum'). */
+  aliases?: Readonly<Record<string, string>>;
   /** Smallest allowed value (numbers), and whether it is excluded. */
   min?: number;
   above?: boolean;
@@ -41,7 +43,7 @@ export interface FieldSpec {
 
 export function describeSpec(s: FieldSpec): string {
   let d: string;
-  if (s.kind === 'enum') d = (s.values ?? []).map((v) => `'${v}'`).join(' or ');
+  if (s.kind === 'enum') d = (s.values ?? []).map((v) => `'${v}'`).join(' or ') + Object.entries(s.aliases ?? {}).map(([a, v]) => ` ('${a}' = '${v}')`).join('');
   else if (s.kind === 'bool') d = 'true or false';
   else if (s.kind === 'ints') d = 'a list of integers';
   else if (s.kind === 'numbers') d = `a non-empty list of distinct numbers in (${s.min}, ${s.max!.toFixed(4)})`;
@@ -74,6 +76,7 @@ export function checkValue(source: string, s: FieldSpec, v: unknown): unknown {
       if (typeof v !== 'string' || v === '') throw bad();
       return v;
     case 'enum':
+      if (typeof v === 'string' && s.aliases && Object.hasOwn(s.aliases, v)) return s.aliases[v];
       if (typeof v !== 'string' || !s.values!.includes(v)) throw bad();
       return v;
     case 'numbers': // each in (min, max), both open (phemaStds: sigma_rel)

@@ -29,11 +29,10 @@ import { Tensor } from '../engine/tensor';
 import { Conditioning } from '../core/denoiser';
 import { Adam, AdamW } from '../optim/adam';
 import { EMA } from '../optim/ema';
-import { cosineSchedule, linearWarmupSchedule, LrSchedule } from '../optim/schedule';
 import { imageGrid, writeFileAtomic, writePNG } from '../util/image';
 import { scatterImage } from '../util/plot';
 import { encodePNG } from '../data/image-codec';
-import { buildDenoiser, buildLoss, buildNetwork, deriveSeed, DenoiserNet, generateSamples, loadTrainData, materializeConfig, networkSpec, NetworkSpec, SEED_STREAMS, TrainData } from './build';
+import { buildDenoiser, buildLoss, buildLrSchedule, buildNetwork, deriveSeed, DenoiserNet, generateSamples, loadTrainData, materializeConfig, networkSpec, NetworkSpec, SEED_STREAMS, TrainData } from './build';
 import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta, checkpointJsonPath, readCheckpointMeta } from './checkpoint';
 import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
 import { CheckpointFormat, emaStateDict, LoopCheckpoint, LoopResult, NonFiniteLossError, Tracker, TrainingLoop, TrainPart } from './loop';
@@ -55,11 +54,6 @@ export interface TrainResult extends LoopResult {
 }
 
 const pad = (step: number) => String(step).padStart(6, '0');
-
-/** The learning rate of a config: linear warm-up, then constant or a cosine decay to 0 at `steps` (no decay when the warm-up is as long as the run). */
-export function trainLrSchedule(c: Pick<TrainConfig, 'lr' | 'lrSchedule' | 'warmupSteps' | 'steps'>): LrSchedule {
-  return c.lrSchedule === 'cosine' && c.warmupSteps < c.steps ? cosineSchedule({ lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmupSteps }) : linearWarmupSchedule({ lr: c.lr, warmupSteps: c.warmupSteps });
-}
 
 export class Trainer extends TrainingLoop<CheckpointMeta> {
   readonly config: TrainConfig;
@@ -96,7 +90,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     this.#dropoutGen = new Generator(deriveSeed(c.seed, SEED_STREAMS.dropout));
     this.net = buildNetwork(this.spec, { generator: new Generator(deriveSeed(c.seed, SEED_STREAMS.init)), dropoutGenerator: this.#dropoutGen }).train();
     this.#nullClass = this.net.nullClass;
-    const lossOf = buildLoss(c, buildDenoiser(c, this.net));
+    const lossOf = buildLoss(c, buildDenoiser(c, this.net), this.net);
     const params = this.net.namedParameters();
     this.optimizer = c.optimizer === 'adamw' ? new AdamW(params, { lr: c.lr, weightDecay: c.weightDecay }) : new Adam(params, { lr: c.lr, weightDecay: c.weightDecay });
     this.phema = c.ema === 'phema' ? new PhemaTracker(params, { stds: c.phemaStds, snapshotEvery: c.phemaSnapshotEvery }) : null;
@@ -106,7 +100,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       name: 'model',
       module: this.net,
       optimizer: this.optimizer,
-      lr: trainLrSchedule(c),
+      lr: buildLrSchedule(c),
       gradClip: c.gradClip,
       ema: this.ema,
       files: { weights: 'model', optimizer: 'optimizer', ema: 'ema' },
