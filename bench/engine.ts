@@ -144,7 +144,7 @@ const fmt = (x: number): string => (x >= 1e4 ? x.toExponential(3) : x >= 100 ? x
 function cpuModel(): string {
   try {
     const m = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
-    return m ? m[1].trim() : os.cpus()[0]?.model ?? 'unknown';
+    return m ? m[1].trim() : (os.cpus()[0]?.model ?? 'unknown');
   } catch {
     return os.cpus()[0]?.model ?? 'unknown';
   }
@@ -202,7 +202,10 @@ async function main(): Promise<void> {
     }
   }
   secs.peer.smallTidy = secs.peer.small;
-  const losses = { conv: [ours.loss('conv'), (await peer.request({ cmd: 'loss', workload: 'conv' })).loss as number], mlp: [ours.loss('mlp'), (await peer.request({ cmd: 'loss', workload: 'mlp' })).loss as number] };
+  const losses = {
+    conv: [ours.loss('conv'), (await peer.request({ cmd: 'loss', workload: 'conv' })).loss as number],
+    mlp: [ours.loss('mlp'), (await peer.request({ cmd: 'loss', workload: 'mlp' })).loss as number],
+  };
   await peer.close();
   const leaked = memory().tensors - before;
 
@@ -226,22 +229,25 @@ async function main(): Promise<void> {
     if (row.inR) R = Math.min(R, ratio);
     const cell = (xs: number[]) => `${fmt(median(xs))} ${row.unit}`.padStart(24);
     console.log(
-      [
-        row.label.padEnd(58),
-        cell(o),
-        cell(p),
-        ratio.toFixed(3).padStart(13),
-        `${median(paired).toFixed(2)} [${Math.min(...paired).toFixed(2)}-${Math.max(...paired).toFixed(2)}]`.padStart(22),
-      ].join(' '),
+      [row.label.padEnd(58), cell(o), cell(p), ratio.toFixed(3).padStart(13), `${median(paired).toFixed(2)} [${Math.min(...paired).toFixed(2)}-${Math.max(...paired).toFixed(2)}]`.padStart(22)].join(
+        ' ',
+      ),
     );
     const spread = (xs: number[]) => `${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))}`;
     console.log(`${''.padEnd(58)} ${spread(o).padStart(24)} ${spread(p).padStart(24)}`);
   }
   const us = (s: number[]) => ((median(s) / SMALL_OPS) * 1e6).toFixed(3);
   console.log(`\nper small op: ours ${us(secs.ours.small)} us (dispose each), ${us(secs.ours.smallTidy)} us (tidy per 1000); pytorch ${us(secs.peer.small)} us`);
-  console.log(`same numbers on both sides (loss after all steps): conv ours ${losses.conv[0].toPrecision(6)} pytorch ${losses.conv[1].toPrecision(6)}; mlp ours ${losses.mlp[0].toPrecision(6)} pytorch ${losses.mlp[1].toPrecision(6)}`);
+  console.log(
+    `same numbers on both sides (loss after all steps): conv ours ${losses.conv[0].toPrecision(6)} pytorch ${losses.conv[1].toPrecision(6)}; mlp ours ${losses.mlp[0].toPrecision(6)} pytorch ${losses.mlp[1].toPrecision(6)}`,
+  );
   console.log(`live tensors after the runs: ${leaked >= 0 ? '+' : ''}${leaked} (tidy and dispose leave none)`);
-  console.log(`load average at end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; total ${((performance.now() - t00) / 1000).toFixed(0)} s`);
+  console.log(
+    `load average at end: ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}; total ${((performance.now() - t00) / 1000).toFixed(0)} s`,
+  );
   console.log(`engine/pytorch throughput ratio: ${R.toFixed(3)}`);
 }
 

@@ -100,7 +100,15 @@ function parseArgs(argv: string[]): Options {
   };
 }
 
-const maxAbsDiff = (a: Tensor, b: Tensor) => tidy(() => a.to({ dtype: 'float64' }).sub(b.to({ dtype: 'float64' })).abs().max().item());
+const maxAbsDiff = (a: Tensor, b: Tensor) =>
+  tidy(() =>
+    a
+      .to({ dtype: 'float64' })
+      .sub(b.to({ dtype: 'float64' }))
+      .abs()
+      .max()
+      .item(),
+  );
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
@@ -159,8 +167,15 @@ async function main(): Promise<void> {
   let ratio: number | null = null;
   try {
     if (started && started.hello.threads !== getNumThreads()) throw new Error(`the peer runs ${String(started.hello.threads)} threads, ours ${getNumThreads()}`);
-    console.log(`diffuse sample bench: libtorch ${torchVersion()}, ${getNumThreads()} threads, ${os.cpus()[0]?.model?.trim() ?? 'unknown CPU'} (${os.cpus().length} logical CPUs), load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-    console.log(`  model ${shippedModelDir()} (step ${meta.step}, EMA weights, ${net.numParameters().toLocaleString('en-US')} parameters${started ? `; peer: torch ${String(started.hello.torch)}, ${String(started.hello.parameters)} parameters` : ''})`);
+    console.log(
+      `diffuse sample bench: libtorch ${torchVersion()}, ${getNumThreads()} threads, ${os.cpus()[0]?.model?.trim() ?? 'unknown CPU'} (${os.cpus().length} logical CPUs), load average ${os
+        .loadavg()
+        .map((x) => x.toFixed(2))
+        .join(' ')}`,
+    );
+    console.log(
+      `  model ${shippedModelDir()} (step ${meta.step}, EMA weights, ${net.numParameters().toLocaleString('en-US')} parameters${started ? `; peer: torch ${String(started.hello.torch)}, ${String(started.hello.parameters)} parameters` : ''})`,
+    );
     if (started) ratio = await comparePeer(started.peer);
     largeCases(o, meta, D);
     console.log(`total time ${((performance.now() - wall0) / 1000).toFixed(0)} s`);
@@ -177,7 +192,9 @@ async function main(): Promise<void> {
 
   /** (a) and (b) against the PyTorch peer; PyTorch's median time for (b) over ours. */
   async function comparePeer(peer: Peer): Promise<number> {
-    console.log(`  batch ${B} x [${meta.sampleShape}], (a) one evaluation at sigma = ${s[o.steps >> 1].toPrecision(4)}, ${o.evals} per repeat; (b) ${o.steps}-step dpmpp-2m, karras grid ${s[0].toPrecision(4)} .. ${s[o.steps - 1].toPrecision(4)}, no clipping; ${o.repeats} alternating repeats`);
+    console.log(
+      `  batch ${B} x [${meta.sampleShape}], (a) one evaluation at sigma = ${s[o.steps >> 1].toPrecision(4)}, ${o.evals} per repeat; (b) ${o.steps}-step dpmpp-2m, karras grid ${s[0].toPrecision(4)} .. ${s[o.steps - 1].toPrecision(4)}, no clipping; ${o.repeats} alternating repeats`,
+    );
     ours.denoise(1); // warm-up: oneDNN primitives, allocator
     await peer.request({ cmd: 'denoise', n: 1 });
     const ipsA = { ours: [] as number[], peer: [] as number[] };
@@ -209,9 +226,13 @@ async function main(): Promise<void> {
     console.log('| workload | ours | PyTorch | ours/PyTorch |');
     console.log('| --- | --- | --- | --- |');
     console.log(`| (a) one denoiser evaluation, batch ${B}, no-grad | ${f1(a0)} images/s ${span(ipsA.ours, f1)} | ${f1(a1)} images/s ${span(ipsA.peer, f1)} | ${(a0 / a1).toFixed(3)} |`);
-    console.log(`| (b) ${o.steps}-step DPM-Solver++(2M) sample of ${B} | ${f2(b0)} s ${span(secB.ours, f2)} (${f1(B / b0)} images/s) | ${f2(b1)} s ${span(secB.peer, f2)} (${f1(B / b1)} images/s) | ${(b1 / b0).toFixed(3)} |`);
+    console.log(
+      `| (b) ${o.steps}-step DPM-Solver++(2M) sample of ${B} | ${f2(b0)} s ${span(secB.ours, f2)} (${f1(B / b0)} images/s) | ${f2(b1)} s ${span(secB.peer, f2)} (${f1(B / b1)} images/s) | ${(b1 / b0).toFixed(3)} |`,
+    );
     console.log('');
-    console.log(`same images: max |D_ours - D_pytorch| = ${diffA.toExponential(2)} (one evaluation); max |x_ours - x_pytorch| = ${diffB.toExponential(2)} over the ${B} final samples (max |x| = ${range.toFixed(2)})`);
+    console.log(
+      `same images: max |D_ours - D_pytorch| = ${diffA.toExponential(2)} (one evaluation); max |x_ours - x_pytorch| = ${diffB.toExponential(2)} over the ${B} final samples (max |x| = ${range.toFixed(2)})`,
+    );
     return b1 / b0;
   }
 }
@@ -258,6 +279,6 @@ function largeCases(o: Options, meta: CheckpointMeta, D: Denoiser): void {
 
 main().catch((e) => {
   const usage = e instanceof Error && e.message.startsWith('sample bench:');
-  console.error(e instanceof Error ? (usage ? e.message : e.stack ?? e.message) : e);
+  console.error(e instanceof Error ? (usage ? e.message : (e.stack ?? e.message)) : e);
   process.exit(1);
 });

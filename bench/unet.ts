@@ -99,7 +99,10 @@ const T = 1000; // DDPM: linear betas 1e-4 .. 0.02 over 1000 steps (Ho et al. 20
 /** oneDNN's bf16 path in libtorch 1.13 needs AVX-512 (mkldnn_bf16_device_check: avx512bw, vl, dq). */
 function cpuFlags(): Set<string> {
   try {
-    const line = fs.readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    const line = fs
+      .readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('flags'));
     return new Set((line ?? '').split(':')[1]?.trim().split(/\s+/) ?? []);
   } catch {
     return new Set();
@@ -122,7 +125,23 @@ function parseArgs(argv: string[]): Options {
     else if (i + 1 < argv.length) a.set(k, argv[++i]);
     else throw new Error(`unet bench: ${k} needs a value`);
   }
-  const known = ['--threads', '--repeats', '--warmup', '--rewarm', '--steps', '--bf16-repeats', '--bf16-warmup', '--bf16-rewarm', '--bf16-steps', '--no-bf16', '--curve-steps', '--data', '--seed', '--python', '--profile'];
+  const known = [
+    '--threads',
+    '--repeats',
+    '--warmup',
+    '--rewarm',
+    '--steps',
+    '--bf16-repeats',
+    '--bf16-warmup',
+    '--bf16-rewarm',
+    '--bf16-steps',
+    '--no-bf16',
+    '--curve-steps',
+    '--data',
+    '--seed',
+    '--python',
+    '--profile',
+  ];
   for (const k of a.keys()) if (!known.includes(k)) throw new Error(`unet bench: unknown option ${k} (known: ${known.join(' ')})`);
   const int = (k: string, d: number, min = 0) => {
     const v = a.has(k) ? Number(a.get(k)) : d;
@@ -199,7 +218,10 @@ function ddpmBatches(x0: Tensor, K: number, g: Generator): { xt: Tensor; eps: Te
     const t = stack(ts); // [K, 64]
     const eps = stack(es); // [K, 64, 1, 32, 32]
     const coef = (c: Float64Array) => tensor(c).indexSelect(0, t.flatten()).float().reshape([K, BATCH, 1, 1, 1]);
-    const xt = x0.unsqueeze(0).mul(coef(sa)).add(eps.mul(coef(sb)));
+    const xt = x0
+      .unsqueeze(0)
+      .mul(coef(sa))
+      .add(eps.mul(coef(sb)));
     return { xt, eps, t: t.float() };
   });
 }
@@ -210,7 +232,11 @@ class OurTrainer {
   readonly opt: Adam;
   private k = 0;
 
-  constructor(readonly mode: Mode, weights: string, private readonly data: { xt: Tensor; eps: Tensor; t: Tensor }) {
+  constructor(
+    readonly mode: Mode,
+    weights: string,
+    private readonly data: { xt: Tensor; eps: Tensor; t: Tensor },
+  ) {
     this.net = new UNet(UNET_BENCH_2M, { generator: new Generator(0) });
     loadModule(this.net, weights);
     this.net.train();
@@ -362,8 +388,15 @@ async function main(): Promise<void> {
   );
   saveSafetensors(dataFile, { xt: data.xt, eps: data.eps, t: data.t }, { steps: String(K), batch: String(BATCH), lr: String(LR) });
 
-  console.log(`diffuse unet train-step bench: libtorch ${torchVersion()}, ${getNumThreads()} threads, ${cpuModel()} (${os.cpus().length} logical CPUs), load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-  console.log(`  model UNET_BENCH_2M (${params.toLocaleString('en-US')} parameters), batch ${BATCH} x 1 x 32 x 32 (${o.data === 'fashion' ? 'Fashion-MNIST test 0-63' : 'uniform noise'}), DDPM eps loss, Adam lr ${LR}`);
+  console.log(
+    `diffuse unet train-step bench: libtorch ${torchVersion()}, ${getNumThreads()} threads, ${cpuModel()} (${os.cpus().length} logical CPUs), load average ${os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
+  console.log(
+    `  model UNET_BENCH_2M (${params.toLocaleString('en-US')} parameters), batch ${BATCH} x 1 x 32 x 32 (${o.data === 'fashion' ? 'Fashion-MNIST test 0-63' : 'uniform noise'}), DDPM eps loss, Adam lr ${LR}`,
+  );
   console.log(`  malloc: ours ${mallocPolicy()}; pytorch glibc's policy (and any MALLOC_* settings both sides inherit)`);
   console.log(`  OMP_WAIT_POLICY=${process.env.OMP_WAIT_POLICY ?? '(unset)'}; ${K} precomputed steps in ${dir}`);
   if (os.loadavg()[0] > os.availableParallelism() / 2 && !process.env.OMP_WAIT_POLICY)
@@ -381,7 +414,7 @@ async function main(): Promise<void> {
     if (ready.threads !== getNumThreads()) throw new Error(`thread counts differ: ours ${getNumThreads()}, peer ${ready.threads}`);
     if (ready.parameters !== params) throw new Error(`parameter counts differ: ours ${params}, peer ${ready.parameters}`);
     if (o.bf16 && !['avx512bw', 'avx512vl', 'avx512dq'].every((f) => cpuFlags().has(f)))
-      console.log('  note: this CPU has no AVX-512, so bf16 convolutions use libtorch\'s slow reference kernel (both sides); bf16 gets fewer steps');
+      console.log("  note: this CPU has no AVX-512, so bf16 convolutions use libtorch's slow reference kernel (both sides); bf16 gets fewer steps");
 
     for (const [mode, p] of plans) {
       const trainer = new OurTrainer(mode, weights, data);
@@ -411,7 +444,12 @@ async function main(): Promise<void> {
       while (res.losses.length < curveSteps) {
         res.losses.push(...tr.run(1).losses);
         if (res.losses.length % 5 === 0 || res.losses.length === curveSteps)
-          console.log(`  loss curve ${mode} (diffuse): ${res.losses.length}/${curveSteps} steps, last 5: ${res.losses.slice(-5).map((x) => x.toFixed(4)).join(' ')}`);
+          console.log(
+            `  loss curve ${mode} (diffuse): ${res.losses.length}/${curveSteps} steps, last 5: ${res.losses
+              .slice(-5)
+              .map((x) => x.toFixed(4))
+              .join(' ')}`,
+          );
       }
     }
     if (o.profile) profiles = await profileStep(weights, data, live);
@@ -447,7 +485,9 @@ async function main(): Promise<void> {
   const mine = results.get('fp32 ours')!.ips;
   const paired = mine.map((v, i) => v / results.get('fp32 peer')!.ips[i]);
   console.log(`fp32: diffuse / pytorch images/s = ${R.toFixed(3)}; by CPU time per step (pytorch / diffuse) = ${(cpu('fp32 peer') / cpu('fp32 ours')).toFixed(3)}`);
-  console.log(`fp32 paired: ratios of back-to-back repeats, median ${median(paired).toFixed(3)} [${Math.min(...paired).toFixed(3)}-${Math.max(...paired).toFixed(3)}], ours faster in ${paired.filter((r) => r > 1).length} of ${paired.length}`);
+  console.log(
+    `fp32 paired: ratios of back-to-back repeats, median ${median(paired).toFixed(3)} [${Math.min(...paired).toFixed(3)}-${Math.max(...paired).toFixed(3)}], ours faster in ${paired.filter((r) => r > 1).length} of ${paired.length}`,
+  );
   if (o.bf16) {
     console.log(`bf16: diffuse / pytorch images/s = ${(ips('bf16 ours') / ips('bf16 peer')).toFixed(3)}`);
     console.log(`bf16 autocast speed-up over fp32: diffuse ${(ips('bf16 ours') / ips('fp32 ours')).toFixed(3)}x, pytorch ${(ips('bf16 peer') / ips('fp32 peer')).toFixed(3)}x`);
@@ -468,8 +508,7 @@ async function main(): Promise<void> {
     console.log(`  fp32 losses: ${fmt(curve('fp32 ours').slice(0, c.n))}`);
     console.log(`  bf16 losses: ${fmt(curve('bf16 ours').slice(0, c.n))}`);
     if (c.n < 30) console.log(`  (only ${c.n} steps: pass --curve-steps 30 for the 30-step curve)`);
-    if (Math.min(c.n, bp.n) <= 1)
-      console.log('  (step 1 runs at the initial weights, whose zero-initialized out_conv makes the output 0 in any precision: one step compares nothing)');
+    if (Math.min(c.n, bp.n) <= 1) console.log('  (step 1 runs at the initial weights, whose zero-initialized out_conv makes the output 0 in any precision: one step compares nothing)');
   }
   if (profiles) console.log('\n' + profileTable(profiles.ours, profiles.theirs));
   console.log(`total time ${((performance.now() - wall0) / 1000).toFixed(0)} s`);
@@ -478,6 +517,6 @@ async function main(): Promise<void> {
 
 main().catch((e) => {
   const usage = e instanceof Error && e.message.startsWith('unet bench:');
-  console.error(e instanceof Error ? (usage ? e.message : e.stack ?? e.message) : e);
+  console.error(e instanceof Error ? (usage ? e.message : (e.stack ?? e.message)) : e);
   process.exit(1);
 });

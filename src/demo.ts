@@ -26,7 +26,10 @@ class Denoiser extends Module {
 /** 8 Gaussians on a circle of radius 2, std 0.1. */
 function eightGaussians(g: Generator, n: number): Tensor {
   return tidy(() => {
-    const k = g.randint(0, 8, [n]).float().mul((2 * Math.PI) / 8);
+    const k = g
+      .randint(0, 8, [n])
+      .float()
+      .mul((2 * Math.PI) / 8);
     const centers = cat([k.cos().unsqueeze(1), k.sin().unsqueeze(1)], 1).mul(2);
     return centers.add(g.randn([n, 2]).mul(0.1));
   });
@@ -49,7 +52,11 @@ function main(): void {
     const loss = tidy(() => {
       const x0 = eightGaussians(g, 256);
       const t = g.rand([256]).mul(0.999).add(0.001); // t in (0, 1]
-      const abar = t.mul(Math.PI / 2).cos().square().unsqueeze(1); // cosine schedule
+      const abar = t
+        .mul(Math.PI / 2)
+        .cos()
+        .square()
+        .unsqueeze(1); // cosine schedule
       const eps = g.randn([256, 2]);
       const xt = x0.mul(abar.sqrt()).add(eps.mul(abar.rsub(1).sqrt())); // q(x_t | x_0)
       const l = F.mseLoss(net.forward(xt, t), eps); // || eps - eps_theta(x_t, t) ||^2

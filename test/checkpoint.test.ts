@@ -14,7 +14,18 @@ import { CheckpointError, exportCheckpoint, loadCheckpoint, loadModel, readCheck
 
 setNumThreads(1);
 
-const TOY = { data: '8gaussians', model: { type: 'mlp', hidden: 32, depth: 2 }, batchSize: 32, steps: 10, warmupSteps: 2, sigmaData: 1, sampleEvery: 0, checkpointEvery: 0, sampleCount: 8, sampleSteps: 4 };
+const TOY = {
+  data: '8gaussians',
+  model: { type: 'mlp', hidden: 32, depth: 2 },
+  batchSize: 32,
+  steps: 10,
+  warmupSteps: 2,
+  sigmaData: 1,
+  sampleEvery: 0,
+  checkpointEvery: 0,
+  sampleCount: 8,
+  sampleSteps: 4,
+};
 let root: string;
 let src: string;
 
@@ -81,7 +92,13 @@ describe('writing', () => {
     t.trainStep();
     t.checkpoint();
     t.dispose();
-    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort(), ['ema-00000005.safetensors', 'model-00000005.safetensors', 'optimizer-00000005.safetensors']);
+    assert.deepEqual(
+      fs
+        .readdirSync(dir)
+        .filter((f) => f.endsWith('.safetensors'))
+        .sort(),
+      ['ema-00000005.safetensors', 'model-00000005.safetensors', 'optimizer-00000005.safetensors'],
+    );
   });
 });
 
@@ -152,7 +169,10 @@ describe('damage is an error naming the file', () => {
     const f = path.join(dir, 'checkpoint.json');
     const m = meta(src);
     fs.writeFileSync(f, JSON.stringify({ ...m, network: { ...m.network, config: { ...m.network.config, hidden: 16 } } }));
-    assert.throws(() => loadModel(dir), (e: unknown) => e instanceof CheckpointError && e.file === fileOf(dir, 'ema') && /does not fit the network/.test(e.message));
+    assert.throws(
+      () => loadModel(dir),
+      (e: unknown) => e instanceof CheckpointError && e.file === fileOf(dir, 'ema') && /does not fit the network/.test(e.message),
+    );
   });
 });
 

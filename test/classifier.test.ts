@@ -232,7 +232,7 @@ describe('training and the saved format', () => {
   test('diffuse train-classifier: usage errors name the flag and the value (exit 2)', async () => {
     const err: string[] = [];
     const write = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((s: string) => (err.push(String(s)), true));
+    process.stderr.write = (s: string) => (err.push(String(s)), true);
     try {
       assert.equal(await main(['train-classifier', '--noise', 'gaussian']), 2);
       assert.equal(await main(['train-classifier', '--steps', '-3']), 2);
@@ -290,7 +290,10 @@ describe('checkpoints, Ctrl-C and --resume', () => {
     assert.equal(readClassifierCheckpoint(dir).step, 5);
     assert.deepEqual(fs.readdirSync(dir).sort(), [CLASSIFIER_CHECKPOINT_FILE, 'classifier-model-00000005.safetensors', 'classifier-optimizer-00000005.safetensors'], 'the step-3 files are gone');
 
-    for (const [from, step] of [[dir, 5], [crash, 3]] as const) {
+    for (const [from, step] of [
+      [dir, 5],
+      [crash, 3],
+    ] as const) {
       const c = ClassifierTrainer.resume(from, { data, log: null });
       assert.equal(c.step, step);
       const rc = await c.run();
@@ -357,18 +360,25 @@ describe('checkpoints, Ctrl-C and --resume', () => {
     assert.match(r.err, /nowhere\/classifier-checkpoint.json: not found: no such checkpoint folder/);
     const help = await runQuick(root, 'train-classifier', '--help');
     assert.equal(help.code, 0);
-    assert.match(help.out, /Ctrl-C finishes the step, writes the checkpoint and exits\n\(130\)[\s\S]*--checkpoint-every N +steps between checkpoints \(default 200[\s\S]*--resume DIR +continue the run/);
+    assert.match(
+      help.out,
+      /Ctrl-C finishes the step, writes the checkpoint and exits\n\(130\)[\s\S]*--checkpoint-every N +steps between checkpoints \(default 200[\s\S]*--resume DIR +continue the run/,
+    );
   });
 
   test('Ctrl-C writes a checkpoint and exits 130; --resume ends with the classifier an uninterrupted run writes (same weights)', { skip: noData }, async () => {
     const common = ['--steps', '200', '--batch-size', '2', '--checkpoint-every', '0', '--threads', '1'];
     const out = path.join(root, 'sigint');
-    const child = spawn(process.execPath, [path.join(__dirname, '..', 'src', 'cli', 'main.js'), 'train-classifier', ...common, '--out', out], { env: { ...process.env, DIFFUSE_NUM_THREADS: '1' }, cwd: root });
+    const child = spawn(process.execPath, [path.join(__dirname, '..', 'src', 'cli', 'main.js'), 'train-classifier', ...common, '--out', out], {
+      env: { ...process.env, DIFFUSE_NUM_THREADS: '1' },
+      cwd: root,
+    });
     let err = '';
     let sent = false;
     child.stderr.on('data', (d) => {
       err += d;
-      if (!sent && / 20\/200 /.test(err)) { // the progress line of step 20 (printed every 10%): Ctrl-C mid-run
+      if (!sent && / 20\/200 /.test(err)) {
+        // the progress line of step 20 (printed every 10%): Ctrl-C mid-run
         sent = true;
         child.kill('SIGINT');
       }

@@ -29,7 +29,26 @@ const TINY = [
   '--data-limit', '256', '--batch-size', '8', '--model-channels', '8', '--groups', '4', '--channel-mult', '1,2', '--attention-resolutions', 'none',
   '--no-mid-attention', '--warmup-steps', '2', '--sample-every', '10', '--sample-count', '10', '--sample-steps', '4', '--checkpoint-every', '10',
 ];
-const TOY = ['--data', '8gaussians', '--model', 'mlp', '--hidden', '32', '--depth', '2', '--sigma-data', '1', '--batch-size', '32', '--warmup-steps', '2', '--sample-every', '0', '--checkpoint-every', '0'];
+const TOY = [
+  '--data',
+  '8gaussians',
+  '--model',
+  'mlp',
+  '--hidden',
+  '32',
+  '--depth',
+  '2',
+  '--sigma-data',
+  '1',
+  '--batch-size',
+  '32',
+  '--warmup-steps',
+  '2',
+  '--sample-every',
+  '0',
+  '--checkpoint-every',
+  '0',
+];
 
 describe('help and usage errors', () => {
   test('--help on every command', async () => {

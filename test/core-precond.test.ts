@@ -7,25 +7,21 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { full, Generator, grad, setNumThreads, tensor, Tensor, tidy } from '../src/engine';
 import { Denoiser, expandSigma, score } from '../src/core/denoiser';
-import {
-  continuousTime,
-  discreteVPDenoiser,
-  edmCoefficients,
-  edmDenoiser,
-  epsDenoiser,
-  Network,
-  Prediction,
-  vDenoiser,
-  vpCoefficients,
-  x0Denoiser,
-  logSigmaNoise,
-} from '../src/core/precond';
+import { continuousTime, discreteVPDenoiser, edmCoefficients, edmDenoiser, epsDenoiser, Network, Prediction, vDenoiser, vpCoefficients, x0Denoiser, logSigmaNoise } from '../src/core/precond';
 import { cosineLogSnr, discreteVP, linearBetas, rescaleZeroTerminalSnr, sigmaFromLogSnr, tToSigma } from '../src/core/schedules';
 import { GaussianMixture } from '../src/data/mixture';
 
 setNumThreads(1);
 
-const gmm = new GaussianMixture([[-1, 0.5], [1, 0], [0, -1.2]], [0.3, 0.15, 0.2], [0.5, 0.3, 0.2]);
+const gmm = new GaussianMixture(
+  [
+    [-1, 0.5],
+    [1, 0],
+    [0, -1.2],
+  ],
+  [0.3, 0.15, 0.2],
+  [0.5, 0.3, 0.2],
+);
 const D: Denoiser = (x, sigma) => gmm.denoise(x, sigma);
 const f64 = { dtype: 'float64' as const };
 const maxAbs = (a: Tensor, b: Tensor) => tidy(() => a.sub(b).abs().max().item());
@@ -34,7 +30,10 @@ const maxAbs = (a: Tensor, b: Tensor) => tidy(() => a.sub(b).abs().max().item())
 function batch(seed: number, sigmas = [0.003, 0.05, 0.3, 1, 4, 30]): { x: Tensor; sigma: Tensor } {
   const g = new Generator(seed);
   const reps = 4;
-  const sigma = tensor(sigmas.flatMap((s) => new Array(reps).fill(s)), f64);
+  const sigma = tensor(
+    sigmas.flatMap((s) => new Array(reps).fill(s)),
+    f64,
+  );
   const x0 = gmm.sample(sigma.size, g, f64);
   return { x: x0.add(g.randnLike(x0).mul(sigma.unsqueeze(1))), sigma };
 }
@@ -84,7 +83,11 @@ describe('adapters give back the exact mixture denoiser', () => {
     tidy(() => {
       const zt = discreteVP(rescaleZeroTerminalSnr(linearBetas()));
       const { x, sigma } = batch(3, [0.02, 1, 30, 300]);
-      const wrapped = discreteVPDenoiser(idealVPNetwork('v', (t) => tToSigma(zt, t)), zt, { prediction: 'v' });
+      const wrapped = discreteVPDenoiser(
+        idealVPNetwork('v', (t) => tToSigma(zt, t)),
+        zt,
+        { prediction: 'v' },
+      );
       assert.ok(maxAbs(wrapped(x, sigma), D(x, sigma)) < 1e-9);
     }));
 
@@ -98,7 +101,9 @@ describe('adapters give back the exact mixture denoiser', () => {
         const s = cNoise.mul(4).exp(); // sigma from c_noise
         const v = expandSigma(s.square().add(sd * sd), xIn);
         const xx = xIn.mul(v.sqrt()); // undo c_in
-        return D(xx, s).sub(xx.mul(v.rdiv(sd * sd))).div(expandSigma(s.mul(sd), xIn).div(v.sqrt()));
+        return D(xx, s)
+          .sub(xx.mul(v.rdiv(sd * sd)))
+          .div(expandSigma(s.mul(sd), xIn).div(v.sqrt()));
       };
       const err = maxAbs(edmDenoiser(net)(x, sigma), D(x, sigma));
       assert.ok(err < 1e-9, `max |D_wrapped - D| = ${err}`);
@@ -109,7 +114,16 @@ describe('adapters give back the exact mixture denoiser', () => {
     tidy(() => {
       let ts: number[] = [];
       const net: Network = (xIn, t) => ((ts = Array.from(t.toFloat64Array())), xIn);
-      discreteVPDenoiser(net, ddpm, { quantize: true })(tensor([[0, 0], [1, 1]], f64), tensor([0.7, 3.3], f64));
+      discreteVPDenoiser(net, ddpm, { quantize: true })(
+        tensor(
+          [
+            [0, 0],
+            [1, 1],
+          ],
+          f64,
+        ),
+        tensor([0.7, 3.3], f64),
+      );
       assert.ok(ts.every(Number.isInteger), `t = ${ts}`);
     }));
 });
@@ -147,7 +161,13 @@ describe("Tweedie's formula on the mixture", () => {
 
   test('the exact denoiser is the identity at sigma -> 0 and the mixture mean at sigma -> infinity', () =>
     tidy(() => {
-      const x = tensor([[0.3, -0.2], [2, 1]], f64);
+      const x = tensor(
+        [
+          [0.3, -0.2],
+          [2, 1],
+        ],
+        f64,
+      );
       assert.ok(maxAbs(D(x, full([2], 1e-8, f64)), x) < 1e-8);
       const mean = gmm.weights.unsqueeze(1).mul(gmm.means).sum(0);
       assert.ok(maxAbs(D(x, full([2], 1e6, f64)), mean.unsqueeze(0).expand([2, 2])) < 1e-6);

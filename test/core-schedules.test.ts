@@ -140,7 +140,17 @@ describe('sigma <-> timestep (k-diffusion DiscreteSchedule)', () => {
       const mid = Math.sqrt(s.sigmas[10] * s.sigmas[11]) * 1.01; // just past the log-midpoint: nearer step 11
       assert.deepEqual(vals(sigmaToT(s, f64([mid]), { quantize: true })), [11]);
       assert.deepEqual(vals(sigmaToT(s, f64([1e-6, 1e6]))), [0, 999]);
-      assert.deepEqual(sigmaToT(s, tensor([[0.5, 1], [2, 4]])).shape, [2, 2], 'keeps the shape');
+      assert.deepEqual(
+        sigmaToT(
+          s,
+          tensor([
+            [0.5, 1],
+            [2, 4],
+          ]),
+        ).shape,
+        [2, 2],
+        'keeps the shape',
+      );
     }));
 });
 
@@ -154,10 +164,13 @@ describe('continuous schedules by log-SNR', () => {
       vals(c.time(c.logSnr(t))).forEach((v, k) => close(v, vals(t)[k], 1e-12, 'round trip'));
       close(c.logSnr(f64([0.5])).item(), 0, 1e-12, 'SNR 1 at t = 1/2');
       const clipped = cosineLogSnr({ logSnrMin: -15, logSnrMax: 15 });
-      assert.deepEqual(vals(clipped.logSnr(f64([0, 1]))).map((v) => Math.round(v * 1e9) / 1e9), [15, -15]);
+      assert.deepEqual(
+        vals(clipped.logSnr(f64([0, 1]))).map((v) => Math.round(v * 1e9) / 1e9),
+        [15, -15],
+      );
     }));
 
-  test("linear VP (Song et al. 2021): sigmoid(lambda) = alpha_bar = exp(-t^2 (bmax - bmin)/2 - t bmin); inverse", () =>
+  test('linear VP (Song et al. 2021): sigmoid(lambda) = alpha_bar = exp(-t^2 (bmax - bmin)/2 - t bmin); inverse', () =>
     tidy(() => {
       const l = linearVPLogSnr();
       vals(l.logSnr(t)).forEach((v, k) => {

@@ -56,7 +56,10 @@ put('classes/.DS_Store', Buffer.from('ignored'));
 test('labels come from sorted sub-folder names; files are found recursively and sorted', () => {
   const { files, labels, classNames } = listImageFolder(root);
   assert.deepEqual(classNames, ['cats', 'dogs']);
-  assert.deepEqual(files.map((f) => path.relative(root, f)), ['cats/a.png', 'cats/b.jpg', 'dogs/c.png', 'dogs/nested/d.jpeg']);
+  assert.deepEqual(
+    files.map((f) => path.relative(root, f)),
+    ['cats/a.png', 'cats/b.jpg', 'dogs/c.png', 'dogs/nested/d.jpeg'],
+  );
   assert.deepEqual(labels, [0, 0, 1, 1]);
 });
 
@@ -68,16 +71,31 @@ test('RGB at 16 x 16: center crop, area downsampling and JPEG colors', () => {
   assert.deepEqual(Array.from(ds.labels.data() as BigInt64Array, Number), [0, 0, 1, 1]);
   const a = ds.images.data() as Uint8Array;
   // 48 x 16 -> the middle 16 x 16: all green, no resizing
-  for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) assert.deepEqual([0, 1, 2].map((c) => at(a, 3, 16, 0, c, y, x)), [0, 255, 0]);
+  for (let y = 0; y < 16; y++)
+    for (let x = 0; x < 16; x++)
+      assert.deepEqual(
+        [0, 1, 2].map((c) => at(a, 3, 16, 0, c, y, x)),
+        [0, 255, 0],
+      );
   // JPEG of one color, 32 -> 16: that color, up to JPEG's rounding
-  for (const [i, color] of [[1, [100, 150, 200]], [3, [30, 60, 90]]] as const)
-    for (let c = 0; c < 3; c++) for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) assert.ok(Math.abs(at(a, 3, 16, i, c, y, x) - color[c]) <= 3, `image ${i} channel ${c}: ${at(a, 3, 16, i, c, y, x)} vs ${color[c]}`);
+  for (const [i, color] of [
+    [1, [100, 150, 200]],
+    [3, [30, 60, 90]],
+  ] as const)
+    for (let c = 0; c < 3; c++)
+      for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) assert.ok(Math.abs(at(a, 3, 16, i, c, y, x) - color[c]) <= 3, `image ${i} channel ${c}: ${at(a, 3, 16, i, c, y, x)} vs ${color[c]}`);
   // 64 x 32 -> center 32 x 32 (x from 16) -> 2 x 2 block means
   for (let c = 0; c < 3; c++)
     for (let y = 0; y < 16; y++)
       for (let x = 0; x < 16; x++) {
         let s = 0;
-        for (const [dy, dx] of [[0, 0], [0, 1], [1, 0], [1, 1]]) s += pattern.data[3 * ((2 * y + dy) * 64 + 16 + 2 * x + dx) + c];
+        for (const [dy, dx] of [
+          [0, 0],
+          [0, 1],
+          [1, 0],
+          [1, 1],
+        ])
+          s += pattern.data[3 * ((2 * y + dy) * 64 + 16 + 2 * x + dx) + c];
         assert.equal(at(a, 3, 16, 2, c, y, x), roundHalfEven(s / 4), `pattern (${c}, ${y}, ${x})`);
       }
   ds.images.dispose();

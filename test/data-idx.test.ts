@@ -44,7 +44,10 @@ test('Fashion-MNIST train: 60000 images [N, 1, 28, 28] uint8 using the full 0-25
   assert.equal(images.dtype, 'uint8');
   assert.deepEqual(labels.shape, [60000]);
   assert.equal(labels.dtype, 'int64');
-  assert.deepEqual(tidy(() => [images.min().item(), images.max().item()]), [0, 255]);
+  assert.deepEqual(
+    tidy(() => [images.min().item(), images.max().item()]),
+    [0, 255],
+  );
   const counts = new Array(10).fill(0);
   for (const l of labels.data() as BigInt64Array) counts[Number(l)]++;
   assert.deepEqual(counts, new Array(10).fill(6000)); // the training set is balanced

@@ -11,7 +11,10 @@ const N = 103;
 const pixels = new Uint8Array(N * 6);
 for (let i = 0; i < N; i++) pixels.set([i, 100, 200, i, 150, 250], 6 * i);
 const images = fromBytes(pixels, 'uint8', [N, 1, 2, 3]);
-const labels = tensor(Array.from({ length: N }, (_, i) => i % 7), { dtype: 'int64' });
+const labels = tensor(
+  Array.from({ length: N }, (_, i) => i % 7),
+  { dtype: 'int64' },
+);
 
 const ints = (t: Tensor) => Array.from(t.data() as BigInt64Array, Number);
 const same = (a: Batch, b: Batch) => {
@@ -29,7 +32,10 @@ test('batches: images scaled to [-1, 1] exactly, with their labels and indices',
   const idx = ints(b.indices);
   const x = b.x.data() as Float32Array;
   idx.forEach((i, k) => {
-    assert.deepEqual(Array.from(x.subarray(6 * k, 6 * k + 6)), [i, 100, 200, i, 150, 250].map((v) => Math.fround(Math.fround(v / 127.5) - 1))); // in float32
+    assert.deepEqual(
+      Array.from(x.subarray(6 * k, 6 * k + 6)),
+      [i, 100, 200, i, 150, 250].map((v) => Math.fround(Math.fround(v / 127.5) - 1)),
+    ); // in float32
     assert.equal(ints(b.labels!)[k], i % 7);
   });
   const ends = tidy(() => new DataLoader({ images: fromBytes(Uint8Array.of(0, 255), 'uint8', [2, 1]) }, { batchSize: 2, shuffle: false }).batchAt(0).x.toArray());
@@ -45,7 +51,10 @@ test('determinism by seed; another seed or another epoch gives another order', (
   assert.notDeepEqual(epoch(a, 0), epoch(a, 1));
   assert.deepEqual(epoch(a, 1), epoch(b, 1));
   const ordered = new DataLoader({ images, labels }, { batchSize: 8, shuffle: false });
-  assert.deepEqual(epoch(ordered, 0), Array.from({ length: 96 }, (_, i) => i));
+  assert.deepEqual(
+    epoch(ordered, 0),
+    Array.from({ length: 96 }, (_, i) => i),
+  );
   for (const l of [a, b, c, ordered]) l.dispose();
 });
 
@@ -54,8 +63,14 @@ test('every sample exactly once per epoch (dropLast false), and no repeats with 
   assert.equal(all.stepsPerEpoch, 11);
   for (const e of [0, 1, 2]) {
     const batches = [...all.epoch(e)];
-    assert.deepEqual(batches.map((bt) => bt.x.dim(0)), [...new Array(10).fill(10), 3]);
-    assert.deepEqual(batches.flatMap((bt) => ints(bt.indices)).sort((p, q) => p - q), Array.from({ length: N }, (_, i) => i));
+    assert.deepEqual(
+      batches.map((bt) => bt.x.dim(0)),
+      [...new Array(10).fill(10), 3],
+    );
+    assert.deepEqual(
+      batches.flatMap((bt) => ints(bt.indices)).sort((p, q) => p - q),
+      Array.from({ length: N }, (_, i) => i),
+    );
     assert.ok(batches.every((bt) => bt.epoch === e));
   }
   const drop = new DataLoader({ images, labels }, { batchSize: 10, seed: 5 });

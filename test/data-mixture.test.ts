@@ -7,7 +7,17 @@ import { cat, Generator, memory, tensor, tidy } from '../src/engine';
 import { eightGaussiansMixture, GaussianMixture } from '../src/data';
 
 // Three components, unequal stds and weights; classes [0, 1, 1].
-const mk = () => new GaussianMixture([[-1, 0.5], [1.5, 1], [0.5, -1.5]], [0.3, 0.6, 0.45], [0.2, 0.5, 0.3], [0, 1, 1]);
+const mk = () =>
+  new GaussianMixture(
+    [
+      [-1, 0.5],
+      [1.5, 1],
+      [0.5, -1.5],
+    ],
+    [0.3, 0.6, 0.45],
+    [0.2, 0.5, 0.3],
+    [0, 1, 1],
+  );
 const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string) => {
   assert.equal(a.length, b.length, what);
   for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= tol * (1 + Math.abs(b[i])), `${what}[${i}]: ${a[i]} vs ${b[i]}`);
@@ -32,7 +42,7 @@ test('score equals the finite-difference gradient of logDensity', () => {
   gmm.dispose();
 });
 
-test("denoise equals x + sigma^2 score (Tweedie), per-sample sigmas included", () => {
+test('denoise equals x + sigma^2 score (Tweedie), per-sample sigmas included', () => {
   const gmm = mk();
   const x = points();
   const sigma = tensor([0.01, 0.1, 0.3, 0.5, 1, 2, 3, 5, 10, 20, 0.7, 0.05], { dtype: 'float64' });
@@ -44,10 +54,22 @@ test("denoise equals x + sigma^2 score (Tweedie), per-sample sigmas included", (
 test('denoise equals the Monte Carlo posterior mean E[x0 | x0 + sigma n = x]', () => {
   const gmm = mk();
   const x0 = gmm.sample(200000, new Generator(1), { dtype: 'float64' }); // [M, 2]
-  const x = tensor([[0, 0], [1, 0.5], [-0.5, -1]], { dtype: 'float64' });
+  const x = tensor(
+    [
+      [0, 0],
+      [1, 0.5],
+      [-0.5, -1],
+    ],
+    { dtype: 'float64' },
+  );
   for (const sigma of [0.3, 1]) {
     const mc = tidy(() => {
-      const logw = x.unsqueeze(1).sub(x0.unsqueeze(0)).square().sum(2).div(-2 * sigma * sigma); // [3, M]
+      const logw = x
+        .unsqueeze(1)
+        .sub(x0.unsqueeze(0))
+        .square()
+        .sum(2)
+        .div(-2 * sigma * sigma); // [3, M]
       return logw.softmax(1).matmul(x0); // [3, 2], self-normalized importance weights
     });
     close(gmm.denoise(x, sigma).toFloat64Array(), mc.toFloat64Array(), 0.02, `E[x0 | x] at sigma ${sigma}`);
@@ -57,10 +79,16 @@ test('denoise equals the Monte Carlo posterior mean E[x0 | x0 + sigma n = x]', (
 
 test('logDensity integrates to 1 on a 2-D grid, at sigma = 0 and sigma = 1', () => {
   const gmm = mk();
-  for (const [sigma, lo, hi, step] of [[0, -4, 5, 0.02], [1, -8, 9, 0.04]]) {
+  for (const [sigma, lo, hi, step] of [
+    [0, -4, 5, 0.02],
+    [1, -8, 9, 0.04],
+  ]) {
     const n = Math.round((hi - lo) / step);
     const total = tidy(() => {
-      const g = tensor(Array.from({ length: n }, (_, i) => lo + (i + 0.5) * step), { dtype: 'float64' }); // cell midpoints
+      const g = tensor(
+        Array.from({ length: n }, (_, i) => lo + (i + 0.5) * step),
+        { dtype: 'float64' },
+      ); // cell midpoints
       const xy = cat([g.unsqueeze(1).expand([n, n]).reshape([-1, 1]), g.unsqueeze(0).expand([n, n]).reshape([-1, 1])], 1); // [n^2, 2]
       return gmm.logDensity(xy, sigma).exp().sum().item() * step * step;
     });
@@ -76,14 +104,24 @@ test('samples have the analytic mean and covariance, and components in proportio
   const mu = gmm.mean().toFloat64Array();
   const cov = gmm.covariance().toFloat64Array();
   // by hand: sum_k w_k mu_k and sum_k w_k (s_k^2 I + mu_k mu_k^T) - mu mu^T
-  const M = [[-1, 0.5], [1.5, 1], [0.5, -1.5]], S = [0.3, 0.6, 0.45], W = [0.2, 0.5, 0.3];
+  const M = [
+      [-1, 0.5],
+      [1.5, 1],
+      [0.5, -1.5],
+    ],
+    S = [0.3, 0.6, 0.45],
+    W = [0.2, 0.5, 0.3];
   const hm = [0, 1].map((d) => W.reduce((s, w, k) => s + w * M[k][d], 0));
   const hc = [0, 1].flatMap((a) => [0, 1].map((b) => W.reduce((s, w, k) => s + w * (M[k][a] * M[k][b] + (a === b ? S[k] ** 2 : 0)), 0) - hm[a] * hm[b]));
   close(mu, hm, 1e-12, 'mean()');
   close(cov, hc, 1e-12, 'covariance()');
   const sm = x.mean(0).toFloat64Array();
   const xc = x.sub(x.mean(0, true));
-  const sc = xc.transpose(0, 1).matmul(xc).div(n - 1).toFloat64Array();
+  const sc = xc
+    .transpose(0, 1)
+    .matmul(xc)
+    .div(n - 1)
+    .toFloat64Array();
   for (let d = 0; d < 2; d++) assert.ok(Math.abs(sm[d] - mu[d]) < 4 * Math.sqrt(cov[3 * d] / n), `sample mean ${sm[d]} vs ${mu[d]}`);
   close(sc, cov, 0.02, 'sample covariance');
   const comp = Array.from(component.data() as BigInt64Array, Number);
@@ -135,7 +173,13 @@ test('image-shaped x [N, C, H, W] flattens to D; results keep the shape and dtyp
 
 test('at huge sigma the denoiser returns the data mean; at tiny sigma, about x', () => {
   const gmm = eightGaussiansMixture();
-  const x = tensor([[0.3, -0.2], [1.4, 0.1]], { dtype: 'float64' });
+  const x = tensor(
+    [
+      [0.3, -0.2],
+      [1.4, 0.1],
+    ],
+    { dtype: 'float64' },
+  );
   close(gmm.denoise(x, 1e4).toFloat64Array(), [0, 0, 0, 0], 1e-6, 'sigma -> inf');
   close(gmm.denoise(x, 1e-4).toFloat64Array(), x.toFloat64Array(), 1e-6, 'sigma -> 0');
   gmm.dispose();

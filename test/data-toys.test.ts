@@ -41,7 +41,10 @@ test('documented moments: mean ~0, per-coordinate variances as stated in toys.ts
   };
   for (const [name, sample] of Object.entries(TOYS)) {
     const [x, y] = cols(sample(40000, new Generator(7)));
-    for (const [c, v, want] of [[x, 'x', expected[name][0]], [y, 'y', expected[name][1]]] as const) {
+    for (const [c, v, want] of [
+      [x, 'x', expected[name][0]],
+      [y, 'y', expected[name][1]],
+    ] as const) {
       assert.ok(Math.abs(mean(c)) < 0.03, `${name} ${v}: mean ${mean(c)}`);
       assert.ok(Math.abs(variance(c) - want) < 0.04, `${name} ${v}: variance ${variance(c)}, documented ${want}`);
     }
@@ -77,7 +80,7 @@ test('checkerboard points fall in the dark cells only, all 8 of them about equal
   for (let i = 0; i < x.length; i++) {
     const [cx, cy] = [Math.floor((x[i] * 2) / Math.sqrt(3)), Math.floor((y[i] * 2) / Math.sqrt(3))]; // cells of the [-2, 2]^2 board
     assert.ok(cx >= -2 && cx <= 1 && cy >= -2 && cy <= 1, `(${x[i]}, ${y[i]}) is off the board`);
-    assert.equal(((cx + cy) % 2 + 2) % 2, 0, `(${x[i]}, ${y[i]}) is in a light cell`);
+    assert.equal((((cx + cy) % 2) + 2) % 2, 0, `(${x[i]}, ${y[i]}) is in a light cell`);
     counts.set(`${cx},${cy}`, (counts.get(`${cx},${cy}`) ?? 0) + 1);
   }
   assert.equal(counts.size, 8);

@@ -16,7 +16,15 @@ import { discreteSigmas, discreteTimesteps } from '../src/sampling/timesteps';
 setNumThreads(1);
 
 const f64 = { dtype: 'float64' as const };
-const gmm = new GaussianMixture([[1.5, 0.5], [-1, -1], [0.25, 1.75]], [0.3, 0.5, 0.2], [0.5, 0.3, 0.2]);
+const gmm = new GaussianMixture(
+  [
+    [1.5, 0.5],
+    [-1, -1],
+    [0.25, 1.75],
+  ],
+  [0.3, 0.5, 0.2],
+  [0.5, 0.3, 0.2],
+);
 const exact: Denoiser = (x, sigma) => gmm.denoise(x, sigma);
 
 describe('timestep spacings (Lin et al. 2023, Table 2)', () => {
@@ -91,7 +99,14 @@ describe('sampleDDPM', () => {
     const n = v.length / 2;
     const m = [0, 1].map((d) => v.filter((_, i) => i % 2 === d).reduce((s, y) => s + y, 0) / n);
     const cov = [0, 0, 0, 0];
-    for (let i = 0; i < n; i++) for (const [a, b] of [[0, 0], [0, 1], [1, 0], [1, 1]]) cov[a * 2 + b] += ((v[2 * i + a] - m[a]) * (v[2 * i + b] - m[b])) / (n - 1);
+    for (let i = 0; i < n; i++)
+      for (const [a, b] of [
+        [0, 0],
+        [0, 1],
+        [1, 0],
+        [1, 1],
+      ])
+        cov[a * 2 + b] += ((v[2 * i + a] - m[a]) * (v[2 * i + b] - m[b])) / (n - 1);
     return { mean: m, cov };
   }
   function checkMoments(x: Tensor, what: string): void {
@@ -147,14 +162,22 @@ describe('sampleDDPM', () => {
     const grid = tensor([10, 1, 0.1, 0], f64);
     const seen: number[] = [];
     let maxAbs = 0;
-    const x = sampleDDPM(exact, tidy(() => new Generator(0).randn([64, 2], f64).mul(10)), grid, {
-      generator: new Generator(1),
-      clipDenoised: [-0.5, 0.5],
-      callback: ({ i, sigma, denoised }) => {
-        seen.push(i, sigma);
-        maxAbs = Math.max(maxAbs, tidy(() => denoised.abs().max().item()));
+    const x = sampleDDPM(
+      exact,
+      tidy(() => new Generator(0).randn([64, 2], f64).mul(10)),
+      grid,
+      {
+        generator: new Generator(1),
+        clipDenoised: [-0.5, 0.5],
+        callback: ({ i, sigma, denoised }) => {
+          seen.push(i, sigma);
+          maxAbs = Math.max(
+            maxAbs,
+            tidy(() => denoised.abs().max().item()),
+          );
+        },
       },
-    });
+    );
     assert.deepEqual(seen, [0, 10, 1, 1, 2, 0.1]);
     assert.ok(maxAbs <= 0.5);
     assert.ok(tidy(() => x.abs().max().item()) <= 0.5, 'the last step returns the clipped estimate');

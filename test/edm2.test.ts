@@ -40,7 +40,11 @@ const T = (k: string): Tensor => {
   return t;
 };
 const group = (prefix: string): Record<string, Tensor> =>
-  Object.fromEntries(Object.entries(fx.tensors).filter(([k]) => k.startsWith(prefix)).map(([k, t]) => [k.slice(prefix.length), t]));
+  Object.fromEntries(
+    Object.entries(fx.tensors)
+      .filter(([k]) => k.startsWith(prefix))
+      .map(([k, t]) => [k.slice(prefix.length), t]),
+  );
 
 /** max |a - e| / max |e| (shapes must agree). */
 function relErr(actual: Tensor, expected: Tensor): number {
@@ -80,8 +84,14 @@ test('mpSum keeps unit magnitude for any t (exact for orthogonal inputs, sampled
   tidy(() => {
     // Rows of a Hadamard matrix: exactly orthogonal, mean square exactly 1.
     const n = 1024;
-    const a = tensor(Array.from({ length: n }, (_, i) => (i % 2 ? -1 : 1)), { dtype: 'float64' });
-    const b = tensor(Array.from({ length: n }, (_, i) => ((i >> 1) % 2 ? -1 : 1)), { dtype: 'float64' });
+    const a = tensor(
+      Array.from({ length: n }, (_, i) => (i % 2 ? -1 : 1)),
+      { dtype: 'float64' },
+    );
+    const b = tensor(
+      Array.from({ length: n }, (_, i) => ((i >> 1) % 2 ? -1 : 1)),
+      { dtype: 'float64' },
+    );
     const g = new Generator(1);
     const [x, y] = [g.randn([1 << 20], { dtype: 'float64' }), g.randn([1 << 20], { dtype: 'float64' })];
     for (const t of [0, 0.1, 0.3, 0.5, 0.8, 1]) {
@@ -96,7 +106,7 @@ test('mpSum keeps unit magnitude for any t (exact for orthogonal inputs, sampled
 test('mpSilu of N(0, 1) has unit second moment (quadrature, and a sample within 6 standard errors)', () => {
   // E[silu(x)^2] by Simpson's rule on [-12, 12] (the tails beyond are < 1e-30).
   const silu = (x: number) => x / (1 + Math.exp(-x));
-  const phi = (x: number) => Math.exp(-x * x / 2) / Math.sqrt(2 * Math.PI);
+  const phi = (x: number) => Math.exp((-x * x) / 2) / Math.sqrt(2 * Math.PI);
   const N = 24000;
   const h = 24 / N;
   let s = 0;
@@ -138,9 +148,14 @@ test('normalize gives every output channel unit magnitude (norm sqrt(fan_in)); m
     const rms = w.square().mean([1, 2, 3]).sqrt().toFloat64Array();
     const norms = normalize(w).norm(2, [1, 2, 3]).toFloat64Array();
     norms.forEach((n, i) => assert.ok(Math.abs(n - Math.sqrt(45) * (rms[i] / (1e-4 + rms[i]))) < 1e-12)); // eps = 1e-4 in the denominator
-    mpWeight(w, 0.7).norm(2, [1, 2, 3]).toFloat64Array().forEach((n, i) => assert.ok(Math.abs(n - 0.7 * (rms[i] / (1e-4 + rms[i]))) < 1e-12));
+    mpWeight(w, 0.7)
+      .norm(2, [1, 2, 3])
+      .toFloat64Array()
+      .forEach((n, i) => assert.ok(Math.abs(n - 0.7 * (rms[i] / (1e-4 + rms[i]))) < 1e-12));
     // Pixel norm: unit RMS over channels at every pixel.
-    const px = normalize(g.randn([2, 8, 3, 3], { dtype: 'float64' }), 1).square().mean(1);
+    const px = normalize(g.randn([2, 8, 3, 3], { dtype: 'float64' }), 1)
+      .square()
+      .mean(1);
     assert.ok(px.sub(1).abs().max().item() < 1e-3);
   });
 });
@@ -151,7 +166,10 @@ test('MPFourier features have unit magnitude (mean square over channels ~ 1 for 
     const y = f.forward(tensor([-3, -0.5, 0, 0.25, 2]));
     assert.deepEqual(y.shape, [5, 4096]);
     // Each feature is sqrt(2) cos(uniform phase): mean square 1, std of the mean sqrt(0.5/4096) = 0.011.
-    y.square().mean(1).toFloat64Array().forEach((m) => assert.ok(Math.abs(m - 1) < 0.07, `mean square ${m}`));
+    y.square()
+      .mean(1)
+      .toFloat64Array()
+      .forEach((m) => assert.ok(Math.abs(m - 1) < 0.07, `mean square ${m}`));
     f.dispose();
   });
 });
@@ -178,13 +196,18 @@ test('forced weight normalization: training mode re-normalizes stored weights in
       assert.ok(bitwiseEqual(conv.weight, w0), `${name} is not used by forward and must be untouched`);
       continue;
     }
-    assert.ok(relErr(conv.weight, tidy(() => normalize(w0))) < 1e-6, `${name}.weight is not normalize(w0)`);
+    assert.ok(
+      relErr(
+        conv.weight,
+        tidy(() => normalize(w0)),
+      ) < 1e-6,
+      `${name}.weight is not normalize(w0)`,
+    );
     // Every output channel now has unit magnitude: norm sqrt(fan_in) rms / (eps + rms), rms that of the row before.
     const fanIn = w0.size / w0.dim(0);
     const dims = Array.from({ length: w0.ndim - 1 }, (_, i) => i + 1);
     const rms = tidy(() => w0.double().square().mean(dims).sqrt().toFloat64Array());
-    tidy(() => conv.weight.norm(2, dims).toFloat64Array()).forEach((n, i) =>
-      assert.ok(Math.abs(n / Math.sqrt(fanIn) - rms[i] / (1e-4 + rms[i])) < 1e-6, `${name}: row norm ${n}, fan_in ${fanIn}`));
+    tidy(() => conv.weight.norm(2, dims).toFloat64Array()).forEach((n, i) => assert.ok(Math.abs(n / Math.sqrt(fanIn) - rms[i] / (1e-4 + rms[i])) < 1e-6, `${name}: row norm ${n}, fan_in ${fanIn}`));
   }
   // An update that grows a weight is undone by the next training-mode forward.
   net.zeroGrad();
@@ -242,7 +265,12 @@ for (const [name, s] of Object.entries(CASES)) {
       m.train(s.mode === 'train');
     }
     tidy(() => {
-      const xs = (s.inputs as string[]).map((k) => T(`${name}.input.${k}`).detach().clone().requiresGrad_(s.kind !== 'MPFourier'));
+      const xs = (s.inputs as string[]).map((k) =>
+        T(`${name}.input.${k}`)
+          .detach()
+          .clone()
+          .requiresGrad_(s.kind !== 'MPFourier'),
+      );
       const out = m ? m.forward(...xs, ...(s.gain === undefined ? [] : [s.gain])) : FN[s.kind](xs, s.opts);
       assertClose(`${name} output`, out, T(`${name}.output`), TOL_OUT);
       const want = group(`${name}.grad.`);
@@ -261,8 +289,12 @@ for (const [name, s] of Object.entries(CASES)) {
 
 test('EDM2UNet: state-dict names and shapes are those of the PyTorch network (networks_edm2.py names)', () => {
   const net = new EDM2UNet(TINY);
-  const ours = Object.entries(net.stateDict()).map(([k, t]) => `${k} [${t.shape}]`).sort();
-  const theirs = Object.entries(group('unet.state.')).map(([k, t]) => `${k} [${t.shape}]`).sort();
+  const ours = Object.entries(net.stateDict())
+    .map(([k, t]) => `${k} [${t.shape}]`)
+    .sort();
+  const theirs = Object.entries(group('unet.state.'))
+    .map(([k, t]) => `${k} [${t.shape}]`)
+    .sort();
   assert.deepEqual(ours, theirs);
   assert.ok(ours.includes('enc.8x8_block0.attn_qkv.weight [96,32,1,1]'));
   net.dispose();
@@ -360,7 +392,11 @@ test('state dict round trip Diffuse -> PyTorch (strict load, same output) -> Dif
     saveModule(net, src, { config: JSON.stringify(TINY) });
     execFileSync(PYTHON, [SCRIPT, 'roundtrip', src, dst], { stdio: ['ignore', 'pipe', 'pipe'] });
     const back = loadSafetensors(dst);
-    const state = Object.fromEntries(Object.entries(back.tensors).filter(([k]) => k.startsWith('state.')).map(([k, t]) => [k.slice(6), t]));
+    const state = Object.fromEntries(
+      Object.entries(back.tensors)
+        .filter(([k]) => k.startsWith('state.'))
+        .map(([k, t]) => [k.slice(6), t]),
+    );
     const again = new EDM2UNet(TINY, { generator: new Generator(10) });
     again.loadStateDict(state, { strict: true });
     for (const [k, t] of Object.entries(net.stateDict())) assert.ok(bitwiseEqual(again.stateDict()[k], t), `${k} changed in the round trip`);

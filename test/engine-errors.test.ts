@@ -14,7 +14,7 @@ const throwsWith = (fn: () => unknown, ...patterns: RegExp[]) => {
   for (const p of patterns) assert.match(err.message, p);
 };
 
-test('shape mismatches name the op and carry libtorch\'s message', () => {
+test("shape mismatches name the op and carry libtorch's message", () => {
   throwsWith(() => zeros([2, 3]).add(zeros([4])), /^add: /, /size of tensor a \(3\) must match/);
   throwsWith(() => zeros([2, 3]).matmul(zeros([2, 3])), /^matmul: /, /cannot be multiplied/);
   throwsWith(() => zeros([6]).reshape([4, 2]), /^reshape: /, /invalid for input of size 6/);
@@ -27,7 +27,14 @@ test('bad dtypes and arguments are clear errors', () => {
   throwsWith(() => zeros([2, -1]), /shape must be an array of non-negative integers/);
   throwsWith(() => tensor([[1, 2], [3]]), /ragged/);
   throwsWith(() => tensor([1, 2, 3], { shape: [2, 2] }), /do not fill shape/);
-  throwsWith(() => tensor([1, 2]).long().add(tensor([true, false])).requiresGrad_(), /only floating-point tensors can require grad/);
+  throwsWith(
+    () =>
+      tensor([1, 2])
+        .long()
+        .add(tensor([true, false]))
+        .requiresGrad_(),
+    /only floating-point tensors can require grad/,
+  );
   throwsWith(() => new Generator(-1), /seed must be a non-negative integer/);
   throwsWith(() => new Generator(0).randint(5, 5, [2]), /low < high/);
   throwsWith(() => F.conv2d(zeros([3, 8, 8]), zeros([4, 3, 3, 3])), /conv2d: input must be 4-D/);

@@ -13,7 +13,11 @@ const f64 = { dtype: 'float64' as const };
 let g = new Generator(0);
 const randn = (...shape: number[]) => g.randn(shape, f64);
 const vals = (t: Tensor): number[] => Array.from(t.data() as Float64Array);
-const rand = (lo: number, hi: number, ...shape: number[]) => g.rand(shape, f64).mul(hi - lo).add(lo);
+const rand = (lo: number, hi: number, ...shape: number[]) =>
+  g
+    .rand(shape, f64)
+    .mul(hi - lo)
+    .add(lo);
 
 function check(fn: (...xs: Tensor[]) => Tensor, make: () => Tensor[]): void {
   tidy(() => {
@@ -107,7 +111,10 @@ describe('second derivatives (createGraph)', () => {
       const A = m.add(m.transpose()).mul(0.5);
       const x = randn(n).requiresGrad_();
       const v = randn(n);
-      const f = x.pow(3).sum().add(x.matmul(A.matmul(x)).mul(0.5));
+      const f = x
+        .pow(3)
+        .sum()
+        .add(x.matmul(A.matmul(x)).mul(0.5));
       const [gx] = grad(f, x, { createGraph: true });
       const [hv] = grad(gx!.mul(v).sum(), x);
       const want = x.detach().mul(6).mul(v).add(A.matmul(v));
@@ -134,10 +141,22 @@ describe('second derivatives (createGraph)', () => {
   test('gradgradcheck: the gradients of tanh, softmax, layerNorm and conv2d are themselves differentiable', () => {
     g = new Generator(3);
     const w = randn(2, 1, 2, 2);
-    check(gradOf((x) => x.tanh().mul(x).sum()), () => [randn(3, 2)]);
-    check(gradOf((x) => F.softmax(x, 1).square().sum()), () => [randn(2, 4)]);
-    check(gradOf((x) => F.layerNorm(x, [4]).pow(3).sum()), () => [randn(2, 4)]);
-    check(gradOf((x) => F.conv2d(x, w, { padding: 1 }).square().sum()), () => [randn(1, 1, 3, 3)]);
+    check(
+      gradOf((x) => x.tanh().mul(x).sum()),
+      () => [randn(3, 2)],
+    );
+    check(
+      gradOf((x) => F.softmax(x, 1).square().sum()),
+      () => [randn(2, 4)],
+    );
+    check(
+      gradOf((x) => F.layerNorm(x, [4]).pow(3).sum()),
+      () => [randn(2, 4)],
+    );
+    check(
+      gradOf((x) => F.conv2d(x, w, { padding: 1 }).square().sum()),
+      () => [randn(1, 1, 3, 3)],
+    );
     w.dispose();
   });
 });

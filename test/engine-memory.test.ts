@@ -44,12 +44,14 @@ test('keep() exempts a tensor from every scope', () => {
 
 test('a throwing tidy still frees everything it made', () => {
   const before = memory().tensors;
-  assert.throws(() =>
-    tidy(() => {
-      zeros([8]).add(1);
-      throw new Error('boom');
-    }),
-  /boom/);
+  assert.throws(
+    () =>
+      tidy(() => {
+        zeros([8]).add(1);
+        throw new Error('boom');
+      }),
+    /boom/,
+  );
   assert.equal(memory().tensors, before);
 });
 

@@ -17,27 +17,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import {
-  arange,
-  cat,
-  DType,
-  eye,
-  F,
-  full,
-  fullLike,
-  Generator,
-  grad,
-  linspace,
-  memory,
-  ones,
-  stack,
-  tensor,
-  Tensor,
-  tidy,
-  where,
-  zeros,
-  zerosLike,
-} from '../src/engine';
+import { arange, cat, DType, eye, F, full, fullLike, Generator, grad, linspace, memory, ones, stack, tensor, Tensor, tidy, where, zeros, zerosLike } from '../src/engine';
 
 // ------------------------------------------------------------------ fixtures
 interface Fx {
@@ -106,9 +86,18 @@ type Ins = Record<string, Tensor>;
 type Op = (I: Ins, P: Params) => Tensor | Tensor[];
 const dt = (d?: string | null) => (d ? { dtype: d as DType } : undefined);
 const orUndef = <T>(v: T | null | undefined): T | undefined => (v === null ? undefined : v);
-const method = (name: string): Op => (I) => (I.x as unknown as Methods)[name]();
-const binary = (name: string): Op => (I, P) => (I.x as unknown as Methods)[name](I.y ?? P.other);
-const reduce = (name: 'sum' | 'mean' | 'max' | 'min' | 'prod' | 'logsumexp' | 'all' | 'any'): Op => (I, P) => I.x[name](orUndef(P.dims), P.keepdim ?? false);
+const method =
+  (name: string): Op =>
+  (I) =>
+    (I.x as unknown as Methods)[name]();
+const binary =
+  (name: string): Op =>
+  (I, P) =>
+    (I.x as unknown as Methods)[name](I.y ?? P.other);
+const reduce =
+  (name: 'sum' | 'mean' | 'max' | 'min' | 'prod' | 'logsumexp' | 'all' | 'any'): Op =>
+  (I, P) =>
+    I.x[name](orUndef(P.dims), P.keepdim ?? false);
 
 const OPS: Record<string, Op> = {
   // creation and random streams
@@ -135,8 +124,20 @@ const OPS: Record<string, Op> = {
   permuteReshape: (I, P) => I.x.permute(P.dims).reshape(P.shape),
   transpose: (I, P) => (P.d0 === undefined ? I.x.transpose() : I.x.transpose(P.d0, P.d1)),
   expand: (I, P) => I.x.expand(P.shape),
-  cat: (I, P) => cat(Object.keys(I).sort().map((k) => I[k]), P.dim),
-  stack: (I, P) => stack(Object.keys(I).sort().map((k) => I[k]), P.dim),
+  cat: (I, P) =>
+    cat(
+      Object.keys(I)
+        .sort()
+        .map((k) => I[k]),
+      P.dim,
+    ),
+  stack: (I, P) =>
+    stack(
+      Object.keys(I)
+        .sort()
+        .map((k) => I[k]),
+      P.dim,
+    ),
   split: (I, P) => I.x.split(P.size, P.dim),
   chunk: (I, P) => I.x.chunk(P.chunks, P.dim),
   unbind: (I, P) => I.x.unbind(P.dim),
@@ -160,15 +161,35 @@ const OPS: Record<string, Op> = {
 
   // elementwise
   ...Object.fromEntries(
-    ['neg', 'abs', 'exp', 'log', 'sqrt', 'rsqrt', 'sin', 'cos', 'tanh', 'sigmoid', 'silu', 'relu', 'square', 'reciprocal', 'sign', 'floor', 'ceil',
-      'round', 'log1p', 'expm1', 'log2', 'erf', 'erfinv', 'softplus', 'logicalNot'].map((n) => [n, method(n)]),
+    [
+      'neg',
+      'abs',
+      'exp',
+      'log',
+      'sqrt',
+      'rsqrt',
+      'sin',
+      'cos',
+      'tanh',
+      'sigmoid',
+      'silu',
+      'relu',
+      'square',
+      'reciprocal',
+      'sign',
+      'floor',
+      'ceil',
+      'round',
+      'log1p',
+      'expm1',
+      'log2',
+      'erf',
+      'erfinv',
+      'softplus',
+      'logicalNot',
+    ].map((n) => [n, method(n)]),
   ),
-  ...Object.fromEntries(
-    ['sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'remainder', 'atan2', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'logicalAnd', 'logicalOr'].map((n) => [
-      n,
-      binary(n),
-    ]),
-  ),
+  ...Object.fromEntries(['sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'remainder', 'atan2', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'logicalAnd', 'logicalOr'].map((n) => [n, binary(n)])),
   add: (I, P) => I.x.add(I.y ?? P.other, P.alpha),
   rsub: (I, P) => I.x.rsub(P.other),
   rdiv: (I, P) => I.x.rdiv(P.other),
@@ -258,12 +279,20 @@ function runCase(c: Case): void {
       loss = loss === null ? term : loss.add(term);
     });
     assert.ok(loss, 'a differentiable case needs a float output');
-    const gs = grad(loss, gradKeys.map((k) => inputs[k]), { allowUnused: true });
+    const gs = grad(
+      loss,
+      gradKeys.map((k) => inputs[k]),
+      { allowUnused: true },
+    );
     gradKeys.forEach((k, i) => {
       const want = c.grads![k];
       const got = gs[i];
       if (want === null) {
-        if (got !== null) assert.ok(values(got).every((v) => v === 0), `grad ${k}: PyTorch has no gradient, Diffuse a non-zero one`);
+        if (got !== null)
+          assert.ok(
+            values(got).every((v) => v === 0),
+            `grad ${k}: PyTorch has no gradient, Diffuse a non-zero one`,
+          );
         return;
       }
       assert.ok(got, `grad ${k}: Diffuse has no gradient, PyTorch does`);
@@ -307,9 +336,15 @@ describe('closed forms: creation', () => {
     tidy(() => {
       const z = zeros([2, 3]);
       assert.equal(z.dtype, 'float32');
-      assert.deepEqual(z.toArray(), [[0, 0, 0], [0, 0, 0]]);
+      assert.deepEqual(z.toArray(), [
+        [0, 0, 0],
+        [0, 0, 0],
+      ]);
       assert.deepEqual(ones([2], { dtype: 'int64' }).toArray(), [1, 1]);
-      assert.deepEqual(full([2, 2], 7, { dtype: 'int32' }).toArray(), [[7, 7], [7, 7]]);
+      assert.deepEqual(full([2, 2], 7, { dtype: 'int32' }).toArray(), [
+        [7, 7],
+        [7, 7],
+      ]);
       assert.equal(full([1], true).dtype, 'bool');
       const x = full([3], 2.5, { dtype: 'float64' });
       assert.equal(zerosLike(x).dtype, 'float64');
@@ -343,9 +378,20 @@ describe('closed forms: creation', () => {
 
   test('eye: ones on the diagonal, identity for matmul', () =>
     tidy(() => {
-      assert.deepEqual(eye(3).toArray(), [[1, 0, 0], [0, 1, 0], [0, 0, 1]]);
-      assert.deepEqual(eye(2, 3).toArray(), [[1, 0, 0], [0, 1, 0]]);
-      assert.deepEqual(eye(3, 2, { dtype: 'int64' }).toArray(), [[1, 0], [0, 1], [0, 0]]);
+      assert.deepEqual(eye(3).toArray(), [
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+      ]);
+      assert.deepEqual(eye(2, 3).toArray(), [
+        [1, 0, 0],
+        [0, 1, 0],
+      ]);
+      assert.deepEqual(eye(3, 2, { dtype: 'int64' }).toArray(), [
+        [1, 0],
+        [0, 1],
+        [0, 0],
+      ]);
       const x = new Generator(0).randn([3, 4], { dtype: 'float64' });
       assert.deepEqual(values(eye(3, 3, { dtype: 'float64' }).matmul(x)), values(x));
     }));
@@ -378,7 +424,10 @@ describe('closed forms: random generators', () => {
       assert.ok(r.every((v) => Number.isInteger(v) && v >= -3 && v < 4));
       assert.equal(new Set(r).size, 7);
       const p = values(g.randperm(50));
-      assert.deepEqual([...p].sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i));
+      assert.deepEqual(
+        [...p].sort((x, y) => x - y),
+        Array.from({ length: 50 }, (_, i) => i),
+      );
     }));
 });
 
@@ -409,7 +458,12 @@ describe('closed forms: math', () => {
       const x = new Generator(5).randn([3, 8], { dtype: 'float64' });
       const vu = values(x.var(1));
       const vb = values(x.var(1, { unbiased: false }));
-      close(vb, vu.map((v) => (v * 7) / 8), 1e-12, 'biased');
+      close(
+        vb,
+        vu.map((v) => (v * 7) / 8),
+        1e-12,
+        'biased',
+      );
       close(values(x.std(1).square()), vu, 1e-12, 'std^2');
       const xs = values(x);
       const m = xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -423,9 +477,24 @@ describe('closed forms: math', () => {
       const x = new Generator(6).randn([50], { dtype: 'float64' }).mul(3);
       const xs = values(x);
       const erf = values(x.div(Math.SQRT2).erf());
-      close(values(x.gelu()), xs.map((v, i) => 0.5 * v * (1 + erf[i])), 1e-12, 'gelu');
-      close(values(x.gelu('tanh')), xs.map((v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)))), 1e-12, 'gelu tanh');
-      close(values(x.silu()), xs.map((v) => v / (1 + Math.exp(-v))), 1e-12, 'silu');
+      close(
+        values(x.gelu()),
+        xs.map((v, i) => 0.5 * v * (1 + erf[i])),
+        1e-12,
+        'gelu',
+      );
+      close(
+        values(x.gelu('tanh')),
+        xs.map((v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)))),
+        1e-12,
+        'gelu tanh',
+      );
+      close(
+        values(x.silu()),
+        xs.map((v) => v / (1 + Math.exp(-v))),
+        1e-12,
+        'silu',
+      );
     }));
 
   test('matmul against a hand-written triple loop', () =>
@@ -456,13 +525,19 @@ describe('closed forms: layers', () => {
       const frac = 1 - kept.length / y.length;
       // 100k Bernoulli draws: the dropped fraction's standard deviation is 0.0014.
       assert.ok(Math.abs(frac - p) < 0.01, `dropped fraction ${frac}`);
-      assert.ok(kept.every((v) => v === Math.fround(1 / (1 - p))), 'kept values are 1/(1-p)');
+      assert.ok(
+        kept.every((v) => v === Math.fround(1 / (1 - p))),
+        'kept values are 1/(1-p)',
+      );
       assert.deepEqual(values(F.dropout(x, p, { generator: new Generator(11) })), y, 'same seed, same mask');
       assert.notDeepEqual(values(F.dropout(x, p, { generator: new Generator(12) })), y, 'another seed, another mask');
       const z = new Generator(1).randn([4, 4]);
       assert.deepEqual(values(F.dropout(z, p, { training: false })), values(z), 'identity when not training');
       assert.deepEqual(values(F.dropout(z, 0, { generator: new Generator(1) })), values(z), 'identity for p = 0');
-      assert.ok(values(F.dropout(z, 1, { generator: new Generator(1) })).every((v) => v === 0), 'all dropped for p = 1');
+      assert.ok(
+        values(F.dropout(z, 1, { generator: new Generator(1) })).every((v) => v === 0),
+        'all dropped for p = 1',
+      );
       assert.throws(() => F.dropout(z, 0.5), /generator/);
     }));
 

@@ -123,7 +123,13 @@ test('noGrad and enableGrad scope the autograd graph', () => {
   });
   assert.equal(y.requiresGrad, false);
   assert.equal(isGradEnabled(), true);
-  assert.throws(() => noGrad(() => { throw new Error('inside'); }), /inside/);
+  assert.throws(
+    () =>
+      noGrad(() => {
+        throw new Error('inside');
+      }),
+    /inside/,
+  );
   assert.equal(isGradEnabled(), true, 'restored after a throw');
 });
 
@@ -202,8 +208,18 @@ test('profile counts and times each ATen op and backward function', () => {
 });
 
 test('profile stops the profiler when fn throws, and does not nest', () => {
-  assert.throws(() => profile(() => { throw new Error('boom'); }), /boom/);
+  assert.throws(
+    () =>
+      profile(() => {
+        throw new Error('boom');
+      }),
+    /boom/,
+  );
   assert.throws(() => profile(() => profile(() => 1)), /already running/);
-  const { report } = profile(() => tidy(() => { zeros([2]).add(1); }));
+  const { report } = profile(() =>
+    tidy(() => {
+      zeros([2]).add(1);
+    }),
+  );
   assert.equal(report.ops.find((o) => o.name === 'aten::add')?.calls, 1);
 });

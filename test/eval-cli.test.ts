@@ -54,7 +54,31 @@ describe('diffuse eval on a 2-D model', () => {
   let toy: string;
   before(async () => {
     toy = path.join(root, 'toy');
-    const r = await quick('train', '--data', '8gaussians', '--model', 'mlp', '--hidden', '32', '--depth', '2', '--batch-size', '64', '--steps', '30', '--warmup-steps', '2', '--sample-every', '0', '--checkpoint-every', '0', '--threads', '1', '--out', toy);
+    const r = await quick(
+      'train',
+      '--data',
+      '8gaussians',
+      '--model',
+      'mlp',
+      '--hidden',
+      '32',
+      '--depth',
+      '2',
+      '--batch-size',
+      '64',
+      '--steps',
+      '30',
+      '--warmup-steps',
+      '2',
+      '--sample-every',
+      '0',
+      '--checkpoint-every',
+      '0',
+      '--threads',
+      '1',
+      '--out',
+      toy,
+    );
     assert.equal(r.code, 0, r.err);
   });
 
@@ -62,9 +86,15 @@ describe('diffuse eval on a 2-D model', () => {
     const r = await quick('eval', toy, '--sampler', 'heun', '--grid', 'karras', '--steps', '2,4', '--n', '200', '--threads', '1');
     assert.equal(r.code, 0, r.err);
     const json = /wrote (\S+\.json)/.exec(r.out)![1];
-    assert.equal(path.dirname(json), path.join(toy, 'eval'), 'a user\'s run keeps its reports in its folder');
+    assert.equal(path.dirname(json), path.join(toy, 'eval'), "a user's run keeps its reports in its folder");
     const rows = JSON.parse(fs.readFileSync(json, 'utf8')) as { steps: number; nfe: number; sampler: string; seed: number; n: number; space: string; metrics: Record<string, { value: number }> }[];
-    assert.deepEqual(rows.map((x) => [x.steps, x.nfe]), [[2, 3], [4, 7]]); // heun: 2N - 1
+    assert.deepEqual(
+      rows.map((x) => [x.steps, x.nfe]),
+      [
+        [2, 3],
+        [4, 7],
+      ],
+    ); // heun: 2N - 1
     for (const x of rows) {
       assert.equal(x.sampler, 'heun');
       assert.equal(x.n, 200);
@@ -72,7 +102,7 @@ describe('diffuse eval on a 2-D model', () => {
       assert.equal(x.space, 'data');
       for (const m of ['energy', 'sw2', 'nll']) assert.ok(Number.isFinite(x.metrics[m].value), `${m} finite`);
     }
-    assert.equal(rows[0].metrics.nll.value, rows[1].metrics.nll.value, 'the NLL is the model\'s, whatever the sampler');
+    assert.equal(rows[0].metrics.nll.value, rows[1].metrics.nll.value, "the NLL is the model's, whatever the sampler");
     for (const m of ['energy', 'sw2', 'nll']) assert.ok(fs.existsSync(json.replace(/\.json$/, `_${m}.png`)), `${m} plot`);
   });
 
@@ -173,7 +203,13 @@ describe('diffuse eval on the shipped model', { skip: imageSkip }, () => {
     const r = await quick('eval', '--n', '20', '--batch', '10', '--steps', '3', '--sampler', 'dpmpp-2m', '--guidance', '1,2', '--threads', '1', '--out', out);
     assert.equal(r.code, 0, r.err);
     const rows = JSON.parse(fs.readFileSync(/wrote (\S+\.json)/.exec(r.out)![1], 'utf8')) as { guidance: number; guidanceType: string; space: string; metrics: Record<string, { value: number }> }[];
-    assert.deepEqual(rows.map((x) => [x.guidance, x.guidanceType]), [[1, 'cfg'], [2, 'cfg']]);
+    assert.deepEqual(
+      rows.map((x) => [x.guidance, x.guidanceType]),
+      [
+        [1, 'cfg'],
+        [2, 'cfg'],
+      ],
+    );
     for (const x of rows) {
       assert.equal(x.space, 'fmnist-cnn-v1');
       for (const m of ['fd', 'kid', 'precision', 'recall', 'accuracy']) assert.ok(Number.isFinite(x.metrics[m].value), m);

@@ -201,7 +201,18 @@ test('FD: argument errors name the argument', () => {
   assert.throws(() => featureStats(T.a.narrow(0, 0, 1)), /featureStats: feats needs at least 2 rows, got shape \[1, 64\]/);
   assert.throws(() => featureStats(T.a.reshape([-1])), /feats must be 2-D \[N, d\], got shape \[32000\]/);
   assert.throws(() => frechetDistance(T.a, T.x2), /feature dimensions differ: a has 64, b has 2/);
-  tidy(() => assert.throws(() => featureStats(tensor([[1, NaN], [0, 1]])), /feats has non-finite values/));
+  tidy(() =>
+    assert.throws(
+      () =>
+        featureStats(
+          tensor([
+            [1, NaN],
+            [0, 1],
+          ]),
+        ),
+      /feats has non-finite values/,
+    ),
+  );
   assert.throws(() => frechetDistance({ mu: new Float64Array(2), sigma: new Float64Array(3), n: 5 }, featureStats(T.x2)), /a\.sigma has 3 entries, \[2, 2\] needs 4/);
 });
 
@@ -351,10 +362,7 @@ test('report: a metric table and a JSON record', () => {
     n: 10000,
     metrics: { fd: { value: 3.214159 }, kid: { value: 0.00123456, stderr: 0.000101 }, precision: { value: 0.7 }, tiny: { value: 1.5e-7 } },
   };
-  assert.equal(
-    formatMetricTable(metricRows(report)),
-    ['metric     value     +- stderr', 'fd         3.214', 'kid        0.001235  +- 0.000101', 'precision  0.7', 'tiny       1.500e-7'].join('\n'),
-  );
+  assert.equal(formatMetricTable(metricRows(report)), ['metric     value     +- stderr', 'fd         3.214', 'kid        0.001235  +- 0.000101', 'precision  0.7', 'tiny       1.500e-7'].join('\n'));
   assert.equal(formatReport(report).split('\n')[0], '10000 samples, heun (karras, 18 steps), guidance none, seed 0; features: fmnist-classifier');
   assert.deepEqual(JSON.parse(JSON.stringify(report)), report);
   assert.equal(formatMetricTable([{ name: 'fd', value: 2 }]), 'metric  value\nfd      2');

@@ -22,7 +22,17 @@ import { Trainer } from '../src/training/trainer';
 setNumThreads(1);
 
 // Two classes of two overlapping components each, unequal weights: guidance has work to do.
-const gmm = new GaussianMixture([[-1, 0.5], [-0.3, -1], [1, 0], [0.4, 1.2]], [0.5, 0.4, 0.45, 0.6], [0.3, 0.2, 0.35, 0.15], [0, 0, 1, 1]);
+const gmm = new GaussianMixture(
+  [
+    [-1, 0.5],
+    [-0.3, -1],
+    [1, 0],
+    [0.4, 1.2],
+  ],
+  [0.5, 0.4, 0.45, 0.6],
+  [0.3, 0.2, 0.35, 0.15],
+  [0, 0, 1, 1],
+);
 const NULL = gmm.numClasses; // 2
 const classPrior = [0.5, 0.5]; // P(y): 0.3 + 0.2, 0.35 + 0.15
 const exact: Denoiser = (x, sigma, cond) => gmm.denoise(x, sigma, cond); // conditional; the null class = unconditional
@@ -30,7 +40,10 @@ const uncond: Denoiser = (x, sigma) => gmm.denoise(x, sigma);
 /** The exact class posterior: log p(y | x, sigma) = log p_sigma(x | y) + log P(y) - log p_sigma(x). */
 const exactLogPosterior: ClassLogProb = (x, sigma, labels) =>
   tidy(() => {
-    const logPy = tensor(Array.from(labels.toFloat64Array(), (y) => Math.log(classPrior[y])), { dtype: x.dtype });
+    const logPy = tensor(
+      Array.from(labels.toFloat64Array(), (y) => Math.log(classPrior[y])),
+      { dtype: x.dtype },
+    );
     return gmm.logDensity(x, sigma, { classLabels: labels }).add(logPy).sub(gmm.logDensity(x, sigma));
   });
 
@@ -91,7 +104,15 @@ describe('classifier-free guidance', () => {
       const x = points(3);
       const cond = { classLabels: labelsOf(LABELS) };
       const plain = classifierFreeGuidance(exact, { scale: 3, nullClass: NULL });
-      for (const [s, inside] of [[0.1, false], [0.3, false], [0.31, true], [1, true], [3, true], [3.01, false], [50, false]] as const) {
+      for (const [s, inside] of [
+        [0.1, false],
+        [0.3, false],
+        [0.31, true],
+        [1, true],
+        [3, true],
+        [3.01, false],
+        [50, false],
+      ] as const) {
         const c = counting(exact);
         const G = classifierFreeGuidance(c.D, { scale: 3, nullClass: NULL, interval: [0.3, 3] });
         const out = G(x, sigmaOf(s), cond);
@@ -104,7 +125,10 @@ describe('classifier-free guidance', () => {
         }
       }
       // per-sample sigmas straddling the interval: each row follows its own sigma
-      const sig = tensor(Array.from({ length: B }, (_, i) => (i % 3 === 0 ? 10 : 1)), { dtype: 'float64' });
+      const sig = tensor(
+        Array.from({ length: B }, (_, i) => (i % 3 === 0 ? 10 : 1)),
+        { dtype: 'float64' },
+      );
       const mixed = classifierFreeGuidance(exact, { scale: 3, nullClass: NULL, interval: [0.3, 3] })(x, sig, cond);
       const G = plain(x, sig, cond);
       const Dc = exact(x, sig, cond);
@@ -178,7 +202,10 @@ describe('guided sampling concentrates on the class', () => {
         const xT = new Generator(7).randn([n, 2], { dtype: 'float64' }).mul(20);
         const G = classifierFreeGuidance(exact, { scale: w, nullClass: NULL });
         const x0 = noGrad(() => sampleHeun(G, xT, karrasSigmas(16, { sigmaMin: 0.01, sigmaMax: 20 }), { cond: { classLabels: full([n], y, { dtype: 'int64' }) } }));
-        const post = exactLogPosterior(x0, sigmaOf(0, n), full([n], y, { dtype: 'int64' })).exp().mean().item();
+        const post = exactLogPosterior(x0, sigmaOf(0, n), full([n], y, { dtype: 'int64' }))
+          .exp()
+          .mean()
+          .item();
         const nearest = x0.unsqueeze(1).sub(gmm.means.unsqueeze(0)).square().sum(2).argmin(1); // [n] nearest component
         const frac = nearest.ge(2).float().mean().item(); // components 2, 3 are class 1
         return { post, frac };
@@ -197,7 +224,10 @@ describe('guided sampling concentrates on the class', () => {
       const cc = gmm.classConditional(y);
       const x0 = cc.sample(20000, new Generator(8), { dtype: 'float64' });
       cc.dispose();
-      return exactLogPosterior(x0, sigmaOf(0, 20000), full([20000], y, { dtype: 'int64' })).exp().mean().item();
+      return exactLogPosterior(x0, sigmaOf(0, 20000), full([20000], y, { dtype: 'int64' }))
+        .exp()
+        .mean()
+        .item();
     });
     assert.ok(Math.abs(r[1].post - target) < 0.04, `w = 1: ${r[1].post} vs E_{p(x|y)}[p(y|x)] = ${target}`);
   });
@@ -208,7 +238,10 @@ describe('classifier guidance', () => {
     tidy(() => {
       const x = points(8);
       const labels = labelsOf(LABELS);
-      const sig = tensor(Array.from({ length: B }, (_, i) => 0.1 * 1.6 ** i), { dtype: 'float64' });
+      const sig = tensor(
+        Array.from({ length: B }, (_, i) => 0.1 * 1.6 ** i),
+        { dtype: 'float64' },
+      );
       const g = noGrad(() => classifierGradient(exactLogPosterior, x, sig, labels)).toFloat64Array();
       const xs = Array.from(x.toFloat64Array());
       const h = 1e-6;
@@ -254,7 +287,17 @@ describe('classifier guidance', () => {
 
 describe('autoguidance', () => {
   // A "bad version" of the model: the same classes with every component blurred.
-  const weak = new GaussianMixture([[-1, 0.5], [-0.3, -1], [1, 0], [0.4, 1.2]], [0.9, 0.8, 0.85, 1], [0.3, 0.2, 0.35, 0.15], [0, 0, 1, 1]);
+  const weak = new GaussianMixture(
+    [
+      [-1, 0.5],
+      [-0.3, -1],
+      [1, 0],
+      [0.4, 1.2],
+    ],
+    [0.9, 0.8, 0.85, 1],
+    [0.3, 0.2, 0.35, 0.15],
+    [0, 0, 1, 1],
+  );
   after(() => weak.dispose());
   const Dweak: Denoiser = (x, sigma, cond) => weak.denoise(x, sigma, cond);
 
@@ -279,7 +322,17 @@ describe('autoguidance', () => {
 });
 
 describe('every guidance method with every sampler', () => {
-  const weak = new GaussianMixture([[-1, 0.5], [-0.3, -1], [1, 0], [0.4, 1.2]], [0.9, 0.8, 0.85, 1], [0.3, 0.2, 0.35, 0.15], [0, 0, 1, 1]);
+  const weak = new GaussianMixture(
+    [
+      [-1, 0.5],
+      [-0.3, -1],
+      [1, 0],
+      [0.4, 1.2],
+    ],
+    [0.9, 0.8, 0.85, 1],
+    [0.3, 0.2, 0.35, 0.15],
+    [0, 0, 1, 1],
+  );
   after(() => weak.dispose());
   const wrappers: Record<string, Denoiser> = {
     'cfg batched': classifierFreeGuidance(exact, { scale: 3, nullClass: NULL }),
@@ -300,7 +353,10 @@ describe('every guidance method with every sampler', () => {
         const out = noGrad(() => fn(G, xT, sigmas, { cond, generator: new Generator(3) }));
         assert.deepEqual(out.shape, [n, 2], `${gname} / ${sname}`);
         assert.equal(out.dtype, 'float32', `${gname} / ${sname}`);
-        assert.ok(tidy(() => out.isfinite().all().item()), `${gname} / ${sname}: not finite`);
+        assert.ok(
+          tidy(() => out.isfinite().all().item()),
+          `${gname} / ${sname}: not finite`,
+        );
         out.dispose();
         assert.equal(memory().tensors, before, `${gname} / ${sname}: leaks tensors`);
       }
@@ -311,7 +367,14 @@ describe('every guidance method with every sampler', () => {
     const x = keep(points(13));
     const cond: Conditioning = { classLabels: keep(labelsOf(LABELS)) };
     for (const [gname, G] of Object.entries(wrappers)) {
-      const run = (k: number) => noGrad(() => tidy(() => G(x, sigmaOf(0.1 + (k % 7)), cond).sum().item()));
+      const run = (k: number) =>
+        noGrad(() =>
+          tidy(() =>
+            G(x, sigmaOf(0.1 + (k % 7)), cond)
+              .sum()
+              .item(),
+          ),
+        );
       for (let k = 0; k < 10; k++) run(k);
       const before = memory();
       for (let k = 0; k < 300; k++) run(k);
@@ -335,7 +398,10 @@ describe('every guidance method with every sampler', () => {
       'autoguidance w = 1': autoguidance(exact, uncond, { scale: 1 }),
     };
     for (const [gname, G] of Object.entries(shortcuts))
-      for (const [s, level] of [[sig, 0.7], [far, 30]] as const) {
+      for (const [s, level] of [
+        [sig, 0.7],
+        [far, 30],
+      ] as const) {
         const before = memory().tensors;
         const out = noGrad(() => G(x, s, cond));
         assert.equal(memory().tensors, before + 1, `${gname} at sigma ${level}`);
@@ -346,7 +412,12 @@ describe('every guidance method with every sampler', () => {
 
   test('guidanceInterval with a mixed batch frees what it does not return', () => {
     const x = keep(points(14));
-    const sig = keep(tensor(Array.from({ length: B }, (_, i) => (i % 2 ? 0.1 : 1)), { dtype: 'float64' }));
+    const sig = keep(
+      tensor(
+        Array.from({ length: B }, (_, i) => (i % 2 ? 0.1 : 1)),
+        { dtype: 'float64' },
+      ),
+    );
     const G = guidanceInterval(uncond, (xx, s) => uncond(xx, s).mul(2), [0.5, 2]);
     const before = memory().tensors;
     const out = G(x, sig, undefined);
@@ -379,7 +450,7 @@ describe('condition dropout in training', () => {
       const net = t.net;
       const forward = net.forward.bind(net);
       const given: number[] = [];
-      net.forward = ((x: Tensor, c: Tensor, labels?: Tensor) => (given.push(...Array.from(labels!.toFloat64Array())), forward(x, c, labels)));
+      net.forward = (x: Tensor, c: Tensor, labels?: Tensor) => (given.push(...Array.from(labels!.toFloat64Array())), forward(x, c, labels));
       const data: number[] = [];
       for (let k = 0; k < TINY.steps; k++) {
         tidy(() => data.push(...Array.from(t.data.batchAt(k).labels!.toFloat64Array())));

@@ -21,7 +21,15 @@ const f64 = { dtype: 'float64' as const };
 const mean = (t: Tensor) => t.mean().item();
 const stdErr = (t: Tensor) => t.std().item() / Math.sqrt(t.size);
 
-const gmm = new GaussianMixture([[-1, 0.5], [1, 0], [0, -1]], [0.3, 0.15, 0.2], [0.5, 0.3, 0.2]);
+const gmm = new GaussianMixture(
+  [
+    [-1, 0.5],
+    [1, 0],
+    [0, -1],
+  ],
+  [0.3, 0.15, 0.2],
+  [0.5, 0.3, 0.2],
+);
 const D: Denoiser = (x, sigma) => gmm.denoise(x, sigma);
 
 /** Linear betas for T steps spanning the same range of alpha_bar as Ho's T = 1000 (scaled by 1000/T, as Nichol & Dhariwal). */
@@ -39,7 +47,12 @@ describe('building blocks', () => {
   test('discretized decoder (Eq. 13): a probability over the 256 levels of [-1, 1] that sums to 1', () =>
     tidy(() => {
       const levels = linspace(-1, 1, 256, f64);
-      for (const [m, s] of [[0, 0.01], [0.3, 0.2], [-0.99, 0.05], [0.5, 3]]) {
+      for (const [m, s] of [
+        [0, 0.01],
+        [0.3, 0.2],
+        [-0.99, 0.05],
+        [0.5, 3],
+      ]) {
         const lp = discretizedGaussianLogLikelihood(levels, tensor([m], f64).expand([256]), s);
         assert.ok(Math.abs(lp.logsumexp(0).item()) < 1e-9, `mean ${m}, scale ${s}: log sum p = ${lp.logsumexp(0).item()}`);
       }
@@ -79,7 +92,15 @@ describe('discrete variational bound (Ho et al. 2020, Eq. 5) on the mixture', ()
   test('discretized decoder: bits/dim bound the true probability of the 8-bit bin', (t) =>
     tidy(() => {
       // a mixture well inside [-1, 1], data quantized to its 256 levels
-      const small = new GaussianMixture([[-0.4, 0.2], [0.4, 0], [0, -0.4]], [0.12, 0.06, 0.08], [0.5, 0.3, 0.2]);
+      const small = new GaussianMixture(
+        [
+          [-0.4, 0.2],
+          [0.4, 0],
+          [0, -0.4],
+        ],
+        [0.12, 0.06, 0.08],
+        [0.5, 0.3, 0.2],
+      );
       const N = 1000;
       const x0 = small.sample(N, new Generator(4), f64).add(1).mul(127.5).round().clamp(0, 255).div(127.5).sub(1);
       // true log P(bin) = log sum_k w_k prod_d P_k(bin_d)
@@ -138,7 +159,10 @@ describe('probability-flow ODE log-likelihood on the mixture', () => {
 describe('variational bound against the PyTorch reference and the Gaussian closed form', () => {
   const FIX = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../test/fixtures/likelihood.json'), 'utf8')) as {
     decoder: { x: number[]; mean: number[]; logScale: number[]; logp: number[] };
-    vlb: { T: number; betaStart: number; betaEnd: number; m: number; s: number; seed: number; x0: number[][]; x0q: number[][]; expected: number[]; negLogP: number[] } & Record<'gaussian' | 'discretized', { prior: number[]; diffusion: number[]; decoder: number[] }>;
+    vlb: { T: number; betaStart: number; betaEnd: number; m: number; s: number; seed: number; x0: number[][]; x0q: number[][]; expected: number[]; negLogP: number[] } & Record<
+      'gaussian' | 'discretized',
+      { prior: number[]; diffusion: number[]; decoder: number[] }
+    >;
   };
   const close = (a: number[], b: number[], tol: number, what: string) => a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) <= tol * Math.max(1, Math.abs(b[i])), `${what}[${i}]: ${v} vs ${b[i]}`));
 
@@ -151,7 +175,18 @@ describe('variational bound against the PyTorch reference and the Gaussian close
 
   const v = FIX.vlb;
   const schedule = discreteVP(linearBetas(v.T, { betaStart: v.betaStart, betaEnd: v.betaEnd }));
-  const gaussianD: Denoiser = (x, sigma) => x.sub(v.m).mul(sigma.square().add(v.s * v.s).reciprocal().mul(v.s * v.s).unsqueeze(1)).add(v.m); // m + s^2/(s^2 + sigma^2)(x - m)
+  const gaussianD: Denoiser = (x, sigma) =>
+    x
+      .sub(v.m)
+      .mul(
+        sigma
+          .square()
+          .add(v.s * v.s)
+          .reciprocal()
+          .mul(v.s * v.s)
+          .unsqueeze(1),
+      )
+      .add(v.m); // m + s^2/(s^2 + sigma^2)(x - m)
 
   for (const decoder of ['gaussian', 'discretized'] as const)
     test(`every term of the bound equals the reference with the same noise (${decoder} decoder, T = ${v.T})`, () =>

@@ -51,7 +51,14 @@ class TwoPartTask extends TrainingLoop {
   readonly noise = new Generator(3);
   constructor(out: string, steps: number) {
     super({ steps, out, checkpointEvery: 0, previewEvery: 0, label: 'two parts', log: null, handleSigint: false, lossPlot: true });
-    const g: TrainPart = { name: 'generator', module: this.gen, optimizer: new Adam(this.gen.namedParameters(), { lr: 1e-2 }), lr: (k) => 1e-2 / (1 + k), gradClip: 1, ema: new EMA(this.gen.namedParameters(), { decay: 0.9 }) };
+    const g: TrainPart = {
+      name: 'generator',
+      module: this.gen,
+      optimizer: new Adam(this.gen.namedParameters(), { lr: 1e-2 }),
+      lr: (k) => 1e-2 / (1 + k),
+      gradClip: 1,
+      ema: new EMA(this.gen.namedParameters(), { decay: 0.9 }),
+    };
     const c: TrainPart = { name: 'critic', module: this.critic, optimizer: new SGD(this.critic.namedParameters(), { lr: 1e-2, momentum: 0.9 }), lr: () => 1e-2 };
     const real = () => this.noise.randn([16, 2]).add(3);
     const fake = () => this.gen.forward(this.noise.randn([16, 2]));
@@ -71,7 +78,10 @@ class TwoPartTask extends TrainingLoop {
     return { json: 'two.json', format: 'two-part-test', version: 1, prefix: 'two-', fields: () => ({ note: 'test' }) };
   }
   resume(dir: string) {
-    this.restore(path.join(dir, 'two.json'), readCheckpointJson(path.join(dir, 'two.json'), { format: 'two-part-test', version: 1, what: 'a test checkpoint', missing: 'missing' }) as unknown as LoopCheckpoint);
+    this.restore(
+      path.join(dir, 'two.json'),
+      readCheckpointJson(path.join(dir, 'two.json'), { format: 'two-part-test', version: 1, what: 'a test checkpoint', missing: 'missing' }) as unknown as LoopCheckpoint,
+    );
   }
   dispose() {
     this.disposeParts();
@@ -88,7 +98,19 @@ test('a task with two parts, two phases, update ratios and an EMA resumes bit fo
   for (let i = 0; i < 5; i++) b.trainStep();
   b.checkpoint();
   b.dispose();
-  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort(), ['two-critic-00000005.safetensors', 'two-critic-optimizer-00000005.safetensors', 'two-generator-00000005.safetensors', 'two-generator-ema-00000005.safetensors', 'two-generator-optimizer-00000005.safetensors']);
+  assert.deepEqual(
+    fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.safetensors'))
+      .sort(),
+    [
+      'two-critic-00000005.safetensors',
+      'two-critic-optimizer-00000005.safetensors',
+      'two-generator-00000005.safetensors',
+      'two-generator-ema-00000005.safetensors',
+      'two-generator-optimizer-00000005.safetensors',
+    ],
+  );
   const c = new TwoPartTask(dir, 10);
   c.resume(dir);
   assert.equal(c.step, 5);

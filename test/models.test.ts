@@ -13,15 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { autocast, dispose, Generator, gradcheck, loadSafetensors, memory, noGrad, setNumThreads, tensor, tidy } from '../src/engine';
 import { Module, saveModule } from '../src/nn';
-import {
-  MLP_DENOISER_DEFAULTS,
-  MLPDenoiserNet,
-  resolveUNetConfig,
-  UNET_BENCH_2M,
-  UNET_DEFAULTS,
-  UNet,
-  UNetConfig,
-} from '../src/models';
+import { MLP_DENOISER_DEFAULTS, MLPDenoiserNet, resolveUNetConfig, UNET_BENCH_2M, UNET_DEFAULTS, UNet, UNetConfig } from '../src/models';
 import { assertClose, checkCase, fixture, NN_PY, PYTHON, spec } from './nn-fixture';
 
 // Tiny tensors: one thread beats OpenMP's overhead (and its spinning when cores are busy).
@@ -108,7 +100,11 @@ test('UNet works at sizes other than imageSize (attention stays at its level) an
   const g = new Generator(1);
   const out = noGrad(() => tidy(() => net.forward(g.randn([2, 3, 24, 40]), tensor([1, 500]), tensor([0, 5], { dtype: 'int64' }))));
   assert.deepEqual(out.shape, [2, 3, 24, 40]);
-  assert.equal(noGrad(() => tidy(() => out.abs().max().item())), 0, 'ADM zero-initializes the last conv');
+  assert.equal(
+    noGrad(() => tidy(() => out.abs().max().item())),
+    0,
+    'ADM zero-initializes the last conv',
+  );
   assert.equal(net.nullClass, 5);
   out.dispose();
   net.dispose();
@@ -152,7 +148,15 @@ test('UNet dropout: random in training mode (from net.dropoutGenerator), off in 
 
 // ------------------------------------------------------------------ gradcheck (float64)
 const TINY_UNET: Partial<UNetConfig> = {
-  inChannels: 2, imageSize: 4, modelChannels: 4, channelMult: [1, 2], numResBlocks: 1, attentionResolutions: [2], numHeads: 2, groups: 2, numClasses: 3,
+  inChannels: 2,
+  imageSize: 4,
+  modelChannels: 4,
+  channelMult: [1, 2],
+  numResBlocks: 1,
+  attentionResolutions: [2],
+  numHeads: 2,
+  groups: 2,
+  numClasses: 3,
 };
 
 test('gradcheck (float64): tiny U-Net w.r.t. its input', () => {
@@ -189,7 +193,11 @@ const outPath = (kind: string) => path.join(tmp, `${kind}.out.safetensors`);
 function checkRoundtrip(kind: string, net: UNet | MLPDenoiserNet): void {
   const { tensors, metadata } = loadSafetensors(outPath(kind));
   try {
-    const state = Object.fromEntries(Object.entries(tensors).filter(([k]) => k.startsWith('state.')).map(([k, t]) => [k.slice(6), t]));
+    const state = Object.fromEntries(
+      Object.entries(tensors)
+        .filter(([k]) => k.startsWith('state.'))
+        .map(([k, t]) => [k.slice(6), t]),
+    );
     const back = build(kind, JSON.parse(metadata.config));
     back.loadStateDict(state, { strict: true });
     const mine = net.stateDict();
@@ -269,7 +277,10 @@ test('MLPDenoiserNet: bad configs, inputs and labels are clear errors', () => {
   assert.throws(() => new MLPDenoiserNet({ embedding: 'learned' as 'fourier' }), /embedding must be 'sinusoidal' or 'fourier'/);
   const net = new MLPDenoiserNet({ hidden: 8, depth: 1, embedDim: 4, numClasses: 3 });
   tidy(() => {
-    const x = tensor([[0, 1], [2, 3]]);
+    const x = tensor([
+      [0, 1],
+      [2, 3],
+    ]);
     const c = tensor([0, 1]);
     assert.throws(() => net.forward(tensor([[0, 1, 2]]), tensor([0])), /x must have shape \[B, 2\], got \[1, 3\]/);
     assert.throws(() => net.forward(x, c, tensor([0, 4], { dtype: 'int64' })), /class labels must be in \[0, 3\] \(3 = the null class\), got values in \[0, 4\]/);

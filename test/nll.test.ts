@@ -22,7 +22,15 @@ const f64 = { dtype: 'float64' as const };
 const avg = (a: Float64Array | number[]) => Array.from(a).reduce((s, v) => s + v, 0) / a.length;
 
 describe('likelihoodBitsPerDim on the analytic mixture', () => {
-  const gmm = new GaussianMixture([[-1, 0.5], [1, 0], [0, -1]], [0.3, 0.15, 0.2], [0.5, 0.3, 0.2]);
+  const gmm = new GaussianMixture(
+    [
+      [-1, 0.5],
+      [1, 0],
+      [0, -1],
+    ],
+    [0.3, 0.15, 0.2],
+    [0.5, 0.3, 0.2],
+  );
   const D: Denoiser = (x, sigma) => gmm.denoise(x, sigma);
   const sigmaMin = 0.002;
 
@@ -71,7 +79,11 @@ describe('likelihoodBitsPerDim on the analytic mixture', () => {
 
 describe('8-bit tiny images [N, 1, 2, 2]: bits/dim against the exact probability of each image', () => {
   // components well inside [-1, 1], smooth at the scale of a bin (2/255)
-  const means = [[-0.4, 0.2, 0.1, -0.3], [0.4, 0, -0.2, 0.3], [0, -0.4, 0.3, 0]];
+  const means = [
+    [-0.4, 0.2, 0.1, -0.3],
+    [0.4, 0, -0.2, 0.3],
+    [0, -0.4, 0.3, 0],
+  ];
   const stds = [0.12, 0.06, 0.08];
   const weights = [0.5, 0.3, 0.2];
   const gmm = new GaussianMixture(means, stds, weights);
@@ -83,7 +95,12 @@ describe('8-bit tiny images [N, 1, 2, 2]: bits/dim against the exact probability
     tidy(() => {
       const levels = k.to(f64).reshape([N, 4]).div(127.5).sub(1);
       const m = gmm.means.unsqueeze(0); // [1, 3, 4]
-      const s = gmm.stds.square().add(s0 * s0).sqrt().unsqueeze(0).unsqueeze(2); // [1, 3, 1]
+      const s = gmm.stds
+        .square()
+        .add(s0 * s0)
+        .sqrt()
+        .unsqueeze(0)
+        .unsqueeze(2); // [1, 3, 1]
       const per = discretizedGaussianLogLikelihood(levels.unsqueeze(1).expand([N, 3, 4]), m.expand([N, 3, 4]), s).sum(2); // [N, 3]
       return per.add(gmm.weights.log().unsqueeze(0)).logsumexp(1).toFloat64Array();
     });
@@ -92,7 +109,10 @@ describe('8-bit tiny images [N, 1, 2, 2]: bits/dim against the exact probability
 
   test('dequantization: uniform within the bin of each level, (k + u - 1/2) / 127.5 - 1', () =>
     tidy(() => {
-      const x = dequantize(k, Array.from({ length: N }, (_, i) => new G(i)));
+      const x = dequantize(
+        k,
+        Array.from({ length: N }, (_, i) => new G(i)),
+      );
       const level = k.to(f64).div(127.5).sub(1);
       const dev = x.sub(level).mul(127.5); // u - 1/2 in [-1/2, 1/2)
       assert.ok(dev.min().item() >= -0.5 && dev.max().item() < 0.5);
@@ -107,15 +127,26 @@ describe('8-bit tiny images [N, 1, 2, 2]: bits/dim against the exact probability
       const toNats = 4 * Math.LN2;
       const est = Array.from(r.ode!.perSample, (b) => b * toNats);
       // the same dequantized points (sample i's generator is Generator(seed + i)), their exact density, and the scaling's log-determinant 4 ln 127.5
-      const x = dequantize(k, Array.from({ length: N }, (_, i) => new G(3 + i))).reshape([N, 4]);
-      const atPoints = Array.from(gmm.logDensity(x, sigmaMin).neg().add(4 * Math.log(127.5)).toFloat64Array());
+      const x = dequantize(
+        k,
+        Array.from({ length: N }, (_, i) => new G(3 + i)),
+      ).reshape([N, 4]);
+      const atPoints = Array.from(
+        gmm
+          .logDensity(x, sigmaMin)
+          .neg()
+          .add(4 * Math.log(127.5))
+          .toFloat64Array(),
+      );
       const err = avg(est.map((e, i) => Math.abs(e - atPoints[i])));
       // against the probability of the 8-bit image: E_u[-log p(x)] + D ln 127.5 >= -log P (Jensen), up to the Monte Carlo error of u
       const truth = logP(sigmaMin);
       const gaps = est.map((e, i) => e + truth[i]);
       const gap = avg(gaps);
       const se = Math.sqrt(avg(gaps.map((g) => (g - gap) ** 2)) / (N - 1));
-      t.diagnostic(`ODE ${r.ode!.bitsPerDim.value.toFixed(4)} bits/dim; mean |ODE - exact density at the points| ${err.toExponential(2)} nats; -log P(image) ${(-avg(truth) / toNats).toFixed(4)} bits/dim, gap ${gap.toFixed(4)} +- ${se.toFixed(4)} nats`);
+      t.diagnostic(
+        `ODE ${r.ode!.bitsPerDim.value.toFixed(4)} bits/dim; mean |ODE - exact density at the points| ${err.toExponential(2)} nats; -log P(image) ${(-avg(truth) / toNats).toFixed(4)} bits/dim, gap ${gap.toFixed(4)} +- ${se.toFixed(4)} nats`,
+      );
       assert.ok(err < 0.01, `${err} nats`);
       assert.ok(gap > -3 * se && gap < 3 * se + 0.01, `gap ${gap} +- ${se}`);
     }));
@@ -136,7 +167,9 @@ describe('8-bit tiny images [N, 1, 2, 2]: bits/dim against the exact probability
       const truth = -avg(logP(0)) / (4 * Math.LN2);
       const gap = r.vlb!.bitsPerDim.value - truth;
       const { prior, diffusion, decoder } = r.vlb!.terms;
-      t.diagnostic(`bound ${r.vlb!.bitsPerDim.value.toFixed(4)} +- ${r.vlb!.bitsPerDim.stderr!.toFixed(4)} bits/dim (L_T ${prior.toExponential(2)}, L_t-1 ${diffusion.toFixed(4)}, L_0 ${decoder.toFixed(4)}), exact ${truth.toFixed(4)}`);
+      t.diagnostic(
+        `bound ${r.vlb!.bitsPerDim.value.toFixed(4)} +- ${r.vlb!.bitsPerDim.stderr!.toFixed(4)} bits/dim (L_T ${prior.toExponential(2)}, L_t-1 ${diffusion.toFixed(4)}, L_0 ${decoder.toFixed(4)}), exact ${truth.toFixed(4)}`,
+      );
       assert.ok(Math.abs(prior + diffusion + decoder - r.vlb!.bitsPerDim.value) < 1e-9, 'the terms add up');
       assert.ok(gap > -3 * r.vlb!.bitsPerDim.stderr! && gap < 0.1, `${gap}`);
     }));

@@ -43,7 +43,11 @@ export function spec(name: string): CaseSpec {
 /** The case's tensors under `<name>.<group>.`, with that prefix removed. */
 export function group(name: string, g: string): Record<string, Tensor> {
   const pre = `${name}.${g}.`;
-  return Object.fromEntries(Object.entries(fixture().tensors).filter(([k]) => k.startsWith(pre)).map(([k, t]) => [k.slice(pre.length), t]));
+  return Object.fromEntries(
+    Object.entries(fixture().tensors)
+      .filter(([k]) => k.startsWith(pre))
+      .map(([k, t]) => [k.slice(pre.length), t]),
+  );
 }
 
 export const TOL = 1e-4;

@@ -5,20 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Generator, setNumThreads } from '../src/engine';
-import {
-  Conv2d,
-  ConvTranspose2d,
-  Downsample,
-  Embedding,
-  FourierFeatures,
-  GroupNorm,
-  LayerNorm,
-  Linear,
-  Module,
-  MultiheadAttention,
-  SinusoidalEmbedding,
-  Upsample,
-} from '../src/nn';
+import { Conv2d, ConvTranspose2d, Downsample, Embedding, FourierFeatures, GroupNorm, LayerNorm, Linear, Module, MultiheadAttention, SinusoidalEmbedding, Upsample } from '../src/nn';
 import { AttentionBlock, ResBlock } from '../src/models';
 import { checkCase, fixture, spec } from './nn-fixture';
 

@@ -123,7 +123,10 @@ for (const run of FIXTURE.runs) {
     // Per-parameter step counts: the unused parameter was never updated, a dropped one less often.
     const counts = Object.fromEntries(P.names.map((n, i) => [n, opt.stepCount(i)]));
     assert.equal(counts.unused, 0);
-    assert.deepEqual(p.unused.toFloat64Array(), Float64Array.from(P.params.unused.values).map((v) => (run.dtype === 'float32' ? Math.fround(v) : v)));
+    assert.deepEqual(
+      p.unused.toFloat64Array(),
+      Float64Array.from(P.params.unused.values).map((v) => (run.dtype === 'float32' ? Math.fround(v) : v)),
+    );
     if (run.drop) assert.equal(counts[run.drop.param], run.steps - Math.floor(run.steps / run.drop.every));
     opt.zeroGrad();
     opt.dispose();
@@ -210,7 +213,10 @@ test('optimizer state goes through a safetensors checkpoint and training resumes
     delete st.tensors['state.b2.max_exp_avg_sq'];
     const w1Before = tidy(() => optB.stateDict().tensors['state.w1.exp_avg'].toFloat64Array());
     assert.throws(() => optB.loadStateDict({ tensors: st.tensors, metadata: {} }), /the state has no tensor state\.b2\.max_exp_avg_sq/);
-    assert.deepEqual(tidy(() => optB.stateDict().tensors['state.w1.exp_avg'].toFloat64Array()), w1Before);
+    assert.deepEqual(
+      tidy(() => optB.stateDict().tensors['state.w1.exp_avg'].toFloat64Array()),
+      w1Before,
+    );
     dispose(st.tensors);
     [optA, optB, sgd].forEach((o) => o.dispose());
     a.free();
@@ -234,11 +240,44 @@ test('the native kernels also take explicit gradient lists (null entries skipped
   const v = native.zerosLikeList(handles);
   const steps = new Float64Array(handles.length);
   b.named.forEach((n) => (n.param.grad = null));
-  native.adamStep(handles, grads.map((g) => g?.handle ?? null), m, v, null, steps, 0.01, 0.9, 0.999, 1e-8, 0, false, false, false);
+  native.adamStep(
+    handles,
+    grads.map((g) => g?.handle ?? null),
+    m,
+    v,
+    null,
+    steps,
+    0.01,
+    0.9,
+    0.999,
+    1e-8,
+    0,
+    false,
+    false,
+    false,
+  );
   for (const name of P.names) assert.deepEqual(b.p[name].toFloat64Array(), a.p[name].toFloat64Array(), name);
   assert.deepEqual([...steps], [1, 1, 1, 1, 0]);
-  assert.throws(() => native.adamStep(handles, grads.slice(1).map((g) => g?.handle ?? null), m, v, null, steps, 0.01, 0.9, 0.999, 1e-8, 0, false, false, false),
-    /adamStep: gradients: 4 given for 5 parameters/);
+  assert.throws(
+    () =>
+      native.adamStep(
+        handles,
+        grads.slice(1).map((g) => g?.handle ?? null),
+        m,
+        v,
+        null,
+        steps,
+        0.01,
+        0.9,
+        0.999,
+        1e-8,
+        0,
+        false,
+        false,
+        false,
+      ),
+    /adamStep: gradients: 4 given for 5 parameters/,
+  );
   dispose([...m, ...v].map((h) => new Tensor(h)));
   dispose(grads.filter((g): g is Tensor => g !== null));
   optA.dispose();
@@ -259,7 +298,14 @@ test('options are checked, with errors that name the option and the value', () =
   assert.throws(() => new Adam([]), /Adam: got an empty parameter list/);
   assert.throws(() => new Adam([w, w]), /Adam: parameter 1 is the same tensor as 0/);
   assert.throws(() => new Adam([zeros([2], { dtype: 'int64' })]), /Adam: parameter 0 must be floating-point, got int64/);
-  assert.throws(() => new Adam([{ name: 'a', param: w }, { name: 'a', param: zeros([1]) }]), /the parameter name "a" appears twice/);
+  assert.throws(
+    () =>
+      new Adam([
+        { name: 'a', param: w },
+        { name: 'a', param: zeros([1]) },
+      ]),
+    /the parameter name "a" appears twice/,
+  );
   const opt = new Adam([w]);
   assert.throws(() => (opt.lr = Infinity), /Adam: lr must be a finite number >= 0, got Infinity/);
   assert.equal(new AdamW([w]).weightDecay, 1e-2);
@@ -378,8 +424,7 @@ function countNativeCalls(fn: () => void): number {
   const table = native as unknown as Record<string, unknown>;
   const saved = { ...table };
   let calls = 0;
-  for (const [k, v] of Object.entries(saved))
-    if (typeof v === 'function') table[k] = (...args: unknown[]) => (calls++, (v as (...a: unknown[]) => unknown)(...args));
+  for (const [k, v] of Object.entries(saved)) if (typeof v === 'function') table[k] = (...args: unknown[]) => (calls++, (v as (...a: unknown[]) => unknown)(...args));
   try {
     fn();
   } finally {
@@ -391,7 +436,7 @@ function countNativeCalls(fn: () => void): number {
 test('step, zeroGrad, clipping and averaging cost the same number of native calls for 4 or 256 parameters', () => {
   const counts = [4, 256].map((n) =>
     tidy(() => {
-      const params = Array.from({ length: n }, (_, i) => zeros([i % 5 + 1]).requiresGrad_());
+      const params = Array.from({ length: n }, (_, i) => zeros([(i % 5) + 1]).requiresGrad_());
       const makeGrads = () => tidy(() => params.reduce((acc, q) => acc.add(q.square().sum()), zeros([])).backward());
       const adam = new Adam(params);
       const sgd = new SGD(params, { lr: 0.1, momentum: 0.9 });

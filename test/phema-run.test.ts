@@ -33,8 +33,20 @@ setNumThreads(1);
 const STEPS = 48;
 const EVERY = 4;
 const TOY = {
-  data: '8gaussians', model: { type: 'mlp', hidden: 32, depth: 2 }, batchSize: 32, steps: STEPS, warmupSteps: 4, lr: 3e-3, sigmaData: 1,
-  sampleEvery: 0, checkpointEvery: 0, sampleCount: 8, sampleSteps: 4, ema: 'phema', phemaStds: [0.05, 0.1], phemaSnapshotEvery: EVERY,
+  data: '8gaussians',
+  model: { type: 'mlp', hidden: 32, depth: 2 },
+  batchSize: 32,
+  steps: STEPS,
+  warmupSteps: 4,
+  lr: 3e-3,
+  sigmaData: 1,
+  sampleEvery: 0,
+  checkpointEvery: 0,
+  sampleCount: 8,
+  sampleSteps: 4,
+  ema: 'phema',
+  phemaStds: [0.05, 0.1],
+  phemaSnapshotEvery: EVERY,
 };
 let root: string;
 let runA: string;
@@ -108,7 +120,12 @@ describe('train --ema phema', () => {
     for (const [j, std] of targets.entries()) {
       const want = flat(direct.averages(j).map(f64));
       const got = rec(std);
-      const x = solvePosthocCoefficients(snaps.map((s) => s.t), snaps.map((s) => s.sigmaRel), STEPS, std);
+      const x = solvePosthocCoefficients(
+        snaps.map((s) => s.t),
+        snaps.map((s) => s.sigmaRel),
+        STEPS,
+        std,
+      );
       const g = sigmaRelToGamma(std);
       const fit = theta.map((_, k) => snaps.reduce((a, s, i) => a + x[i] * w(k + 1, s.t, gammas[i]), 0));
       const rounding = 1e-6 * x.reduce((a, v) => a + Math.abs(v), 0) * norm(want);
@@ -121,7 +138,9 @@ describe('train --ema phema', () => {
       const err = norm(sub(got, want));
       const lengthMatters = norm(sub(want, tracked(1))); // how much the EMA length matters here
       if (process.env.DIFFUSE_TEST_VERBOSE)
-        console.log(`sigma_rel ${std}: error ${err.toExponential(2)}, bound ${bound.toExponential(2)}, |EMA(${std}) - EMA(0.1)| ${lengthMatters.toExponential(2)}, max |x| ${Math.max(...x.map(Math.abs)).toFixed(2)}`);
+        console.log(
+          `sigma_rel ${std}: error ${err.toExponential(2)}, bound ${bound.toExponential(2)}, |EMA(${std}) - EMA(0.1)| ${lengthMatters.toExponential(2)}, max |x| ${Math.max(...x.map(Math.abs)).toFixed(2)}`,
+        );
       assert.ok(err <= bound, `sigma_rel ${std}: error ${err} > bound ${bound}`);
       // The bound must be able to fail: far below the difference a wrong EMA length would make.
       assert.ok(bound < 0.25 * lengthMatters, `sigma_rel ${std}: the bound ${bound} does not separate it from sigma_rel 0.1 (${lengthMatters})`);
@@ -148,15 +167,20 @@ describe('train --ema phema', () => {
     assert.ok(listSnapshotFiles(dir).some((f) => f.step === 24));
     const c = Trainer.create(resolveTrainConfig({ ...TOY, out: dir }), { resume: dir, log: null });
     assert.equal(c.phema!.step, 20);
-    assert.deepEqual(listSnapshotFiles(dir).map((f) => f.step).filter((s) => s > 20), [], 'the snapshots past the checkpoint are gone');
+    assert.deepEqual(
+      listSnapshotFiles(dir)
+        .map((f) => f.step)
+        .filter((s) => s > 20),
+      [],
+      'the snapshots past the checkpoint are gone',
+    );
     const r = await c.run();
     c.dispose();
     assert.equal(r.step, STEPS);
     const ref = loadCheckpoint(runA);
     const got = loadCheckpoint(dir);
     assert.deepEqual(r.losses, decodeFloats(ref.meta.state!.losses), 'the same losses');
-    for (const part of ['model', 'ema', 'phema'] as const)
-      for (const [n, t] of Object.entries(ref[part]!.tensors)) assert.deepEqual(got[part]!.tensors[n].bytes(), t.bytes(), `${part} ${n}`);
+    for (const part of ['model', 'ema', 'phema'] as const) for (const [n, t] of Object.entries(ref[part]!.tensors)) assert.deepEqual(got[part]!.tensors[n].bytes(), t.bytes(), `${part} ${n}`);
     assert.deepEqual(got.phema!.metadata, ref.phema!.metadata);
     for (const ck of [ref, got]) dispose([ck.model!.tensors, ck.ema!.tensors, ck.optimizer!.tensors, ck.phema!.tensors]);
     const names = (d: string) => fs.readdirSync(path.join(d, 'phema')).sort();

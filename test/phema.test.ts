@@ -67,7 +67,7 @@ test('pDotP is the inner product of the profiles (numerical quadrature) and symm
   let sum = 0;
   for (let i = 0; i < n; i++) {
     const tau = ((i + 0.5) / n) * tA;
-    sum += ((gA + 1) * tau ** gA / tA ** (gA + 1)) * ((gB + 1) * tau ** gB / tB ** (gB + 1));
+    sum += (((gA + 1) * tau ** gA) / tA ** (gA + 1)) * (((gB + 1) * tau ** gB) / tB ** (gB + 1));
   }
   const quad = (sum * tA) / n;
   assert.ok(Math.abs(pDotP(tA, gA, tB, gB) - quad) <= 1e-8 * quad);
@@ -132,7 +132,10 @@ function randomWalk({ D, T, K, snapshotSigmas, targets }: { D: number; T: number
     direct.update();
     if (t % K === 0) {
       snapshots.push(...phema.snapshot());
-      directAt.set(t, targets.map((_, k) => direct.averages(k)[0].toFloat64Array()));
+      directAt.set(
+        t,
+        targets.map((_, k) => direct.averages(k)[0].toFloat64Array()),
+      );
     }
   }
   const spread = norm(diff(phema.averages(0)[0].toFloat64Array(), phema.averages(snapshotSigmas.length - 1)[0].toFloat64Array()));
@@ -153,8 +156,7 @@ test('reconstructions match power-function EMAs tracked directly during the run'
     dispose(tensors);
     const want = directAt.get(t)![k];
     const err = norm(diff(rec, want)) / norm(want);
-    if (process.env.DIFFUSE_TEST_VERBOSE)
-      console.log(`t=${t} sigma_rel=${sigmaRel}: relative error ${err.toExponential(2)}, max |coef| ${Math.max(...coefficients.map(Math.abs)).toFixed(2)}`);
+    if (process.env.DIFFUSE_TEST_VERBOSE) console.log(`t=${t} sigma_rel=${sigmaRel}: relative error ${err.toExponential(2)}, max |coef| ${Math.max(...coefficients.map(Math.abs)).toFixed(2)}`);
     assert.ok(err <= tol, `t=${t} sigma_rel=${sigmaRel}: relative error ${err} > ${tol}`);
     return err;
   };
@@ -168,7 +170,12 @@ test('reconstructions match power-function EMAs tracked directly during the run'
   const e15 = check(4000, 3, 0.15, 1e-3);
   const e03 = check(4000, 0, 0.03, 1e-3);
   const mean = directAt.get(4000)!;
-  for (const [k, e] of [[1, e07], [3, e15], [0, e03]] as const) assert.ok((e * norm(mean[k])) / spread < 0.1, `sigma_rel index ${k}: error vs spread`);
+  for (const [k, e] of [
+    [1, e07],
+    [3, e15],
+    [0, e03],
+  ] as const)
+    assert.ok((e * norm(mean[k])) / spread < 0.1, `sigma_rel index ${k}: error vs spread`);
   check(2000, 1, 0.07, 1e-3); // an earlier time uses only the snapshots up to it
   // A target equal to a snapshot (sigma_rel 0.10 at a snapshot time) reproduces it: the
   // coefficients are e_i up to the solve's rounding (80 snapshots: cond ~2e5, so ~1e-11),

@@ -8,15 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DType, itemSize } from '../src/engine/dtype';
-import {
-  loadSafetensors,
-  MAX_HEADER_BYTES,
-  parseSafetensors,
-  saveSafetensors,
-  SafetensorsEntry,
-  SafetensorsError,
-  serializeSafetensors,
-} from '../src/engine/safetensors';
+import { loadSafetensors, MAX_HEADER_BYTES, parseSafetensors, saveSafetensors, SafetensorsEntry, SafetensorsError, serializeSafetensors } from '../src/engine/safetensors';
 import type { Tensor } from '../src/engine/tensor';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -24,8 +16,16 @@ const PYTHON = '/usr/bin/python3';
 const INTEROP = path.join(ROOT, 'scripts/fixtures/safetensors_interop.py');
 const ALL: DType[] = ['float32', 'float64', 'float16', 'bfloat16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool'];
 const FORMAT: Record<DType, string> = {
-  float32: 'F32', float64: 'F64', float16: 'F16', bfloat16: 'BF16', int64: 'I64',
-  int32: 'I32', int16: 'I16', int8: 'I8', uint8: 'U8', bool: 'BOOL',
+  float32: 'F32',
+  float64: 'F64',
+  float16: 'F16',
+  bfloat16: 'BF16',
+  int64: 'I64',
+  int32: 'I32',
+  int16: 'I16',
+  int8: 'I8',
+  uint8: 'U8',
+  bool: 'BOOL',
 };
 const DTYPE_OF: Record<string, DType> = Object.fromEntries(ALL.map((d) => [FORMAT[d], d]));
 
@@ -74,9 +74,15 @@ function encode(dtype: DType, values: readonly Value[]): Uint8Array {
   values.forEach((x, i) => {
     const o = i * itemSize(dtype);
     switch (dtype) {
-      case 'float32': v.setFloat32(o, x as number, true); break;
-      case 'float64': v.setFloat64(o, x as number, true); break;
-      case 'float16': v.setUint16(o, f16Bits(x as number), true); break;
+      case 'float32':
+        v.setFloat32(o, x as number, true);
+        break;
+      case 'float64':
+        v.setFloat64(o, x as number, true);
+        break;
+      case 'float16':
+        v.setUint16(o, f16Bits(x as number), true);
+        break;
       case 'bfloat16': {
         const w = new DataView(new ArrayBuffer(4));
         w.setFloat32(0, x as number, true);
@@ -84,12 +90,24 @@ function encode(dtype: DType, values: readonly Value[]): Uint8Array {
         v.setUint16(o, w.getUint16(2, true), true);
         break;
       }
-      case 'int64': v.setBigInt64(o, BigInt(x), true); break;
-      case 'int32': v.setInt32(o, x as number, true); break;
-      case 'int16': v.setInt16(o, x as number, true); break;
-      case 'int8': v.setInt8(o, x as number); break;
-      case 'uint8': v.setUint8(o, x as number); break;
-      case 'bool': v.setUint8(o, x ? 1 : 0); break;
+      case 'int64':
+        v.setBigInt64(o, BigInt(x), true);
+        break;
+      case 'int32':
+        v.setInt32(o, x as number, true);
+        break;
+      case 'int16':
+        v.setInt16(o, x as number, true);
+        break;
+      case 'int8':
+        v.setInt8(o, x as number);
+        break;
+      case 'uint8':
+        v.setUint8(o, x as number);
+        break;
+      case 'bool':
+        v.setUint8(o, x ? 1 : 0);
+        break;
     }
   });
   return out;
@@ -102,21 +120,39 @@ function decode(dtype: DType, bytes: Uint8Array): Value[] {
   for (let i = 0; i < n; i++) {
     const o = i * itemSize(dtype);
     switch (dtype) {
-      case 'float32': out.push(v.getFloat32(o, true)); break;
-      case 'float64': out.push(v.getFloat64(o, true)); break;
-      case 'float16': out.push(f16Value(v.getUint16(o, true))); break;
+      case 'float32':
+        out.push(v.getFloat32(o, true));
+        break;
+      case 'float64':
+        out.push(v.getFloat64(o, true));
+        break;
+      case 'float16':
+        out.push(f16Value(v.getUint16(o, true)));
+        break;
       case 'bfloat16': {
         const w = new DataView(new ArrayBuffer(4));
         w.setUint16(2, v.getUint16(o, true), true);
         out.push(w.getFloat32(0, true));
         break;
       }
-      case 'int64': out.push(v.getBigInt64(o, true).toString()); break;
-      case 'int32': out.push(v.getInt32(o, true)); break;
-      case 'int16': out.push(v.getInt16(o, true)); break;
-      case 'int8': out.push(v.getInt8(o)); break;
-      case 'uint8': out.push(v.getUint8(o)); break;
-      case 'bool': out.push(v.getUint8(o) !== 0); break;
+      case 'int64':
+        out.push(v.getBigInt64(o, true).toString());
+        break;
+      case 'int32':
+        out.push(v.getInt32(o, true));
+        break;
+      case 'int16':
+        out.push(v.getInt16(o, true));
+        break;
+      case 'int8':
+        out.push(v.getInt8(o));
+        break;
+      case 'uint8':
+        out.push(v.getUint8(o));
+        break;
+      case 'bool':
+        out.push(v.getUint8(o) !== 0);
+        break;
     }
   }
   return out;
@@ -140,16 +176,36 @@ function sampleValues(dtype: DType, n: number, seed: number): Value[] {
   const out: Value[] = [];
   for (let i = 0; i < n; i++) {
     switch (dtype) {
-      case 'float32': out.push(Math.fround(r() * 8 - 4)); break;
-      case 'float64': out.push(r() * 8 - 4); break;
-      case 'float16': out.push(f16Value(int(0, 0x7c00) | (r() < 0.5 ? 0x8000 : 0))); break;
-      case 'bfloat16': out.push(decode('bfloat16', new Uint8Array([int(0, 256), int(0, 0x7f) | (r() < 0.5 ? 0x80 : 0)]))[0]); break;
-      case 'int64': out.push((BigInt(int(-(2 ** 31), 2 ** 31)) * BigInt(int(0, 2 ** 31))).toString()); break;
-      case 'int32': out.push(int(-(2 ** 31), 2 ** 31)); break;
-      case 'int16': out.push(int(-(2 ** 15), 2 ** 15)); break;
-      case 'int8': out.push(int(-128, 128)); break;
-      case 'uint8': out.push(int(0, 256)); break;
-      case 'bool': out.push(r() < 0.5); break;
+      case 'float32':
+        out.push(Math.fround(r() * 8 - 4));
+        break;
+      case 'float64':
+        out.push(r() * 8 - 4);
+        break;
+      case 'float16':
+        out.push(f16Value(int(0, 0x7c00) | (r() < 0.5 ? 0x8000 : 0)));
+        break;
+      case 'bfloat16':
+        out.push(decode('bfloat16', new Uint8Array([int(0, 256), int(0, 0x7f) | (r() < 0.5 ? 0x80 : 0)]))[0]);
+        break;
+      case 'int64':
+        out.push((BigInt(int(-(2 ** 31), 2 ** 31)) * BigInt(int(0, 2 ** 31))).toString());
+        break;
+      case 'int32':
+        out.push(int(-(2 ** 31), 2 ** 31));
+        break;
+      case 'int16':
+        out.push(int(-(2 ** 15), 2 ** 15));
+        break;
+      case 'int8':
+        out.push(int(-128, 128));
+        break;
+      case 'uint8':
+        out.push(int(0, 256));
+        break;
+      case 'bool':
+        out.push(r() < 0.5);
+        break;
     }
   }
   if (dtype.startsWith('float') || dtype === 'bfloat16') out.splice(0, 3, -0, Infinity, -Infinity);
@@ -191,7 +247,10 @@ function writeTmp(name: string, bytes: Uint8Array): string {
 
 test('the byte-level API works without loading the native addon', () => {
   parseSafetensors(serializeSafetensors([{ name: 'x', dtype: 'uint8', shape: [1], data: new Uint8Array([1]) }]));
-  assert.deepEqual(Object.keys(require.cache).filter((k) => /engine[\\/](native|tensor|create)\.js$/.test(k)), []);
+  assert.deepEqual(
+    Object.keys(require.cache).filter((k) => /engine[\\/](native|tensor|create)\.js$/.test(k)),
+    [],
+  );
 });
 
 test('serialize/parse round trip of every dtype, with metadata', () => {
@@ -201,7 +260,10 @@ test('serialize/parse round trip of every dtype, with metadata', () => {
   const parsed = parseSafetensors(bytes, 'mem');
   assert.deepEqual(parsed.metadata, metadata);
   assert.equal(Object.getPrototypeOf(parsed.metadata), Object.prototype);
-  assert.deepEqual(parsed.entries.map((e) => e.name), entries.map((e) => e.name).sort());
+  assert.deepEqual(
+    parsed.entries.map((e) => e.name),
+    entries.map((e) => e.name).sort(),
+  );
   for (const want of entries) {
     const got = parsed.entries.find((e) => e.name === want.name)!;
     assert.equal(got.dtype, want.dtype, want.name);
@@ -222,7 +284,11 @@ test('writer output: header padded with spaces to 8 bytes, tensors sorted by nam
   const names = Object.keys(header).filter((k) => k !== '__metadata__');
   assert.deepEqual(names, names.slice().sort());
   const begins = names.map((k) => header[k].data_offsets[0]);
-  assert.deepEqual(begins, begins.slice().sort((a, b) => a - b), 'data laid out in name order');
+  assert.deepEqual(
+    begins,
+    begins.slice().sort((a, b) => a - b),
+    'data laid out in name order',
+  );
   // Same bytes whatever the input order, and parse -> serialize is the identity.
   assert.deepEqual(Buffer.from(serializeSafetensors(entries.slice().reverse(), { a: 'b' })), Buffer.from(bytes));
   const again = parseSafetensors(bytes);
@@ -245,18 +311,24 @@ test('the reader accepts any order, null metadata, whitespace and zero-size tens
   };
   const parsed = parseSafetensors(build('\n ' + JSON.stringify(header) + '   ', new Uint8Array([1, 2, 3, 4, 0, 0, 128, 63])));
   assert.deepEqual(parsed.metadata, {});
-  assert.deepEqual(parsed.entries.map((e) => [e.name, e.dtype, e.shape, [...e.data]]), [
-    ['b', 'float32', [1], [0, 0, 128, 63]],
-    ['e1', 'int64', [0], []],
-    ['a', 'uint8', [2, 2], [1, 2, 3, 4]],
-    ['e2', 'bool', [3, 0], []],
-  ]);
+  assert.deepEqual(
+    parsed.entries.map((e) => [e.name, e.dtype, e.shape, [...e.data]]),
+    [
+      ['b', 'float32', [1], [0, 0, 128, 63]],
+      ['e1', 'int64', [0], []],
+      ['a', 'uint8', [2, 2], [1, 2, 3, 4]],
+      ['e2', 'bool', [3, 0], []],
+    ],
+  );
 });
 
 test('a tensor named __proto__ is an own entry, not a prototype', () => {
   const bytes = build('{"__proto__":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}', new Uint8Array([7]));
   const parsed = parseSafetensors(bytes);
-  assert.deepEqual(parsed.entries.map((e) => e.name), ['__proto__']);
+  assert.deepEqual(
+    parsed.entries.map((e) => e.name),
+    ['__proto__'],
+  );
 });
 
 test('the writer rejects invalid input with a clear error', () => {
@@ -270,7 +342,11 @@ test('the writer rejects invalid input with a clear error', () => {
     ['metadata', [ok], { step: 3 as unknown as string }, /metadata value for "step" must be a string/],
   ];
   for (const [what, entries, meta, re] of cases) {
-    assert.throws(() => serializeSafetensors(entries, meta), (e: unknown) => e instanceof SafetensorsError && re.test(e.message), what);
+    assert.throws(
+      () => serializeSafetensors(entries, meta),
+      (e: unknown) => e instanceof SafetensorsError && re.test(e.message),
+      what,
+    );
   }
 });
 
@@ -306,7 +382,11 @@ const MALFORMED: { name: string; bytes: () => Uint8Array; error: RegExp }[] = [
   { name: 'offsets negative', bytes: () => build({ w: { ...W, data_offsets: [-8, 0] } }, 8), error: /tensor "w": data_offsets must be two non-negative integers/ },
   { name: 'offsets of wrong length', bytes: () => build({ w: { ...W, data_offsets: [0, 4, 8] } }, 8), error: /tensor "w": data_offsets must be two/ },
   { name: 'size mismatch with shape', bytes: () => build({ w: { ...W, shape: [3] } }, 8), error: /tensor "w": size mismatch: shape \[3\] of F32 needs 12 bytes, data_offsets \[0, 8\] hold 8/ },
-  { name: 'huge shape [2^40, 2^40] with small offsets', bytes: () => build({ w: { ...W, shape: [2 ** 40, 2 ** 40], data_offsets: [0, 4] } }, 4), error: /tensor "w": size mismatch: shape \[1099511627776, 1099511627776\] of F32 needs 4835703278458516698824704 bytes/ },
+  {
+    name: 'huge shape [2^40, 2^40] with small offsets',
+    bytes: () => build({ w: { ...W, shape: [2 ** 40, 2 ** 40], data_offsets: [0, 4] } }, 4),
+    error: /tensor "w": size mismatch: shape \[1099511627776, 1099511627776\] of F32 needs 4835703278458516698824704 bytes/,
+  },
   {
     name: 'overlapping tensors',
     bytes: () => build({ a: W, b: { ...W, data_offsets: [4, 12] } }, 12),
@@ -379,7 +459,10 @@ test('fuzz: random corruptions of a valid file give a SafetensorsError or a vali
 
 test('loadSafetensors on a missing path or a directory fails cleanly', () => {
   assert.throws(() => loadSafetensors(path.join(tmp, 'nope.safetensors')), /ENOENT/);
-  assert.throws(() => loadSafetensors(tmp), (e: unknown) => e instanceof Error && /EISDIR|not a regular file/.test(e.message));
+  assert.throws(
+    () => loadSafetensors(tmp),
+    (e: unknown) => e instanceof Error && /EISDIR|not a regular file/.test(e.message),
+  );
 });
 
 // ---- tensor level (needs the native addon) ----
@@ -396,7 +479,11 @@ test('saveSafetensors/loadSafetensors round trip of every dtype, with metadata',
   const metadata = { format: 'pt', epoch: '3', empty: '' };
   try {
     saveSafetensors(file, tensors, metadata);
-    assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), [], 'no temporary file left behind');
+    assert.deepEqual(
+      fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')),
+      [],
+      'no temporary file left behind',
+    );
     const loaded = loadSafetensors(file);
     try {
       assert.deepEqual(loaded.metadata, metadata);
@@ -426,7 +513,13 @@ test('saveSafetensors is atomic: a failure leaves the old file intact and no tem
   const file = path.join(tmp, 'atomic.safetensors');
   const t = fromBytes(encode('float32', [1, 2]), 'float32', [2]);
   // Tensor-shaped stand-ins whose bytes() fails or lies, to fail after the header is written.
-  const throwing = { dtype: 'float32', shape: [1], bytes: () => { throw new Error('device lost'); } } as unknown as Tensor;
+  const throwing = {
+    dtype: 'float32',
+    shape: [1],
+    bytes: () => {
+      throw new Error('device lost');
+    },
+  } as unknown as Tensor;
   const lying = { dtype: 'float32', shape: [3], bytes: () => new Uint8Array(4) } as unknown as Tensor;
   try {
     saveSafetensors(file, { t });
@@ -435,7 +528,10 @@ test('saveSafetensors is atomic: a failure leaves the old file intact and no tem
     assert.throws(() => saveSafetensors(file, { t, z: lying }), /tensor "z": shape \[3\] of float32 needs 12 bytes, data has 4/);
     assert.throws(() => saveSafetensors(file, { t }, { bad: 1 as unknown as string }), /metadata value for "bad" must be a string/);
     assert.deepEqual(fs.readFileSync(file), before);
-    assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), []);
+    assert.deepEqual(
+      fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')),
+      [],
+    );
     assert.throws(() => saveSafetensors(path.join(tmp, 'no-such-dir', 'x.safetensors'), { t }), /ENOENT/);
   } finally {
     t.dispose();
@@ -510,7 +606,10 @@ test('interop: PyTorch writes, TypeScript parses (byte level)', () => {
   // The simple ones, computed here from arithmetic rather than taken from Python.
   const get = (n: string) => entries.find((e) => e.name === n)!;
   assert.deepEqual(get('i64').shape, [3, 4]);
-  assert.deepEqual(decode('int64', get('i64').data), Array.from({ length: 12 }, (_, i) => String(i - 6)));
+  assert.deepEqual(
+    decode('int64', get('i64').data),
+    Array.from({ length: 12 }, (_, i) => String(i - 6)),
+  );
   assert.deepEqual(decode('int64', get('i64_big').data), [String(2n ** 62n + 1n), String(-(2n ** 63n)), String(2n ** 63n - 1n)]);
   assert.deepEqual([get('scalar').dtype, get('scalar').shape, get('scalar').data.length], ['float32', [], 4]);
   assert.deepEqual([get('empty').dtype, get('empty').shape, get('empty').data.length], ['float32', [0, 3], 0]);

@@ -15,7 +15,20 @@ import { discreteVPDenoiser } from '../src/core/precond';
 import { discreteVP, linearBetas, tToSigma } from '../src/core/schedules';
 import { decodeImage } from '../src/data/image-codec';
 import {
-  clipDenoiser, discreteSigmas, evalsFormula, gridModel, gridNames, GRIDS, gridSigmas, karrasSigmas, randnLike, runSampler, sampleDDPM, samplerParamError, SAMPLERS, seededNoise,
+  clipDenoiser,
+  discreteSigmas,
+  evalsFormula,
+  gridModel,
+  gridNames,
+  GRIDS,
+  gridSigmas,
+  karrasSigmas,
+  randnLike,
+  runSampler,
+  sampleDDPM,
+  samplerParamError,
+  SAMPLERS,
+  seededNoise,
 } from '../src/sampling';
 import { classifierFreeGuidance } from '../src/guidance';
 import { GaussianMixture } from '../src/data/mixture';
@@ -33,17 +46,18 @@ const same = (a: Tensor, b: Tensor) => assert.deepEqual(Array.from(a.toFloat64Ar
 /** A tiny class-conditional DDPM U-Net on 1 x 8 x 8 images (random weights). */
 function tinyModel(objective: 'ddpm' | 'edm' = 'ddpm'): { config: TrainConfig; net: DenoiserNet; D: Denoiser } {
   const data = { kind: 'images' as const, shape: [1, 8, 8], classNames: ['a', 'b'] };
-  const config = materializeConfig(
-    resolveTrainConfig({ objective, model: { type: 'unet', modelChannels: 8, groups: 4, channelMult: [1, 2], attentionResolutions: [], midAttention: false } }),
-    data,
-  );
+  const config = materializeConfig(resolveTrainConfig({ objective, model: { type: 'unet', modelChannels: 8, groups: 4, channelMult: [1, 2], attentionResolutions: [], midAttention: false } }), data);
   const net = buildNetwork(networkSpec(config, data), { generator: new Generator(3) });
   net.eval();
   return { config, net, D: buildDenoiser(config, net) };
 }
 
 /** generateSamples as it was before samplers and grids became options (the frozen reference). */
-function previousGenerateSamples(D: Denoiser, config: TrainConfig, { shape, n, seed, steps = 100, labels, variance = 'beta' }: { shape: number[]; n: number; seed: number; steps?: number; labels: number[] | null; variance?: 'beta' | 'posterior' }): Tensor {
+function previousGenerateSamples(
+  D: Denoiser,
+  config: TrainConfig,
+  { shape, n, seed, steps = 100, labels, variance = 'beta' }: { shape: number[]; n: number; seed: number; steps?: number; labels: number[] | null; variance?: 'beta' | 'posterior' },
+): Tensor {
   const sigmas = discreteSigmas(discreteVP(linearBetas(config.timesteps)), steps, { spacing: 'trailing' });
   const noise = seededNoise(seed, n);
   try {
@@ -71,7 +85,7 @@ describe('generateSamples: the default path is unchanged', () => {
         same(now, before);
         same(explicit, before);
         const unclipped = generateSamples(D, config, { ...opts, clip: false });
-        assert.notDeepEqual(Array.from(unclipped.toFloat64Array()), Array.from(before.toFloat64Array()), 'clip: false must change a random network\'s samples');
+        assert.notDeepEqual(Array.from(unclipped.toFloat64Array()), Array.from(before.toFloat64Array()), "clip: false must change a random network's samples");
         [before, now, explicit, unclipped].forEach((t) => t.dispose());
       }
     } finally {
@@ -164,7 +178,10 @@ describe('named grids', () => {
     assert.deepEqual(Array.from(gridSigmas('leading', 4, dm).toFloat64Array()), Array.from(discreteSigmas(ddpm, 4, { spacing: 'leading' }).toFloat64Array()));
     assert.throws(() => gridSigmas('trailing', 4, edm), /grid "trailing" is a timestep spacing: it needs a discrete-timestep \(ddpm\) model; for this one choose one of: karras, exponential/);
     assert.throws(() => gridSigmas('cosine', 4, dm), /unknown grid "cosine"; choose one of: karras, .*linspace/);
-    assert.deepEqual(gridNames(edm), Object.keys(GRIDS).filter((g) => !GRIDS[g].discreteOnly));
+    assert.deepEqual(
+      gridNames(edm),
+      Object.keys(GRIDS).filter((g) => !GRIDS[g].discreteOnly),
+    );
   });
 
   test('samplingSigmas: the config default grid (trailing for DDPM, karras for EDM), T bounds the spacing grids only', () => {
@@ -211,7 +228,7 @@ describe('runSampler', () => {
     tidy(() => {
       const xT = full([2, 3], 10);
       const run = (name: string, o: object) => runSampler(name, D, xT, karrasSigmas(4, { sigmaMax: 10 }), { generator: new Generator(5), ...o });
-      same(run('heun-churn', { churn: { S_noise: 1.003 } }), run('heun', { churn: { S_churn: 40, S_tmin: 0.05, S_tmax: 50 , S_noise: 1.003 } }));
+      same(run('heun-churn', { churn: { S_noise: 1.003 } }), run('heun', { churn: { S_churn: 40, S_tmin: 0.05, S_tmax: 50, S_noise: 1.003 } }));
       assert.notDeepEqual(Array.from(run('heun-churn', {}).toFloat64Array()), Array.from(run('heun', {}).toFloat64Array()));
       const close = (a: Tensor, b: Tensor) => assert.ok(a.sub(b).abs().max().item() < 1e-5, `${a.toFloat64Array().join(',')} vs ${b.toFloat64Array().join(',')}`);
       close(run('euler-ancestral', { eta: 0 }), run('euler', {})); // eta reaches the sampler: 0 makes it deterministic
@@ -247,7 +264,10 @@ describe('batched sampling', () => {
   test('the same samples bit for bit for batch sizes 1, 3 and n: deterministic and stochastic samplers, with and without guidance', () => {
     const guided = classifierFreeGuidance(Dm, { scale: 2.5, nullClass: 4 }); // one batched evaluation of [2B]: conditional and null-class rows
     const before = memory().tensors;
-    for (const [name, D] of [['unguided', Dm], ['cfg w = 2.5', guided]] as const) {
+    for (const [name, D] of [
+      ['unguided', Dm],
+      ['cfg w = 2.5', guided],
+    ] as const) {
       for (const sampler of ['dpmpp-2m', 'dpmpp-2m-sde', 'euler-ancestral', 'heun-churn']) {
         const at = (batchSize: number) => generateSamples(D, mixConfig, { shape: [2], n, seed: 11, steps: 6, labels, sampler, grid: 'karras', batchSize });
         const [a, b, c] = [at(1), at(3), at(n)];
@@ -292,7 +312,14 @@ describe('batched sampling', () => {
       let tensors = 0;
       let bytes = 0;
       const x = generateSamples(Dm, mixConfig, {
-        shape: [2], n: count, seed: 0, steps: 4, labels: null, sampler: 'dpmpp-2m-sde', grid: 'karras', batchSize: 8,
+        shape: [2],
+        n: count,
+        seed: 0,
+        steps: 4,
+        labels: null,
+        sampler: 'dpmpp-2m-sde',
+        grid: 'karras',
+        batchSize: 8,
         onStep: () => {
           const m = memory();
           tensors = Math.max(tensors, m.tensors - base.tensors);
@@ -309,7 +336,7 @@ describe('batched sampling', () => {
     assert.ok(large.bytes <= small.bytes, `working bytes: ${large.bytes} for n = 400 vs ${small.bytes} for n = 24`);
   });
 
-  test('NFE per sample is the sampler\'s count whatever the batch size; bad batch sizes are errors naming the value', () => {
+  test("NFE per sample is the sampler's count whatever the batch size; bad batch sizes are errors naming the value", () => {
     for (const batchSize of [1, 3, 7]) {
       const c = countEvaluations(Dm);
       generateSamples(c.denoiser, mixConfig, { shape: [2], n, seed: 0, steps: 5, labels, sampler: 'heun', grid: 'karras', batchSize }).dispose();
@@ -373,7 +400,10 @@ describe('the CLI', () => {
       for (const dir of ['b2', 'b3']) {
         const b = pixels(dir, f);
         const diffs = a.map((v, i) => Math.abs(v - b[i]));
-        assert.ok(Math.max(...diffs) <= 1 && diffs.filter((d) => d > 0).length <= a.length / 100, `${dir}/${f} vs b1/${f}: ${diffs.filter((d) => d > 0).length} pixels differ, by up to ${Math.max(...diffs)}`);
+        assert.ok(
+          Math.max(...diffs) <= 1 && diffs.filter((d) => d > 0).length <= a.length / 100,
+          `${dir}/${f} vs b1/${f}: ${diffs.filter((d) => d > 0).length} pixels differ, by up to ${Math.max(...diffs)}`,
+        );
       }
     }
     const e = await quick('sample', '-n', '1', '--batch-size', '0');
@@ -383,7 +413,10 @@ describe('the CLI', () => {
 
   test('bad sampler, grid, eta, churn, variance: exit 2 naming the flag and the valid names', async () => {
     for (const [args, re] of [
-      [['--sampler', 'eulr'], /--sampler: unknown sampler "eulr" \(did you mean euler\?\); choose one of: ddpm, ddim, euler, euler-ancestral, heun, heun-churn, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m-sde, lms/],
+      [
+        ['--sampler', 'eulr'],
+        /--sampler: unknown sampler "eulr" \(did you mean euler\?\); choose one of: ddpm, ddim, euler, euler-ancestral, heun, heun-churn, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m-sde, lms/,
+      ],
       [['--grid', 'cosine'], /--grid: unknown grid "cosine"; choose one of: karras, exponential, log-snr, uniform-t, vp, trailing, leading, linspace/],
       [['--eta', 'lots', '--sampler', 'ddim'], /--eta: expected a number >= 0, got "lots"/],
       [['--eta', '2', '--sampler', 'ddim'], /--eta: ddim's eta must be in \[0, 1\], got 2/],
@@ -407,7 +440,11 @@ describe('the CLI', () => {
       assert.ok(line, `${info.name} missing:\n${r.out}`);
       assert.match(line, new RegExp(`${info.stochastic ? 'stochastic' : 'deterministic'}\\s+order ${info.order}\\s+${evalsFormula(info)} evals`));
     }
-    for (const g of Object.keys(GRIDS)) assert.ok(lines.some((l) => l.trim().startsWith(`${g} `)), `grid ${g} missing`);
+    for (const g of Object.keys(GRIDS))
+      assert.ok(
+        lines.some((l) => l.trim().startsWith(`${g} `)),
+        `grid ${g} missing`,
+      );
     assert.match((await quick('--help')).out, /samplers\s+list the samplers and grids/);
     assert.equal((await quick('samplers', 'extra')).code, 2);
   });

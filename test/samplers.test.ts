@@ -7,12 +7,36 @@ import assert from 'node:assert/strict';
 import { Generator, keep, memory, setNumThreads, Tensor, tidy } from '../src/engine';
 import { Denoiser, discreteVP, karrasSigmas, linearBetas } from '../src/core';
 import { GaussianMixture } from '../src/data';
-import { discreteSigmas, getSampler, listSamplers, probabilityFlowODE, reverseSDE, sampleDDIM, sampleDPMpp2M, sampleDPMpp2MSDE, sampleDPMpp3MSDE, sampleEuler, sampleHeun, Sampler, SAMPLERS, seededNoise, StepInfo } from '../src/sampling';
+import {
+  discreteSigmas,
+  getSampler,
+  listSamplers,
+  probabilityFlowODE,
+  reverseSDE,
+  sampleDDIM,
+  sampleDPMpp2M,
+  sampleDPMpp2MSDE,
+  sampleDPMpp3MSDE,
+  sampleEuler,
+  sampleHeun,
+  Sampler,
+  SAMPLERS,
+  seededNoise,
+  StepInfo,
+} from '../src/sampling';
 
 setNumThreads(1);
 
 // Three components, unequal stds and weights (as in the mixture tests): mean and covariance are not trivial.
-const gmm = new GaussianMixture([[-1, 0.5], [1.5, 1], [0.5, -1.5]], [0.3, 0.6, 0.45], [0.2, 0.5, 0.3]);
+const gmm = new GaussianMixture(
+  [
+    [-1, 0.5],
+    [1.5, 1],
+    [0.5, -1.5],
+  ],
+  [0.3, 0.6, 0.45],
+  [0.2, 0.5, 0.3],
+);
 const exact: Denoiser = (x, sigma) => gmm.denoise(x, sigma);
 const counting = () => {
   const c = { n: 0 };
@@ -57,7 +81,11 @@ test('every registered sampler: shapes, dtype, determinism under a seed, claimed
       assert.deepEqual(a.shape, [5, 2], name);
       assert.equal(a.dtype, 'float64', name);
       assert.equal(c.n, info.evals(N), `${name}: ${c.n} evaluations for ${N} steps, claims ${info.evals(N)}`);
-      assert.deepEqual(steps.map((s) => s.i), Array.from({ length: N }, (_, i) => i), `${name}: one callback per step`);
+      assert.deepEqual(
+        steps.map((s) => s.i),
+        Array.from({ length: N }, (_, i) => i),
+        `${name}: one callback per step`,
+      );
       assert.equal(steps[N - 1].sigmaNext, 0);
       steps.forEach((s) => (s.x.dispose(), s.denoised.dispose()));
       assert.equal(memory().tensors, before + 1, `${name}: leaks tensors`);
@@ -83,7 +111,7 @@ test('float32 inputs give float32 samples', () => {
   for (const { fn } of Object.values(SAMPLERS)) assert.equal(fn(exact, xT, grid(3), { generator: new Generator(0) }).dtype, 'float32');
 });
 
-test("Heun: N steps cost 2N - 1 evaluations (no correction on the step to sigma = 0)", () => {
+test('Heun: N steps cost 2N - 1 evaluations (no correction on the step to sigma = 0)', () => {
   for (const N of [1, 2, 5, 18]) {
     const { D, c } = counting();
     sampleHeun(D, start(2, 0), grid(N));

@@ -14,7 +14,18 @@ import { NonFiniteLossError, Trainer } from '../src/training/trainer';
 
 setNumThreads(1);
 
-const TOY = { data: '8gaussians', model: { type: 'mlp', hidden: 32, depth: 2 }, batchSize: 32, steps: 24, warmupSteps: 4, sigmaData: 1, sampleEvery: 0, checkpointEvery: 0, sampleCount: 8, sampleSteps: 4 };
+const TOY = {
+  data: '8gaussians',
+  model: { type: 'mlp', hidden: 32, depth: 2 },
+  batchSize: 32,
+  steps: 24,
+  warmupSteps: 4,
+  sigmaData: 1,
+  sampleEvery: 0,
+  checkpointEvery: 0,
+  sampleCount: 8,
+  sampleSteps: 4,
+};
 const TINY_UNET = {
   dataLimit: 96,
   batchSize: 8,
@@ -66,9 +77,14 @@ async function resumeMatches(partial: object, name: string): Promise<void> {
 describe('resume', () => {
   test('equals an uninterrupted run, step for step (2-D toy, MLP)', () => resumeMatches(TOY, 'toy'));
   test('equals an uninterrupted run, step for step (tiny conditional U-Net on Fashion-MNIST, label and network dropout)', () => resumeMatches(TINY_UNET, 'unet'));
-  for (const [objective, weighting] of [['x0', 'snr'], ['v', 'min-snr'], ['eps', 'min-snr'], ['edm', 'auto']])
+  for (const [objective, weighting] of [
+    ['x0', 'snr'],
+    ['v', 'min-snr'],
+    ['eps', 'min-snr'],
+    ['edm', 'auto'],
+  ])
     test(`equals an uninterrupted run for objective ${objective}, ${weighting} weighting (2-D toy, MLP)`, () => resumeMatches({ ...TOY, objective, weighting }, `toy-${objective}`));
-  test("equals an uninterrupted run for model edm2 (objective edm2: u(sigma) restored; forced weight normalization; inv-sqrt lr)", () => resumeMatches(TINY_EDM2, 'edm2'));
+  test('equals an uninterrupted run for model edm2 (objective edm2: u(sigma) restored; forced weight normalization; inv-sqrt lr)', () => resumeMatches(TINY_EDM2, 'edm2'));
   test('a changed option is refused, naming it; steps may change', () => {
     const dir = path.join(root, 'toy-b');
     assert.throws(() => Trainer.create(resolveTrainConfig({ ...TOY, lr: 0.5, out: dir }), { resume: dir, log: null }), /differs from the checkpoint's in lr: 0.001 -> 0.5/);
@@ -116,7 +132,15 @@ describe('the loop', () => {
     assert.equal(memory().tensors, live, 'steps free their tensors');
     await t.run();
     t.dispose();
-    assert.deepEqual(fs.readdirSync(dir).sort(), ['checkpoint.json', 'ema-00000012.safetensors', 'loss.png', 'model-00000012.safetensors', 'optimizer-00000012.safetensors', 'samples-000008.png', 'samples-000012.png']);
+    assert.deepEqual(fs.readdirSync(dir).sort(), [
+      'checkpoint.json',
+      'ema-00000012.safetensors',
+      'loss.png',
+      'model-00000012.safetensors',
+      'optimizer-00000012.safetensors',
+      'samples-000008.png',
+      'samples-000012.png',
+    ]);
   });
   test('requestStop() ends the run early with a checkpoint, status interrupted', async () => {
     const dir = path.join(root, 'stop');
@@ -154,7 +178,10 @@ describe('config', () => {
     err(() => over('channelMult', '1,x'), /^--channelMult: expected a list of integers/);
     assert.deepEqual((over('channelMult', '1,2,4').model as { channelMult: number[] }).channelMult, [1, 2, 4]);
     assert.equal(over('gradClip', 'none').gradClip, null);
-    const mlp: TrainConfig = applyOverrides(base, [{ key: 'hidden', value: '64', source: '--hidden' }, { key: 'model', value: 'mlp', source: '--model' }]);
+    const mlp: TrainConfig = applyOverrides(base, [
+      { key: 'hidden', value: '64', source: '--hidden' },
+      { key: 'model', value: 'mlp', source: '--model' },
+    ]);
     assert.deepEqual(mlp.model, { type: 'mlp', hidden: 64 });
   });
   test('objectives, weightings and model edm2: defaults follow the model, and nonsense combinations name the key', () => {
@@ -164,7 +191,11 @@ describe('config', () => {
     assert.deepEqual([e2.objective, e2.lrSchedule, e2.lr], ['edm2', 'inv-sqrt', 1e-2], "edm2's training defaults");
     assert.equal(resolveTrainConfig({ model: 'edm2', objective: 'v', lr: 1e-3 }).lr, 1e-3, 'given values win');
     const base = resolveTrainConfig({});
-    const over = (...kv: [string, string][]) => applyOverrides(base, kv.map(([key, value]) => ({ key, value, source: `--${key}` })));
+    const over = (...kv: [string, string][]) =>
+      applyOverrides(
+        base,
+        kv.map(([key, value]) => ({ key, value, source: `--${key}` })),
+      );
     const m = over(['model', 'edm2'], ['objective', 'x0'], ['modelChannels', '24']);
     assert.deepEqual([m.objective, m.lrSchedule, m.lr, m.model], ['x0', 'inv-sqrt', 1e-2, { type: 'edm2', modelChannels: 24 }]);
     assert.equal(applyOverrides(m, [{ key: 'model', value: 'unet', source: '--model' }]).lrSchedule, 'cosine', 'back to the unet defaults');

@@ -23,7 +23,11 @@ const close = (a: number, b: number, tol: number, what = '') => assert.ok(Math.a
 
 // A hand-checkable denoiser: D(x, sigma) = x / (1 + sigma) (no network, exact arithmetic).
 const shrink: Denoiser = (x, sigma) => tidy(() => x.div(sigma.add(1).unsqueeze(1)));
-const X0 = [[1, 2], [-1, 0.5], [0.25, -3]];
+const X0 = [
+  [1, 2],
+  [-1, 0.5],
+  [0.25, -3],
+];
 const SIGMA = [0.5, 2, 0.1];
 
 /** The per-sample losses recomputed in plain JS from the noise the loss drew (seed replayed). */
@@ -69,12 +73,14 @@ describe('loss units against hand-computed values', () => {
     tidy(() => {
       const sigma = tensor([0.1, 1, 3], f64); // snr 100, 1, 1/9
       const g = 5;
-      assert.deepEqual(vals(minSnrWeighting(g, 'x0')(sigma)).map((v) => +v.toFixed(12)), [5, 1, +(1 / 9).toFixed(12)]);
+      assert.deepEqual(
+        vals(minSnrWeighting(g, 'x0')(sigma)).map((v) => +v.toFixed(12)),
+        [5, 1, +(1 / 9).toFixed(12)],
+      );
       vals(minSnrWeighting(g, 'eps')(sigma)).forEach((v, i) => close(v, [5 / 100, 1, 1][i], 1e-12, 'eps'));
       vals(minSnrWeighting(g, 'v')(sigma)).forEach((v, i) => close(v, [5 / 101, 1 / 2, 1 / 9 / (1 / 9 + 1)][i], 1e-12, 'v'));
       // weighted losses in the three spaces coincide sample by sample
-      const run = (target: Target) =>
-        vals(denoisingLoss(shrink, tensor(X0, f64), tensor(SIGMA, f64), { target, weight: minSnrWeighting(g, target), generator: new Generator(9) }).perSample);
+      const run = (target: Target) => vals(denoisingLoss(shrink, tensor(X0, f64), tensor(SIGMA, f64), { target, weight: minSnrWeighting(g, target), generator: new Generator(9) }).perSample);
       const [a, b, c] = [run('x0'), run('eps'), run('v')];
       a.forEach((v, i) => (close(b[i], v, 1e-12, 'eps vs x0'), close(c[i], v, 1e-12, 'v vs x0')));
       // SNR weighting is the unweighted eps loss
@@ -108,7 +114,10 @@ describe('loss units against hand-computed values', () => {
       const sig = discreteSigma(ddpm)(3, g, f64);
       const b = denoisingLoss(shrink, x0, sig, { target: 'eps', generator: g });
       assert.deepEqual(vals(a.perSample), vals(b.perSample));
-      assert.ok(vals(a.sigma).every((s) => ddpm.sigmas.includes(s)), 'sigmas are the schedule sigmas');
+      assert.ok(
+        vals(a.sigma).every((s) => ddpm.sigmas.includes(s)),
+        'sigmas are the schedule sigmas',
+      );
       const sampleSigma = uniformTimeSigma(veLogSnr());
       const v1 = vLoss(shrink, x0, { sampleSigma, generator: new Generator(4), weighting: minSnrWeighting(5, 'v') });
       const x1 = x0Loss(shrink, x0, { sampleSigma, generator: new Generator(4), weighting: minSnrWeighting(5, 'x0') });
@@ -149,7 +158,10 @@ describe('EDM2 uncertainty weighting (Eq. 21)', () => {
       const w = uncertaintyWeighted(L, u);
       vals(w).forEach((v, i) => close(v, 1 + Math.log([0.5, 2, 0.01][i]), 1e-14));
       const [du] = grad(w.sum(), u);
-      assert.ok(vals(du!).every((v) => Math.abs(v) < 1e-14), 'stationary in u');
+      assert.ok(
+        vals(du!).every((v) => Math.abs(v) < 1e-14),
+        'stationary in u',
+      );
       close(uncertaintyWeighted(tensor([3], f64), tensor([0.5], f64)).item(), 3 / Math.exp(0.5) + 0.5, 1e-14);
     }));
 
@@ -184,7 +196,14 @@ test('a short EDM training run on the 2-D mixture reduces the score error agains
         sigmas.map((s) => {
           const x = x0.add(n.mul(s));
           const exact = gmm.score(x, s);
-          return score(D, x, full([1024], s)).sub(exact).square().sum(1).mean().item() / exact.square().sum(1).mean().item();
+          return (
+            score(D, x, full([1024], s))
+              .sub(exact)
+              .square()
+              .sum(1)
+              .mean()
+              .item() / exact.square().sum(1).mean().item()
+          );
         }),
       ),
     );

@@ -8,7 +8,26 @@ import { imageGrid, toImages } from '../src/util/image';
 import { linePlotImage, lossCurvePNG, movingAverage, niceTicks, scatterImage, tickLabel } from '../src/util/plot';
 
 test('imageGrid: [-1, 1] -> 0..255, row-major tiles, padding', () => {
-  const x = tensor([[[[-1, 1], [0, 0.5]]], [[[1, 1], [1, 1]]], [[[-1, -1], [-1, -1]]]]); // [3, 1, 2, 2]
+  const x = tensor([
+    [
+      [
+        [-1, 1],
+        [0, 0.5],
+      ],
+    ],
+    [
+      [
+        [1, 1],
+        [1, 1],
+      ],
+    ],
+    [
+      [
+        [-1, -1],
+        [-1, -1],
+      ],
+    ],
+  ]); // [3, 1, 2, 2]
   const g = imageGrid(x, { ncol: 2, padding: 1, padValue: 7 });
   assert.deepEqual([g.width, g.height, g.channels], [2 * 3 + 1, 2 * 3 + 1, 1]);
   const px = (r: number, c: number) => g.data[r * g.width + c];
@@ -37,8 +56,22 @@ test('tick labels and ticks', () => {
 test('line plot: each series in its own color, points as markers, gaps at non-finite values', () => {
   const img = linePlotImage(
     [
-      { name: 'a', points: [[5, 10], [10, 5], [20, NaN], [50, 2]] },
-      { name: 'b', points: [[50, 3], [5, 9]] },
+      {
+        name: 'a',
+        points: [
+          [5, 10],
+          [10, 5],
+          [20, NaN],
+          [50, 2],
+        ],
+      },
+      {
+        name: 'b',
+        points: [
+          [50, 3],
+          [5, 9],
+        ],
+      },
     ],
     { width: 320, height: 200, logX: true, logY: true, title: 'fd', xLabel: 'nfe' },
   );
@@ -53,7 +86,10 @@ test('line plot: each series in its own color, points as markers, gaps at non-fi
 
 test('decodeImage takes a plain Uint8Array (not a Buffer), also one that views the middle of a larger buffer', () => {
   const img = { width: 3, height: 2, channels: 1 as const, data: Uint8Array.of(0, 50, 100, 150, 200, 255) };
-  for (const [format, bytes] of [['png', encodePNG(img)], ['jpeg', encodeJPEG(img, 100)]] as const) {
+  for (const [format, bytes] of [
+    ['png', encodePNG(img)],
+    ['jpeg', encodeJPEG(img, 100)],
+  ] as const) {
     const backing = new Uint8Array(bytes.length + 10);
     backing.set(bytes, 7);
     const plain = backing.subarray(7, 7 + bytes.length); // a Uint8Array at byteOffset 7, not a Buffer
@@ -61,7 +97,8 @@ test('decodeImage takes a plain Uint8Array (not a Buffer), also one that views t
     const d = decodeImage(plain, `gray.${format}`);
     assert.deepEqual([d.width, d.height], [3, 2]);
     const red = Array.from({ length: 6 }, (_, i) => d.rgba[4 * i]);
-    if (format === 'png') assert.deepEqual(red, [0, 50, 100, 150, 200, 255]); // lossless
+    if (format === 'png')
+      assert.deepEqual(red, [0, 50, 100, 150, 200, 255]); // lossless
     else red.forEach((v, i) => assert.ok(Math.abs(v - img.data[i]) <= 8, `jpeg pixel ${i}: ${v} vs ${img.data[i]}`));
   }
 });

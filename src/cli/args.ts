@@ -48,7 +48,8 @@ export function parseArgs(argv: readonly string[], known: Record<string, FlagKin
     let name: string;
     let value: string | undefined;
     if (a === '-h') name = 'help';
-    else if (/^-[a-zA-Z]$/.test(a) && known[a.slice(1)] !== undefined) name = a.slice(1); // -n for --n
+    else if (/^-[a-zA-Z]$/.test(a) && known[a.slice(1)] !== undefined)
+      name = a.slice(1); // -n for --n
     else if (a.startsWith('--')) {
       const eq = a.indexOf('=');
       name = eq >= 0 ? a.slice(2, eq) : a.slice(2);

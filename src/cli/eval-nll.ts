@@ -29,11 +29,10 @@ export function nllHelpRows(): [string, string][] {
     ['--nll M', 'likelihood instead of sample quality: "vlb" (variational bound, DDPM models), "ode" (probability flow) or "both"; bits/dim of --n test images (default 100)'],
     ['--ode-steps K', 'RK4 steps of the probability-flow ODE, uniform in ln(sigma) (default 64)'],
     ['--trace T', '"hutchinson" (default for images) or "exact" (one backward pass per pixel: small images only)'],
-    ['--probes P', 'Hutchinson probes per image (default 2: the estimator\'s own standard error is printed too)'],
+    ['--probes P', "Hutchinson probes per image (default 2: the estimator's own standard error is printed too)"],
     ['--class C', 'with --nll: "none" (default: p(x), the null class of a class-conditional model) or "label" (p(x | y), the true labels)'],
   ];
 }
-
 
 const pm = (m: MetricValue, digits = 4) => `${formatValue(m.value, digits)}${m.stderr !== undefined ? ` +- ${formatValue(m.stderr, 2)}` : ''}`;
 
@@ -60,7 +59,8 @@ export function nllCommand(args: ParsedArgs): number {
     if (meta.sampleShape.length !== 3 || meta.config.data !== 'fashion-mnist')
       throw new UsageError(`--nll measures Fashion-MNIST image models; ${dir} is a ${meta.config.data} model (2-D models report nll in plain diffuse eval)`);
     const schedule = buildSchedule(meta.config);
-    if (methods.includes('vlb') && !schedule) throw new UsageError(`--nll ${which}: the variational bound needs a discrete-time (DDPM) model; ${dir} has objective ${meta.config.objective} (use --nll ode)`);
+    if (methods.includes('vlb') && !schedule)
+      throw new UsageError(`--nll ${which}: the variational bound needs a discrete-time (DDPM) model; ${dir} has objective ${meta.config.objective} (use --nll ode)`);
     const k = meta.classNames?.length ?? 0;
     if (conditioning === 'label' && k === 0) throw new UsageError('--class label: the model is not class-conditional');
     const subset = asUsage(() => fashionMNISTSubset(n, { split: 'test', seed, pad32: meta.sampleShape[1] === 32 }));
@@ -99,8 +99,18 @@ export function nllCommand(args: ParsedArgs): number {
     });
     const seconds = (performance.now() - t0) / 1000;
     const rows: [string, NLLEstimate, string][] = [];
-    if (r.vlb) rows.push(['vlb', r.vlb, `T = ${r.vlb.T}, reverse variance ${r.vlb.variance}, x0 clipped ${r.vlb.clip ? 'to [-1, 1]' : 'no'}; L_T ${formatValue(r.vlb.terms.prior)}, sum L_t-1 ${formatValue(r.vlb.terms.diffusion)}, L_0 ${formatValue(r.vlb.terms.decoder)} bits/dim`]);
-    if (r.ode) rows.push(['ode', r.ode, `${r.ode.trace}${r.ode.trace === 'hutchinson' ? ` (${r.ode.probes} probes${r.ode.traceStderr !== undefined ? `, its own stderr ${formatValue(r.ode.traceStderr, 2)}` : ''})` : ''}, ${r.ode.steps} RK4 steps, sigma ${formatValue(r.ode.sigmaMin)} .. ${formatValue(r.ode.sigmaMax)}, uniform dequantization`]);
+    if (r.vlb)
+      rows.push([
+        'vlb',
+        r.vlb,
+        `T = ${r.vlb.T}, reverse variance ${r.vlb.variance}, x0 clipped ${r.vlb.clip ? 'to [-1, 1]' : 'no'}; L_T ${formatValue(r.vlb.terms.prior)}, sum L_t-1 ${formatValue(r.vlb.terms.diffusion)}, L_0 ${formatValue(r.vlb.terms.decoder)} bits/dim`,
+      ]);
+    if (r.ode)
+      rows.push([
+        'ode',
+        r.ode,
+        `${r.ode.trace}${r.ode.trace === 'hutchinson' ? ` (${r.ode.probes} probes${r.ode.traceStderr !== undefined ? `, its own stderr ${formatValue(r.ode.traceStderr, 2)}` : ''})` : ''}, ${r.ode.steps} RK4 steps, sigma ${formatValue(r.ode.sigmaMin)} .. ${formatValue(r.ode.sigmaMax)}, uniform dequantization`,
+      ]);
     const outDir = args.flags.get('out') ?? (args.positionals[0] ? path.join(dir, 'eval') : path.join('runs', 'eval'));
     fs.mkdirSync(outDir, { recursive: true });
     const json = path.join(outDir, `nll-${which}_n${n}_seed${seed}.json`);
@@ -117,13 +127,31 @@ export function nllCommand(args: ParsedArgs): number {
       dequantization: 'uniform: x = (k + u - 1/2) / 127.5 - 1, u ~ U[0, 1); bits/dim = (-log p(x) + D ln 127.5) / (D ln 2) (ODE); the bound is on the 8-bit probability itself (discretized decoder)',
       seconds,
       ...(r.vlb ? { vlb: { bitsPerDim: r.vlb.bitsPerDim, nats: r.vlb.nats, terms: r.vlb.terms, T: r.vlb.T, variance: r.vlb.variance, clip: r.vlb.clip, seconds: times.vlb ?? null } } : {}),
-      ...(r.ode ? { ode: { bitsPerDim: r.ode.bitsPerDim, nats: r.ode.nats, traceStderr: r.ode.traceStderr ?? null, trace: r.ode.trace, probes: r.ode.probes, steps: r.ode.steps, sigmaMin: r.ode.sigmaMin, sigmaMax: r.ode.sigmaMax, seconds: times.ode ?? null } } : {}),
+      ...(r.ode
+        ? {
+            ode: {
+              bitsPerDim: r.ode.bitsPerDim,
+              nats: r.ode.nats,
+              traceStderr: r.ode.traceStderr ?? null,
+              trace: r.ode.trace,
+              probes: r.ode.probes,
+              steps: r.ode.steps,
+              sigmaMin: r.ode.sigmaMin,
+              sigmaMax: r.ode.sigmaMax,
+              seconds: times.ode ?? null,
+            },
+          }
+        : {}),
     };
     writeFileAtomic(json, JSON.stringify(report, null, 1) + '\n');
     const head = ['method', 'bits/dim', 'nats/image', 'how'];
     const body = rows.map(([m, e, how]) => [m, pm(e.bitsPerDim), pm(e.nats, 6), how]);
     const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-    const line = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd();
+    const line = (cells: string[]) =>
+      cells
+        .map((c, i) => c.padEnd(w[i]))
+        .join('  ')
+        .trimEnd();
     process.stdout.write(`\n${line(head)}\n${body.map(line).join('\n')}\n\n${n} images, ${formatSeconds(seconds)}; +- is the standard error over images\nwrote ${json}\n`);
   } finally {
     x?.dispose();

@@ -85,7 +85,18 @@ Examples:
 
 export async function evalCommand(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, {
-    n: 'value', steps: 'value', class: 'value', seed: 'value', 'batch-size': 'value', batch: 'value', baseline: 'value', out: 'value', weights: 'value', threads: 'value', cache: 'bool', help: 'switch',
+    n: 'value',
+    steps: 'value',
+    class: 'value',
+    seed: 'value',
+    'batch-size': 'value',
+    batch: 'value',
+    baseline: 'value',
+    out: 'value',
+    weights: 'value',
+    threads: 'value',
+    cache: 'bool',
+    help: 'switch',
     ...SAMPLING_FLAGS,
     ...GUIDANCE_FLAGS,
     ...NLL_FLAGS,
@@ -132,16 +143,36 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
     console.log(`diffuse eval: ${dir} (step ${meta.step}, ${weights} weights), ${n} samples per setting, ${choice.sampler} on the ${choice.grid} grid, seed ${seed}; ${measure.what}`);
     let bar: Progress | null = null;
     const rows = evaluateSweep({
-      denoiser, guidance: prepared, meta, settings: sweepSettings(stepsList, scales), measure: (x) => measure.metrics(x),
+      denoiser,
+      guidance: prepared,
+      meta,
+      settings: sweepSettings(stepsList, scales),
+      measure: (x) => measure.metrics(x),
       spec: { ...choice, n, seed, labels, batchSize },
       onSetting: ({ steps }, label) => (bar = new Progress(Math.ceil(n / (batchSize ?? DEFAULT_BATCH_SIZE)) * steps, label)),
       onStep: () => bar?.tick(),
       onRow: (row) => {
         bar?.done();
-        console.log(`  ${formatSeconds(row.seconds)}: ${Object.entries(row.metrics).map(([name, m]) => `${name} ${formatValue(m.value)}${m.stderr !== undefined ? ` +- ${formatValue(m.stderr, 2)}` : ''}`).join(', ')}`);
+        console.log(
+          `  ${formatSeconds(row.seconds)}: ${Object.entries(row.metrics)
+            .map(([name, m]) => `${name} ${formatValue(m.value)}${m.stderr !== undefined ? ` +- ${formatValue(m.stderr, 2)}` : ''}`)
+            .join(', ')}`,
+        );
       },
     });
-    const report = writeReports(outDir, { meta, dir, weights, n, seed, choice, guidance, rows, space: measure.space, reference: measure.reference, sweep: stepsList.length > 1 ? 'steps' : scales.length > 1 ? 'guidance' : null });
+    const report = writeReports(outDir, {
+      meta,
+      dir,
+      weights,
+      n,
+      seed,
+      choice,
+      guidance,
+      rows,
+      space: measure.space,
+      reference: measure.reference,
+      sweep: stepsList.length > 1 ? 'steps' : scales.length > 1 ? 'guidance' : null,
+    });
     process.stdout.write(report);
   } finally {
     for (const c of cleanup.reverse()) c.dispose();
@@ -150,7 +181,11 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
 }
 
 /** How samples are measured: the feature-space metrics for images. */
-function imageMeasure(cleanup: { dispose(): void }[], labels: number[] | null, cache: string | false): { what: string; space: string; reference: string; metrics(x: Tensor): Record<string, MetricValue> } {
+function imageMeasure(
+  cleanup: { dispose(): void }[],
+  labels: number[] | null,
+  cache: string | false,
+): { what: string; space: string; reference: string; metrics(x: Tensor): Record<string, MetricValue> } {
   const fnet = loadFeatureNet();
   cleanup.push(fnet.net);
   const ref = fashionReference(fnet, { cache });
@@ -159,7 +194,13 @@ function imageMeasure(cleanup: { dispose(): void }[], labels: number[] | null, c
 }
 
 /** The 2-D metrics against held-out points of the model's toy (drawn from their own seed stream). */
-function pointMeasure(meta: CheckpointMeta, D: Denoiser, n: number, seed: number, cleanup: { dispose(): void }[]): { what: string; space: string; reference: string; metrics(x: Tensor): Record<string, MetricValue> } {
+function pointMeasure(
+  meta: CheckpointMeta,
+  D: Denoiser,
+  n: number,
+  seed: number,
+  cleanup: { dispose(): void }[],
+): { what: string; space: string; reference: string; metrics(x: Tensor): Record<string, MetricValue> } {
   const toy = Object.hasOwn(TOYS, meta.config.data) ? TOYS[meta.config.data as keyof typeof TOYS] : null;
   if (!toy) throw new UsageError(`${meta.config.data}: diffuse eval knows image models and the 2-D toys (${Object.keys(TOYS).join(', ')})`);
   const heldOut = toy(Math.max(n, 1000), new Generator(deriveSeed(seed, 0x4e1d)));
@@ -209,14 +250,36 @@ function writeReports(outDir: string, r: ReportInput): string {
     seconds: row.seconds,
     metrics: row.metrics,
   }));
-  const tag = [r.choice.sampler, r.choice.grid, `steps${r.rows.map((x) => x.steps).filter((v, i, a) => a.indexOf(v) === i).join('-')}`, r.guidance ? `${r.guidance.type}${r.rows.map((x) => x.guidance).join('-')}` : '', `n${r.n}`, `seed${r.seed}`].filter(Boolean).join('_');
+  const tag = [
+    r.choice.sampler,
+    r.choice.grid,
+    `steps${r.rows
+      .map((x) => x.steps)
+      .filter((v, i, a) => a.indexOf(v) === i)
+      .join('-')}`,
+    r.guidance ? `${r.guidance.type}${r.rows.map((x) => x.guidance).join('-')}` : '',
+    `n${r.n}`,
+    `seed${r.seed}`,
+  ]
+    .filter(Boolean)
+    .join('_');
   const json = path.join(outDir, `${tag}.json`);
   writeFileAtomic(json, JSON.stringify(reports.length === 1 ? reports[0] : reports, null, 1) + '\n');
   const names = [...new Set(r.rows.flatMap((row) => Object.keys(row.metrics)))];
   const head = ['steps', 'NFE', 'guidance', ...names, 'time'];
-  const body = r.rows.map((row) => [String(row.steps), String(row.nfe), row.guidance === null ? '-' : String(row.guidance), ...names.map((m) => (row.metrics[m] ? formatValue(row.metrics[m].value) + (row.metrics[m].stderr !== undefined ? ` +- ${formatValue(row.metrics[m].stderr, 2)}` : '') : '-')), formatSeconds(row.seconds)]);
+  const body = r.rows.map((row) => [
+    String(row.steps),
+    String(row.nfe),
+    row.guidance === null ? '-' : String(row.guidance),
+    ...names.map((m) => (row.metrics[m] ? formatValue(row.metrics[m].value) + (row.metrics[m].stderr !== undefined ? ` +- ${formatValue(row.metrics[m].stderr, 2)}` : '') : '-')),
+    formatSeconds(row.seconds),
+  ]);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(w[i]))
+      .join('  ')
+      .trimEnd();
   let out = `\n${line(head)}\n${body.map(line).join('\n')}\n\nwrote ${json}\n`;
   if (r.sweep) {
     const x = (row: SweepRow) => (r.sweep === 'steps' ? row.nfe : row.guidance!);
@@ -224,7 +287,15 @@ function writeReports(outDir: string, r: ReportInput): string {
     for (const m of plots) {
       const png = path.join(outDir, `${tag}_${m}.png`);
       const series: Series[] = [{ name: r.sweep === 'steps' ? r.choice.sampler : r.guidance!.type, points: r.rows.map((row) => [x(row), row.metrics[m]?.value ?? NaN] as [number, number]) }];
-      writePNG(png, linePlotImage(series, { title: `${m} (${r.space}, ${r.n} samples)`, xLabel: r.sweep === 'steps' ? 'denoiser evaluations (NFE)' : 'guidance scale', logX: r.sweep === 'steps', logY: m === 'fd' }));
+      writePNG(
+        png,
+        linePlotImage(series, {
+          title: `${m} (${r.space}, ${r.n} samples)`,
+          xLabel: r.sweep === 'steps' ? 'denoiser evaluations (NFE)' : 'guidance scale',
+          logX: r.sweep === 'steps',
+          logY: m === 'fd',
+        }),
+      );
       out += `wrote ${png}\n`;
     }
   }
@@ -277,7 +348,6 @@ function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: nu
   }
   return 0;
 }
-
 
 /** n images of uniform noise in 0..255 (uint8), seeded. */
 function noiseImages(n: number, seed: number): Tensor {

@@ -25,7 +25,10 @@ export const GUIDANCE_FLAGS = { guidance: 'value', 'guidance-type': 'value', 'gu
 /** Help rows for the guidance flags. */
 export function guidanceHelpRows({ sweep }: { sweep: boolean }): [string, string][] {
   return [
-    ['--guidance W', `guidance scale${sweep ? ' (a comma list sweeps it: 1,2,3)' : ''}; cfg/auto: D_u + W (D_c - D_u), 1 = no guidance; classifier: D_c + W sigma^2 grad log p(y|x, sigma), 0 = no guidance`],
+    [
+      '--guidance W',
+      `guidance scale${sweep ? ' (a comma list sweeps it: 1,2,3)' : ''}; cfg/auto: D_u + W (D_c - D_u), 1 = no guidance; classifier: D_c + W sigma^2 grad log p(y|x, sigma), 0 = no guidance`,
+    ],
     ['--guidance-type T', "'cfg' (classifier-free, default), 'classifier' or 'auto' (autoguidance)"],
     ['--guide-checkpoint DIR', 'autoguidance: the weaker model of the same task (a smaller or shorter-trained checkpoint)'],
     ['--classifier DIR', 'classifier guidance: a noise-conditional classifier (default models/fashion-mnist-classifier)'],

@@ -41,7 +41,9 @@ export function infoCommand(argv: readonly string[]): number {
   const meta = readCheckpointMeta(dir);
   if (args.flags.has('json')) {
     const { state, ...rest } = meta;
-    process.stdout.write(JSON.stringify({ ...rest, state: state && { ...state, losses: `<${decodeFloats(state.losses).length} float32>`, generators: Object.keys(state.generators) } }, null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify({ ...rest, state: state && { ...state, losses: `<${decodeFloats(state.losses).length} float32>`, generators: Object.keys(state.generators) } }, null, 2) + '\n',
+    );
     return 0;
   }
   const c = meta.config;
@@ -76,11 +78,20 @@ export function infoCommand(argv: readonly string[]): number {
     edm2: `edm2 (learned uncertainty u(sigma)), sigma_data ${c.sigmaData}`,
   };
   const rows: [string, string][] = [
-    ['checkpoint', `${dir}: step ${meta.step} of ${c.steps}, written ${meta.createdAt} by Diffuse ${meta.diffuse}${meta.exportedFrom ? ` (export of the ${meta.exportedFrom.part} weights in ${meta.exportedFrom.dtype}${meta.exportedFrom.posthocEma ? `: post-hoc EMA of sigma_rel ${meta.exportedFrom.posthocEma.sigmaRel} from ${meta.exportedFrom.posthocEma.snapshots} snapshots` : ''})` : ''}`],
+    [
+      'checkpoint',
+      `${dir}: step ${meta.step} of ${c.steps}, written ${meta.createdAt} by Diffuse ${meta.diffuse}${meta.exportedFrom ? ` (export of the ${meta.exportedFrom.part} weights in ${meta.exportedFrom.dtype}${meta.exportedFrom.posthocEma ? `: post-hoc EMA of sigma_rel ${meta.exportedFrom.posthocEma.sigmaRel} from ${meta.exportedFrom.posthocEma.snapshots} snapshots` : ''})` : ''}`,
+    ],
     ['network', netDesc],
-    ['data', `${c.data}${c.dataLimit !== null ? ` (first ${c.dataLimit})` : ''}, samples [${meta.sampleShape}]${meta.classNames ? `, ${meta.classNames.length} classes: ${meta.classNames.join(', ')} (label dropout ${c.labelDropout})` : ', unconditional'}`],
+    [
+      'data',
+      `${c.data}${c.dataLimit !== null ? ` (first ${c.dataLimit})` : ''}, samples [${meta.sampleShape}]${meta.classNames ? `, ${meta.classNames.length} classes: ${meta.classNames.join(', ')} (label dropout ${c.labelDropout})` : ', unconditional'}`,
+    ],
     ['objective', objective[c.objective]],
-    ['training', `batch ${c.batchSize}, ${c.optimizer} lr ${c.lr} (${c.lrSchedule}${c.lrSchedule === 'inv-sqrt' ? ` from step ${c.lrRefSteps}` : ''}, warm-up ${c.warmupSteps}), EMA ${c.ema === 'phema' ? `post-hoc (power-function sigma_rel ${c.phemaStds.join(', ')}, snapshots every ${c.phemaSnapshotEvery} steps)` : c.emaDecay !== null ? `decay ${c.emaDecay}` : `half-life ${c.emaHalfLifeImages} images`}, ${(meta.step * c.batchSize).toLocaleString('en-US')} images seen${meta.state ? `, ${formatSeconds(meta.state.trainSeconds)} of training` : ''}`],
+    [
+      'training',
+      `batch ${c.batchSize}, ${c.optimizer} lr ${c.lr} (${c.lrSchedule}${c.lrSchedule === 'inv-sqrt' ? ` from step ${c.lrRefSteps}` : ''}, warm-up ${c.warmupSteps}), EMA ${c.ema === 'phema' ? `post-hoc (power-function sigma_rel ${c.phemaStds.join(', ')}, snapshots every ${c.phemaSnapshotEvery} steps)` : c.emaDecay !== null ? `decay ${c.emaDecay}` : `half-life ${c.emaHalfLifeImages} images`}, ${(meta.step * c.batchSize).toLocaleString('en-US')} images seen${meta.state ? `, ${formatSeconds(meta.state.trainSeconds)} of training` : ''}`,
+    ],
     ['loss', lossLine],
     ...files.map(([f, s], i): [string, string] => [i === 0 ? 'files' : '', `${f}  ${s}`]),
   ];

@@ -34,7 +34,9 @@ export function mainHelp(): string {
 Diffusion models in TypeScript on libtorch.
 
 Commands:
-${Object.entries(COMMANDS).map(([k, c]) => `  ${k.padEnd(w)}  ${c.summary}`).join('\n')}
+${Object.entries(COMMANDS)
+  .map(([k, c]) => `  ${k.padEnd(w)}  ${c.summary}`)
+  .join('\n')}
   ${'help'.padEnd(w)}  help on a command: diffuse help <command> (or diffuse <command> --help)
 
 Docs: docs/cli.md

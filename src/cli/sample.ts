@@ -41,7 +41,7 @@ ${table([
   ['--batch-size B', `samples pushed through the network at once (default ${DEFAULT_BATCH_SIZE}, chosen for speed: docs/BENCHMARKS.md); changes speed and memory, never the images`],
   ['--seed S', 'sample i draws its noise from seed S + i (default 0), so --seed 5 --n 1 is image 5 of --seed 0'],
   ['--class C', 'a class name (e.g. Sneaker) or id, or "none" for unconditional; default: cycle through the classes, one column each'],
-  ['--steps K', 'sampler steps, at most the model\'s T (default 100; with ddpm on the trailing grid, 1000 = every step of Algorithm 2)'],
+  ['--steps K', "sampler steps, at most the model's T (default 100; with ddpm on the trailing grid, 1000 = every step of Algorithm 2)"],
   ...samplingHelpRows(),
   ...guidanceHelpRows({ sweep: false }),
   ['--out FILE', 'write one grid PNG (default samples.png)'],
@@ -85,7 +85,18 @@ export function parseClass(raw: string, classNames: string[] | null): number {
 
 export async function sampleCommand(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, {
-    n: 'value', 'batch-size': 'value', seed: 'value', class: 'value', steps: 'value', out: 'value', 'out-dir': 'value', ncol: 'value', scale: 'value', weights: 'value', threads: 'value', help: 'switch',
+    n: 'value',
+    'batch-size': 'value',
+    seed: 'value',
+    class: 'value',
+    steps: 'value',
+    out: 'value',
+    'out-dir': 'value',
+    ncol: 'value',
+    scale: 'value',
+    weights: 'value',
+    threads: 'value',
+    help: 'switch',
     ...SAMPLING_FLAGS,
     ...GUIDANCE_FLAGS,
   });

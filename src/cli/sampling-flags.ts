@@ -15,7 +15,15 @@ import { choiceFlag, intFlag, numberFlag, ParsedArgs, UsageError } from './args'
 
 /** The flag kinds, to merge into a command's parseArgs table. */
 export const SAMPLING_FLAGS = {
-  sampler: 'value', grid: 'value', eta: 'value', churn: 'value', 's-tmin': 'value', 's-tmax': 'value', 's-noise': 'value', variance: 'value', clip: 'bool',
+  sampler: 'value',
+  grid: 'value',
+  eta: 'value',
+  churn: 'value',
+  's-tmin': 'value',
+  's-tmax': 'value',
+  's-noise': 'value',
+  variance: 'value',
+  clip: 'bool',
 } as const;
 
 /** Help rows for the sampler flags. */
@@ -51,7 +59,16 @@ export function samplingFlags(args: ParsedArgs, config: TrainConfig): SamplingCh
   const rawClip = args.flags.get('clip');
   const clip = rawClip === undefined ? undefined : ['true', 'yes', '1'].includes(rawClip);
   const bad = samplerParamError(sampler, { eta, churn, variance });
-  if (bad) throw new UsageError(`${bad.param === 'churn' ? CHURN_FLAGS.filter((f) => args.flags.has(f)).map((f) => `--${f}`).join('/') : `--${bad.param}`}: ${bad.message}`);
+  if (bad)
+    throw new UsageError(
+      `${
+        bad.param === 'churn'
+          ? CHURN_FLAGS.filter((f) => args.flags.has(f))
+              .map((f) => `--${f}`)
+              .join('/')
+          : `--${bad.param}`
+      }: ${bad.message}`,
+    );
   return { sampler, grid: gridFlag(args, config), eta, churn, variance, clip };
 }
 
@@ -69,7 +86,9 @@ function gridFlag(args: ParsedArgs, config: Parameters<typeof defaultGrid>[0] & 
   if (raw === undefined) return defaultGrid(config);
   const valid = gridNames(gridModel(buildSchedule(config)));
   if (valid.includes(raw)) return raw;
-  const why = Object.hasOwn(GRIDS, raw) ? `grid ${JSON.stringify(raw)} is a timestep spacing of discrete (eps, x0, v) models; this model is ${config.objective}` : `unknown grid ${JSON.stringify(raw)}`;
+  const why = Object.hasOwn(GRIDS, raw)
+    ? `grid ${JSON.stringify(raw)} is a timestep spacing of discrete (eps, x0, v) models; this model is ${config.objective}`
+    : `unknown grid ${JSON.stringify(raw)}`;
   throw new UsageError(`--grid: ${why}; choose one of: ${valid.join(', ')}`);
 }
 

@@ -28,7 +28,6 @@ import { Override, parseValue, refuseResumeChanges, resumableKeys } from '../tra
 /** The noise levels a noise-conditional run reports its test accuracy at. */
 export const REPORT_SIGMAS: readonly number[] = [0.1, 1, 5, 20];
 
-
 const DEFAULT_NAME = 'fmnist-cnn-custom';
 
 export function trainClassifierHelp(): string {

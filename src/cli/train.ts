@@ -4,7 +4,20 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, MODEL_TYPES, modelFields, modelOptionTable, optionTable, Override, resolveTrainConfig, RESUMABLE_KEYS, TRAIN_DEFAULTS, TRAIN_KEYS, TrainConfig, applyOverrides } from '../training/config';
+import {
+  ConfigError,
+  MODEL_TYPES,
+  modelFields,
+  modelOptionTable,
+  optionTable,
+  Override,
+  resolveTrainConfig,
+  RESUMABLE_KEYS,
+  TRAIN_DEFAULTS,
+  TRAIN_KEYS,
+  TrainConfig,
+  applyOverrides,
+} from '../training/config';
 import { readCheckpointMeta } from '../training/checkpoint';
 import { profile } from '../engine/profile';
 import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
@@ -147,7 +160,9 @@ function profileTraining(config: TrainConfig, resume: string | null): number {
     });
     const perStep = report.wallMs / PROFILE_STEPS;
     process.stdout.write(`${trainer.describe()}\n`);
-    process.stdout.write(`${PROFILE_STEPS} training steps after 1 warm-up step: ${perStep.toFixed(1)} ms per step (${((1000 * config.batchSize) / perStep).toFixed(1)} images/s) under the profiler\n\n`);
+    process.stdout.write(
+      `${PROFILE_STEPS} training steps after 1 warm-up step: ${perStep.toFixed(1)} ms per step (${((1000 * config.batchSize) / perStep).toFixed(1)} images/s) under the profiler\n\n`,
+    );
     process.stdout.write(report.format({ top: 25 }) + '\n');
     return 0;
   } finally {

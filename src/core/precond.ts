@@ -126,11 +126,7 @@ export function edmDenoiser(net: Network, opts: { sigmaData?: number; cNoise?: N
  * told the timestep index t(sigma) of its schedule (k-diffusion's DiscreteEpsDDPMDenoiser /
  * DiscreteVDDPMDenoiser).
  */
-export function discreteVPDenoiser(
-  net: Network,
-  schedule: DiscreteVP,
-  { prediction = 'eps', quantize = false }: { prediction?: Prediction; quantize?: boolean } = {},
-): Denoiser {
+export function discreteVPDenoiser(net: Network, schedule: DiscreteVP, { prediction = 'eps', quantize = false }: { prediction?: Prediction; quantize?: boolean } = {}): Denoiser {
   const cNoise = discreteTimestep(schedule, { quantize });
   return fromCoefficients(net, (sigma) => vpCoefficients(prediction, sigma, cNoise));
 }

@@ -121,7 +121,11 @@ export function sigmaToT(schedule: DiscreteVP, sigma: Tensor, { quantize = false
     const ls = sigma.to({ dtype: 'float64' }).log().reshape([-1]); // [B]
     const dists = ls.unsqueeze(0).sub(logSigmas.unsqueeze(1)); // [T, B]
     if (quantize) return dists.abs().argmin(0).to({ dtype: 'float64' }).reshape(sigma.shape);
-    const low = dists.ge(0).sum(0).sub(1).clamp(0, schedule.T - 2); // last step with log sigma_t <= ln(sigma)
+    const low = dists
+      .ge(0)
+      .sum(0)
+      .sub(1)
+      .clamp(0, schedule.T - 2); // last step with log sigma_t <= ln(sigma)
     const lo = logSigmas.indexSelect(0, low);
     const hi = logSigmas.indexSelect(0, low.add(1));
     const w = lo.sub(ls).div(lo.sub(hi)).clamp(0, 1); // NaN-free: hi > lo strictly
@@ -133,13 +137,20 @@ export function sigmaToT(schedule: DiscreteVP, sigma: Tensor, { quantize = false
 export function tToSigma(schedule: DiscreteVP, t: Tensor): Tensor {
   return tidy(() => {
     const logSigmas = tensor(schedule.sigmas.map(Math.log)).to({ device: t.device });
-    const td = t.to({ dtype: 'float64' }).reshape([-1]).clamp(0, schedule.T - 1);
+    const td = t
+      .to({ dtype: 'float64' })
+      .reshape([-1])
+      .clamp(0, schedule.T - 1);
     const low = td.floor();
     const w = td.sub(low);
     const lo = logSigmas.indexSelect(0, low.long());
     const hi = logSigmas.indexSelect(0, td.ceil().long());
     // where w = 0 take lo itself, so an infinite sigma (zero terminal SNR) does not become NaN
-    return w.eq(0).where(lo, lo.add(hi.sub(lo).mul(w))).exp().reshape(t.shape);
+    return w
+      .eq(0)
+      .where(lo, lo.add(hi.sub(lo).mul(w)))
+      .exp()
+      .reshape(t.shape);
   });
 }
 
@@ -209,7 +220,12 @@ export function cosineLogSnr({ logSnrMin = -Infinity, logSnrMax = Infinity }: { 
         const u = t.to({ dtype: 'float64' }).mul(a).add(b);
         return u.sin().div(u.cos()).log().mul(-2);
       }),
-    time: (l) => tidy(() => atan(l.to({ dtype: 'float64' }).mul(-0.5).exp()).sub(b).div(a)),
+    time: (l) =>
+      tidy(() =>
+        atan(l.to({ dtype: 'float64' }).mul(-0.5).exp())
+          .sub(b)
+          .div(a),
+      ),
   };
 }
 
@@ -223,13 +239,24 @@ export function linearVPLogSnr({ betaMin = 0.1, betaMax = 20 }: { betaMin?: numb
     logSnr: (t) =>
       tidy(() => {
         const td = t.to({ dtype: 'float64' });
-        return td.square().mul(d / 2).add(td.mul(betaMin)).expm1().log().neg();
+        return td
+          .square()
+          .mul(d / 2)
+          .add(td.mul(betaMin))
+          .expm1()
+          .log()
+          .neg();
       }),
     // solve (d/2) t^2 + betaMin t = ln(1 + e^-lambda) for t >= 0
     time: (l) =>
       tidy(() => {
         const c = l.to({ dtype: 'float64' }).neg().softplus();
-        return c.mul(2 * d).add(betaMin * betaMin).sqrt().sub(betaMin).div(d);
+        return c
+          .mul(2 * d)
+          .add(betaMin * betaMin)
+          .sqrt()
+          .sub(betaMin)
+          .div(d);
       }),
   };
 }

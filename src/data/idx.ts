@@ -47,7 +47,8 @@ export function readMaybeGzip(file: string): Uint8Array {
       throw new DatasetError(file, `gzip data is corrupt or truncated (${(e as Error).message}); delete the file and fetch it again`);
     }
   }
-  if (file.endsWith('.gz')) throw new DatasetError(file, `named .gz but is not gzip data (starts with bytes ${Array.from(raw.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ') || 'none: the file is empty'})`);
+  if (file.endsWith('.gz'))
+    throw new DatasetError(file, `named .gz but is not gzip data (starts with bytes ${Array.from(raw.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ') || 'none: the file is empty'})`);
   return raw;
 }
 
@@ -89,7 +90,6 @@ export function readIdxImages(file: string): IdxArray {
 export function readIdxLabels(file: string, numClasses = 256): IdxArray {
   const a = readIdx(file, { magic: IDX_LABELS });
   if (a.dims[0] === 0) throw new DatasetError(file, 'the file holds no labels (N = 0)');
-  for (let i = 0; i < a.data.length; i++)
-    if (a.data[i] >= numClasses) throw new DatasetError(file, `label ${a.data[i]} at index ${i} is out of range (expected 0..${numClasses - 1})`);
+  for (let i = 0; i < a.data.length; i++) if (a.data[i] >= numClasses) throw new DatasetError(file, `label ${a.data[i]} at index ${i} is out of range (expected 0..${numClasses - 1})`);
   return a;
 }

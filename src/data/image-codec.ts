@@ -77,21 +77,16 @@ export function decodeImage(bytes: Uint8Array, file: string): DecodedImage {
 
 function checkRaw(img: RawImage, op: string): void {
   const { width, height, channels, data } = img;
-  if (!(Number.isSafeInteger(width) && width > 0 && Number.isSafeInteger(height) && height > 0))
-    throw new RangeError(`${op}: width and height must be positive integers, got ${width} x ${height}`);
+  if (!(Number.isSafeInteger(width) && width > 0 && Number.isSafeInteger(height) && height > 0)) throw new RangeError(`${op}: width and height must be positive integers, got ${width} x ${height}`);
   if (channels !== 1 && channels !== 3 && channels !== 4) throw new RangeError(`${op}: channels must be 1, 3 or 4, got ${channels}`);
-  if (data.length !== width * height * channels)
-    throw new RangeError(`${op}: ${data.length} bytes given, ${width} x ${height} x ${channels} needs ${width * height * channels}`);
+  if (data.length !== width * height * channels) throw new RangeError(`${op}: ${data.length} bytes given, ${width} x ${height} x ${channels} needs ${width * height * channels}`);
 }
 
 /** Encodes 8-bit gray, RGB or RGBA pixels as a PNG (lossless). */
 export function encodePNG(img: RawImage): Buffer {
   checkRaw(img, 'encodePNG');
   const colorType = ({ 1: 0, 3: 2, 4: 6 } as const)[img.channels];
-  return PNG.sync.write(
-    { width: img.width, height: img.height, data: img.data },
-    { colorType, inputColorType: colorType, inputHasAlpha: img.channels === 4, bitDepth: 8 },
-  );
+  return PNG.sync.write({ width: img.width, height: img.height, data: img.data }, { colorType, inputColorType: colorType, inputHasAlpha: img.channels === 4, bitDepth: 8 });
 }
 
 /** Encodes 8-bit gray, RGB or RGBA pixels as a baseline JPEG (quality 1-100, default 90; alpha is dropped). */

@@ -49,7 +49,7 @@ function entries(dir: string): { name: string; isDirectory: () => boolean }[] {
       .filter((e) => !e.name.startsWith('.'))
       .sort((a, b) => byName(a.name, b.name))
       .map((e) => {
-        const isDir = e.isSymbolicLink() ? fs.statSync(path.join(dir, e.name), { throwIfNoEntry: false })?.isDirectory() ?? false : e.isDirectory();
+        const isDir = e.isSymbolicLink() ? (fs.statSync(path.join(dir, e.name), { throwIfNoEntry: false })?.isDirectory() ?? false) : e.isDirectory();
         return { name: e.name, isDirectory: () => isDir };
       });
   } catch (e) {
@@ -108,7 +108,8 @@ export function centerSquare(img: DecodedImage, mode: 'rgb' | 'gray'): { side: n
     for (let x = 0; x < s; x++) {
       const i = 4 * ((top + y) * w + left + x);
       const o = y * s + x;
-      if (mode === 'gray') out[o] = Math.floor((rgba[i] * 299 + rgba[i + 1] * 587 + rgba[i + 2] * 114 + 500) / 1000); // ITU-R 601-2 luma
+      if (mode === 'gray')
+        out[o] = Math.floor((rgba[i] * 299 + rgba[i + 1] * 587 + rgba[i + 2] * 114 + 500) / 1000); // ITU-R 601-2 luma
       else {
         out[o] = rgba[i];
         out[plane + o] = rgba[i + 1];
@@ -150,7 +151,11 @@ export function loadImageFolder(dir: string, { size, mode = 'rgb', resample = 'a
   });
   return tidy(() => ({
     images: fromBytes(pixels, 'uint8', [files.length, channels, size, size]),
-    labels: fromBytes(BigInt64Array.from(labels, (l) => BigInt(l)), 'int64', [files.length]),
+    labels: fromBytes(
+      BigInt64Array.from(labels, (l) => BigInt(l)),
+      'int64',
+      [files.length],
+    ),
     classNames,
     files,
   }));

@@ -124,7 +124,11 @@ export class DataLoader {
       const indices = perm.narrow(0, start, len); // [B]
       const raw = this.#data.indexSelect(0, indices); // [B, C, H, W]
       let x = raw.dtype === 'uint8' ? raw.to({ dtype }).div(127.5).sub(1) : raw.to({ dtype });
-      if (flips) x = flips.narrow(0, start, len).reshape([len, ...new Array<number>(x.ndim - 1).fill(1)]).where(x.flip(-1), x);
+      if (flips)
+        x = flips
+          .narrow(0, start, len)
+          .reshape([len, ...new Array<number>(x.ndim - 1).fill(1)])
+          .where(x.flip(-1), x);
       const labels = this.#labels?.indexSelect(0, indices);
       const dev = (t: Tensor) => (device === 'cpu' ? t : t.to({ device }));
       return labels === undefined ? { x: dev(x), indices, epoch } : { x: dev(x), labels: dev(labels), indices, epoch };

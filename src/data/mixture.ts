@@ -111,9 +111,17 @@ export class GaussianMixture {
     return tidy(() => {
       const u = generator.rand([n], { dtype: 'float64' }); // [n]
       const cdf = this.weights.cumsum(0); // [K]
-      const k = u.unsqueeze(1).ge(cdf.unsqueeze(0)).sum(1).clamp(0, this.components - 1).long(); // [n]
+      const k = u
+        .unsqueeze(1)
+        .ge(cdf.unsqueeze(0))
+        .sum(1)
+        .clamp(0, this.components - 1)
+        .long(); // [n]
       const noise = generator.randn([n, this.dim], { dtype: 'float64' });
-      const x = this.means.indexSelect(0, k).add(noise.mul(this.stds.indexSelect(0, k).unsqueeze(1))).to({ dtype }); // [n, D]
+      const x = this.means
+        .indexSelect(0, k)
+        .add(noise.mul(this.stds.indexSelect(0, k).unsqueeze(1)))
+        .to({ dtype }); // [n, D]
       const label = tensor(this.classes as number[], { dtype: 'int64' }).indexSelect(0, k); // [n]
       return { x, component: k, label };
     });
@@ -130,7 +138,12 @@ export class GaussianMixture {
     if (ks.length === 0) throw new RangeError(`GaussianMixture.classConditional: no component has class ${c} (classes are ${[...new Set(this.classes)].join(', ')})`);
     return tidy(() => {
       const idx = tensor(ks, { dtype: 'int64' });
-      return new GaussianMixture(this.means.indexSelect(0, idx), this.stds.indexSelect(0, idx), this.weights.indexSelect(0, idx), ks.map(() => c));
+      return new GaussianMixture(
+        this.means.indexSelect(0, idx),
+        this.stds.indexSelect(0, idx),
+        this.weights.indexSelect(0, idx),
+        ks.map(() => c),
+      );
     });
   }
 
@@ -203,14 +216,22 @@ export class GaussianMixture {
     const logits = on(this.weights)
       .log()
       .unsqueeze(0)
-      .sub(v.mul(2 * Math.PI).log().mul(D / 2))
+      .sub(
+        v
+          .mul(2 * Math.PI)
+          .log()
+          .mul(D / 2),
+      )
       .sub(diff.square().sum(2).div(v.mul(2))); // [N, K]
     const labels = cond?.classLabels;
     if (labels === undefined) return { logits, diff, v: v.expand([N, this.components]) };
     if (labels.size !== N) throw new TypeError(`GaussianMixture: classLabels must have ${N} elements, got shape [${labels.shape.join(', ')}]`);
     const l = labels.to({ dtype: 'int64', device: dev }).reshape([N, 1]); // [N, 1]
     const unconditional = l.lt(0).logicalOr(l.ge(this.numClasses)); // [N, 1]
-    const allowed = tensor(this.classes as number[], { dtype: 'int64', device: dev }).unsqueeze(0).eq(l).logicalOr(unconditional); // [N, K]
+    const allowed = tensor(this.classes as number[], { dtype: 'int64', device: dev })
+      .unsqueeze(0)
+      .eq(l)
+      .logicalOr(unconditional); // [N, K]
     const classWeight = allowed.to({ dtype: 'float64' }).mul(on(this.weights).unsqueeze(0)).sum(1, true); // [N, 1]: P(c)
     return { logits: logits.maskedFill(allowed.logicalNot(), -Infinity).sub(classWeight.log()), diff, v: v.expand([N, this.components]) }; // log w_k / P(c) + ...
   }

@@ -49,7 +49,10 @@ export function twoMoons(n: number, generator: Generator, { noise = 0.1 }: { noi
 export function swissRoll(n: number, generator: Generator, { noise = 0.5 }: { noise?: number } = {}): Tensor {
   checkN('swissRoll', n);
   return tidy(() => {
-    const t = generator.rand([n]).mul(3 * Math.PI).add(1.5 * Math.PI); // [n], t ~ U[1.5 pi, 4.5 pi]
+    const t = generator
+      .rand([n])
+      .mul(3 * Math.PI)
+      .add(1.5 * Math.PI); // [n], t ~ U[1.5 pi, 4.5 pi]
     const xy = stack([t.mul(t.cos()).sub(2), t.mul(t.sin()).sub(2 / (3 * Math.PI))], 1); // [n, 2], minus E[t cos t], E[t sin t]
     return xy.add(generator.randn([n, 2]).mul(noise)).div(7);
   });

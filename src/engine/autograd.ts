@@ -55,14 +55,16 @@ export interface GradcheckResult {
  * gradcheck (eps 1e-6, atol 1e-5, rtol 1e-3).
  */
 export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], { eps = 1e-6, atol = 1e-5, rtol = 1e-3 } = {}): GradcheckResult {
-  for (const x of inputs)
-    if (x.dtype !== 'float64') throw new TypeError(`gradcheck: inputs must be float64 for accurate finite differences, got ${x.dtype}`);
+  for (const x of inputs) if (x.dtype !== 'float64') throw new TypeError(`gradcheck: inputs must be float64 for accurate finite differences, got ${x.dtype}`);
   return tidy(() => {
     const xs = inputs.map((x) => x.detach().clone().requiresGrad_());
     const out0 = fn(...xs);
     // A fixed, non-symmetric weighting makes the scalar sensitive to every output.
     const n = out0.size;
-    const w = arange(1, n + 1, 1, { dtype: 'float64' }).div(n).sin().reshape(out0.shape);
+    const w = arange(1, n + 1, 1, { dtype: 'float64' })
+      .div(n)
+      .sin()
+      .reshape(out0.shape);
     const analytic = grad(out0.mul(w).sum(), xs, { allowUnused: true });
     let maxError = 0;
     let ok = true;
@@ -73,7 +75,10 @@ export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], { e
       const evalAt = (vals: Float64Array) =>
         tidy(() => {
           const args = xs.map((y, j) => (j === i ? fromBytes(vals, 'float64', base.shape) : y.detach()));
-          return fn(...args).mul(w).sum().item();
+          return fn(...args)
+            .mul(w)
+            .sum()
+            .item();
         });
       for (let k = 0; k < flat.length; k++) {
         const v = flat[k];

@@ -51,8 +51,7 @@ function flatten(data: NestedArray, shape: number[], depth: number, out: (number
     out.push(data);
     return;
   }
-  if (!Array.isArray(data) || data.length !== shape[depth])
-    throw new TypeError(`tensor: nested arrays are ragged (expected length ${shape[depth]} at depth ${depth})`);
+  if (!Array.isArray(data) || data.length !== shape[depth]) throw new TypeError(`tensor: nested arrays are ragged (expected length ${shape[depth]} at depth ${depth})`);
   for (const x of data) flatten(x, shape, depth + 1, out);
 }
 
@@ -120,8 +119,7 @@ export function tensor(data: NestedArray | TypedArray, opts: TensorOptions & { s
 export function fromBytes(data: ArrayBufferView, dtype: DType, shape: number[], opts: { device?: string } = {}): Tensor {
   const s = checkShape(shape);
   const need = s.reduce((a, b) => a * b, 1) * itemSize(dtype);
-  if (data.byteLength !== need)
-    throw new RangeError(`fromBytes: ${data.byteLength} bytes given, shape [${s.join(', ')}] of ${dtype} needs ${need}`);
+  if (data.byteLength !== need) throw new RangeError(`fromBytes: ${data.byteLength} bytes given, shape [${s.join(', ')}] of ${dtype} needs ${need}`);
   return new Tensor(native.fromBytes(data, dtypeCode(dtype), s, opts.device ?? null));
 }
 
@@ -176,13 +174,23 @@ export function eye(n: number, m = n, opts?: TensorOptions): Tensor {
 /** Joins tensors along an existing dim. */
 export function cat(tensors: Tensor[], dim = 0): Tensor {
   if (tensors.length === 0) throw new RangeError('cat: needs at least one tensor');
-  return new Tensor(native.cat(tensors.map((t) => t.handle), dim));
+  return new Tensor(
+    native.cat(
+      tensors.map((t) => t.handle),
+      dim,
+    ),
+  );
 }
 
 /** Joins tensors along a new dim. */
 export function stack(tensors: Tensor[], dim = 0): Tensor {
   if (tensors.length === 0) throw new RangeError('stack: needs at least one tensor');
-  return new Tensor(native.stack(tensors.map((t) => t.handle), dim));
+  return new Tensor(
+    native.stack(
+      tensors.map((t) => t.handle),
+      dim,
+    ),
+  );
 }
 
 /** Elementwise choice: cond ? a : b (numbers allowed for a and b). */

@@ -4,31 +4,10 @@
  * @example
  *   zeros([2, 2], { dtype: 'bfloat16' }).dtype // 'bfloat16'
  */
-export type DType =
-  | 'float32'
-  | 'float64'
-  | 'float16'
-  | 'bfloat16'
-  | 'int64'
-  | 'int32'
-  | 'uint8'
-  | 'bool'
-  | 'int8'
-  | 'int16';
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'uint8' | 'bool' | 'int8' | 'int16';
 
 /** Codes shared with native/addon.cc (kCodes): the index is the code. */
-export const DTYPES: readonly DType[] = [
-  'float32',
-  'float64',
-  'float16',
-  'bfloat16',
-  'int64',
-  'int32',
-  'uint8',
-  'bool',
-  'int8',
-  'int16',
-];
+export const DTYPES: readonly DType[] = ['float32', 'float64', 'float16', 'bfloat16', 'int64', 'int32', 'uint8', 'bool', 'int8', 'int16'];
 
 const SIZES: Record<DType, number> = {
   float32: 4,

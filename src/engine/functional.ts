@@ -15,8 +15,7 @@ import { Tensor } from './tensor';
 type Pair = number | [number, number];
 const pair = (name: string, v: Pair): number[] => {
   const p = typeof v === 'number' ? [v, v] : v;
-  if (p.length !== 2 || !p.every((x) => Number.isSafeInteger(x) && x >= 0))
-    throw new TypeError(`${name} must be a non-negative integer or a pair of them, got ${JSON.stringify(v)}`);
+  if (p.length !== 2 || !p.every((x) => Number.isSafeInteger(x) && x >= 0)) throw new TypeError(`${name} must be a non-negative integer or a pair of them, got ${JSON.stringify(v)}`);
   return p;
 };
 const positive = (name: string, v: number) => {
@@ -44,8 +43,15 @@ export interface Conv2dOptions {
 export function conv2d(x: Tensor, weight: Tensor, o: Conv2dOptions = {}): Tensor {
   rank('conv2d', x, 4, '[N, C, H, W]');
   return new Tensor(
-    native.conv2d(x.handle, weight.handle, o.bias?.handle ?? null, pair('stride', o.stride ?? 1), pair('padding', o.padding ?? 0),
-      pair('dilation', o.dilation ?? 1), positive('groups', o.groups ?? 1)),
+    native.conv2d(
+      x.handle,
+      weight.handle,
+      o.bias?.handle ?? null,
+      pair('stride', o.stride ?? 1),
+      pair('padding', o.padding ?? 0),
+      pair('dilation', o.dilation ?? 1),
+      positive('groups', o.groups ?? 1),
+    ),
   );
 }
 
@@ -57,8 +63,16 @@ export interface ConvTranspose2dOptions extends Conv2dOptions {
 export function convTranspose2d(x: Tensor, weight: Tensor, o: ConvTranspose2dOptions = {}): Tensor {
   rank('convTranspose2d', x, 4, '[N, C, H, W]');
   return new Tensor(
-    native.convTranspose2d(x.handle, weight.handle, o.bias?.handle ?? null, pair('stride', o.stride ?? 1), pair('padding', o.padding ?? 0),
-      pair('outputPadding', o.outputPadding ?? 0), positive('groups', o.groups ?? 1), pair('dilation', o.dilation ?? 1)),
+    native.convTranspose2d(
+      x.handle,
+      weight.handle,
+      o.bias?.handle ?? null,
+      pair('stride', o.stride ?? 1),
+      pair('padding', o.padding ?? 0),
+      pair('outputPadding', o.outputPadding ?? 0),
+      positive('groups', o.groups ?? 1),
+      pair('dilation', o.dilation ?? 1),
+    ),
   );
 }
 
@@ -168,10 +182,6 @@ export function mseLoss(x: Tensor, target: Tensor, { reduction: r = 'mean' }: { 
 }
 
 /** Cross-entropy of logits [N, C] against class indices [N] (int64) or probabilities [N, C]. */
-export function crossEntropy(
-  logits: Tensor,
-  target: Tensor,
-  { reduction: r = 'mean', labelSmoothing = 0, weight }: { reduction?: Reduction; labelSmoothing?: number; weight?: Tensor } = {},
-): Tensor {
+export function crossEntropy(logits: Tensor, target: Tensor, { reduction: r = 'mean', labelSmoothing = 0, weight }: { reduction?: Reduction; labelSmoothing?: number; weight?: Tensor } = {}): Tensor {
   return new Tensor(native.crossEntropy(logits.handle, target.handle, reduction(r), labelSmoothing, weight?.handle ?? null));
 }

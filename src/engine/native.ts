@@ -116,16 +116,7 @@ export interface Native {
 
   linear(x: H, w: H, b: Opt<H>): H;
   conv2d(x: H, w: H, b: Opt<H>, stride: number[], padding: number[], dilation: number[], groups: number): H;
-  convTranspose2d(
-    x: H,
-    w: H,
-    b: Opt<H>,
-    stride: number[],
-    padding: number[],
-    outputPadding: number[],
-    groups: number,
-    dilation: number[],
-  ): H;
+  convTranspose2d(x: H, w: H, b: Opt<H>, stride: number[], padding: number[], outputPadding: number[], groups: number, dilation: number[]): H;
   groupNorm(x: H, groups: number, w: Opt<H>, b: Opt<H>, eps: number): H;
   layerNorm(x: H, shape: number[], w: Opt<H>, b: Opt<H>, eps: number): H;
   softmax(x: H, dim: number): H;
@@ -154,18 +145,7 @@ export interface Native {
   detach(h: H): H;
 
   // native/optim.cc: whole-list kernels (one call per step for every parameter).
-  sgdStep(
-    params: H[],
-    grads: Opt<Opt<H>[]>,
-    bufs: Opt<H[]>,
-    steps: Float64Array,
-    lr: number,
-    momentum: number,
-    dampening: number,
-    weightDecay: number,
-    nesterov: boolean,
-    maximize: boolean,
-  ): void;
+  sgdStep(params: H[], grads: Opt<Opt<H>[]>, bufs: Opt<H[]>, steps: Float64Array, lr: number, momentum: number, dampening: number, weightDecay: number, nesterov: boolean, maximize: boolean): void;
   adamStep(
     params: H[],
     grads: Opt<Opt<H>[]>,
@@ -192,15 +172,10 @@ export interface Native {
 
 function load(): Native {
   // dist/src/engine -> repo root; also works from src/engine under a TS runner.
-  const candidates = [
-    path.resolve(__dirname, '../../../build/Release/diffuse_native.node'),
-    path.resolve(__dirname, '../../build/Release/diffuse_native.node'),
-  ];
+  const candidates = [path.resolve(__dirname, '../../../build/Release/diffuse_native.node'), path.resolve(__dirname, '../../build/Release/diffuse_native.node')];
   const file = candidates.find((c) => fs.existsSync(c));
   if (!file) {
-    throw new Error(
-      `diffuse: the native addon is not built (looked for ${candidates.join(', ')}). Run \`npm run setup\` (or \`npm run build:native\`).`,
-    );
+    throw new Error(`diffuse: the native addon is not built (looked for ${candidates.join(', ')}). Run \`npm run setup\` (or \`npm run build:native\`).`);
   }
   return require(file) as Native;
 }

@@ -59,9 +59,7 @@ export function profile<T>(fn: () => T): { result: T; report: ProfileReport } {
     wallMs = performance.now() - t0;
     rows = native.profilerStop();
   }
-  const ops = rows
-    .map(([name, kind, calls, totalUs, selfUs, topUs]) => ({ name, kind, calls, totalMs: totalUs / 1e3, selfMs: selfUs / 1e3, topMs: topUs / 1e3 }))
-    .sort((a, b) => b.selfMs - a.selfMs);
+  const ops = rows.map(([name, kind, calls, totalUs, selfUs, topUs]) => ({ name, kind, calls, totalMs: totalUs / 1e3, selfMs: selfUs / 1e3, topMs: topUs / 1e3 })).sort((a, b) => b.selfMs - a.selfMs);
   const insideMs = ops.reduce((s, o) => s + o.topMs, 0);
   const report: ProfileReport = { ops, wallMs, insideMs, outsideMs: Math.max(0, wallMs - insideMs), format: (o) => formatProfile(report, o?.top ?? 20) };
   return { result, report };
@@ -72,7 +70,8 @@ function formatProfile(r: ProfileReport, top: number): string {
   const pct = (ms: number) => (r.wallMs > 0 ? ((100 * ms) / r.wallMs).toFixed(1) : '-');
   const body = r.ops.slice(0, top).map((o) => [o.name, o.kind, String(o.calls), o.selfMs.toFixed(2), pct(o.selfMs), o.totalMs.toFixed(2)]);
   const rest = r.ops.slice(top);
-  if (rest.length) body.push([`(${rest.length} more)`, '', String(rest.reduce((s, o) => s + o.calls, 0)), rest.reduce((s, o) => s + o.selfMs, 0).toFixed(2), pct(rest.reduce((s, o) => s + o.selfMs, 0)), '']);
+  if (rest.length)
+    body.push([`(${rest.length} more)`, '', String(rest.reduce((s, o) => s + o.calls, 0)), rest.reduce((s, o) => s + o.selfMs, 0).toFixed(2), pct(rest.reduce((s, o) => s + o.selfMs, 0)), '']);
   body.push(['outside ATen (JS, N-API, handles)', '', '', r.outsideMs.toFixed(2), pct(r.outsideMs), '']);
   body.push(['wall', '', '', r.wallMs.toFixed(2), '100.0', '']);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((row) => row[i].length)));

@@ -38,8 +38,7 @@ export class Generator {
 
   /** Integers uniform in [low, high) (int64 by default). */
   randint(low: number, high: number, shape: number[], opts: TensorOptions = {}): Tensor {
-    if (!(Number.isSafeInteger(low) && Number.isSafeInteger(high) && high > low))
-      throw new RangeError(`randint: need integers low < high, got low=${low}, high=${high}`);
+    if (!(Number.isSafeInteger(low) && Number.isSafeInteger(high) && high > low)) throw new RangeError(`randint: need integers low < high, got low=${low}, high=${high}`);
     return new Tensor(native.randint(low, high, checkShape(shape), this.handle, dtypeCode(opts.dtype ?? 'int64'), opts.device ?? 'cpu'));
   }
 

@@ -43,9 +43,7 @@ const TO_FORMAT: Record<DType, string> = {
   uint8: 'U8',
   bool: 'BOOL',
 };
-const FROM_FORMAT: ReadonlyMap<string, DType> = new Map(
-  (Object.keys(TO_FORMAT) as DType[]).map((d) => [TO_FORMAT[d], d]),
-);
+const FROM_FORMAT: ReadonlyMap<string, DType> = new Map((Object.keys(TO_FORMAT) as DType[]).map((d) => [TO_FORMAT[d], d]));
 const METADATA_KEY = '__metadata__';
 const ENTRY_KEYS = new Set(['dtype', 'shape', 'data_offsets']);
 
@@ -125,11 +123,7 @@ function headerLength(first8: Uint8Array, fileLen: number, source: string | unde
 }
 
 // Parses and validates the JSON header against a data buffer of `bufferLen` bytes.
-function parseHeader(
-  headerBytes: Uint8Array,
-  bufferLen: number,
-  source: string | undefined,
-): { metadata: Record<string, string>; located: Located[] } {
+function parseHeader(headerBytes: Uint8Array, bufferLen: number, source: string | undefined): { metadata: Record<string, string>; located: Located[] } {
   const fail: (msg: string) => never = failer(source);
   let text: string;
   try {
@@ -177,10 +171,7 @@ function parseHeader(
     // numel * itemSize in BigInt: a shape like [2^40, 2^40] is just a mismatch, never an allocation.
     const expected = byteSize(shape, dtype);
     if (BigInt(end - begin) !== expected) {
-      bad(
-        `size mismatch: shape [${shape.join(', ')}] of ${TO_FORMAT[dtype]} needs ${expected} bytes, ` +
-          `data_offsets [${begin}, ${end}] hold ${end - begin}`,
-      );
+      bad(`size mismatch: shape [${shape.join(', ')}] of ${TO_FORMAT[dtype]} needs ${expected} bytes, ` + `data_offsets [${begin}, ${end}] hold ${end - begin}`);
     }
     located.push({ name, dtype, shape, begin, end });
   }
@@ -191,10 +182,7 @@ function parseHeader(
   let prev = '';
   for (const e of sorted) {
     if (e.begin < pos) {
-      fail(
-        `tensor ${JSON.stringify(e.name)}: data_offsets [${e.begin}, ${e.end}] overlap tensor ` +
-          `${JSON.stringify(prev)} (which ends at ${pos})`,
-      );
+      fail(`tensor ${JSON.stringify(e.name)}: data_offsets [${e.begin}, ${e.end}] overlap tensor ` + `${JSON.stringify(prev)} (which ends at ${pos})`);
     }
     if (e.begin > pos) {
       fail(`gap in the data buffer: bytes [${pos}, ${e.begin}) belong to no tensor (before tensor ${JSON.stringify(e.name)})`);
@@ -232,10 +220,7 @@ export function parseSafetensors(bytes: Uint8Array, source?: string): ParsedSafe
 type Spec = Omit<SafetensorsEntry, 'data'>;
 
 // Validates the tensors and builds the padded header; returns it with the specs in file order.
-function buildHeader<T extends Spec>(
-  specs: readonly T[],
-  metadata: Record<string, string> | undefined,
-): { header: Uint8Array; sorted: T[]; sizes: number[]; dataLen: number } {
+function buildHeader<T extends Spec>(specs: readonly T[], metadata: Record<string, string> | undefined): { header: Uint8Array; sorted: T[]; sizes: number[]; dataLen: number } {
   const fail = (msg: string): never => {
     throw new SafetensorsError(`cannot write safetensors: ${msg}`);
   };
@@ -279,10 +264,7 @@ function buildHeader<T extends Spec>(
 function checkData(e: Spec, data: unknown, size: number): Uint8Array {
   if (!(data instanceof Uint8Array)) throw new SafetensorsError(`cannot write safetensors: tensor ${JSON.stringify(e.name)}: data must be a Uint8Array`);
   if (data.length !== size) {
-    throw new SafetensorsError(
-      `cannot write safetensors: tensor ${JSON.stringify(e.name)}: shape [${e.shape.join(', ')}] of ${e.dtype} ` +
-        `needs ${size} bytes, data has ${data.length}`,
-    );
+    throw new SafetensorsError(`cannot write safetensors: tensor ${JSON.stringify(e.name)}: shape [${e.shape.join(', ')}] of ${e.dtype} ` + `needs ${size} bytes, data has ${data.length}`);
   }
   return data;
 }

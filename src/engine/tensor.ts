@@ -47,7 +47,8 @@ export function closeScope(scope: Tensor[], keepSet: Set<Tensor>): void {
   scopes.pop();
   const parent = scopes.length > 0 ? scopes[scopes.length - 1] : undefined;
   for (const t of scope) {
-    if (t.kept) guard(t); // leaves every scope
+    if (t.kept)
+      guard(t); // leaves every scope
     else if (keepSet.has(t)) {
       if (parent) parent.push(t);
       else guard(t);
@@ -199,8 +200,7 @@ export class Tensor {
   toArray(): NestedArray {
     const d = this.dtype;
     const raw = this.data();
-    const flat: (number | boolean)[] =
-      d === 'bool' ? Array.from(raw as Uint8Array, (v) => v !== 0) : Array.from(raw as ArrayLike<number | bigint>, Number);
+    const flat: (number | boolean)[] = d === 'bool' ? Array.from(raw as Uint8Array, (v) => v !== 0) : Array.from(raw as ArrayLike<number | bigint>, Number);
     const shape = this.shape;
     if (shape.length === 0) return flat[0];
     let k = 0;
@@ -552,8 +552,7 @@ export class Tensor {
   // ---- device and dtype ----
   /** Converts to another dtype and/or device (a new tensor; a view when nothing changes). */
   to(opts: TensorOptions | DType | Device): Tensor {
-    const o: TensorOptions =
-      typeof opts === 'string' ? (opts.startsWith('cpu') || opts.startsWith('cuda') ? { device: opts } : { dtype: opts as DType }) : opts;
+    const o: TensorOptions = typeof opts === 'string' ? (opts.startsWith('cpu') || opts.startsWith('cuda') ? { device: opts } : { dtype: opts as DType }) : opts;
     return new Tensor(native.to(this.handle, o.dtype === undefined ? null : dtypeCode(o.dtype), o.device ?? null));
   }
   float(): Tensor {

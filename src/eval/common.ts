@@ -40,6 +40,9 @@ export function squaredDistances(a: Tensor, b: Tensor, bNormSq?: Tensor): Tensor
   return tidy(() => {
     const an = a.square().sum(1, true); // [b, 1]
     const bn = bNormSq ?? b.square().sum(1); // [m]
-    return an.add(bn).sub(a.matmul(b.transpose(0, 1)).mul(2)).clamp(0, null);
+    return an
+      .add(bn)
+      .sub(a.matmul(b.transpose(0, 1)).mul(2))
+      .clamp(0, null);
   });
 }

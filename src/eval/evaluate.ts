@@ -108,8 +108,17 @@ function readReference(file: string, space: string, n: number, m: number): { sta
     tensors = loaded.tensors;
     const { mu, sigma, feats } = tensors;
     const d = mu?.size ?? 0;
-    const ok = loaded.metadata.format === REFERENCE_FORMAT && loaded.metadata.space === space && mu?.dtype === 'float64' && sigma?.dtype === 'float64' &&
-      sigma.size === d * d && feats?.dtype === 'float32' && feats.ndim === 2 && feats.dim(0) === m && feats.dim(1) === d && Number(loaded.metadata.n) === n;
+    const ok =
+      loaded.metadata.format === REFERENCE_FORMAT &&
+      loaded.metadata.space === space &&
+      mu?.dtype === 'float64' &&
+      sigma?.dtype === 'float64' &&
+      sigma.size === d * d &&
+      feats?.dtype === 'float32' &&
+      feats.ndim === 2 &&
+      feats.dim(0) === m &&
+      feats.dim(1) === d &&
+      Number(loaded.metadata.n) === n;
     if (!ok) return null;
     const stats = { mu: mu.toFloat64Array(), sigma: sigma.toFloat64Array(), n, space };
     delete tensors.feats;
@@ -210,7 +219,16 @@ export function classAccuracy(fnet: FeatureNet, feats: Tensor, labels: number[])
     tidy(() => {
       const rows = tensor(keepRows, { dtype: 'int64' });
       const pred = fnet.net.head.forward(feats.indexSelect(0, rows)).argmax(1); // [m]
-      return pred.eq(tensor(keepRows.map((i) => labels[i]), { dtype: 'int64' })).float().mean().item();
+      return pred
+        .eq(
+          tensor(
+            keepRows.map((i) => labels[i]),
+            { dtype: 'int64' },
+          ),
+        )
+        .float()
+        .mean()
+        .item();
     }),
   );
 }

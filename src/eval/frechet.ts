@@ -63,7 +63,10 @@ export function featureStats(feats: Tensor, { space }: { space?: string } = {}):
     const x = feats.to({ dtype: 'float64' }); // [N, d]
     const mu = x.mean(0); // [d]
     const xc = x.sub(mu); // [N, d]
-    const sigma = xc.transpose(0, 1).matmul(xc).div(n - 1); // [d, d]
+    const sigma = xc
+      .transpose(0, 1)
+      .matmul(xc)
+      .div(n - 1); // [d, d]
     const s = symmetrize(sigma.toFloat64Array(), d);
     return { mu: mu.toFloat64Array(), sigma: s, n, ...(space === undefined ? {} : { space }) };
   });

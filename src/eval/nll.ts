@@ -107,7 +107,10 @@ export function dequantize(k: Tensor, noise: readonly Generator[]): Tensor {
   if (noise.length !== k.dim(0)) throw new RangeError(`dequantize: ${noise.length} generators for ${k.dim(0)} samples`);
   return tidy(() => {
     const shape = k.shape.slice(1);
-    const u = cat(noise.map((g) => g.rand(shape, { dtype: 'float64' }).unsqueeze(0)), 0); // [n, ...] ~ U[0, 1)
+    const u = cat(
+      noise.map((g) => g.rand(shape, { dtype: 'float64' }).unsqueeze(0)),
+      0,
+    ); // [n, ...] ~ U[0, 1)
     return k.to({ dtype: 'float64' }).add(u).sub(0.5).div(127.5).sub(1);
   });
 }
@@ -178,7 +181,15 @@ export function likelihoodBitsPerDim(D: Denoiser, x: Tensor, opts: NLLOptions = 
       }
       const perBit = 1 / (n * dims * Math.LN2);
       const perSample = toBits(nats);
-      result.vlb = { bitsPerDim: meanStderr(perSample), nats: meanStderr(nats), perSample, terms: { prior: terms.prior * perBit, diffusion: terms.diffusion * perBit, decoder: terms.decoder * perBit }, T: s.T, variance, clip };
+      result.vlb = {
+        bitsPerDim: meanStderr(perSample),
+        nats: meanStderr(nats),
+        perSample,
+        terms: { prior: terms.prior * perBit, diffusion: terms.diffusion * perBit, decoder: terms.decoder * perBit },
+        T: s.T,
+        variance,
+        clip,
+      };
     } else {
       const Do = counted('ode', 4 * odeSteps, D);
       let probeVar = 0; // sum over samples of the variance of the probe mean, nats^2

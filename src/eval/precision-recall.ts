@@ -60,7 +60,10 @@ export function precisionRecall(real: Tensor, generated: Tensor, { k = 3, batchS
       tidy(() => {
         const d = squaredDistances(g.narrow(0, start, len), r, rNorm); // [b, N]
         inReal += d.le(radR.unsqueeze(0)).any(1).sum().item();
-        const hit = d.le(radG.narrow(0, start, len).unsqueeze(1)).any(0).data() as Uint8Array; // [N] bool
+        const hit = d
+          .le(radG.narrow(0, start, len).unsqueeze(1))
+          .any(0)
+          .data() as Uint8Array; // [N] bool
         for (let i = 0; i < hit.length; i++) covered[i] |= hit[i];
       });
     }

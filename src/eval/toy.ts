@@ -87,8 +87,7 @@ export function slicedWasserstein(x: Tensor, y: Tensor, { p = 2, projections = 1
   if (!(p >= 1 && Number.isFinite(p))) throw new RangeError(`${fn}: p must be a finite number >= 1, got ${p}`);
   checkPositiveInt(fn, 'projections', projections);
   const dim = x.dim(1);
-  if (directions !== undefined && (directions.ndim !== 2 || directions.dim(1) !== dim))
-    throw new RangeError(`${fn}: directions must have shape [L, ${dim}], got [${directions.shape.join(', ')}]`);
+  if (directions !== undefined && (directions.ndim !== 2 || directions.dim(1) !== dim)) throw new RangeError(`${fn}: directions must have shape [L, ${dim}], got [${directions.shape.join(', ')}]`);
   return tidy(() => {
     const theta = directions ? directions.to({ dtype: 'float64', device: x.device }) : new Generator(seed).randn([projections, dim], { dtype: 'float64', device: x.device }); // [L, D]
     const norms = theta.norm(2, 1, true); // [L, 1]
@@ -130,4 +129,3 @@ export function wassersteinPP1d(a: ArrayLike<number>, b: ArrayLike<number>, p: n
   }
   return acc / (n * m);
 }
-

@@ -72,7 +72,10 @@ function sampleStd(t: Tensor): Tensor {
 export function rescaleGuided(guided: Tensor, conditional: Tensor, x: Tensor, phi: number, space: 'x0' | 'eps'): Tensor {
   return tidy(() => {
     const [g, c] = space === 'x0' ? [guided, conditional] : [x.sub(guided), x.sub(conditional)];
-    const f = sampleStd(c).div(sampleStd(g)).mul(phi).add(1 - phi); // [B, 1, ..., 1]
+    const f = sampleStd(c)
+      .div(sampleStd(g))
+      .mul(phi)
+      .add(1 - phi); // [B, 1, ..., 1]
     return space === 'x0' ? g.mul(f) : x.sub(g.mul(f));
   });
 }

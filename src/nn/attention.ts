@@ -34,7 +34,11 @@ export class MultiheadAttention extends Module {
   out_proj: Linear;
   readonly headDim: number;
 
-  constructor(readonly embedDim: number, readonly numHeads: number, o: AttentionOptions = {}) {
+  constructor(
+    readonly embedDim: number,
+    readonly numHeads: number,
+    o: AttentionOptions = {},
+  ) {
     super();
     if (embedDim % numHeads) throw new TypeError(`MultiheadAttention: embedDim (${embedDim}) must be divisible by numHeads (${numHeads})`);
     this.headDim = embedDim / numHeads;

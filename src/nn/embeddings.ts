@@ -19,7 +19,10 @@ import { Module } from './module';
  * endpoint = true is EDM's PositionalEmbedding.
  */
 export class SinusoidalEmbedding extends Module {
-  constructor(readonly dim: number, readonly opts: { maxPeriod?: number; endpoint?: boolean } = {}) {
+  constructor(
+    readonly dim: number,
+    readonly opts: { maxPeriod?: number; endpoint?: boolean } = {},
+  ) {
     super();
     if (!Number.isSafeInteger(dim) || dim < 2 || dim % 2) throw new TypeError(`SinusoidalEmbedding: dim must be an even integer >= 2, got ${dim}`);
   }
@@ -28,7 +31,10 @@ export class SinusoidalEmbedding extends Module {
     return tidy(() => {
       const half = this.dim / 2;
       const { maxPeriod = 10000, endpoint = false } = this.opts;
-      const freqs = arange(0, half, 1, { dtype: 'float32', device: t.device }).div(half - (endpoint ? 1 : 0)).mul(-Math.log(maxPeriod)).exp();
+      const freqs = arange(0, half, 1, { dtype: 'float32', device: t.device })
+        .div(half - (endpoint ? 1 : 0))
+        .mul(-Math.log(maxPeriod))
+        .exp();
       const args = t.float().unsqueeze(1).mul(freqs.unsqueeze(0)); // [B, half]
       return cat([args.cos(), args.sin()], 1);
     });
@@ -41,7 +47,11 @@ export class SinusoidalEmbedding extends Module {
  */
 export class FourierFeatures extends Module {
   freqs: Tensor;
-  constructor(readonly dim: number, scale = 16, { generator = initGenerator() }: InitOptions = {}) {
+  constructor(
+    readonly dim: number,
+    scale = 16,
+    { generator = initGenerator() }: InitOptions = {},
+  ) {
     super();
     if (!Number.isSafeInteger(dim) || dim < 2 || dim % 2) throw new TypeError(`FourierFeatures: dim must be an even integer >= 2, got ${dim}`);
     this.freqs = this.buffer('freqs', normal([dim / 2], scale, generator));
@@ -49,7 +59,10 @@ export class FourierFeatures extends Module {
   /** x: [B] -> [B, dim] */
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const args = x.float().unsqueeze(1).mul(this.freqs.mul(2 * Math.PI).unsqueeze(0));
+      const args = x
+        .float()
+        .unsqueeze(1)
+        .mul(this.freqs.mul(2 * Math.PI).unsqueeze(0));
       return cat([args.cos(), args.sin()], 1);
     });
   }

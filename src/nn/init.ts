@@ -25,7 +25,12 @@ export function initGenerator(): Generator {
 
 /** U(-bound, bound). */
 export function uniform(shape: number[], bound: number, gen: Generator = shared, opts: TensorOptions = {}): Tensor {
-  return tidy(() => gen.rand(shape, opts).mul(2 * bound).sub(bound));
+  return tidy(() =>
+    gen
+      .rand(shape, opts)
+      .mul(2 * bound)
+      .sub(bound),
+  );
 }
 
 /** N(0, std^2). */

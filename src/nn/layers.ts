@@ -29,7 +29,11 @@ export interface InitOptions {
 export class Linear extends Module {
   weight: Tensor;
   bias: Tensor | null;
-  constructor(readonly inFeatures: number, readonly outFeatures: number, { bias = true, generator = initGenerator() }: InitOptions & { bias?: boolean } = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    { bias = true, generator = initGenerator() }: InitOptions & { bias?: boolean } = {},
+  ) {
     super();
     positive('Linear', 'inFeatures', inFeatures);
     positive('Linear', 'outFeatures', outFeatures);
@@ -54,18 +58,22 @@ export class Conv2d extends Module {
   weight: Tensor;
   bias: Tensor | null;
   readonly opts: F.Conv2dOptions;
-  constructor(readonly inChannels: number, readonly outChannels: number, kernel: Pair, o: ConvOptions = {}) {
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    kernel: Pair,
+    o: ConvOptions = {},
+  ) {
     super();
     const groups = o.groups ?? 1;
     positive('Conv2d', 'inChannels', inChannels);
     positive('Conv2d', 'outChannels', outChannels);
-    if (inChannels % groups || outChannels % groups)
-      throw new TypeError(`Conv2d: channels (${inChannels} -> ${outChannels}) must be divisible by groups (${groups})`);
+    if (inChannels % groups || outChannels % groups) throw new TypeError(`Conv2d: channels (${inChannels} -> ${outChannels}) must be divisible by groups (${groups})`);
     const k = typeof kernel === 'number' ? [kernel, kernel] : kernel;
     const fanIn = (inChannels / groups) * prod(kernel);
     const gen = o.generator ?? initGenerator();
     this.weight = this.param('weight', kaimingUniform([outChannels, inChannels / groups, k[0], k[1]], fanIn, gen));
-    this.bias = o.bias ?? true ? this.param('bias', kaimingUniform([outChannels], fanIn, gen)) : null;
+    this.bias = (o.bias ?? true) ? this.param('bias', kaimingUniform([outChannels], fanIn, gen)) : null;
     this.opts = { stride: o.stride ?? 1, padding: o.padding ?? 0, dilation: o.dilation ?? 1, groups };
   }
   forward(x: Tensor): Tensor {
@@ -78,17 +86,21 @@ export class ConvTranspose2d extends Module {
   weight: Tensor;
   bias: Tensor | null;
   readonly opts: F.ConvTranspose2dOptions;
-  constructor(readonly inChannels: number, readonly outChannels: number, kernel: Pair, o: ConvOptions & { outputPadding?: Pair } = {}) {
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    kernel: Pair,
+    o: ConvOptions & { outputPadding?: Pair } = {},
+  ) {
     super();
     const groups = o.groups ?? 1;
-    if (inChannels % groups || outChannels % groups)
-      throw new TypeError(`ConvTranspose2d: channels (${inChannels} -> ${outChannels}) must be divisible by groups (${groups})`);
+    if (inChannels % groups || outChannels % groups) throw new TypeError(`ConvTranspose2d: channels (${inChannels} -> ${outChannels}) must be divisible by groups (${groups})`);
     const k = typeof kernel === 'number' ? [kernel, kernel] : kernel;
     // PyTorch computes fan_in from weight dim 1 (out/groups) for transposed convs.
     const fanIn = (outChannels / groups) * prod(kernel);
     const gen = o.generator ?? initGenerator();
     this.weight = this.param('weight', kaimingUniform([inChannels, outChannels / groups, k[0], k[1]], fanIn, gen));
-    this.bias = o.bias ?? true ? this.param('bias', kaimingUniform([outChannels], fanIn, gen)) : null;
+    this.bias = (o.bias ?? true) ? this.param('bias', kaimingUniform([outChannels], fanIn, gen)) : null;
     this.opts = { stride: o.stride ?? 1, padding: o.padding ?? 0, dilation: o.dilation ?? 1, groups, outputPadding: o.outputPadding ?? 0 };
   }
   forward(x: Tensor): Tensor {
@@ -100,7 +112,11 @@ export class ConvTranspose2d extends Module {
 export class GroupNorm extends Module {
   weight: Tensor | null;
   bias: Tensor | null;
-  constructor(readonly groups: number, readonly channels: number, { eps = 1e-5, affine = true }: { eps?: number; affine?: boolean } = {}) {
+  constructor(
+    readonly groups: number,
+    readonly channels: number,
+    { eps = 1e-5, affine = true }: { eps?: number; affine?: boolean } = {},
+  ) {
     super();
     if (channels % groups) throw new TypeError(`GroupNorm: channels (${channels}) must be divisible by groups (${groups})`);
     this.eps = eps;
@@ -133,7 +149,10 @@ export class LayerNorm extends Module {
 
 /** Dropout, active in training mode; its randomness comes from `generator`. */
 export class Dropout extends Module {
-  constructor(readonly p: number, public generator: Generator = new Generator(0)) {
+  constructor(
+    readonly p: number,
+    public generator: Generator = new Generator(0),
+  ) {
     super();
     if (!(p >= 0 && p < 1)) throw new RangeError(`Dropout: p must be in [0, 1), got ${p}`);
   }
@@ -145,7 +164,11 @@ export class Dropout extends Module {
 /** A lookup table of `count` vectors of size `dim` (init N(0, 1) as PyTorch). */
 export class Embedding extends Module {
   weight: Tensor;
-  constructor(readonly count: number, readonly dim: number, { generator = initGenerator() }: InitOptions = {}) {
+  constructor(
+    readonly count: number,
+    readonly dim: number,
+    { generator = initGenerator() }: InitOptions = {},
+  ) {
     super();
     positive('Embedding', 'count', count);
     positive('Embedding', 'dim', dim);

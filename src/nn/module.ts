@@ -105,9 +105,7 @@ export class Module {
     const unexpected = Object.keys(sd).filter((k) => !(k in own));
     if (strict && (missing.length || unexpected.length))
       throw new Error(
-        `loadStateDict: ${missing.length ? `missing ${missing.join(', ')}` : ''}${missing.length && unexpected.length ? '; ' : ''}${
-          unexpected.length ? `unexpected ${unexpected.join(', ')}` : ''
-        }`,
+        `loadStateDict: ${missing.length ? `missing ${missing.join(', ')}` : ''}${missing.length && unexpected.length ? '; ' : ''}${unexpected.length ? `unexpected ${unexpected.join(', ')}` : ''}`,
       );
     for (const [k, t] of Object.entries(own)) {
       const src = sd[k];

@@ -14,7 +14,10 @@ import { Module } from './module';
 
 export class Downsample extends Module {
   conv: Conv2d | null;
-  constructor(readonly channels: number, { mode = 'conv', outChannels = channels, generator }: InitOptions & { mode?: 'conv' | 'avgpool'; outChannels?: number } = {}) {
+  constructor(
+    readonly channels: number,
+    { mode = 'conv', outChannels = channels, generator }: InitOptions & { mode?: 'conv' | 'avgpool'; outChannels?: number } = {},
+  ) {
     super();
     if (mode !== 'conv' && mode !== 'avgpool') throw new TypeError(`Downsample: mode must be conv or avgpool, got ${mode}`);
     if (mode === 'avgpool' && outChannels !== channels) throw new TypeError('Downsample: avgpool keeps the channel count');
@@ -27,7 +30,10 @@ export class Downsample extends Module {
 
 export class Upsample extends Module {
   conv: Conv2d | null;
-  constructor(readonly channels: number, { withConv = true, outChannels = channels, generator }: InitOptions & { withConv?: boolean; outChannels?: number } = {}) {
+  constructor(
+    readonly channels: number,
+    { withConv = true, outChannels = channels, generator }: InitOptions & { withConv?: boolean; outChannels?: number } = {},
+  ) {
     super();
     this.conv = withConv ? this.child('conv', new Conv2d(channels, outChannels, 3, { padding: 1, generator })) : null;
   }

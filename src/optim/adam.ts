@@ -80,8 +80,7 @@ export class Adam extends Optimizer {
   step(): void {
     this.check();
     const [beta1, beta2] = this.betas;
-    native.adamStep(this.handles, null, this.#m, this.#v, this.#vmax, this.steps, this.lr, beta1, beta2, this.eps,
-      this.weightDecay, this.decoupled, this.amsgrad, this.maximize);
+    native.adamStep(this.handles, null, this.#m, this.#v, this.#vmax, this.steps, this.lr, beta1, beta2, this.eps, this.weightDecay, this.decoupled, this.amsgrad, this.maximize);
   }
 }
 

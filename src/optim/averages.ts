@@ -39,8 +39,7 @@ export class Averages {
     const src = names.map((n, i) => {
       const t = tensors[prefix + n];
       if (!(t instanceof Tensor)) throw new Error(`${who}.loadStateDict: the state has no tensor ${prefix + n}`);
-      if (t.shape.join(',') !== this.tensors[i].shape.join(','))
-        throw new Error(`${who}.loadStateDict: ${prefix + n} has shape [${t.shape}], the parameter has shape [${this.tensors[i].shape}]`);
+      if (t.shape.join(',') !== this.tensors[i].shape.join(',')) throw new Error(`${who}.loadStateDict: ${prefix + n} has shape [${t.shape}], the parameter has shape [${this.tensors[i].shape}]`);
       return t.handle;
     });
     native.copyList(this.handles, src);

@@ -19,7 +19,13 @@ export interface ClipOptions {
 function clip(who: string, tensors: Tensor[], fromParams: boolean, maxNorm: number, opts: ClipOptions): number {
   checkOption(who, 'maxNorm', maxNorm, (x) => typeof x === 'number' && x >= 0, 'a number >= 0');
   const normType = checkOption(who, 'normType', opts.normType ?? 2, (x) => typeof x === 'number' && x > 0, 'a number > 0 (or Infinity)');
-  return native.clipGradNorm(tensors.map((t) => t.handle), fromParams, maxNorm, normType, opts.errorIfNonfinite ?? false);
+  return native.clipGradNorm(
+    tensors.map((t) => t.handle),
+    fromParams,
+    maxNorm,
+    normType,
+    opts.errorIfNonfinite ?? false,
+  );
 }
 
 /**

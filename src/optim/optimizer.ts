@@ -113,8 +113,7 @@ export abstract class Optimizer {
     const get = (key: string, like?: Tensor): Tensor => {
       const t = state.tensors[key];
       if (!(t instanceof Tensor)) throw new Error(`${this.kind}.loadStateDict: the state has no tensor ${key}`);
-      if (like && t.shape.join(',') !== like.shape.join(','))
-        throw new Error(`${this.kind}.loadStateDict: ${key} has shape [${t.shape}], the parameter's state has shape [${like.shape}]`);
+      if (like && t.shape.join(',') !== like.shape.join(',')) throw new Error(`${this.kind}.loadStateDict: ${key} has shape [${t.shape}], the parameter's state has shape [${like.shape}]`);
       return t;
     };
     const steps = this.names.map((name) => {

@@ -47,8 +47,7 @@ export function paramList(who: string, params: Params): ParamList {
   const tensors: Tensor[] = [];
   entries.forEach((p, i) => {
     const t = p instanceof Tensor ? p : isPair(p) ? p[1] : (p as NamedParam | undefined)?.param;
-    if (p === null || p === undefined || formOf(p) !== form || !(t instanceof Tensor))
-      throw new TypeError(`${who}: params[${i}] must be ${form} like params[0]`);
+    if (p === null || p === undefined || formOf(p) !== form || !(t instanceof Tensor)) throw new TypeError(`${who}: params[${i}] must be ${form} like params[0]`);
     const name = p instanceof Tensor ? String(i) : isPair(p) ? p[0] : p.name;
     if (typeof name !== 'string' || name === '') throw new TypeError(`${who}: params[${i}] needs a non-empty string name`);
     if (t.isDisposed) throw new Error(`${who}: parameter ${name} has been disposed`);

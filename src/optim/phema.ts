@@ -125,8 +125,7 @@ function solveDense(A: number[][], b: number[]): number[] {
  */
 export function solvePosthocCoefficients(inT: readonly number[], inSigmaRel: readonly number[], outT: number, outSigmaRel: number): number[] {
   const who = 'solvePosthocCoefficients';
-  if (inT.length === 0 || inT.length !== inSigmaRel.length)
-    throw new RangeError(`${who}: need as many snapshot times as sigma_rels (at least one), got ${inT.length} and ${inSigmaRel.length}`);
+  if (inT.length === 0 || inT.length !== inSigmaRel.length) throw new RangeError(`${who}: need as many snapshot times as sigma_rels (at least one), got ${inT.length} and ${inSigmaRel.length}`);
   inT.forEach((t, i) => checkOption(who, `inT[${i}]`, t, (x) => isNum(x) && x > 0, 'a finite number > 0'));
   checkOption(who, 'outT', outT, (x) => isNum(x) && x > 0, 'a finite number > 0');
   const inGamma = inSigmaRel.map(sigmaRelToGamma);
@@ -199,7 +198,10 @@ export class PowerFunctionEMA {
   /** Copies average k into `params` (e.g. a network that samples with it), as EMA.copyTo does. */
   copyTo(k: number, params: Params): void {
     const dst = paramList('PowerFunctionEMA.copyTo', params).handles;
-    native.copyList(dst, this.averages(k).map((t) => t.handle));
+    native.copyList(
+      dst,
+      this.averages(k).map((t) => t.handle),
+    );
   }
 
   /** Copies of every average at the current time, one snapshot per sigma_rel (the caller owns the tensors). */
@@ -275,7 +277,12 @@ export function reconstructPhema(
     if (seen.has(key)) throw new RangeError(`${who}: two snapshots have t = ${s.t} and sigmaRel = ${s.sigmaRel}`);
     seen.add(key);
   }
-  const coefficients = solvePosthocCoefficients(used.map((s) => s.t), used.map((s) => s.sigmaRel), outT, sigmaRel);
+  const coefficients = solvePosthocCoefficients(
+    used.map((s) => s.t),
+    used.map((s) => s.sigmaRel),
+    outT,
+    sigmaRel,
+  );
   let out: Record<string, Tensor> | null = null;
   let names: string[] = [];
   used.forEach((s, i) => {
@@ -292,8 +299,7 @@ export function reconstructPhema(
       for (const n of names) {
         const src = w[n];
         if (!(src instanceof Tensor)) throw new Error(`${who}: snapshot ${i} (t = ${s.t}, sigmaRel = ${s.sigmaRel}) has no tensor ${n}`);
-        if (src.shape.join(',') !== acc[n].shape.join(','))
-          throw new Error(`${who}: ${n} has shape [${src.shape}] in snapshot ${i} but [${acc[n].shape}] in the first`);
+        if (src.shape.join(',') !== acc[n].shape.join(',')) throw new Error(`${who}: ${n} has shape [${src.shape}] in snapshot ${i} but [${acc[n].shape}] in the first`);
         acc[n].add_(src, coefficients[i]);
       }
     } catch (e) {

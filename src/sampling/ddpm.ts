@@ -41,7 +41,10 @@ export interface DDPMOptions extends SamplerOptions {
  * sigma, abar_t = 1 / (1 + sigma_t^2), beta_0 = 1 - abar_0, beta_t = 1 - abar_t / abar_{t-1}.
  */
 export function chainOfSigmas(sigmas: number[]): DiscreteVP {
-  const abar = sigmas.slice(0, -1).reverse().map((s) => 1 / (1 + s * s)); // ascending sigma
+  const abar = sigmas
+    .slice(0, -1)
+    .reverse()
+    .map((s) => 1 / (1 + s * s)); // ascending sigma
   return discreteVP(abar.map((a, t) => 1 - (t === 0 ? a : a / abar[t - 1])));
 }
 
@@ -64,7 +67,10 @@ export function sampleDDPM(D: Denoiser, xT: Tensor, sigmas: Tensor, opts: DDPMOp
       const sigmaT2 = variance === 'beta' ? chain!.betas[t] : posteriorVar;
       const [a, aPrev] = [Math.sqrt(chain!.alphaBar[t]), Math.sqrt(chain!.alphaBar[t - 1])];
       // x_{t-1} = c0 x0 + ct x_t + sigma_t z in VP coordinates (x_vp = sqrt(abar) x), back to sigma coordinates
-      const xPrevVp = x0.mul(c0).add(x.mul(ct * a)).add(randnLike(generator, x).mul(Math.sqrt(sigmaT2)));
+      const xPrevVp = x0
+        .mul(c0)
+        .add(x.mul(ct * a))
+        .add(randnLike(generator, x).mul(Math.sqrt(sigmaT2)));
       return xPrevVp.div(aPrev).to({ dtype: x.dtype });
     });
   });

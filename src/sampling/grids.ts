@@ -96,12 +96,12 @@ export const GRIDS: Readonly<Record<string, NamedGrid>> = Object.freeze({
   'log-snr': named('log-snr', 'uniform in log-SNR = -2 ln sigma over the range: the exponential grid, by another name', (n, m) =>
     logSnrUniformSigmas(n, { logSnrMin: -2 * Math.log(m.sigmaMax), logSnrMax: -2 * Math.log(m.sigmaMin) }),
   ),
-  'uniform-t': named('uniform-t', 'uniform in the model\'s time: t = linspace(T-1, 0, N) interpolated in the table (DDPM models), sigma itself (EDM, sigma(t) = t)', (n, m) =>
+  'uniform-t': named('uniform-t', "uniform in the model's time: t = linspace(T-1, 0, N) interpolated in the table (DDPM models), sigma itself (EDM, sigma(t) = t)", (n, m) =>
     m.schedule ? discreteUniformTSigmas(m.schedule, n) : karrasSigmas(n, { ...range(m), rho: 1 }),
   ),
   vp: named('vp', "Song et al. 2021's VP SDE grid, t = linspace(1, 1e-3, N), its own range 0.0105 .. 152", (n) => vpSigmas(n)),
   trailing: spacing('trailing', "DDPM models' default: N of the T table steps from T - 1 down (Lin et al. 2023, Table 2)"),
-  leading: spacing('leading', 'table steps t = i floor(T / N), DDIM\'s spacing (never reaches T - 1)'),
+  leading: spacing('leading', "table steps t = i floor(T / N), DDIM's spacing (never reaches T - 1)"),
   linspace: spacing('linspace', 'table steps round(linspace(0, T - 1, N))'),
 });
 
@@ -109,13 +109,16 @@ export const GRIDS: Readonly<Record<string, NamedGrid>> = Object.freeze({
 export function gridSigmas(name: string, n: number, model: GridModel): Tensor {
   const g = Object.prototype.hasOwnProperty.call(GRIDS, name) ? GRIDS[name] : undefined;
   if (!g) throw new RangeError(`unknown grid ${JSON.stringify(name)}; choose one of: ${Object.keys(GRIDS).join(', ')}`);
-  if (g.discreteOnly && !model.schedule) throw new RangeError(`grid ${JSON.stringify(name)} is a timestep spacing: it needs a discrete-timestep (ddpm) model; for this one choose one of: ${gridNames(model).join(', ')}`);
+  if (g.discreteOnly && !model.schedule)
+    throw new RangeError(`grid ${JSON.stringify(name)} is a timestep spacing: it needs a discrete-timestep (ddpm) model; for this one choose one of: ${gridNames(model).join(', ')}`);
   return g.make(n, model);
 }
 
 /** The grids that apply to a model (all of them for a discrete-timestep model). */
 export function gridNames(model: GridModel): string[] {
-  return Object.values(GRIDS).filter((g) => model.schedule || !g.discreteOnly).map((g) => g.name);
+  return Object.values(GRIDS)
+    .filter((g) => model.schedule || !g.discreteOnly)
+    .map((g) => g.name);
 }
 
 /** One line per grid (for `diffuse samplers`): name, which models, description. */

@@ -46,7 +46,14 @@ export interface RegisteredSampler {
 
 const perStep = (N: number) => N;
 const heunEvals = (N: number) => 2 * N - 1;
-const entry = (name: string, description: string, stochastic: boolean, order: number, fn: Sampler, { evals = perStep, params }: { evals?: (N: number) => number; params?: SamplerParams } = {}): RegisteredSampler => ({
+const entry = (
+  name: string,
+  description: string,
+  stochastic: boolean,
+  order: number,
+  fn: Sampler,
+  { evals = perStep, params }: { evals?: (N: number) => number; params?: SamplerParams } = {},
+): RegisteredSampler => ({
   fn,
   info: { name, description, stochastic, order, evals, ...(params ? { params } : {}) },
 });
@@ -56,8 +63,13 @@ const eta = (dflt: number, max = Infinity) => ({ eta: { default: dflt, max } });
 
 /** Every sampler by its CLI name (`--sampler NAME`); the options' defaults are each sampler's own. */
 export const SAMPLERS: Readonly<Record<string, RegisteredSampler>> = Object.freeze({
-  ddpm: entry('ddpm', 'DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), sigma_t^2 = beta_t', true, 1, (D: Denoiser, x: Tensor, s: Tensor, o: SamplerOptions = {}) =>
-    sampleDDPM(D, x, s, { ...o, generator: requireGenerator('ddpm', o) }), { params: { variance: true } },
+  ddpm: entry(
+    'ddpm',
+    'DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), sigma_t^2 = beta_t',
+    true,
+    1,
+    (D: Denoiser, x: Tensor, s: Tensor, o: SamplerOptions = {}) => sampleDDPM(D, x, s, { ...o, generator: requireGenerator('ddpm', o) }),
+    { params: { variance: true } },
   ),
   ddim: entry('ddim', 'DDIM, eta = 0 (Song, Meng & Ermon 2021, Eq. 12): deterministic, Euler in sigma', false, 1, sampleDDIM, { params: eta(0, 1) }),
   euler: entry('euler', 'Euler on the probability-flow ODE (Karras et al. 2022, Eq. 4)', false, 1, sampleEuler, { params: { churn: NO_CHURN } }),

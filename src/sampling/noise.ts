@@ -20,7 +20,12 @@ export function randnLike(noise: Noise, x: Tensor): Tensor {
   if (noise instanceof Generator) return noise.randnLike(x);
   if (noise.length !== x.dim(0)) throw new RangeError(`randnLike: ${noise.length} generators for a batch of ${x.dim(0)} (give one per sample, or a single Generator)`);
   const shape = x.shape.slice(1);
-  return tidy(() => stack(noise.map((g) => g.randn(shape, { dtype: x.dtype, device: x.device })), 0)); // [B, ...]
+  return tidy(() =>
+    stack(
+      noise.map((g) => g.randn(shape, { dtype: x.dtype, device: x.device })),
+      0,
+    ),
+  ); // [B, ...]
 }
 
 /** Generators seeded seed, seed + 1, ..., seed + n - 1: sample i of a batch drawn from seed s is the first sample drawn from seed s + i. */

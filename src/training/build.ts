@@ -80,8 +80,7 @@ export function loadTrainData(config: TrainConfig): TrainData {
   }
   let ds: { images: Tensor; labels: Tensor; classNames: string[] };
   if (data === 'fashion-mnist') {
-    if (config.imageSize !== 28 && config.imageSize !== 32)
-      throw new ConfigError('imageSize', `Fashion-MNIST is 28 x 28 (or 32 x 32 padded): imageSize must be 28 or 32, got ${config.imageSize}`);
+    if (config.imageSize !== 28 && config.imageSize !== 32) throw new ConfigError('imageSize', `Fashion-MNIST is 28 x 28 (or 32 x 32 padded): imageSize must be 28 or 32, got ${config.imageSize}`);
     ds = loadFashionMNIST({ pad32: config.imageSize === 32 });
   } else if (data.startsWith('folder:')) {
     ds = loadImageFolder(data.slice('folder:'.length), { size: config.imageSize, mode: config.channels });

@@ -86,7 +86,10 @@ export interface CheckpointMeta {
 /** A missing, corrupt or inconsistent checkpoint; `file` is the file at fault. */
 export class CheckpointError extends Error {
   override name = 'CheckpointError';
-  constructor(readonly file: string, problem: string) {
+  constructor(
+    readonly file: string,
+    problem: string,
+  ) {
     super(`${file}: ${problem}`);
   }
 }
@@ -165,7 +168,12 @@ export function commitCheckpoint<K extends string, T>(dir: string, jsonName: str
  * everything but the file records, which this fills in. The caller keeps ownership of
  * the tensors.
  */
-export function saveCheckpoint(dir: string, meta: Omit<CheckpointMeta, 'files' | 'format' | 'formatVersion' | 'diffuse' | 'createdAt'>, parts: Partial<Record<Part, PartState>>, { fileNames }: { fileNames?: Partial<Record<Part, string>> } = {}): CheckpointMeta {
+export function saveCheckpoint(
+  dir: string,
+  meta: Omit<CheckpointMeta, 'files' | 'format' | 'formatVersion' | 'diffuse' | 'createdAt'>,
+  parts: Partial<Record<Part, PartState>>,
+  { fileNames }: { fileNames?: Partial<Record<Part, string>> } = {},
+): CheckpointMeta {
   const files: Partial<Record<Part, TensorFile>> = {};
   for (const part of PARTS) {
     const p = parts[part];
@@ -216,7 +224,8 @@ export function readCheckpointJson(file: string, kind: CheckpointJsonKind): Reco
   } catch (e) {
     throw new CheckpointError(file, `is not valid JSON, the file is corrupt or truncated (${(e as Error).message})`);
   }
-  if (!isObj(raw) || raw.format !== kind.format) throw new CheckpointError(file, `is not ${kind.what} (its "format" is ${isObj(raw) ? JSON.stringify(raw.format) : 'missing'}, expected "${kind.format}")`);
+  if (!isObj(raw) || raw.format !== kind.format)
+    throw new CheckpointError(file, `is not ${kind.what} (its "format" is ${isObj(raw) ? JSON.stringify(raw.format) : 'missing'}, expected "${kind.format}")`);
   if (raw.formatVersion !== kind.version)
     throw new CheckpointError(
       file,
@@ -254,7 +263,8 @@ export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
     throw bad(`has an invalid network config: ${(e as Error).message}`);
   }
   if (raw.classNames !== null && !(Array.isArray(raw.classNames) && raw.classNames.every((c) => typeof c === 'string'))) throw bad('"classNames" must be a list of strings or null');
-  if (!(Array.isArray(raw.sampleShape) && raw.sampleShape.length > 0 && raw.sampleShape.every((d) => Number.isSafeInteger(d) && d > 0))) throw bad(`"sampleShape" must be a list of positive integers, got ${JSON.stringify(raw.sampleShape)}`);
+  if (!(Array.isArray(raw.sampleShape) && raw.sampleShape.length > 0 && raw.sampleShape.every((d) => Number.isSafeInteger(d) && d > 0)))
+    throw bad(`"sampleShape" must be a list of positive integers, got ${JSON.stringify(raw.sampleShape)}`);
   if (!isObj(raw.files)) throw bad('"files" is missing');
   for (const [part, rec] of Object.entries(raw.files)) {
     if (!(PARTS as readonly string[]).includes(part)) throw bad(`"files" has an unknown part ${JSON.stringify(part)} (known: ${PARTS.join(', ')})`);
@@ -352,7 +362,14 @@ export function exportCheckpoint(src: string, dst: string, { dtype = 'float16', 
 export function saveSamplingCheckpoint(
   dst: string,
   meta: CheckpointMeta,
-  { part, tensors, metadata = {}, dtype, step = meta.step, posthocEma }: { part: 'ema' | 'model'; tensors: Record<string, Tensor>; metadata?: Record<string, string>; dtype: DType; step?: number; posthocEma?: { sigmaRel: number; snapshots: number } },
+  {
+    part,
+    tensors,
+    metadata = {},
+    dtype,
+    step = meta.step,
+    posthocEma,
+  }: { part: 'ema' | 'model'; tensors: Record<string, Tensor>; metadata?: Record<string, string>; dtype: DType; step?: number; posthocEma?: { sigmaRel: number; snapshots: number } },
 ): CheckpointMeta {
   if (!['float16', 'bfloat16', 'float32'].includes(dtype)) throw new RangeError(`saveSamplingCheckpoint: dtype must be float16, bfloat16 or float32, got ${dtype}`);
   if (!(Number.isSafeInteger(step) && step >= 0 && step <= meta.step)) throw new RangeError(`saveSamplingCheckpoint: step must be an integer in [0, ${meta.step}], got ${step}`);

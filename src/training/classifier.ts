@@ -133,7 +133,10 @@ export function evaluateClassifier(net: Classifier, data: ImageDataset, { sigma,
         const s = sigma === undefined ? undefined : tensor([sigma]).expand([len]);
         if (s) x = x.add(g.randnLike(x).mul(sigma!));
         const pred = net.forward(x, s).argmax(1);
-        return pred.eq(data.labels.narrow(0, i, len)).sum().item();
+        return pred
+          .eq(data.labels.narrow(0, i, len))
+          .sum()
+          .item();
       }),
     );
   return correct / n;
@@ -166,7 +169,11 @@ export interface ClassifierMeta {
 }
 
 /** Writes a classifier folder: the weights, then classifier.json (atomically, the commit). */
-export function saveClassifier(dir: string, net: Classifier, meta: Omit<ClassifierMeta, 'format' | 'formatVersion' | 'diffuse' | 'createdAt' | 'config' | 'numParameters' | 'weights'>): ClassifierMeta {
+export function saveClassifier(
+  dir: string,
+  net: Classifier,
+  meta: Omit<ClassifierMeta, 'format' | 'formatVersion' | 'diffuse' | 'createdAt' | 'config' | 'numParameters' | 'weights'>,
+): ClassifierMeta {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, CLASSIFIER_WEIGHTS);
   saveSafetensors(file, net.stateDict(), { format: CLASSIFIER_FORMAT, name: meta.name }); // atomic (temporary file + rename)
@@ -357,7 +364,12 @@ export class ClassifierTrainer extends TrainingLoop<ClassifierCheckpointMeta> {
    */
   static resume(dir: string, opts: ClassifierResumeOptions = {}): ClassifierTrainer {
     const meta = readClassifierCheckpoint(dir);
-    const options = resolveClassifierRunOptions({ ...meta.options, steps: opts.steps ?? meta.options.steps, checkpointEvery: opts.checkpointEvery ?? meta.options.checkpointEvery, notes: opts.notes ?? meta.options.notes });
+    const options = resolveClassifierRunOptions({
+      ...meta.options,
+      steps: opts.steps ?? meta.options.steps,
+      checkpointEvery: opts.checkpointEvery ?? meta.options.checkpointEvery,
+      notes: opts.notes ?? meta.options.notes,
+    });
     if (options.steps < meta.step) throw new RangeError(`ClassifierTrainer.resume: steps (${options.steps}) is below the checkpoint's step (${meta.step}) in ${dir}`);
     if (meta.data.source === 'custom' && !opts.data) throw new TypeError(`ClassifierTrainer.resume: ${dir} was trained on data passed in (${meta.data.size} images); pass the same data again`);
     if (opts.data && opts.data.images.dim(0) !== meta.data.size)
@@ -433,7 +445,8 @@ export function resolveClassifierRunOptions(opts: ClassifierTrainerOptions): Cla
   const warmupSteps = opts.warmupSteps ?? Math.min(50, Math.floor(steps / 10));
   const checked = { noise, steps, batchSize, lr, warmupSteps, seed, checkpointEvery };
   for (const [k, v] of Object.entries(checked)) checkValue(`trainClassifier: ${k}`, CLASSIFIER_FIELDS[k as keyof typeof checked], v);
-  if (!(notes && typeof notes === 'object' && Object.values(notes).every((v) => typeof v === 'string'))) throw new TypeError(`trainClassifier: notes must map names to strings, got ${JSON.stringify(notes)}`);
+  if (!(notes && typeof notes === 'object' && Object.values(notes).every((v) => typeof v === 'string')))
+    throw new TypeError(`trainClassifier: notes must map names to strings, got ${JSON.stringify(notes)}`);
   const config = resolveClassifierConfig({ ...opts.config, noiseConditional: noise !== 'none' });
   return { ...checked, config, notes };
 }
@@ -461,7 +474,8 @@ export function readClassifierCheckpoint(dir: string): ClassifierCheckpointMeta 
   }
   if (raw.step > options.steps) throw bad(`"step" (${raw.step}) is beyond options.steps (${options.steps})`);
   const d = raw.data;
-  if (!d || (d.source !== 'fashion-mnist' && d.source !== 'custom') || !(Number.isSafeInteger(d.size) && d.size > 0)) throw bad(`"data" must be {"source": "fashion-mnist" | "custom", "size": n}, got ${JSON.stringify(d)}`);
+  if (!d || (d.source !== 'fashion-mnist' && d.source !== 'custom') || !(Number.isSafeInteger(d.size) && d.size > 0))
+    throw bad(`"data" must be {"source": "fashion-mnist" | "custom", "size": n}, got ${JSON.stringify(d)}`);
   const st = raw.state;
   if (!st || typeof st.losses !== 'string' || typeof st.generators?.noise !== 'string' || !nonNegInt(st.loader?.step) || typeof st.trainSeconds !== 'number')
     throw bad('"state" must be {"losses": base64, "generators": {"noise": base64}, "loader": {"step": n}, "trainSeconds": s}');

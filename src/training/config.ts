@@ -283,7 +283,8 @@ export function describeField(key: string): string {
 /** Checks a model config object; fields not given stay absent (the trainer's defaults fill them). */
 function checkModel(source: string, m: unknown): ModelConfig {
   if (typeof m === 'string') m = { type: m };
-  if (m === null || typeof m !== 'object' || Array.isArray(m)) throw new ConfigError(source, `expected an object like {"type": "unet", ...} or ${MODEL_TYPES.map((t) => `"${t}"`).join(' / ')}, got ${show(m)}`);
+  if (m === null || typeof m !== 'object' || Array.isArray(m))
+    throw new ConfigError(source, `expected an object like {"type": "unet", ...} or ${MODEL_TYPES.map((t) => `"${t}"`).join(' / ')}, got ${show(m)}`);
   const obj = m as Record<string, unknown>;
   const type = obj.type ?? 'unet';
   if (!isModelType(type)) throw new ConfigError(`${source}.type`, `expected ${describeField('model')}, got ${show(type)}`);
@@ -320,7 +321,6 @@ export function resolveTrainConfig(partial: unknown, source = 'config', { crossC
   emaExclusive(out, Object.keys(partial));
   return check ? crossCheck(out as unknown as TrainConfig, (k) => (k in given ? `${source}: ${k}` : source)) : (out as unknown as TrainConfig);
 }
-
 
 /**
  * Applies string overrides (the command line's flags) to a config. A key is a top-level
@@ -360,7 +360,10 @@ export function applyOverrides(config: TrainConfig, overrides: readonly Override
     }
     (out.model as Record<string, unknown>)[o.key] = parseValue(o.source, spec, o.value);
   }
-  emaExclusive(out as unknown as Record<string, unknown>, overrides.map((o) => o.key));
+  emaExclusive(
+    out as unknown as Record<string, unknown>,
+    overrides.map((o) => o.key),
+  );
   const sourceOf = (key: string) => overrides.filter((o) => o.key === key).pop()?.source ?? key;
   return crossCheck(out, (key) => sourceOf(key), overrides.map((o) => o.source).join(', ') || 'config');
 }
@@ -378,10 +381,12 @@ function emaExclusive(c: Record<string, unknown>, setKeys: readonly string[]): v
 
 /** Checks between fields; `where(key)` names the flag or file entry a key came from. */
 function crossCheck(c: TrainConfig, where: (key: string) => string, all = where('')): TrainConfig {
-  if ((c.emaHalfLifeImages === null) === (c.emaDecay === null))
-    throw new ConfigError(all, `give exactly one of emaHalfLifeImages and emaDecay (got ${c.emaHalfLifeImages} and ${c.emaDecay})`);
+  if ((c.emaHalfLifeImages === null) === (c.emaDecay === null)) throw new ConfigError(all, `give exactly one of emaHalfLifeImages and emaDecay (got ${c.emaHalfLifeImages} and ${c.emaDecay})`);
   if ((c.objective === 'edm' || c.objective === 'edm2') && c.weighting !== 'auto')
-    throw new ConfigError(where('weighting'), `${show(c.weighting)} does not apply to objective ${c.objective}, which has its own weighting (${c.objective === 'edm' ? "EDM's lambda(sigma)" : 'the learned u(sigma)'}); weighting is for eps, x0 and v`);
+    throw new ConfigError(
+      where('weighting'),
+      `${show(c.weighting)} does not apply to objective ${c.objective}, which has its own weighting (${c.objective === 'edm' ? "EDM's lambda(sigma)" : 'the learned u(sigma)'}); weighting is for eps, x0 and v`,
+    );
   if (c.weighting !== 'min-snr' && c.minSnrGamma !== TRAIN_DEFAULTS.minSnrGamma)
     throw new ConfigError(where('minSnrGamma'), `is ${c.minSnrGamma}, but gamma only applies to weighting min-snr (the weighting is ${show(c.weighting)})`);
   if (c.objective === 'edm2' && c.model.type !== 'edm2')
@@ -398,8 +403,7 @@ export function configDiff(a: TrainConfig, b: TrainConfig): string[] {
   }
   const ma = a.model as Record<string, unknown>;
   const mb = b.model as Record<string, unknown>;
-  for (const k of new Set([...Object.keys(ma), ...Object.keys(mb)]))
-    if (JSON.stringify(ma[k]) !== JSON.stringify(mb[k])) out.push(`model.${k}: ${show(ma[k])} -> ${show(mb[k])}`);
+  for (const k of new Set([...Object.keys(ma), ...Object.keys(mb)])) if (JSON.stringify(ma[k]) !== JSON.stringify(mb[k])) out.push(`model.${k}: ${show(ma[k])} -> ${show(mb[k])}`);
   return out;
 }
 

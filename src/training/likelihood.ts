@@ -35,14 +35,27 @@ const dimsOf = (x: Tensor) => x.size / x.dim(0);
 
 /** KL(N(m1, v1 I) || N(m2, v2 I)) elementwise = (ln(v2 / v1) + v1 / v2 + (m1 - m2)^2 / v2 - 1) / 2. */
 export function gaussianKL(m1: Tensor, v1: number, m2: Tensor, v2: number): Tensor {
-  return tidy(() => m1.sub(m2).square().div(v2).add(Math.log(v2 / v1) + v1 / v2 - 1).mul(0.5));
+  return tidy(() =>
+    m1
+      .sub(m2)
+      .square()
+      .div(v2)
+      .add(Math.log(v2 / v1) + v1 / v2 - 1)
+      .mul(0.5),
+  );
 }
 
 /** log N(x; mean, var) elementwise. */
 export function gaussianLogDensity(x: Tensor, mean: Tensor, variance: number | Tensor): Tensor {
   return tidy(() => {
     const lv = variance instanceof Tensor ? variance.log() : Math.log(variance);
-    return x.sub(mean).square().div(variance).add(lv).add(Math.log(2 * Math.PI)).mul(-0.5);
+    return x
+      .sub(mean)
+      .square()
+      .div(variance)
+      .add(lv)
+      .add(Math.log(2 * Math.PI))
+      .mul(-0.5);
   });
 }
 
@@ -131,8 +144,7 @@ export function variationalBound(D: Denoiser, x0: Tensor, schedule: DiscreteVP, 
       }
       // L_0 = -log p(x0 | x_1), decoder N(x0_hat, beta_1)
       const x0Hat = call(sample(0), 0);
-      const logp =
-        decoder === 'discretized' ? discretizedGaussianLogLikelihood(x, x0Hat, Math.sqrt(betas[0])) : gaussianLogDensity(x, x0Hat, betas[0]);
+      const logp = decoder === 'discretized' ? discretizedGaussianLogLikelihood(x, x0Hat, Math.sqrt(betas[0])) : gaussianLogDensity(x, x0Hat, betas[0]);
       const dec = sumFlat(logp).neg();
       const nats = prior.add(diffusion).add(dec);
       return { nats, bitsPerDim: nats.div(dims * LN2), prior, diffusion, decoder: dec };
@@ -191,7 +203,15 @@ export function odeLogLikelihood(D: Denoiser, x: Tensor, opts: OdeLikelihoodOpti
     const dtype = x.dtype;
     if (trace === 'hutchinson' && !(Number.isSafeInteger(probes) && probes >= 1)) throw new RangeError(`odeLogLikelihood: probes must be a positive integer, got ${probes}`);
     // Rademacher probes: the sign of a standard normal draw (+-1 with probability 1/2 each)
-    const v = trace === 'hutchinson' ? Array.from({ length: probes }, () => randnLike(generator!, x.to({ dtype: 'float64' })).ge(0).where(1, -1).to({ dtype })) : [];
+    const v =
+      trace === 'hutchinson'
+        ? Array.from({ length: probes }, () =>
+            randnLike(generator!, x.to({ dtype: 'float64' }))
+              .ge(0)
+              .where(1, -1)
+              .to({ dtype }),
+          )
+        : [];
     // (x, tau) -> [dx/dtau = x - D(x, e^tau), div_x of it], both float64
     const field = (xs: Tensor, tau: number): [Tensor, Tensor] =>
       tidy(() =>
@@ -235,7 +255,12 @@ export function odeLogLikelihood(D: Denoiser, x: Tensor, opts: OdeLikelihoodOpti
         const [k2, d2] = field(xPrev.add(k1.mul(h / 2)), tau + h / 2);
         const [k3, d3] = field(xPrev.add(k2.mul(h / 2)), tau + h / 2);
         const [k4, d4] = field(xPrev.add(k3.mul(h)), tau + h);
-        const step = (a: Tensor, b: Tensor, c: Tensor, d: Tensor) => a.add(b.mul(2)).add(c.mul(2)).add(d).mul(h / 6);
+        const step = (a: Tensor, b: Tensor, c: Tensor, d: Tensor) =>
+          a
+            .add(b.mul(2))
+            .add(c.mul(2))
+            .add(d)
+            .mul(h / 6);
         return [xPrev.add(step(k1, k2, k3, k4)), accPrev.add(step(d1, d2, d3, d4))];
       });
       xPrev.dispose();

@@ -238,7 +238,10 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     if (!phases.length) throw new TypeError('TrainingLoop: a task needs at least one phase');
     for (const ph of phases) {
       if (!parts.includes(ph.part)) throw new TypeError(`TrainingLoop: phase ${ph.name} trains a part that is not among the task's parts`);
-      for (const [k, v] of [['every', ph.every], ['repeat', ph.repeat]] as const)
+      for (const [k, v] of [
+        ['every', ph.every],
+        ['repeat', ph.repeat],
+      ] as const)
         if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) throw new RangeError(`TrainingLoop: phase ${ph.name}: ${k} must be an integer >= 1, got ${v}`);
       this.history[ph.name] = [];
     }

@@ -45,12 +45,7 @@ const meanFlat = (t: Tensor) => (t.ndim > 1 ? t.mean(Array.from({ length: t.ndim
  *   eps: (x - x0_hat) / sigma vs n                                   (x = x0 + sigma eps)
  *   v:   alpha eps_hat - sigma_vp x0_hat vs alpha n - sigma_vp x0    (Salimans & Ho 2022, Sec. 4; alpha, sigma_vp the VP scalings)
  */
-export function denoisingLoss(
-  D: Denoiser,
-  x0: Tensor,
-  sigma: Tensor,
-  { target = 'x0', weight, generator, cond }: LossOptions & { target?: Target; weight?: Weighting },
-): LossResult {
+export function denoisingLoss(D: Denoiser, x0: Tensor, sigma: Tensor, { target = 'x0', weight, generator, cond }: LossOptions & { target?: Target; weight?: Weighting }): LossResult {
   return tidy(() => {
     const s = expandSigma(sigma, x0); // [B, 1, ...]
     const n = generator.randnLike(x0);
@@ -62,7 +57,10 @@ export function denoisingLoss(
     else if (target === 'v') {
       const { alpha, sigmaVp } = vpFromSigma(s);
       const epsHat = x.sub(x0Hat).div(s);
-      err = alpha.mul(epsHat).sub(sigmaVp.mul(x0Hat)).sub(alpha.mul(n).sub(sigmaVp.mul(x0)));
+      err = alpha
+        .mul(epsHat)
+        .sub(sigmaVp.mul(x0Hat))
+        .sub(alpha.mul(n).sub(sigmaVp.mul(x0)));
     } else throw new TypeError(`denoisingLoss: target must be 'eps', 'x0' or 'v', got ${JSON.stringify(target)}`);
     let perSample = meanFlat(err.square()); // [B]
     if (weight) perSample = perSample.mul(weight(sigma).to({ dtype: perSample.dtype }));

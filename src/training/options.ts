@@ -15,7 +15,10 @@
 /** A bad configuration value; `source` says where it came from ('--lr', 'run.json: lr', ...). */
 export class ConfigError extends Error {
   override name = 'ConfigError';
-  constructor(readonly source: string, problem: string) {
+  constructor(
+    readonly source: string,
+    problem: string,
+  ) {
     super(`${source}: ${problem}`);
   }
 }
@@ -40,10 +43,14 @@ export interface FieldSpec {
   resumable?: boolean;
 }
 
-
 export function describeSpec(s: FieldSpec): string {
   let d: string;
-  if (s.kind === 'enum') d = (s.values ?? []).map((v) => `'${v}'`).join(' or ') + Object.entries(s.aliases ?? {}).map(([a, v]) => ` ('${a}' = '${v}')`).join('');
+  if (s.kind === 'enum')
+    d =
+      (s.values ?? []).map((v) => `'${v}'`).join(' or ') +
+      Object.entries(s.aliases ?? {})
+        .map(([a, v]) => ` ('${a}' = '${v}')`)
+        .join('');
   else if (s.kind === 'bool') d = 'true or false';
   else if (s.kind === 'ints') d = 'a list of integers';
   else if (s.kind === 'numbers') d = `a non-empty list of distinct numbers in (${s.min}, ${s.max!.toFixed(4)})`;
@@ -112,8 +119,7 @@ export function closest(name: string, known: readonly string[]): string | null {
   const dist = (a: string, b: string) => {
     const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
     for (let j = 1; j <= b.length; j++) d[0][j] = j;
-    for (let i = 1; i <= a.length; i++)
-      for (let j = 1; j <= b.length; j++) d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    for (let i = 1; i <= a.length; i++) for (let j = 1; j <= b.length; j++) d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
     return d[a.length][b.length];
   };
   let best: string | null = null;
@@ -129,7 +135,6 @@ export const hint = (name: string, known: readonly string[]) => {
   const c = closest(name, known);
   return c ? ` (did you mean ${c}?)` : '';
 };
-
 
 /** One override: a config key, a string value (a flag's), and where it came from. */
 export interface Override {

@@ -231,15 +231,13 @@ export function reconstructRunEma(run: string, { stds, step, out, dtype = 'float
       throw new RangeError(`${who}: std ${std} is out of range: a sigma_rel must be in (0, ${MAX_SIGMA_REL.toFixed(4)}) (1/sqrt(12), a uniform average)`);
   const meta: CheckpointMeta = readCheckpointMeta(run);
   const all = listPhemaSnapshots(run);
-  if (all.length === 0)
-    throw new CheckpointError(path.join(run, PHEMA_DIR), `the run has no post-hoc EMA snapshots (phema/phema-<step>-<std>.safetensors); train it with --ema phema`);
+  if (all.length === 0) throw new CheckpointError(path.join(run, PHEMA_DIR), `the run has no post-hoc EMA snapshots (phema/phema-<step>-<std>.safetensors); train it with --ema phema`);
   // The run's state is its checkpoint: snapshots after it (left by a crash) are not used.
   const steps: number[] = [...new Set(all.map((s) => s.step))].filter((s) => s <= meta.step);
   if (steps.length === 0) throw new CheckpointError(path.join(run, PHEMA_DIR), `has no snapshot at or before the checkpoint's step ${meta.step}`);
   const at: number = step ?? Math.max(...steps);
   if (!steps.includes(at)) throw new RangeError(`${who}: step ${at} has no snapshot; the snapshot steps are ${steps.join(', ')}`);
-  for (const s of all)
-    if (s.t !== s.step) throw new CheckpointError(s.file, `records t = ${s.t}, but its name says step ${s.step} (t counts steps)`);
+  for (const s of all) if (s.t !== s.step) throw new CheckpointError(s.file, `records t = ${s.t}, but its name says step ${s.step} (t counts steps)`);
   const upTo = all.filter((s) => s.step <= at);
   const used: SnapshotFile[] = upTo.map((s) => ({
     ...s,
@@ -254,8 +252,7 @@ export function reconstructRunEma(run: string, { stds, step, out, dtype = 'float
     return stds.map((std) => {
       const rec = reconstructPhema(used, { sigmaRel: std, t: at });
       try {
-        for (const n of Object.keys(rec.tensors))
-          if (!(n in base.tensors)) throw new CheckpointError(used[0].file, `holds ${n}, which the run's network does not have`);
+        for (const n of Object.keys(rec.tensors)) if (!(n in base.tensors)) throw new CheckpointError(used[0].file, `holds ${n}, which the run's network does not have`);
         const dir = path.join(dest, posthocName(std, at));
         saveSamplingCheckpoint(dir, meta, {
           part: 'ema',

@@ -28,8 +28,7 @@ export type SigmaSampler = (batch: number, generator: Generator, opts?: SigmaOpt
 
 /** EDM, Karras et al. 2022, Sec. 5 and Table 1: ln(sigma) ~ N(P_mean, P_std^2), P_mean = -1.2, P_std = 1.2 (EDM2 uses -0.4, 1.0). */
 export function logNormalSigma({ pMean = -1.2, pStd = 1.2 }: { pMean?: number; pStd?: number } = {}): SigmaSampler {
-  return (batch, generator, { dtype = 'float32', device = 'cpu' } = {}) =>
-    tidy(() => generator.randn([batch], { dtype, device }).mul(pStd).add(pMean).exp());
+  return (batch, generator, { dtype = 'float32', device = 'cpu' } = {}) => tidy(() => generator.randn([batch], { dtype, device }).mul(pStd).add(pMean).exp());
 }
 
 /** Ho et al. 2020, Algorithm 1: t ~ Uniform({1, ..., T}) (index 0..T-1 here), sigma = sigma_t of the schedule. */
@@ -50,7 +49,10 @@ export function uniformTimeSigma(schedule: LogSnrSchedule, { tMin = 1e-5, tMax =
   if (!(tMin >= 0 && tMax > tMin && tMax <= 1)) throw new RangeError(`uniformTimeSigma: need 0 <= tMin < tMax <= 1, got ${tMin}, ${tMax}`);
   return (batch, generator, { dtype = 'float32', device = 'cpu' } = {}) =>
     tidy(() => {
-      const t = generator.rand([batch], { dtype: 'float64' }).mul(tMax - tMin).add(tMin);
+      const t = generator
+        .rand([batch], { dtype: 'float64' })
+        .mul(tMax - tMin)
+        .add(tMin);
       return sigmaFromLogSnr(schedule.logSnr(t)).to({ dtype, device });
     });
 }

@@ -32,7 +32,21 @@ import { EMA } from '../optim/ema';
 import { imageGrid, writeFileAtomic, writePNG } from '../util/image';
 import { scatterImage } from '../util/plot';
 import { encodePNG } from '../data/image-codec';
-import { buildDenoiser, buildLoss, buildLrSchedule, buildNetwork, deriveSeed, DenoiserNet, generateSamples, loadTrainData, materializeConfig, networkSpec, NetworkSpec, SEED_STREAMS, TrainData } from './build';
+import {
+  buildDenoiser,
+  buildLoss,
+  buildLrSchedule,
+  buildNetwork,
+  deriveSeed,
+  DenoiserNet,
+  generateSamples,
+  loadTrainData,
+  materializeConfig,
+  networkSpec,
+  NetworkSpec,
+  SEED_STREAMS,
+  TrainData,
+} from './build';
 import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta, checkpointJsonPath, readCheckpointMeta } from './checkpoint';
 import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
 import { CheckpointFormat, emaStateDict, LoopCheckpoint, LoopResult, NonFiniteLossError, Tracker, TrainingLoop, TrainPart } from './loop';

@@ -65,7 +65,16 @@ export function minSnrWeighting(gamma: number, target: Target): Weighting {
 
 /** EDM's lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 = 1 / c_out^2 (Karras et al. 2022, Eq. 8 and Table 1), in x0 space. */
 export function edmWeighting(sigmaData = 0.5, target: Target = 'x0'): Weighting {
-  return inTarget((sigma) => tidy(() => sigma.square().add(sigmaData ** 2).div(sigma.mul(sigmaData).square())), target);
+  return inTarget(
+    (sigma) =>
+      tidy(() =>
+        sigma
+          .square()
+          .add(sigmaData ** 2)
+          .div(sigma.mul(sigmaData).square()),
+      ),
+    target,
+  );
 }
 
 /**

@@ -38,7 +38,11 @@ const GLYPHS: Record<string, string> = {
 
 class Canvas {
   readonly data: Uint8Array;
-  constructor(readonly width: number, readonly height: number, bg: RGB = [255, 255, 255]) {
+  constructor(
+    readonly width: number,
+    readonly height: number,
+    bg: RGB = [255, 255, 255],
+  ) {
     this.data = new Uint8Array(width * height * 3);
     for (let i = 0; i < width * height; i++) this.data.set(bg, 3 * i);
   }
@@ -141,7 +145,12 @@ export interface LossPlotOptions {
 /** The loss curve as an RGB image. */
 export function lossCurveImage(losses: readonly number[], { width = 640, height = 360, logY = true, title = 'loss', firstStep = 1 }: LossPlotOptions = {}): RawImage {
   const cv = new Canvas(width, height);
-  const [black, grid, band, line] = [[0, 0, 0], [225, 225, 225], [176, 196, 236], [24, 56, 150]] as RGB[];
+  const [black, grid, band, line] = [
+    [0, 0, 0],
+    [225, 225, 225],
+    [176, 196, 236],
+    [24, 56, 150],
+  ] as RGB[];
   const vals = losses.filter((v) => Number.isFinite(v));
   const log = logY && vals.length > 0 && vals.every((v) => v > 0);
   const [L, R, T, B] = [62, width - 16, 22, height - 30]; // plot area
@@ -151,7 +160,10 @@ export function lossCurveImage(losses: readonly number[], { width = 640, height 
     cv.text('no losses yet', L + 10, (T + B) / 2, black);
     return cv.toImage();
   }
-  const smooth = movingAverage(losses.map((v) => (Number.isFinite(v) ? v : NaN)), Math.max(1, Math.round(losses.length / 50)));
+  const smooth = movingAverage(
+    losses.map((v) => (Number.isFinite(v) ? v : NaN)),
+    Math.max(1, Math.round(losses.length / 50)),
+  );
   const sorted = [...vals].sort((a, b) => a - b);
   let lo = sorted[Math.floor(0.005 * (sorted.length - 1))];
   let hi = Math.max(sorted[Math.ceil(0.995 * (sorted.length - 1))], ...smooth.filter(Number.isFinite));
@@ -204,7 +216,11 @@ export function lossCurvePNG(losses: readonly number[], opts: LossPlotOptions = 
 /** 2-D points [[x, y], ...] as dots on a square canvas over [-range, range]^2 (toy samples). */
 export function scatterImage(points: ArrayLike<number>, { size = 400, range = 3, title = '' }: { size?: number; range?: number; title?: string } = {}): RawImage {
   const cv = new Canvas(size, size);
-  const [grid, dot, black] = [[225, 225, 225], [24, 56, 150], [0, 0, 0]] as RGB[];
+  const [grid, dot, black] = [
+    [225, 225, 225],
+    [24, 56, 150],
+    [0, 0, 0],
+  ] as RGB[];
   const P = (v: number) => ((v + range) / (2 * range)) * (size - 1);
   for (let v = -Math.floor(range); v <= Math.floor(range); v++) {
     cv.line(P(v), 0, P(v), size - 1, grid);
@@ -212,7 +228,13 @@ export function scatterImage(points: ArrayLike<number>, { size = 400, range = 3,
   }
   for (let i = 0; i + 1 < points.length; i += 2) {
     const [x, y] = [P(points[i]), size - 1 - P(points[i + 1])];
-    for (const [dx, dy] of [[0, 0], [1, 0], [0, 1], [1, 1]]) cv.set(x + dx, y + dy, dot);
+    for (const [dx, dy] of [
+      [0, 0],
+      [1, 0],
+      [0, 1],
+      [1, 1],
+    ])
+      cv.set(x + dx, y + dy, dot);
   }
   if (title) cv.text(title, 6, 6, black);
   return cv.toImage();
@@ -235,7 +257,18 @@ export interface LinePlotOptions {
 }
 
 // Distinguishable line colors (Tableau 10), cycled.
-const PALETTE: readonly RGB[] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]];
+const PALETTE: readonly RGB[] = [
+  [31, 119, 180],
+  [255, 127, 14],
+  [44, 160, 44],
+  [214, 39, 40],
+  [148, 103, 189],
+  [140, 86, 75],
+  [227, 119, 194],
+  [127, 127, 127],
+  [188, 189, 34],
+  [23, 190, 207],
+];
 
 /** An axis: value -> [0, 1], with its ticks, linear or logarithmic. */
 function axis(values: number[], log: boolean): { f: (v: number) => number; ticks: number[] } {
@@ -252,7 +285,10 @@ function axis(values: number[], log: boolean): { f: (v: number) => number; ticks
 /** Several series against a shared x axis, with markers at the points and a legend. */
 export function linePlotImage(series: readonly Series[], { width = 640, height = 400, title = '', xLabel = '', logX = false, logY = false }: LinePlotOptions = {}): RawImage {
   const cv = new Canvas(width, height);
-  const [black, grid] = [[0, 0, 0], [225, 225, 225]] as RGB[];
+  const [black, grid] = [
+    [0, 0, 0],
+    [225, 225, 225],
+  ] as RGB[];
   const pts = series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)));
   const [L, R, T, B] = [62, width - 16, 22, height - 30];
   cv.text(title, L, 6, black);
@@ -261,8 +297,14 @@ export function linePlotImage(series: readonly Series[], { width = 640, height =
     cv.text('no data', L + 10, (T + B) / 2, black);
     return cv.toImage();
   }
-  const ax = axis(pts.map(([x]) => x), logX);
-  const ay = axis(pts.map(([, y]) => y), logY);
+  const ax = axis(
+    pts.map(([x]) => x),
+    logX,
+  );
+  const ay = axis(
+    pts.map(([, y]) => y),
+    logY,
+  );
   const X = (v: number) => L + Math.min(Math.max(ax.f(v), 0), 1) * (R - L);
   const Y = (v: number) => B - Math.min(Math.max(ay.f(v), 0), 1) * (B - T);
   for (const v of ay.ticks) {

@@ -14,7 +14,11 @@ export class Progress {
   #lastDecile = -1;
   readonly #tty: boolean;
 
-  constructor(readonly total: number, readonly label = '', readonly stream: NodeJS.WriteStream = process.stderr) {
+  constructor(
+    readonly total: number,
+    readonly label = '',
+    readonly stream: NodeJS.WriteStream = process.stderr,
+  ) {
     this.#tty = Boolean(stream.isTTY);
   }
 
@@ -56,9 +60,10 @@ export function formatNumber(v: number): string {
 export function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '?';
   if (s < 60) return `${s.toFixed(0)}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${Math.round(s % 60)
-    .toString()
-    .padStart(2, '0')}s`;
+  if (s < 3600)
+    return `${Math.floor(s / 60)}m${Math.round(s % 60)
+      .toString()
+      .padStart(2, '0')}s`;
   return `${Math.floor(s / 3600)}h${Math.round((s % 3600) / 60)
     .toString()
     .padStart(2, '0')}m`;
