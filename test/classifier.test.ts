@@ -342,6 +342,8 @@ describe('checkpoints, Ctrl-C and --resume', () => {
     t.checkpoint();
     t.dispose();
     dispose([data.images, data.labels]);
+    fs.writeFileSync(path.join(root, 'typo.json'), JSON.stringify({ stepz: 3 }));
+    fs.writeFileSync(path.join(root, 'zero-lr.json'), JSON.stringify({ steps: 3, lr: 0 }));
     for (const [args, re] of [
       [['--resume', dir, '--lr', '0.1'], /--lr: "0.1" cannot change when resuming the run in .*cli-run: its lr is 0.002 \(only --steps, --checkpoint-every, --out, --name, --threads can change\)/],
       [['--resume', dir, '--noise', 'ddpm'], /--noise: "ddpm" cannot change when resuming the run in .*cli-run: its noise is "none"/],
@@ -350,6 +352,10 @@ describe('checkpoints, Ctrl-C and --resume', () => {
       [['--out', dir], /--out .*cli-run: already holds an unfinished run \(classifier-checkpoint.json\); continue it with --resume .*cli-run, or choose another --out/],
       [['--checkpoint-every', '-1'], /--checkpoint-every: expected an integer in \[0, 10000000\], got -1/],
       [['--resume'], /--resume needs a value/],
+      [['--config', 'typo.json'], /typo.json: stepz: unknown option \(did you mean steps\?\)/],
+      [['--config', 'zero-lr.json'], /zero-lr.json: lr: expected a number > 0, got 0/],
+      [['--config', 'zero-lr.json', '--resume', dir], /--config and --resume do not go together/],
+      [['--config', 'missing.json'], /missing.json: file not found/],
     ] as [string[], RegExp][]) {
       const r = await runQuick(root, 'train-classifier', ...args, '--threads', '1');
       assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}, ${r.err}`);

@@ -23,7 +23,7 @@ import {
 } from '../training/classifier';
 import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
 import { kebab, parseArgs, table, UsageError } from './args';
-import { Override, parseValue, refuseResumeChanges, resumableKeys } from '../training/options';
+import { Override, parseValue, readOptionsFile, refuseResumeChanges, resumableKeys } from '../training/options';
 
 /** The noise levels a noise-conditional run reports its test accuracy at. */
 export const REPORT_SIGMAS: readonly number[] = [0.1, 1, 5, 20];
@@ -58,6 +58,7 @@ ${table([
   ['--name NAME', `the name recorded in classifier.json (default ${DEFAULT_NAME})`],
   ['--out DIR', 'output folder (default runs/classifier, or runs/classifier-ddpm; with --resume, the resumed folder)'],
   ['--checkpoint-every N', 'steps between checkpoints (default 200; 0: only on Ctrl-C and at the end)'],
+  ['--config FILE', 'options from a JSON file (keys as the flags, camelCase: {"steps": 500, "batchSize": 64}); flags override it'],
   ['--resume DIR', "continue the run whose checkpoint is in DIR, with the checkpoint's options"],
   ['--threads N', 'CPU threads (default: all cores)'],
   ['-h, --help', 'this help'],
@@ -74,7 +75,7 @@ Examples:
 const FLAGS = new Map(Object.keys(CLASSIFIER_FIELDS).map((k) => [kebab(k), k as keyof typeof CLASSIFIER_FIELDS]));
 
 export async function trainClassifierCommand(argv: readonly string[]): Promise<number> {
-  const args = parseArgs(argv, { ...Object.fromEntries([...FLAGS.keys()].map((f) => [f, 'value' as const])), resume: 'value', help: 'switch' });
+  const args = parseArgs(argv, { ...Object.fromEntries([...FLAGS.keys()].map((f) => [f, 'value' as const])), config: 'value', resume: 'value', help: 'switch' });
   if (args.flags.has('help')) {
     process.stdout.write(trainClassifierHelp());
     return 0;
@@ -82,7 +83,10 @@ export async function trainClassifierCommand(argv: readonly string[]): Promise<n
   if (args.positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(args.positionals[0])} (train-classifier takes options only)`);
   // Every flag parsed and checked against the options' table (the library checks the same table).
   const overrides: Override[] = args.list.filter(([f]) => FLAGS.has(f)).map(([f, v]) => ({ key: FLAGS.get(f)!, value: v, source: `--${f}` }));
-  const given: Record<string, unknown> = {};
+  // Defaults, then the JSON file, then the flags.
+  const file = args.flags.get('config');
+  if (file !== undefined && args.flags.has('resume')) throw new UsageError('--config and --resume do not go together: a resumed run takes its options from its checkpoint');
+  const given: Record<string, unknown> = file === undefined ? {} : readOptionsFile(file, CLASSIFIER_FIELDS);
   for (const o of overrides) given[o.key] = parseValue(o.source, CLASSIFIER_FIELDS[o.key as keyof typeof CLASSIFIER_FIELDS], o.value);
   if (typeof given.threads === 'number') setNumThreads(given.threads);
   const command = ['diffuse', 'train-classifier', ...argv].join(' ');

@@ -11,6 +11,7 @@
  *   checkValue('--lr', specs.lr, 0);                 // throws ConfigError: "--lr: expected a number > 0, got 0"
  *   parseValue('--steps', specs.steps, '100');       // 100
  */
+import * as fs from 'node:fs';
 
 /** A bad configuration value; `source` says where it came from ('--lr', 'run.json: lr', ...). */
 export class ConfigError extends Error {
@@ -170,4 +171,28 @@ export function refuseResumeChanges(
       fixed.source,
       `${JSON.stringify(fixed.value)} cannot change when resuming the run in ${run}: its ${fixed.key} is ${JSON.stringify(value(fixed.key))} (only ${resumable.map(flag).join(', ')} can change)`,
     );
+}
+
+/**
+ * Options from a JSON file: an object whose keys must be in `specs` (an unknown key is an
+ * error with a "did you mean" hint), each value checked; errors name the file and the key.
+ *
+ * @example
+ *   const fromFile = readOptionsFile('cls.json', CLASSIFIER_FIELDS);   // { steps: 500, lr: 0.001 }
+ */
+export function readOptionsFile(file: string, specs: Readonly<Record<string, FieldSpec>>): Record<string, unknown> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(file, code === 'ENOENT' ? 'file not found' : code ? `cannot read it (${code})` : `not valid JSON (${(e as Error).message})`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(file, `expected a JSON object of options, got ${show(raw)}`);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (!Object.hasOwn(specs, k)) throw new ConfigError(`${file}: ${k}`, `unknown option${hint(k, Object.keys(specs))}`);
+    out[k] = checkValue(`${file}: ${k}`, specs[k], v);
+  }
+  return out;
 }
