@@ -23,6 +23,8 @@ import {
   energyDistance,
   FeatureStats,
   featureStats,
+  formatColumns,
+  formatMetric,
   formatMetricTable,
   formatReport,
   formatValue,
@@ -368,6 +370,18 @@ test('report: a metric table and a JSON record', () => {
   assert.equal(formatMetricTable([{ name: 'fd', value: 2 }]), 'metric  value\nfd      2');
   assert.equal(formatValue(-1234567), '-1.235e+6');
   assert.equal(formatValue(NaN), 'NaN');
+  assert.equal(formatMetric({ value: 0.00123456, stderr: 0.000101 }), '0.001235 +- 0.0001');
+  assert.equal(formatMetric({ value: 14.14 }), '14.14');
+  assert.equal(
+    formatColumns(
+      ['steps', 'fd', 'kid'],
+      [
+        ['20', '14.1', '1.6 +- 0.03'],
+        ['100', '7.45', '-'],
+      ],
+    ),
+    ['steps  fd    kid', '20     14.1  1.6 +- 0.03', '100    7.45  -'].join('\n'),
+  );
   assert.throws(() => formatMetricTable([], { digits: 0 }), /digits must be an integer in 1\.\.17, got 0/);
 });
 

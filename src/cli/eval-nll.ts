@@ -14,7 +14,7 @@ import { fashionMNISTSubset } from '../data/fashion-mnist';
 import { buildSchedule } from '../training/build';
 import { loadModel } from '../training/checkpoint';
 import { likelihoodBitsPerDim, NLLEstimate, NLLMethod } from '../eval/nll';
-import { formatValue, MetricValue } from '../eval/report';
+import { formatColumns, formatMetric, formatValue } from '../eval/report';
 import { writeFileAtomic } from '../util/image';
 import { formatSeconds, Progress } from '../util/progress';
 import { asUsage, choiceFlag, intFlag, ParsedArgs, UsageError } from './args';
@@ -33,8 +33,6 @@ export function nllHelpRows(): [string, string][] {
     ['--class C', 'with --nll: "none" (default: p(x), the null class of a class-conditional model) or "label" (p(x | y), the true labels)'],
   ];
 }
-
-const pm = (m: MetricValue, digits = 4) => `${formatValue(m.value, digits)}${m.stderr !== undefined ? ` +- ${formatValue(m.stderr, 2)}` : ''}`;
 
 /** diffuse eval --nll: parses the flags, runs likelihoodBitsPerDim with a progress bar, prints a table and writes a JSON report. */
 export function nllCommand(args: ParsedArgs): number {
@@ -145,14 +143,8 @@ export function nllCommand(args: ParsedArgs): number {
     };
     writeFileAtomic(json, JSON.stringify(report, null, 1) + '\n');
     const head = ['method', 'bits/dim', 'nats/image', 'how'];
-    const body = rows.map(([m, e, how]) => [m, pm(e.bitsPerDim), pm(e.nats, 6), how]);
-    const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-    const line = (cells: string[]) =>
-      cells
-        .map((c, i) => c.padEnd(w[i]))
-        .join('  ')
-        .trimEnd();
-    process.stdout.write(`\n${line(head)}\n${body.map(line).join('\n')}\n\n${n} images, ${formatSeconds(seconds)}; +- is the standard error over images\nwrote ${json}\n`);
+    const body = rows.map(([m, e, how]) => [m, formatMetric(e.bitsPerDim), formatMetric(e.nats, 6), how]);
+    process.stdout.write(`\n${formatColumns(head, body)}\n\n${n} images, ${formatSeconds(seconds)}; +- is the standard error over images\nwrote ${json}\n`);
   } finally {
     x?.dispose();
     net.dispose();

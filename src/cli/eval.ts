@@ -30,7 +30,7 @@ import { evaluateSweep, SweepRow, sweepSettings } from '../eval/sweep';
 import { DEFAULT_BATCH_SIZE } from '../sampling/generate';
 import { shippedName } from '../util/shipped';
 import { FeatureNet, loadFeatureNet } from '../eval/feature-net';
-import { EvalReport, formatValue, MetricValue } from '../eval/report';
+import { EvalReport, formatColumns, formatMetric, MetricValue } from '../eval/report';
 import { writeFileAtomic, writePNG } from '../util/image';
 import { cacheDir } from '../util/cache';
 import { linePlotImage, Series } from '../util/plot';
@@ -155,7 +155,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
         bar?.done();
         console.log(
           `  ${formatSeconds(row.seconds)}: ${Object.entries(row.metrics)
-            .map(([name, m]) => `${name} ${formatValue(m.value)}${m.stderr !== undefined ? ` +- ${formatValue(m.stderr, 2)}` : ''}`)
+            .map(([name, m]) => `${name} ${formatMetric(m)}`)
             .join(', ')}`,
         );
       },
@@ -209,7 +209,7 @@ function pointMeasure(
   const ref = `${meta.config.data} held out (${heldOut.dim(0)})`;
   // The model's NLL, whatever the sampler: computed once (on the first 500 held-out points), before any setting's clock starts.
   const nll = tidy(() => modelNLL(D, heldOut.narrow(0, 0, Math.min(500, heldOut.dim(0))), { sigmaMin, sigmaMax }));
-  return { what: `reference ${ref}; nll ${formatValue(nll.value)} +- ${formatValue(nll.stderr!, 2)} nats`, space: 'data', reference: ref, metrics: (x) => ({ ...pointMetrics(x, heldOut), nll }) };
+  return { what: `reference ${ref}; nll ${formatMetric(nll)} nats`, space: 'data', reference: ref, metrics: (x) => ({ ...pointMetrics(x, heldOut), nll }) };
 }
 
 interface ReportInput {
@@ -271,16 +271,10 @@ function writeReports(outDir: string, r: ReportInput): string {
     String(row.steps),
     String(row.nfe),
     row.guidance === null ? '-' : String(row.guidance),
-    ...names.map((m) => (row.metrics[m] ? formatValue(row.metrics[m].value) + (row.metrics[m].stderr !== undefined ? ` +- ${formatValue(row.metrics[m].stderr, 2)}` : '') : '-')),
+    ...names.map((m) => (row.metrics[m] ? formatMetric(row.metrics[m]) : '-')),
     formatSeconds(row.seconds),
   ]);
-  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => c.padEnd(w[i]))
-      .join('  ')
-      .trimEnd();
-  let out = `\n${line(head)}\n${body.map(line).join('\n')}\n\nwrote ${json}\n`;
+  let out = `\n${formatColumns(head, body)}\n\nwrote ${json}\n`;
   if (r.sweep) {
     const x = (row: SweepRow) => (r.sweep === 'steps' ? row.nfe : row.guidance!);
     const plots = names.filter((m) => m !== 'kid');
@@ -337,7 +331,7 @@ function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: nu
       fs.mkdirSync(outDir, { recursive: true });
       const json = path.join(outDir, `baseline-${baseline}_n${n}_seed${seed}.json`);
       writeFileAtomic(json, JSON.stringify({ baseline, space: fnet.name, reference: ref.name, n, seed, seconds, metrics }, null, 1) + '\n');
-      const rows = Object.entries(metrics).map(([m, v]) => [m, formatValue(v.value) + (v.stderr !== undefined ? ` +- ${formatValue(v.stderr, 2)}` : '')] as [string, string]);
+      const rows = Object.entries(metrics).map(([m, v]) => [m, formatMetric(v)] as [string, string]);
       process.stdout.write(`baseline ${baseline}: ${n} images against ${ref.name} in ${fnet.name}\n${table(rows)}\nwrote ${json}\n`);
     } finally {
       dispose([x]);

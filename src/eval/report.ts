@@ -55,6 +55,26 @@ export function formatValue(v: number, digits = 4): string {
   return a >= 1e-4 && a < 1e6 ? Number(v.toPrecision(digits)).toString() : v.toExponential(digits - 1);
 }
 
+/** A metric as "value +- stderr" (the standard error to 2 significant digits), or the value alone. */
+export function formatMetric(m: MetricValue, digits = 4): string {
+  return formatValue(m.value, digits) + (m.stderr !== undefined ? ` +- ${formatValue(m.stderr, 2)}` : '');
+}
+
+/**
+ * Text columns: every cell padded to its column's widest, two spaces apart, a header line first.
+ *
+ *   formatColumns(['steps', 'fd'], [['20', '14.1']]);   // "steps  fd\n20     14.1"
+ */
+export function formatColumns(head: readonly string[], body: readonly (readonly string[])[]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => c.padEnd(w[i]))
+      .join('  ')
+      .trimEnd();
+  return [head, ...body].map(line).join('\n');
+}
+
 /**
  * A left-aligned table: metric name, value, and "+- stderr" where a row has one.
  *
