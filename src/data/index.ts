@@ -15,4 +15,5 @@ export * from './idx';
 export * from './fashion-mnist';
 export * from './image-codec';
 export * from './image-folder';
+export * from './emoji';
 export * from './loader';
