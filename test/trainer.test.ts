@@ -212,6 +212,9 @@ describe('config', () => {
   test('data and model must fit', () => {
     assert.throws(() => Trainer.create(resolveTrainConfig({ data: '8gaussians', out: path.join(root, 'x') })), /8gaussians is 2-D point data: use the mlp model/);
     assert.throws(() => Trainer.create(resolveTrainConfig({ ...TOY, classConditional: true, out: path.join(root, 'x') })), /classConditional: is true, but 8gaussians has no class labels/);
-    assert.throws(() => Trainer.create(resolveTrainConfig({ data: 'cifar', out: path.join(root, 'x') })), /data: expected 'fashion-mnist', 'folder:PATH' or a toy/);
+    assert.throws(
+      () => Trainer.create(resolveTrainConfig({ data: 'cifar', out: path.join(root, 'x') })),
+      /data: expected 'fashion-mnist', 'emoji', 'emoji:google', 'emoji:twitter', 'folder:PATH' or a toy/,
+    );
   });
 });

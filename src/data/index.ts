@@ -1,6 +1,7 @@
 /**
  * Data: 2-D toys, an analytic Gaussian mixture (density, score and exact denoiser
- * at every sigma), Fashion-MNIST from IDX files, folders of PNG/JPEG images, and a
+ * at every sigma), Fashion-MNIST from IDX files, emoji from the emoji-datasource
+ * packages, folders of PNG/JPEG images, and a
  * seeded, resumable DataLoader. A missing, empty or corrupt dataset throws a
  * DatasetError naming the file.
  *
@@ -15,4 +16,5 @@ export * from './idx';
 export * from './fashion-mnist';
 export * from './image-codec';
 export * from './image-folder';
+export * from './emoji';
 export * from './loader';

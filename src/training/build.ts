@@ -24,6 +24,7 @@ import { cosineBetas, discreteVP, DiscreteVP, linearBetas } from '../core/schedu
 import { epochSeed, DataLoader } from '../data/loader';
 import { loadFashionMNIST } from '../data/fashion-mnist';
 import { loadImageFolder } from '../data/image-folder';
+import { EMOJI_SIZES, EMOJI_STYLES, EmojiStyle, loadEmoji } from '../data/emoji';
 import { TOYS, ToySampler } from '../data/toys';
 import { EDM2UNet, resolveEDM2Config, ResolvedEDM2Config } from '../models/edm2';
 import { MLPDenoiserConfig, MLPDenoiserNet, resolveMLPDenoiserConfig } from '../models/mlp';
@@ -84,8 +85,15 @@ export function loadTrainData(config: TrainConfig): TrainData {
     ds = loadFashionMNIST({ pad32: config.imageSize === 32 });
   } else if (data.startsWith('folder:')) {
     ds = loadImageFolder(data.slice('folder:'.length), { size: config.imageSize, mode: config.channels });
+  } else if (data === 'emoji' || data.startsWith('emoji:')) {
+    const style = data.slice('emoji:'.length);
+    if (data !== 'emoji' && !(EMOJI_STYLES as readonly string[]).includes(style)) throw new ConfigError('data', `expected 'emoji', 'emoji:google' or 'emoji:twitter', got ${JSON.stringify(data)}`);
+    if (!EMOJI_SIZES.includes(config.imageSize)) throw new ConfigError('imageSize', `emoji are 64 x 64, averaged down by 2 x 2 means: imageSize must be 16, 32 or 64, got ${config.imageSize}`);
+    const e = loadEmoji({ split: 'train', size: config.imageSize, styles: data === 'emoji' ? EMOJI_STYLES : [style as EmojiStyle] });
+    e.styles.dispose();
+    ds = e;
   } else {
-    throw new ConfigError('data', `expected 'fashion-mnist', 'folder:PATH' or a toy (${Object.keys(TOYS).join(', ')}), got ${JSON.stringify(data)}`);
+    throw new ConfigError('data', `expected 'fashion-mnist', 'emoji', 'emoji:google', 'emoji:twitter', 'folder:PATH' or a toy (${Object.keys(TOYS).join(', ')}), got ${JSON.stringify(data)}`);
   }
   if (config.dataLimit !== null && config.dataLimit < ds.images.dim(0)) {
     const n = config.dataLimit;

@@ -43,13 +43,13 @@ export type Objective = 'eps' | 'x0' | 'v' | 'edm' | 'edm2';
 export type WeightingName = 'auto' | 'uniform' | 'snr' | 'min-snr';
 
 export interface TrainConfig {
-  /** 'fashion-mnist', 'folder:PATH' (a folder of PNG/JPEG images, one subfolder per class), or a 2-D toy: 'two-moons', 'swiss-roll', '8gaussians', 'checkerboard'. */
+  /** 'fashion-mnist', 'emoji' (both styles; 'emoji:google' or 'emoji:twitter' for one: RGB, the training split, labels = the 9 categories), 'folder:PATH' (a folder of PNG/JPEG images, one subfolder per class), or a 2-D toy: 'two-moons', 'swiss-roll', '8gaussians', 'checkerboard'. */
   data: string;
   /** Train on the first N samples of the dataset only (null: all). */
   dataLimit: number | null;
-  /** Image side: Fashion-MNIST is 28, or 32 padded; folders are resized to it. */
+  /** Image side: Fashion-MNIST is 28, or 32 padded; emoji 16, 32 or 64; folders are resized to it. */
   imageSize: number;
-  /** Folder images: 'gray' or 'rgb'. */
+  /** Folder images: 'gray' or 'rgb' (emoji are always RGB, Fashion-MNIST gray). */
   channels: 'gray' | 'rgb';
   /** Random horizontal flips. */
   flip: boolean;
