@@ -85,6 +85,10 @@ describe('resume', () => {
   ])
     test(`equals an uninterrupted run for objective ${objective}, ${weighting} weighting (2-D toy, MLP)`, () => resumeMatches({ ...TOY, objective, weighting }, `toy-${objective}`));
   test('equals an uninterrupted run for model edm2 (objective edm2: u(sigma) restored; forced weight normalization; inv-sqrt lr)', () => resumeMatches(TINY_EDM2, 'edm2'));
+  test('equals an uninterrupted run with a shifted schedule (U-Net: shiftBase 16 at 32 px, sigmoid betas)', () =>
+    resumeMatches({ ...TINY_UNET, shiftBase: 16, betaSchedule: 'sigmoid' }, 'unet-shift'));
+  test('equals an uninterrupted run with a shifted P_mean (edm2: shiftBase 64 at 32 px)', () => resumeMatches({ ...TINY_EDM2, shiftBase: 64 }, 'edm2-shift'));
+  test('equals an uninterrupted run with input scaling (2-D toy, v, inputScale 0.5)', () => resumeMatches({ ...TOY, objective: 'v', inputScale: 0.5 }, 'toy-scale'));
   test('a changed option is refused, naming it; steps may change', () => {
     const dir = path.join(root, 'toy-b');
     assert.throws(() => Trainer.create(resolveTrainConfig({ ...TOY, lr: 0.5, out: dir }), { resume: dir, log: null }), /differs from the checkpoint's in lr: 0.001 -> 0.5/);

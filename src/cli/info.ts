@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { checkpointJsonPath, decodeFloats, exportCheckpoint, PARTS, readCheckpointMeta } from '../training/checkpoint';
 import { formatSeconds } from '../util/progress';
 import { choiceFlag, parseArgs, table, UsageError } from './args';
+import { edmSigma, logSnrShift } from '../training/build';
 
 export function infoHelp(): string {
   return `Usage: diffuse info CHECKPOINT [--json]
@@ -70,12 +71,17 @@ export function infoCommand(argv: readonly string[]): number {
         ? `edm2 (magnitude-preserving), ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numBlocks} block(s) per encoder level, attention at [${net.config.attnResolutions}]`
         : `mlp, ${params}: width ${net.config.hidden}, depth ${net.config.depth}`;
   const weighting = c.weighting === 'auto' ? '' : `, ${c.weighting === 'min-snr' ? `min-SNR-${c.minSnrGamma}` : c.weighting} weighting`;
+  const shift = logSnrShift(c);
+  const shiftText =
+    shift === 0
+      ? ''
+      : `, log-SNR shifted by ${shift.toFixed(4)} (${[c.shiftBase !== null ? `base ${c.shiftBase} at ${c.imageSize} px` : '', c.inputScale !== 1 ? `input scale ${c.inputScale}` : ''].filter(Boolean).join(', ')})`;
   const objective: Record<typeof c.objective, string> = {
-    eps: `eps (epsilon prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}`,
-    x0: `x0 (x0 prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}`,
-    v: `v (v prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}`,
-    edm: `edm, sigma_data ${c.sigmaData}`,
-    edm2: `edm2 (learned uncertainty u(sigma)), sigma_data ${c.sigmaData}`,
+    eps: `eps (epsilon prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}${shiftText}`,
+    x0: `x0 (x0 prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}${shiftText}`,
+    v: `v (v prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}${shiftText}`,
+    edm: `edm, sigma_data ${c.sigmaData}${shift === 0 ? '' : `, P_mean ${edmSigma(c).pMean.toFixed(4)}${shiftText}`}`,
+    edm2: `edm2 (learned uncertainty u(sigma)), sigma_data ${c.sigmaData}${shift === 0 ? '' : `, P_mean ${edmSigma(c).pMean.toFixed(4)}${shiftText}`}`,
   };
   const rows: [string, string][] = [
     [

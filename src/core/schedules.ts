@@ -21,6 +21,7 @@
  *   const cos = cosineLogSnr();                        // lambda(t) = -2 ln tan(pi t / 2)
  *   const hi = shiftLogSnr(cos, { base: 64, resolution: 256 }); // simple diffusion's shift
  *   sigmaFromLogSnr(hi.logSnr(tensor([0.5])));
+ *   const ddpm64 = shiftDiscreteVP(ddpm, resolutionShift({ base: 32, resolution: 64 })); // the same, on DDPM's steps
  */
 import { linspace, tensor } from '../engine/create';
 import { tidy } from '../engine/scope';
@@ -281,12 +282,43 @@ export function veLogSnr({ sigmaMin = 0.02, sigmaMax = 100 }: { sigmaMin?: numbe
  * d -> base image.
  */
 export function shiftLogSnr(schedule: LogSnrSchedule, { base, resolution }: { base: number; resolution: number }): LogSnrSchedule {
-  if (!(base > 0) || !(resolution > 0)) throw new RangeError(`shiftLogSnr: base and resolution must be positive, got ${base} and ${resolution}`);
-  const shift = 2 * Math.log(base / resolution);
+  const shift = resolutionShift({ base, resolution }, 'shiftLogSnr');
   return {
     logSnr: (t) => tidy(() => schedule.logSnr(t).add(shift)),
     time: (l) => tidy(() => schedule.time(l.sub(shift))),
   };
+}
+
+/**
+ * Hoogeboom et al. 2023, Sec. 3.1: the log-SNR shift 2 ln(base / resolution) of a schedule
+ * tuned at resolution `base` and used at `resolution` (0 when they are equal).
+ *
+ * @example
+ *   resolutionShift({ base: 32, resolution: 64 }); // -2 ln 2: sigma doubles
+ */
+export function resolutionShift({ base, resolution }: { base: number; resolution: number }, who = 'resolutionShift'): number {
+  if (!(base > 0) || !(resolution > 0)) throw new RangeError(`${who}: base and resolution must be positive, got ${base} and ${resolution}`);
+  return 2 * Math.log(base / resolution);
+}
+
+/**
+ * A discrete VP schedule with its log-SNR moved by `shift` at every step: lambda'_t =
+ * lambda_t + shift, i.e. sigma'_t = sigma_t e^(-shift / 2) and abar'_t = 1 / (1 + sigma'_t^2)
+ * (simple diffusion's shift with shift = resolutionShift(...), Hoogeboom et al. 2023, Sec. 3.1;
+ * Chen 2023's input scaling by b is shift = 2 ln b). Shift 0 returns `schedule` itself.
+ *
+ * @example
+ *   const s = shiftDiscreteVP(discreteVP(cosineBetas()), resolutionShift({ base: 32, resolution: 64 }));
+ *   s.sigmas[500]; // twice the cosine schedule's sigma at step 500
+ */
+export function shiftDiscreteVP(schedule: DiscreteVP, shift: number): DiscreteVP {
+  if (!Number.isFinite(shift)) throw new RangeError(`shiftDiscreteVP: shift must be a finite number, got ${shift}`);
+  if (shift === 0) return schedule;
+  const k = Math.exp(-shift / 2);
+  const sigmas = schedule.sigmas.map((s) => s * k);
+  const alphaBar = sigmas.map((s) => 1 / (1 + s * s));
+  const betas = alphaBar.map((ab, i) => 1 - ab / (i === 0 ? 1 : alphaBar[i - 1]));
+  return { betas, alphaBar, sigmas, T: schedule.T };
 }
 
 /** sigma(t) [n] at n evenly spaced t from tMax down to tMin, then a final 0 ([n + 1], float64): a sampling grid. */

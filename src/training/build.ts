@@ -20,7 +20,7 @@ import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 import { discreteTimestep, edmDenoiser, fromCoefficients, logSigmaNoise, Network, NoiseLevel, Prediction, vpCoefficients } from '../core/precond';
-import { cosineBetas, discreteVP, DiscreteVP, linearBetas } from '../core/schedules';
+import { cosineBetas, discreteVP, DiscreteVP, linearBetas, resolutionShift, shiftDiscreteVP, sigmoidBetas } from '../core/schedules';
 import { epochSeed, DataLoader } from '../data/loader';
 import { loadFashionMNIST } from '../data/fashion-mnist';
 import { loadImageFolder } from '../data/image-folder';
@@ -139,6 +139,8 @@ export function materializeConfig(config: TrainConfig, data: Pick<TrainData, 'cl
   if (cond === 'auto') cond = data.classNames !== null;
   if (cond && data.classNames === null) throw new ConfigError('classConditional', `is true, but ${config.data} has no class labels (set it to false or auto)`);
   if (data.kind === 'points' && config.model.type !== 'mlp') throw new ConfigError('model', `${config.data} is 2-D point data: use the mlp model (model = mlp), not ${config.model.type}`);
+  if (data.kind === 'points' && config.shiftBase !== null)
+    throw new ConfigError('shiftBase', `shifts the schedule by the image size, but ${config.data} is 2-D point data (got shiftBase ${config.shiftBase}; use inputScale to move a toy's schedule)`);
   if (data.kind === 'images' && config.model.type === 'mlp') throw new ConfigError('model', `${config.data} is image data: use the unet or edm2 model, not ${config.model.type}`);
   const { type, ...given } = config.model;
   const model = { type, ...TRAIN_MODELS[type], ...given };
@@ -173,10 +175,30 @@ export function prediction(objective: TrainConfig['objective']): Prediction | nu
   return objective === 'eps' || objective === 'x0' || objective === 'v' ? objective : null;
 }
 
-/** The discrete VP schedule of an eps / x0 / v config (null for edm and edm2). */
-export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSchedule' | 'timesteps'>): DiscreteVP | null {
+/** The config keys that set the noise schedule's shift (logSnrShift). */
+export type ShiftKeys = 'shiftBase' | 'imageSize' | 'inputScale';
+
+/**
+ * The log-SNR shift of a config (0: none), one number for both papers' knobs:
+ *   simple diffusion (Hoogeboom et al. 2023, Sec. 3.1): 2 ln(shiftBase / imageSize);
+ *   Chen 2023, Sec. 3 (input scaling): x_t = sqrt(abar) b x0 + sqrt(1 - abar) eps, divided by its
+ *   std, is VP's input at sigma / b, so lambda moves by 2 ln b (docs/training.md, section 3).
+ *
+ * @example
+ *   logSnrShift({ shiftBase: 32, imageSize: 64, inputScale: 1 }); // 2 ln(1/2): sigma x 2
+ *   logSnrShift({ shiftBase: null, imageSize: 64, inputScale: 0.5 }); // the same move
+ */
+export function logSnrShift(config: Pick<TrainConfig, ShiftKeys>): number {
+  const res = config.shiftBase === null ? 0 : resolutionShift({ base: config.shiftBase, resolution: config.imageSize });
+  return res + 2 * Math.log(config.inputScale);
+}
+
+/** The discrete VP schedule of an eps / x0 / v config, shifted by logSnrShift (null for edm and edm2). */
+export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSchedule' | 'timesteps' | ShiftKeys>): DiscreteVP | null {
   if (prediction(config.objective) === null) return null;
-  return discreteVP(config.betaSchedule === 'cosine' ? cosineBetas(config.timesteps) : linearBetas(config.timesteps));
+  const T = config.timesteps;
+  const betas = config.betaSchedule === 'cosine' ? cosineBetas(T) : config.betaSchedule === 'sigmoid' ? sigmoidBetas(T) : linearBetas(T);
+  return shiftDiscreteVP(discreteVP(betas), logSnrShift(config));
 }
 
 /**
@@ -205,6 +227,15 @@ export function buildWeighting(config: Pick<TrainConfig, 'objective' | 'weightin
 /** The log-normal sigma distribution of edm and edm2 (EDM's, Karras et al. 2022, Table 1; edm2 uses the same, so the two differ only in the weighting). */
 export const EDM_SIGMA = Object.freeze({ pMean: -1.2, pStd: 1.2 });
 
+/**
+ * The training sigma distribution of an edm / edm2 config: EDM_SIGMA with ln(sigma) moved by
+ * the config's shift, P_mean - logSnrShift / 2 (lambda = -2 ln sigma; with shiftBase that is
+ * P_mean + ln(imageSize / shiftBase): simple diffusion's shift in sigma coordinates).
+ */
+export function edmSigma(config: Pick<TrainConfig, ShiftKeys>): { pMean: number; pStd: number } {
+  return { pMean: EDM_SIGMA.pMean - logSnrShift(config) / 2, pStd: EDM_SIGMA.pStd };
+}
+
 /** A training loss: the clean batch [B, ...] -> a LossResult, drawing sigma and noise from `generator`. */
 export type TrainLoss = (x0: Tensor, generator: Generator, cond?: Conditioning) => LossResult;
 
@@ -219,15 +250,16 @@ export function objectiveLoss(config: TrainConfig, D: Denoiser, logvar?: (sigma:
   const { objective, sigmaData } = config;
   const schedule = buildSchedule(config);
   const weighting = buildWeighting(config);
+  const sigmaDist = edmSigma(config);
   if (schedule && objective === 'eps') return (x0, generator, cond) => ddpmLoss(D, x0, schedule, { generator, cond, weighting });
   if (schedule && (objective === 'x0' || objective === 'v')) {
     const [loss, sampleSigma] = [objective === 'x0' ? x0Loss : vLoss, discreteSigma(schedule)];
     return (x0, generator, cond) => loss(D, x0, { generator, cond, sampleSigma, weighting });
   }
-  if (objective === 'edm') return (x0, generator, cond) => edmLoss(D, x0, { generator, cond, sigmaData, ...EDM_SIGMA });
+  if (objective === 'edm') return (x0, generator, cond) => edmLoss(D, x0, { generator, cond, sigmaData, ...sigmaDist });
   if (objective === 'edm2') {
     if (!logvar) throw new TypeError('objectiveLoss: objective edm2 needs logvar, the learned u(sigma)');
-    return (x0, generator, cond) => edm2Loss(D, logvar, x0, { generator, cond, sigmaData, ...EDM_SIGMA });
+    return (x0, generator, cond) => edm2Loss(D, logvar, x0, { generator, cond, sigmaData, ...sigmaDist });
   }
   throw new ConfigError('objective', `unknown objective ${JSON.stringify(objective)}`);
 }

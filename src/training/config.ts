@@ -70,8 +70,16 @@ export interface TrainConfig {
   weighting: WeightingName;
   /** Min-SNR's gamma (weighting min-snr only). */
   minSnrGamma: number;
-  /** DDPM betas: 'linear' (1e-4 .. 0.02, Ho et al.) or 'cosine' (Nichol & Dhariwal). */
-  betaSchedule: 'linear' | 'cosine';
+  /** DDPM betas: 'linear' (1e-4 .. 0.02, Ho et al.), 'cosine' (Nichol & Dhariwal) or 'sigmoid' (Chen 2023: start -3, end 3, tau 1). */
+  betaSchedule: 'linear' | 'cosine' | 'sigmoid';
+  /**
+   * The resolution the noise schedule was tuned at (null: no shift). At imageSize d the log-SNR
+   * moves by 2 ln(shiftBase / d) (simple diffusion, Hoogeboom et al. 2023), for training and
+   * sampling; for edm / edm2 the training P_mean moves by ln(d / shiftBase) (docs/training.md, section 3).
+   */
+  shiftBase: number | null;
+  /** Chen 2023's input scaling b (1: none): the log-SNR moves by 2 ln b, the same move as shiftBase (docs/training.md, section 3). */
+  inputScale: number;
   /** DDPM's T. */
   timesteps: number;
   /** EDM's sigma_data (0.5 for images in [-1, 1]; 1 suits the 2-D toys). */
@@ -160,6 +168,8 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   weighting: 'auto',
   minSnrGamma: 5,
   betaSchedule: 'linear',
+  shiftBase: null,
+  inputScale: 1,
   timesteps: 1000,
   sigmaData: 0.5,
   classConditional: 'auto',
@@ -216,7 +226,9 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   objective: { kind: 'enum', values: ['eps', 'x0', 'v', 'edm', 'edm2'], aliases: { ddpm: 'eps' } },
   weighting: { kind: 'enum', values: ['uniform', 'snr', 'min-snr'], auto: true },
   minSnrGamma: { kind: 'number', min: 0, above: true },
-  betaSchedule: { kind: 'enum', values: ['linear', 'cosine'] },
+  betaSchedule: { kind: 'enum', values: ['linear', 'cosine', 'sigmoid'] },
+  shiftBase: { kind: 'int', nullable: true, min: 1 },
+  inputScale: { kind: 'number', min: 0, above: true },
   timesteps: { kind: 'int', min: 2 },
   sigmaData: { kind: 'number', min: 0, above: true },
   classConditional: { kind: 'bool', auto: true },
