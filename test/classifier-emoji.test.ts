@@ -150,5 +150,5 @@ describe('the shipped emoji feature net', () => {
   });
 });
 
-/** The shipped net's floor: a little under its measured test accuracy (README). */
-const MIN_ACCURACY = 0.6;
+/** The shipped net's floor: under its measured test accuracy, 82.53% (models/emoji-features/README.md). */
+const MIN_ACCURACY = 0.8;
