@@ -25,11 +25,12 @@ import { TOYS } from '../data/toys';
 import { CheckpointMeta, loadModel } from '../training/checkpoint';
 import { buildSchedule, deriveSeed } from '../training/build';
 import { gridModel } from '../sampling';
-import { cycleLabels, fashionReference, imageMetrics, modelNLL, pointMetrics, Reference } from '../eval/evaluate';
+import { cycleLabels, datasetReference, fashionReference, imageMetrics, modelNLL, pointMetrics, Reference } from '../eval/evaluate';
 import { evaluateSweep, SweepRow, sweepSettings } from '../eval/sweep';
 import { DEFAULT_BATCH_SIZE } from '../sampling/generate';
 import { shippedName } from '../util/shipped';
-import { FeatureNet, loadFeatureNet } from '../eval/feature-net';
+import { FeatureNet, featureNetFor, isEmojiData, loadFeatureNet } from '../eval/feature-net';
+import { ClassifierDataName } from '../training/classifier';
 import { EvalReport, formatColumns, formatMetric, MetricValue } from '../eval/report';
 import { writeFileAtomic, writePNG } from '../util/image';
 import { cacheDir } from '../util/cache';
@@ -46,7 +47,9 @@ export function evalHelp(): string {
 
 Measures the quality of a model's samples. Image models are compared with the
 Fashion-MNIST training split in the feature space of the shipped feature network
-(fmnist-cnn-v1, models/fashion-mnist-features): Frechet distance (fd), KID (kid, with
+(fmnist-cnn-v1, models/fashion-mnist-features); emoji models (--data emoji...) with the
+emoji training split at 64 px in emoji-cnn-v1's (models/emoji-features), their 16 or 32 px
+samples upsampled to 64 so every resolution is measured in one space: Frechet distance (fd), KID (kid, with
 its standard error), improved precision and recall, and, for class-conditional samples,
 the accuracy of the feature net's classifier on the requested classes. 2-D models are
 compared with held-out data: energy distance, sliced Wasserstein-2 (sw2), and the exact
@@ -138,7 +141,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
     if (prepared) cleanup.push(prepared);
 
     const images = meta.sampleShape.length === 3;
-    const measure = images ? imageMeasure(cleanup, labels, referenceCache(args)) : pointMeasure(meta, denoiser, n, seed, cleanup);
+    const measure = images ? imageMeasure(cleanup, labels, referenceCache(args), meta.config.data) : pointMeasure(meta, denoiser, n, seed, cleanup);
     const outDir = args.flags.get('out') ?? defaultReportDir(dir);
     console.log(`diffuse eval: ${dir} (step ${meta.step}, ${weights} weights), ${n} samples per setting, ${choice.sampler} on the ${choice.grid} grid, seed ${seed}; ${measure.what}`);
     let bar: Progress | null = null;
@@ -180,15 +183,16 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   return 0;
 }
 
-/** How samples are measured: the feature-space metrics for images. */
+/** How samples are measured: the feature-space metrics for images (emoji models: emoji-cnn-v1 against the emoji training split at 64 px; others: fmnist-cnn-v1 against Fashion-MNIST's). */
 function imageMeasure(
   cleanup: { dispose(): void }[],
   labels: number[] | null,
   cache: string | false,
+  data: string,
 ): { what: string; space: string; reference: string; metrics(x: Tensor): Record<string, MetricValue> } {
-  const fnet = loadFeatureNet();
+  const fnet = featureNetFor(data);
   cleanup.push(fnet.net);
-  const ref = fashionReference(fnet, { cache });
+  const ref = datasetReference(fnet, { cache, data: isEmojiData(data) ? (data as ClassifierDataName) : 'fashion-mnist' });
   cleanup.push(ref);
   return { what: `features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`, space: fnet.name, reference: ref.name, metrics: (x) => imageMetrics(fnet, ref, x, { labels }) };
 }
