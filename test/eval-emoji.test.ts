@@ -72,3 +72,27 @@ test('diffuse eval on a 16 px emoji model: emoji-cnn-v1 against the emoji:google
   const json = JSON.parse(fs.readFileSync(path.join(root, 'eval', report[0]), 'utf8')) as { space?: string };
   assert.equal(json.space, EMOJI_FEATURE_NET_NAME);
 });
+
+test('diffuse eval --baseline test|noise --data emoji:twitter: the floor lies far below the ceiling; --n beyond the split and bad --data are named', async () => {
+  const out = path.join(root, 'baseline');
+  const metrics = async (b: string) => {
+    const r = await runQuick(root, 'eval', '--baseline', b, '--data', 'emoji:twitter', '--n', '300', '--threads', '1', '--out', out);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, new RegExp(`baseline ${b}: 300 images against emoji:twitter train \\(\\d{4}\\) in emoji-cnn-v1`));
+    const file = path.join(out, `baseline-${b}_emoji-twitter_n300_seed0.json`);
+    return (JSON.parse(fs.readFileSync(file, 'utf8')) as { metrics: Record<string, { value: number } | number> }).metrics;
+  };
+  const value = (m: { value: number } | number) => (typeof m === 'number' ? m : m.value);
+  const test = await metrics('test');
+  const noise = await metrics('noise');
+  assert.ok(value(noise.fd) > 10 * value(test.fd), `fd: test ${value(test.fd)}, noise ${value(noise.fd)}`);
+  assert.ok(value(test.accuracy) > 0.7, `accuracy of the test split ${value(test.accuracy)}`);
+  for (const [args, re] of [
+    [['--n', '800'], /--n 800: the emoji:twitter test split has \d{3} images/],
+    [['--data', 'emoji:apple'], /--data: expected 'fashion-mnist', 'emoji', 'emoji:google', 'emoji:twitter', got "emoji:apple"/],
+  ] as [string[], RegExp][]) {
+    const r = await runQuick(root, 'eval', '--baseline', 'test', '--data', 'emoji:twitter', ...args, '--out', out);
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, re);
+  }
+});
