@@ -25,11 +25,13 @@ import { TOYS } from '../data/toys';
 import { CheckpointMeta, loadModel } from '../training/checkpoint';
 import { buildSchedule, deriveSeed } from '../training/build';
 import { gridModel } from '../sampling';
-import { cycleLabels, fashionReference, imageMetrics, modelNLL, pointMetrics, Reference } from '../eval/evaluate';
+import { cycleLabels, datasetReference, imageMetrics, modelNLL, pointMetrics, Reference } from '../eval/evaluate';
 import { evaluateSweep, SweepRow, sweepSettings } from '../eval/sweep';
 import { DEFAULT_BATCH_SIZE } from '../sampling/generate';
 import { shippedName } from '../util/shipped';
-import { FeatureNet, loadFeatureNet } from '../eval/feature-net';
+import { FeatureNet, featureNetFor, isEmojiData } from '../eval/feature-net';
+import { CLASSIFIER_DATA_NAMES, ClassifierDataName, loadClassifierData } from '../training/classifier';
+import { imageSubset } from '../data/loader';
 import { EvalReport, formatColumns, formatMetric, MetricValue } from '../eval/report';
 import { writeFileAtomic, writePNG } from '../util/image';
 import { cacheDir } from '../util/cache';
@@ -46,7 +48,9 @@ export function evalHelp(): string {
 
 Measures the quality of a model's samples. Image models are compared with the
 Fashion-MNIST training split in the feature space of the shipped feature network
-(fmnist-cnn-v1, models/fashion-mnist-features): Frechet distance (fd), KID (kid, with
+(fmnist-cnn-v1, models/fashion-mnist-features); emoji models (--data emoji...) with the
+emoji training split at 64 px in emoji-cnn-v1's (models/emoji-features), their 16 or 32 px
+samples upsampled to 64 so every resolution is measured in one space: Frechet distance (fd), KID (kid, with
 its standard error), improved precision and recall, and, for class-conditional samples,
 the accuracy of the feature net's classifier on the requested classes. 2-D models are
 compared with held-out data: energy distance, sliced Wasserstein-2 (sw2), and the exact
@@ -67,6 +71,7 @@ ${table([
   ['-n N', 'the same as --n'],
   ['--batch-size B', `samples generated per batch (default ${DEFAULT_BATCH_SIZE}, chosen for speed; changes speed and memory, not the samples; --batch B is the old name)`],
   ['--baseline B', '"test" (the test split as if it were samples: the floor any model is compared with) or "noise" (uniform noise images)'],
+  ['--data D', 'the dataset of --baseline: fashion-mnist (default), emoji, emoji:google or emoji:twitter (in emoji-cnn-v1, at 64 px)'],
   ['--out DIR', 'where the report goes (default CHECKPOINT/eval; runs/eval/NAME/ in the working directory for a shipped model under models/, which is read-only when installed; eval/ for a baseline)'],
   ['--weights W', '"ema" (default when present) or "model"'],
   ['--threads N', 'CPU threads (default: all cores)'],
@@ -79,6 +84,7 @@ Examples:
   diffuse eval --sampler dpmpp-2m --grid karras --steps 5,10,20,50
   diffuse eval --guidance 1,2,3,5 --sampler dpmpp-2m --steps 20
   diffuse eval --baseline test --n 10000
+  diffuse eval --baseline test --data emoji --n 700        # the emoji floor (the test split has 704 images)
   diffuse eval --nll both --n 100                         # bits/dim: variational bound and probability-flow ODE
 `;
 }
@@ -92,6 +98,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
     'batch-size': 'value',
     batch: 'value',
     baseline: 'value',
+    data: 'value',
     out: 'value',
     weights: 'value',
     threads: 'value',
@@ -113,6 +120,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   if (args.flags.has('nll')) return nllCommand(args);
   const baseline = args.flags.get('baseline');
   if (baseline !== undefined) return baselineCommand(args, baseline, n, seed);
+  if (args.flags.has('data')) throw new UsageError('--data goes with --baseline (a checkpoint is measured against its own data)');
 
   let dir = args.positionals[0];
   if (!dir) {
@@ -138,7 +146,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
     if (prepared) cleanup.push(prepared);
 
     const images = meta.sampleShape.length === 3;
-    const measure = images ? imageMeasure(cleanup, labels, referenceCache(args)) : pointMeasure(meta, denoiser, n, seed, cleanup);
+    const measure = images ? imageMeasure(cleanup, labels, referenceCache(args), meta.config.data) : pointMeasure(meta, denoiser, n, seed, cleanup);
     const outDir = args.flags.get('out') ?? defaultReportDir(dir);
     console.log(`diffuse eval: ${dir} (step ${meta.step}, ${weights} weights), ${n} samples per setting, ${choice.sampler} on the ${choice.grid} grid, seed ${seed}; ${measure.what}`);
     let bar: Progress | null = null;
@@ -180,15 +188,16 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   return 0;
 }
 
-/** How samples are measured: the feature-space metrics for images. */
+/** How samples are measured: the feature-space metrics for images (emoji models: emoji-cnn-v1 against the emoji training split at 64 px; others: fmnist-cnn-v1 against Fashion-MNIST's). */
 function imageMeasure(
   cleanup: { dispose(): void }[],
   labels: number[] | null,
   cache: string | false,
+  data: string,
 ): { what: string; space: string; reference: string; metrics(x: Tensor): Record<string, MetricValue> } {
-  const fnet = loadFeatureNet();
+  const fnet = featureNetFor(data);
   cleanup.push(fnet.net);
-  const ref = fashionReference(fnet, { cache });
+  const ref = datasetReference(fnet, { cache, data: isEmojiData(data) ? (data as ClassifierDataName) : 'fashion-mnist' });
   cleanup.push(ref);
   return { what: `features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`, space: fnet.name, reference: ref.name, metrics: (x) => imageMetrics(fnet, ref, x, { labels }) };
 }
@@ -317,20 +326,22 @@ function referenceSource(ref: Reference): string {
 function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: number): number {
   if (baseline !== 'test' && baseline !== 'noise') throw new UsageError(`--baseline: expected 'test' or 'noise', got ${JSON.stringify(baseline)}`);
   if (args.positionals.length > 0) throw new UsageError('--baseline measures data, not a checkpoint: give no CHECKPOINT');
-  const fnet: FeatureNet = loadFeatureNet();
+  const data = args.flags.get('data') ?? 'fashion-mnist';
+  if (!(CLASSIFIER_DATA_NAMES as readonly string[]).includes(data)) throw new UsageError(`--data: expected ${CLASSIFIER_DATA_NAMES.map((d) => `'${d}'`).join(', ')}, got ${JSON.stringify(data)}`);
+  const fnet: FeatureNet = featureNetFor(data);
   let ref: Reference | null = null;
   try {
-    ref = fashionReference(fnet, { cache: referenceCache(args) });
+    ref = datasetReference(fnet, { data: data as ClassifierDataName, cache: referenceCache(args) });
     console.log(`diffuse eval: baseline ${baseline}, ${n} images; features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`);
     const t0 = performance.now();
-    const { x, labels } = baseline === 'test' ? asUsage(() => fashionMNISTSubset(n, { split: 'test', seed })) : { x: noiseImages(n, seed), labels: null };
+    const { x, labels } = baseline === 'test' ? asUsage(() => testSubset(data as ClassifierDataName, n, seed)) : { x: noiseImages(fnet, n, seed), labels: null };
     try {
       const metrics = imageMetrics(fnet, ref, x, { labels });
       const seconds = (performance.now() - t0) / 1000;
       const outDir = args.flags.get('out') ?? 'eval';
       fs.mkdirSync(outDir, { recursive: true });
-      const json = path.join(outDir, `baseline-${baseline}_n${n}_seed${seed}.json`);
-      writeFileAtomic(json, JSON.stringify({ baseline, space: fnet.name, reference: ref.name, n, seed, seconds, metrics }, null, 1) + '\n');
+      const json = path.join(outDir, `baseline-${baseline}${data === 'fashion-mnist' ? '' : `_${data.replace(':', '-')}`}_n${n}_seed${seed}.json`);
+      writeFileAtomic(json, JSON.stringify({ baseline, data, space: fnet.name, reference: ref.name, n, seed, seconds, metrics }, null, 1) + '\n');
       const rows = Object.entries(metrics).map(([m, v]) => [m, formatMetric(v)] as [string, string]);
       process.stdout.write(`baseline ${baseline}: ${n} images against ${ref.name} in ${fnet.name}\n${table(rows)}\nwrote ${json}\n`);
     } finally {
@@ -343,7 +354,19 @@ function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: nu
   return 0;
 }
 
-/** n images of uniform noise in 0..255 (uint8), seeded. */
-function noiseImages(n: number, seed: number): Tensor {
-  return tidy(() => new Generator(seed).randint(0, 256, [n, 1, 28, 28]).to({ dtype: 'uint8' }));
+/** n images of uniform noise in 0..255 (uint8), seeded, of the feature net's shape ([n, 1, 28, 28] or [n, 3, 64, 64]). */
+function noiseImages(fnet: FeatureNet, n: number, seed: number): Tensor {
+  const { inChannels: c, imageSize: s } = fnet.net.config;
+  return tidy(() => new Generator(seed).randint(0, 256, [n, c, s, s]).to({ dtype: 'uint8' }));
+}
+
+/** n images of the test split (a seeded subset), as --baseline test measures them. */
+function testSubset(data: ClassifierDataName, n: number, seed: number): { x: Tensor; labels: number[] } {
+  if (data === 'fashion-mnist') return fashionMNISTSubset(n, { split: 'test', seed });
+  const ds = loadClassifierData(data, 'test');
+  try {
+    return imageSubset(ds, n, { seed, what: `the ${data} test split` });
+  } finally {
+    dispose([ds.images, ds.labels]);
+  }
 }

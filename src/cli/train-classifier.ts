@@ -1,5 +1,5 @@
 /**
- * `diffuse train-classifier`: trains the Fashion-MNIST CNN classifier on the train split
+ * `diffuse train-classifier`: trains the CNN classifier on the train split of Fashion-MNIST or emoji
  * (clean, or noise-conditional on the DDPM sigmas for classifier guidance), evaluates it
  * on the test split and writes a classifier folder (weights.safetensors + classifier.json).
  * On the way it checkpoints into the same folder (Ctrl-C too: exit 130), and --resume
@@ -8,7 +8,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setNumThreads } from '../engine/runtime';
-import { FASHION_MNIST_CLASSES, loadFashionMNIST } from '../data/fashion-mnist';
 import { dispose } from '../engine/scope';
 import {
   CLASSIFIER_CHECKPOINT_FILE,
@@ -17,6 +16,7 @@ import {
   CLASSIFIER_FILE,
   ClassifierTrainer,
   evaluateClassifier,
+  loadClassifierData,
   readClassifierCheckpoint,
   removeClassifierCheckpoint,
   saveClassifier,
@@ -29,13 +29,15 @@ import { Override, parseValue, readOptionsFile, refuseResumeChanges, resumableKe
 export const REPORT_SIGMAS: readonly number[] = [0.1, 1, 5, 20];
 
 const DEFAULT_NAME = 'fmnist-cnn-custom';
+const DEFAULT_EMOJI_NAME = 'emoji-cnn-custom';
 
 export function trainClassifierHelp(): string {
   return `Usage: diffuse train-classifier [options]
        diffuse train-classifier --resume DIR [--steps N] [--out DIR] [--name NAME] [--checkpoint-every N]
 
-Trains a small CNN classifier on the Fashion-MNIST train split (Adam, cosine learning
-rate), reports its accuracy on the test split and writes DIR/weights.safetensors and
+Trains a small CNN classifier on the train split of Fashion-MNIST or of the emoji (--data;
+RGB, 9 categories, flipped left-right at random), with Adam and a cosine learning rate;
+reports its accuracy on the test split and writes DIR/weights.safetensors and
 DIR/classifier.json. With --noise ddpm it is noise-conditional: each training image is
 x0 + sigma n with sigma from the DDPM schedule (linear betas, t uniform in 1..1000), the
 classifier of classifier guidance; the accuracy is also reported at sigma = ${REPORT_SIGMAS.join(', ')}.
@@ -44,18 +46,21 @@ While it trains, DIR holds a checkpoint (${CLASSIFIER_CHECKPOINT_FILE} and two t
 files: weights, Adam state, step, losses, data order and noise generator state), written
 every --checkpoint-every steps. Ctrl-C finishes the step, writes the checkpoint and exits
 (130); a second Ctrl-C quits at once. --resume DIR continues such a run exactly where it
-left off, with the checkpoint's options: --noise, --batch-size, --lr and --seed cannot
-change. The classifier files are written when training completes; the checkpoint is
+left off, with the checkpoint's options: --noise, --data, --image-size, --flip,
+--batch-size, --lr and --seed cannot change. The classifier files are written when training completes; the checkpoint is
 then deleted.
 
 ${table([
   ['--noise none|ddpm', "'none': a clean classifier / feature net (default); 'ddpm': noise-conditional"],
+  ['--data NAME', 'fashion-mnist (default), emoji, emoji:google or emoji:twitter: the train split it learns, the test split it reports'],
+  ['--image-size N', 'fashion-mnist: 28 (default); emoji: 16, 32 or 64 (default 64)'],
+  ['--flip BOOL', 'random left-right flips of the training images (default: true for emoji, false for fashion-mnist)'],
   ['--steps N', 'optimizer steps (default 1200, about 2.6 epochs at batch 128); with --resume, the step to go on to'],
   ['--batch-size N', 'images per step (default 128)'],
   ['--lr LR', 'peak learning rate (default 0.002)'],
   ['--seed S', 'seed of the weights, batches and noise (default 0)'],
   ['--warmup-steps N', 'linear warm-up steps of the cosine schedule (default min(50, steps / 10))'],
-  ['--name NAME', `the name recorded in classifier.json (default ${DEFAULT_NAME})`],
+  ['--name NAME', `the name recorded in classifier.json (default ${DEFAULT_NAME}, or ${DEFAULT_EMOJI_NAME})`],
   ['--out DIR', 'output folder (default runs/classifier, or runs/classifier-ddpm; with --resume, the resumed folder)'],
   ['--checkpoint-every N', 'steps between checkpoints (default 200; 0: only on Ctrl-C and at the end)'],
   ['--config FILE', 'options from a JSON file (keys as the flags, camelCase: {"steps": 500, "batchSize": 64}); flags override it'],
@@ -67,6 +72,7 @@ ${table([
 Examples:
   diffuse train-classifier --out runs/features
   diffuse train-classifier --noise ddpm --steps 1500 --out runs/noisy
+  diffuse train-classifier --data emoji --image-size 64 --out runs/emoji-features
   diffuse train-classifier --resume runs/noisy                # after a Ctrl-C
 `;
 }
@@ -111,13 +117,21 @@ type Given = Partial<Record<keyof typeof CLASSIFIER_FIELDS, unknown>>;
 /** A new run from the flags. */
 function startRun(given: Given, command: string): ClassifierTrainer {
   const noise = (given.noise as 'none' | 'ddpm' | undefined) ?? 'none';
-  const name = nameFlag((given.name as string | undefined) ?? DEFAULT_NAME);
+  const dataset = (given.data as ClassifierRunOptions['dataset'] | undefined) ?? 'fashion-mnist';
+  const name = nameFlag((given.name as string | undefined) ?? (dataset === 'fashion-mnist' ? DEFAULT_NAME : DEFAULT_EMOJI_NAME));
   const out = (given.out as string | undefined) ?? (noise === 'none' ? 'runs/classifier' : 'runs/classifier-ddpm');
   refuseFinished(out);
   if (fs.existsSync(path.join(out, CLASSIFIER_CHECKPOINT_FILE)))
     throw new UsageError(`--out ${out}: already holds an unfinished run (${CLASSIFIER_CHECKPOINT_FILE}); continue it with --resume ${out}, or choose another --out`);
   const { steps, batchSize, lr, seed, warmupSteps, checkpointEvery } = given as Partial<ClassifierRunOptions>;
-  return ClassifierTrainer.create({ noise, steps, batchSize, lr, seed, warmupSteps, checkpointEvery, out, notes: { name, command }, handleSigint: true });
+  const imageSize = (given.imageSize as number | null | undefined) ?? undefined;
+  const flip = (given.flip as boolean | null | undefined) ?? undefined;
+  try {
+    return ClassifierTrainer.create({ noise, dataset, imageSize, flip, steps, batchSize, lr, seed, warmupSteps, checkpointEvery, out, notes: { name, command }, handleSigint: true });
+  } catch (e) {
+    if (e instanceof RangeError && /imageSize/.test(e.message)) throw new UsageError(`--image-size ${imageSize}: ${e.message.replace(/^train-classifier: /, '')}`);
+    throw e;
+  }
 }
 
 /** The run in `dir` continued: its checkpoint's options, with the resumable flags on top. */
@@ -156,14 +170,15 @@ function refuseFinished(out: string): void {
 
 /** Evaluates the trained net on the test split, writes the classifier folder and deletes the checkpoint. */
 function writeClassifier(trainer: ClassifierTrainer, out: string): void {
-  const { noise, steps, batchSize, lr, seed, notes } = trainer.options;
+  const { noise, dataset, imageSize, flip, steps, batchSize, lr, seed, notes } = trainer.options;
   const { losses, seconds } = trainer;
   const net = trainer.releaseNet();
   try {
-    const test = loadFashionMNIST({ split: 'test' });
+    const test = loadClassifierData(dataset, 'test', imageSize);
     try {
       const testAccuracy = evaluateClassifier(net, test, noise === 'none' ? {} : { sigma: 0.01 });
-      process.stdout.write(`test accuracy${noise === 'none' ? '' : ' at sigma 0.01 (the smallest DDPM sigma)'}: ${(100 * testAccuracy).toFixed(2)}% (10,000 test images)\n`);
+      const n = test.images.dim(0).toLocaleString('en-US');
+      process.stdout.write(`test accuracy${noise === 'none' ? '' : ' at sigma 0.01 (the smallest DDPM sigma)'}: ${(100 * testAccuracy).toFixed(2)}% (${n} ${dataset} test images)\n`);
       let accuracyBySigma: Record<string, number> | null = null;
       if (noise !== 'none') {
         accuracyBySigma = {};
@@ -175,10 +190,10 @@ function writeClassifier(trainer: ClassifierTrainer, out: string): void {
       const name = notes.name ?? DEFAULT_NAME;
       saveClassifier(out, net, {
         name,
-        classNames: FASHION_MNIST_CLASSES.slice(),
+        classNames: test.classNames.slice(),
         testAccuracy,
         accuracyBySigma,
-        training: { noise, steps, batchSize, lr, seed, seconds: Math.round(seconds), finalLoss: mean(losses.slice(-50)), command: notes.command ?? '' },
+        training: { noise, dataset, imageSize, flip, steps, batchSize, lr, seed, seconds: Math.round(seconds), finalLoss: mean(losses.slice(-50)), command: notes.command ?? '' },
       });
       removeClassifierCheckpoint(out); // after the commit of classifier.json: a crash between the two leaves both, never neither
       process.stdout.write(`wrote ${out}/${CLASSIFIER_FILE} (${name}, ${net.numParameters()} parameters, ${seconds.toFixed(0)} s of training)\n`);

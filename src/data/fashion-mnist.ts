@@ -11,12 +11,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fromBytes } from '../engine/create';
-import { Generator } from '../engine/random';
 import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { DatasetError } from './errors';
 import { readIdxImages, readIdxLabels } from './idx';
-import type { ImageDataset } from './loader';
+import { imageSubset, type ImageDataset } from './loader';
 
 /** Where Debian's dataset-fashion-mnist puts the files. */
 export const FASHION_MNIST_DEFAULT_DIR = '/usr/share/datasets/fashion-mnist';
@@ -83,14 +82,7 @@ export function loadFashionMNIST({ split = 'train', dir, pad32 = false }: Fashio
 export function fashionMNISTSubset(n: number, { seed = 0, ...opts }: FashionMNISTOptions & { seed?: number } = {}): { x: Tensor; labels: number[] } {
   const ds = loadFashionMNIST(opts);
   try {
-    const total = ds.images.dim(0);
-    if (!(Number.isSafeInteger(n) && n >= 1 && n <= total)) throw new RangeError(`--n ${n}: the ${opts.split ?? 'train'} split has ${total} images`);
-    return tidy(() => {
-      const idx = n === total ? null : new Generator(seed).randperm(total).narrow(0, 0, n);
-      const x = idx ? ds.images.indexSelect(0, idx) : ds.images.clone();
-      const labels = Array.from((idx ? ds.labels.indexSelect(0, idx) : ds.labels).toFloat64Array());
-      return { x, labels };
-    });
+    return imageSubset(ds, n, { seed, what: `the ${opts.split ?? 'train'} split` });
   } finally {
     ds.images.dispose();
     ds.labels.dispose();

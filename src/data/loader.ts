@@ -32,6 +32,24 @@ export interface ImageDataset {
   classNames: string[];
 }
 
+/**
+ * n images of a dataset, a seeded random subset (all of them, in order, when n is the
+ * dataset's size), as uint8 images and plain labels; errors name --n and the split's size.
+ *
+ * @example
+ *   const { x, labels } = imageSubset(loadEmoji({ split: 'test' }), 500, { seed: 0, what: 'the emoji test split' });
+ */
+export function imageSubset(ds: ImageDataset, n: number, { seed = 0, what = 'the dataset' }: { seed?: number; what?: string } = {}): { x: Tensor; labels: number[] } {
+  const total = ds.images.dim(0);
+  if (!(Number.isSafeInteger(n) && n >= 1 && n <= total)) throw new RangeError(`--n ${n}: ${what} has ${total} images`);
+  return tidy(() => {
+    const idx = n === total ? null : new Generator(seed).randperm(total).narrow(0, 0, n);
+    const x = idx ? ds.images.indexSelect(0, idx) : ds.images.clone();
+    const labels = Array.from((idx ? ds.labels.indexSelect(0, idx) : ds.labels).toFloat64Array());
+    return { x, labels };
+  });
+}
+
 export interface DataLoaderOptions {
   /** Samples per batch. */
   batchSize: number;

@@ -23,6 +23,7 @@ import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
 import { loadFashionMNIST } from '../data/fashion-mnist';
 import { generateSamples, GenerateOptions } from '../training/build';
+import { ClassifierDataName, loadClassifierData } from '../training/classifier';
 import { CheckpointMeta } from '../training/checkpoint';
 import { extractFeatures, FeatureNet } from './feature-net';
 import { featureStats, FeatureStats, frechetDistance } from './frechet';
@@ -50,6 +51,8 @@ export interface Reference {
 
 /** Options of fashionReference. */
 export interface ReferenceOptions {
+  /** The dataset (default 'fashion-mnist'; 'emoji', 'emoji:google' or 'emoji:twitter' at the feature net's size). */
+  data?: ClassifierDataName;
   split?: 'train' | 'test';
   /** Images in the feature subset for KID and precision/recall (default 10,000). */
   subset?: number;
@@ -68,13 +71,25 @@ const REFERENCE_FORMAT = 'diffuse-eval-reference-v1';
  * feature net's weights, the split's images, subset and seed: any change to those makes
  * a new file, and a damaged file is recomputed.
  */
-export function fashionReference(fnet: FeatureNet, { split = 'train', subset = 10_000, seed = 0, cache = cacheDir('eval-reference') }: ReferenceOptions = {}): Reference {
-  const ds = loadFashionMNIST({ split });
+export function fashionReference(fnet: FeatureNet, opts: ReferenceOptions = {}): Reference {
+  return datasetReference(fnet, opts);
+}
+
+/**
+ * fashionReference for any dataset the classifiers know (`data`, default 'fashion-mnist'):
+ * emoji are loaded at the feature net's image size (64 for emoji-cnn-v1).
+ *
+ * @example
+ *   const ref = datasetReference(featureNetFor('emoji'), { data: 'emoji' }); // 'emoji train (6858)'
+ */
+export function datasetReference(fnet: FeatureNet, { data = 'fashion-mnist', split = 'train', subset = 10_000, seed = 0, cache = cacheDir('eval-reference') }: ReferenceOptions = {}): Reference {
+  const ds = data === 'fashion-mnist' ? loadFashionMNIST({ split }) : loadClassifierData(data, split, fnet.net.config.imageSize);
   try {
     const n = ds.images.dim(0);
     const m = Math.min(subset, n);
-    const name = `fashion-mnist ${split} (${n})`;
-    const file = cache === false ? undefined : path.join(cache, `${fnet.name}-${split}-${m}-seed${seed}-${referenceKey(fnet, ds.images, m, seed)}.safetensors`);
+    const name = `${data} ${split} (${n})`;
+    const tag = data === 'fashion-mnist' ? '' : `${data.replace(':', '-')}-`; // (Fashion-MNIST keeps its file names)
+    const file = cache === false ? undefined : path.join(cache, `${fnet.name}-${tag}${split}-${m}-seed${seed}-${referenceKey(fnet, ds.images, m, seed)}.safetensors`);
     const cached = file === undefined ? null : readReference(file, fnet.name, n, m);
     if (cached) return { name, ...cached, source: 'cache', cacheFile: file, dispose: () => cached.feats.dispose() };
     const all = extractFeatures(fnet, ds.images); // [N, d]

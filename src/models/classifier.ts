@@ -6,10 +6,10 @@
  * guidance (Dhariwal & Nichol 2021, Sec. 4; they use the U-Net's encoder half, this
  * one is smaller), in the Denoiser's coordinates x = x0 + sigma n.
  *
- * Layout (C = width, default 32):
+ * Layout (C = width, default 32; the sizes are those of the default 28 x 28 net):
  *   crop 32 -> 28  (a 32 x 32 input is the 28 x 28 image padded by 2: the border is dropped)
  *   x * c_in       (noise-conditional only; EDM Table 1: c_in = 1 / sqrt(sigma^2 + sigma_data^2))
- *   stem    space-to-depth 2x2 (pixel unshuffle, lossless)  [B, 4, 14, 14]
+ *   stem    space-to-depth 2x2 (pixel unshuffle, lossless)  [B, 4, 14, 14]  (stem s: s x s, [B, s^2 Cin, H/s, W/s])
  *   block0  conv3x3 4 -> C,   GN, (+ emb), SiLU            [B, C, 14, 14]
  *   block1  conv3x3 C -> 2C,  GN, (+ emb), SiLU, maxpool   [B, 2C, 7, 7]
  *   block2  conv3x3 2C -> 2C, GN, (+ emb), SiLU, maxpool   [B, 2C, 4, 4]   (padding 1: 7 -> 4)
@@ -17,6 +17,7 @@
  *   head    linear F -> numClasses                         [B, K]   = forward(x) (logits)
  * Space-to-depth instead of a 28 x 28 conv layer keeps every feature map at 14 x 14 or
  * less: a training step costs half as much on a CPU, for ~5.8 M multiply-adds per image.
+ * Color emoji at 64 x 64 use stem 4 (RGB -> 48 channels at 16 x 16, final maps 5 x 5).
  * "+ emb" adds a per-channel bias computed from the noise embedding of c_noise = ln(sigma)/4
  * (EDM Table 1), as the U-Net's residual blocks add theirs.
  *
@@ -24,6 +25,7 @@
  *   const net = new Classifier({ width: 32, featureDim: 128 });
  *   net.features(x);                          // x: [B, 1, 28, 28] or [B, 1, 32, 32] in [-1, 1] -> [B, 128]
  *   net.forward(x);                           // -> logits [B, 10]
+ *   const emoji = new Classifier({ inChannels: 3, numClasses: 9, imageSize: 64, stem: 4 }); // [B, 3, 64, 64] -> [B, 9]
  *   const noisy = new Classifier({ noiseConditional: true });
  *   noisy.forward(x0.add(n.mul(sigma)), sigma); // sigma: [B] (or a 0-d tensor)
  */
@@ -48,6 +50,8 @@ export interface ClassifierConfig {
   groups: number;
   /** The image size the net works at; larger inputs are center-cropped to it. Default 28. */
   imageSize: number;
+  /** Space-to-depth factor of the stem (2: 28 -> 14, 4: 64 -> 16); imageSize must be a multiple of 2 stem. Default 2. */
+  stem: number;
   /** Condition on sigma (classifier guidance): scale x by c_in and add a noise embedding to each block. Default false. */
   noiseConditional: boolean;
   /** sigma_data of c_in = 1 / sqrt(sigma^2 + sigma_data^2) (EDM). Default 0.5. */
@@ -66,6 +70,7 @@ export const CLASSIFIER_DEFAULTS: Readonly<ClassifierConfig> = Object.freeze({
   featureDim: 128,
   groups: 8,
   imageSize: 28,
+  stem: 2,
   noiseConditional: false,
   sigmaData: 0.5,
   noiseEmbedding: 'sinusoidal',
@@ -82,10 +87,11 @@ export function resolveClassifierConfig(config: Partial<ClassifierConfig> = {}):
   const who = 'Classifier';
   rejectUnknownKeys(who, config, CLASSIFIER_DEFAULTS);
   const c: ClassifierConfig = { ...CLASSIFIER_DEFAULTS, ...config };
-  for (const f of ['inChannels', 'numClasses', 'width', 'featureDim', 'groups', 'imageSize', 'embedDim'] as const) positiveInt(who, f, c[f]);
+  for (const f of ['inChannels', 'numClasses', 'width', 'featureDim', 'groups', 'imageSize', 'stem', 'embedDim'] as const) positiveInt(who, f, c[f]);
   if (c.width % c.groups) throw new TypeError(`${who}: groups (${c.groups}) must divide width, got width ${c.width}`);
   if (c.embedDim % 2) throw new TypeError(`${who}: embedDim must be even, got ${c.embedDim}`);
-  if (c.imageSize % 4) throw new TypeError(`${who}: imageSize must be a multiple of 4 (space-to-depth, then a 2x pooling), got ${c.imageSize}`);
+  if (c.imageSize % (2 * c.stem))
+    throw new TypeError(`${who}: imageSize must be a multiple of 2 stem = ${2 * c.stem} (space-to-depth by stem, then a 2x pooling), got imageSize ${c.imageSize}`);
   if (typeof c.noiseConditional !== 'boolean') throw new TypeError(`${who}: noiseConditional must be true or false, got ${JSON.stringify(c.noiseConditional)}`);
   if (!(c.sigmaData > 0)) throw new TypeError(`${who}: sigmaData must be positive, got ${c.sigmaData}`);
   if (c.noiseEmbedding !== 'sinusoidal' && c.noiseEmbedding !== 'fourier')
@@ -146,11 +152,11 @@ export class Classifier extends Module {
     }
     const C = c.width;
     this.blocks = this.children('blocks', [
-      new ConvBlock(4 * c.inChannels, C, c.groups, E, { generator }),
+      new ConvBlock(c.stem * c.stem * c.inChannels, C, c.groups, E, { generator }),
       new ConvBlock(C, 2 * C, c.groups, E, { generator }),
       new ConvBlock(2 * C, 2 * C, c.groups, E, { generator }),
     ]);
-    const s = Math.floor(c.imageSize / 8) + 1; // the final map size: imageSize / 4, then a padded 2x2 pool
+    const s = Math.floor(c.imageSize / (4 * c.stem)) + 1; // the final map size: imageSize / (2 stem), then a padded 2x2 pool
     this.fc = this.child('fc', new Linear(2 * C * s * s, c.featureDim, { generator }));
     if (E !== null) this.fc_emb = this.child('fc_emb', new Linear(E, c.featureDim, { generator }));
     this.head = this.child('head', new Linear(c.featureDim, c.numClasses, { generator }));
@@ -191,7 +197,7 @@ export class Classifier extends Module {
       emb = this.embed(s);
     } else if (sigma !== undefined) throw new TypeError('Classifier: sigma given, but this net is not noise-conditional (noiseConditional is false)');
     const [b0, b1, b2] = this.blocks;
-    h = b0.forward(F.pixelUnshuffle(h, 2), emb); // [B, 4 Cin, 14, 14] -> [B, C, 14, 14]
+    h = b0.forward(F.pixelUnshuffle(h, c.stem), emb); // [B, stem^2 Cin, 14, 14] -> [B, C, 14, 14]
     h = F.maxPool2d(b1.forward(h, emb), 2); // [B, 2C, 7, 7]
     h = F.maxPool2d(b2.forward(h, emb), 2, { padding: 1 }); // [B, 2C, 4, 4]
     return [h.flatten(1), emb]; // [B, 2C * 16]

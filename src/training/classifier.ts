@@ -1,7 +1,9 @@
 /**
  * Training, evaluating, saving and loading the image classifier of src/models/classifier.ts.
  *
- * - Clean classifier (noise 'none'): cross-entropy on Fashion-MNIST train images.
+ * - Clean classifier (noise 'none'): cross-entropy on the train images of Fashion-MNIST
+ *   (28 x 28 gray, 10 classes) or emoji (`dataset: 'emoji'`: RGB 16/32/64 px, 9 categories,
+ *   random left-right flips; the dataset sets the net's channels, classes, size and stem).
  * - Noisy classifier (noise 'ddpm', for classifier guidance): each sample gets its own
  *   sigma = sigma_t of the linear-beta DDPM schedule with t ~ Uniform{1..1000} (Ho et al.
  *   2020, Algorithm 1; Dhariwal & Nichol 2021 train their classifier on the diffusion
@@ -37,6 +39,7 @@ import { loadSafetensors, saveSafetensors } from '../engine/safetensors';
 import { dispose, noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { discreteVP, linearBetas } from '../core/schedules';
+import { EMOJI_CATEGORIES, EMOJI_SIZES, EMOJI_STYLES, EmojiStyle, loadEmoji } from '../data/emoji';
 import { loadFashionMNIST } from '../data/fashion-mnist';
 import { DataLoader, DataLoaderState, ImageDataset } from '../data/loader';
 import { Classifier, ClassifierConfig, resolveClassifierConfig } from '../models/classifier';
@@ -52,6 +55,50 @@ import { shippedDir } from '../util/shipped';
 /** How training noises the images: not at all, or with the DDPM schedule's sigmas. */
 export type ClassifierNoise = 'none' | 'ddpm';
 
+/** The datasets a classifier trains on by name: Fashion-MNIST (28 x 28 gray, 10 classes) or emoji (RGB 16/32/64 px, 9 categories; one style or both). */
+export type ClassifierDataName = 'fashion-mnist' | 'emoji' | 'emoji:google' | 'emoji:twitter';
+export const CLASSIFIER_DATA_NAMES: readonly ClassifierDataName[] = ['fashion-mnist', 'emoji', 'emoji:google', 'emoji:twitter'];
+
+const isEmoji = (d: ClassifierDataName) => d !== 'fashion-mnist';
+
+/** The image size a dataset trains at by default: 28 for Fashion-MNIST, 64 for emoji. */
+export function defaultClassifierImageSize(dataset: ClassifierDataName): number {
+  return isEmoji(dataset) ? 64 : 28;
+}
+
+/**
+ * The architecture fields a dataset fixes: channels, classes, image size and the stem (space-to-depth 4
+ * at 64 px, so the feature maps stay at 16 x 16 or less). Fashion-MNIST keeps the defaults (fmnist-cnn-v1).
+ *
+ * @example
+ *   classifierDataConfig('emoji', 64) // { inChannels: 3, numClasses: 9, imageSize: 64, stem: 4 }
+ */
+export function classifierDataConfig(dataset: ClassifierDataName, imageSize: number): Partial<ClassifierConfig> {
+  checkClassifierImageSize(dataset, imageSize);
+  if (!isEmoji(dataset)) return {};
+  return { inChannels: 3, numClasses: EMOJI_CATEGORIES.length, imageSize, stem: imageSize >= 64 ? 4 : 2 };
+}
+
+function checkClassifierImageSize(dataset: ClassifierDataName, imageSize: number): void {
+  if (isEmoji(dataset) && !EMOJI_SIZES.includes(imageSize)) throw new RangeError(`train-classifier: imageSize must be 16, 32 or 64 for ${dataset} (2 x 2 means of the 64 px emoji), got ${imageSize}`);
+  if (!isEmoji(dataset) && imageSize !== 28) throw new RangeError(`train-classifier: imageSize must be 28 for fashion-mnist, got ${imageSize}`);
+}
+
+/**
+ * A split of a named dataset as uint8 images and labels (the caller disposes images and labels).
+ *
+ * @example
+ *   const test = loadClassifierData('emoji', 'test', 64); // images uint8 [704, 3, 64, 64], 9 classNames
+ */
+export function loadClassifierData(dataset: ClassifierDataName, split: 'train' | 'test', imageSize = defaultClassifierImageSize(dataset)): ImageDataset {
+  checkClassifierImageSize(dataset, imageSize);
+  if (!isEmoji(dataset)) return loadFashionMNIST({ split });
+  const styles = dataset === 'emoji' ? EMOJI_STYLES : [dataset.slice('emoji:'.length) as EmojiStyle];
+  const e = loadEmoji({ split, size: imageSize, styles });
+  e.styles.dispose();
+  return { images: e.images, labels: e.labels, classNames: e.classNames };
+}
+
 export interface ClassifierTrainOptions {
   /** 'none' (a clean classifier, default) or 'ddpm' (noise-conditional, for guidance). */
   noise?: ClassifierNoise;
@@ -65,9 +112,15 @@ export interface ClassifierTrainOptions {
   warmupSteps?: number;
   /** Seed of the weights, the batches and the noise (default 0). */
   seed?: number;
-  /** Architecture (noiseConditional is set from `noise`). */
+  /** The named dataset whose train split it trains on (default 'fashion-mnist'); it sets channels, classes and the image size of the net. */
+  dataset?: ClassifierDataName;
+  /** The image size for the named dataset (default 28 for Fashion-MNIST, 64 for emoji; emoji also 16 or 32). */
+  imageSize?: number;
+  /** Flip each training image left-right with probability 1/2 (default: true for emoji, false for Fashion-MNIST). */
+  flip?: boolean;
+  /** Architecture (noiseConditional is set from `noise`; channels, classes, imageSize and stem default to the dataset's). */
   config?: Partial<ClassifierConfig>;
-  /** The training images (default: Fashion-MNIST's train split). */
+  /** The training images (default: the train split of `dataset`). */
   data?: ImageDataset;
   /** Progress bar stream (default process.stderr; null: silent). */
   log?: NodeJS.WritableStream | null;
@@ -164,7 +217,19 @@ export interface ClassifierMeta {
   /** Test accuracy at fixed noise levels (noise-conditional nets), keyed by sigma. */
   accuracyBySigma: Record<string, number> | null;
   /** How it was trained. */
-  training: { noise: ClassifierNoise; steps: number; batchSize: number; lr: number; seed: number; seconds: number; finalLoss: number; command: string };
+  training: {
+    noise: ClassifierNoise;
+    dataset?: ClassifierDataName;
+    imageSize?: number;
+    flip?: boolean;
+    steps: number;
+    batchSize: number;
+    lr: number;
+    seed: number;
+    seconds: number;
+    finalLoss: number;
+    command: string;
+  };
   weights: { file: string; bytes: number; sha256: string };
 }
 
@@ -247,6 +312,9 @@ export type ClassifierResumeOptions = Pick<ClassifierTrainerOptions, 'steps' | '
 /** A run's options as its checkpoint records them, every default resolved. */
 export interface ClassifierRunOptions {
   noise: ClassifierNoise;
+  dataset: ClassifierDataName;
+  imageSize: number;
+  flip: boolean;
   steps: number;
   batchSize: number;
   lr: number;
@@ -276,8 +344,8 @@ export interface ClassifierCheckpointMeta {
   step: number;
   options: ClassifierRunOptions;
   numParameters: number;
-  /** The training images: Fashion-MNIST's train split, or data the caller passed (pass the same to resume). */
-  data: { source: 'fashion-mnist' | 'custom'; size: number };
+  /** The training images: the named dataset's train split, or data the caller passed (pass the same to resume). */
+  data: { source: ClassifierDataName | 'custom'; size: number };
   state: {
     /** Per-step losses, float32 little-endian, base64. */
     losses: string;
@@ -331,9 +399,9 @@ export class ClassifierTrainer extends TrainingLoop<ClassifierCheckpointMeta> {
     const sampler = classifierSigmaSampler(options.noise);
     const { seed, batchSize, lr, steps, warmupSteps } = options;
     this.#ownsData = !run.data;
-    this.#data = run.data ?? loadFashionMNIST({ split: 'train' });
+    this.#data = run.data ?? loadClassifierData(options.dataset, 'train', options.imageSize);
     try {
-      this.#loader = new DataLoader(this.#data, { batchSize, seed });
+      this.#loader = new DataLoader(this.#data, options.flip ? { batchSize, seed, flip: true } : { batchSize, seed });
     } catch (e) {
       if (this.#ownsData) dispose([this.#data.images, this.#data.labels]);
       throw e;
@@ -396,7 +464,7 @@ export class ClassifierTrainer extends TrainingLoop<ClassifierCheckpointMeta> {
       format: CLASSIFIER_CHECKPOINT_FORMAT,
       version: CLASSIFIER_CHECKPOINT_VERSION,
       prefix: 'classifier-',
-      fields: () => ({ options: this.options, numParameters: this.net.numParameters(), data: { source: this.#ownsData ? 'fashion-mnist' : 'custom', size: this.#data.images.dim(0) } }),
+      fields: () => ({ options: this.options, numParameters: this.net.numParameters(), data: { source: this.#ownsData ? this.options.dataset : 'custom', size: this.#data.images.dim(0) } }),
     };
   }
 
@@ -418,6 +486,7 @@ export class ClassifierTrainer extends TrainingLoop<ClassifierCheckpointMeta> {
   }
 }
 
+/** The options every checkpoint records (dataset, imageSize and flip came later: a checkpoint without them is Fashion-MNIST's defaults). */
 const RUN_OPTION_KEYS: readonly (keyof ClassifierRunOptions)[] = ['noise', 'steps', 'batchSize', 'lr', 'warmupSteps', 'seed', 'checkpointEvery', 'config', 'notes'];
 
 /**
@@ -428,6 +497,9 @@ const RUN_OPTION_KEYS: readonly (keyof ClassifierRunOptions)[] = ['noise', 'step
  */
 export const CLASSIFIER_FIELDS = Object.freeze({
   noise: { kind: 'enum', values: ['none', 'ddpm'] },
+  data: { kind: 'enum', values: CLASSIFIER_DATA_NAMES },
+  imageSize: { kind: 'int', nullable: true, min: 1, max: 4096 },
+  flip: { kind: 'bool', nullable: true },
   steps: { kind: 'int', min: 1, max: 10_000_000, resumable: true },
   batchSize: { kind: 'int', min: 1, max: 60_000 },
   lr: { kind: 'number', min: 0, above: true },
@@ -443,12 +515,18 @@ export const CLASSIFIER_FIELDS = Object.freeze({
 export function resolveClassifierRunOptions(opts: ClassifierTrainerOptions): ClassifierRunOptions {
   const { noise = 'none', steps = 1200, batchSize = 128, lr = 2e-3, seed = 0, checkpointEvery = 200, notes = {} } = opts;
   const warmupSteps = opts.warmupSteps ?? Math.min(50, Math.floor(steps / 10));
+  const { dataset = 'fashion-mnist' } = opts;
+  checkValue('trainClassifier: dataset', CLASSIFIER_FIELDS.data, dataset);
+  const imageSize = opts.imageSize ?? defaultClassifierImageSize(dataset);
+  const flip = opts.flip ?? isEmoji(dataset);
+  checkValue('trainClassifier: imageSize', CLASSIFIER_FIELDS.imageSize, imageSize);
+  checkValue('trainClassifier: flip', CLASSIFIER_FIELDS.flip, flip);
   const checked = { noise, steps, batchSize, lr, warmupSteps, seed, checkpointEvery };
   for (const [k, v] of Object.entries(checked)) checkValue(`trainClassifier: ${k}`, CLASSIFIER_FIELDS[k as keyof typeof checked], v);
   if (!(notes && typeof notes === 'object' && Object.values(notes).every((v) => typeof v === 'string')))
     throw new TypeError(`trainClassifier: notes must map names to strings, got ${JSON.stringify(notes)}`);
-  const config = resolveClassifierConfig({ ...opts.config, noiseConditional: noise !== 'none' });
-  return { ...checked, config, notes };
+  const config = resolveClassifierConfig({ ...classifierDataConfig(dataset, imageSize), ...opts.config, noiseConditional: noise !== 'none' });
+  return { noise, dataset, imageSize, flip, steps, batchSize, lr, warmupSteps, seed, checkpointEvery, config, notes };
 }
 
 /** Reads and checks classifier-checkpoint.json in `dir` (not the tensor files); errors (CheckpointError) name the file and the field. */
@@ -474,8 +552,8 @@ export function readClassifierCheckpoint(dir: string): ClassifierCheckpointMeta 
   }
   if (raw.step > options.steps) throw bad(`"step" (${raw.step}) is beyond options.steps (${options.steps})`);
   const d = raw.data;
-  if (!d || (d.source !== 'fashion-mnist' && d.source !== 'custom') || !(Number.isSafeInteger(d.size) && d.size > 0))
-    throw bad(`"data" must be {"source": "fashion-mnist" | "custom", "size": n}, got ${JSON.stringify(d)}`);
+  if (!d || !(d.source === 'custom' || CLASSIFIER_DATA_NAMES.includes(d.source)) || !(Number.isSafeInteger(d.size) && d.size > 0))
+    throw bad(`"data" must be {"source": ${[...CLASSIFIER_DATA_NAMES, 'custom'].map((n) => JSON.stringify(n)).join(' | ')}, "size": n}, got ${JSON.stringify(d)}`);
   const st = raw.state;
   if (!st || typeof st.losses !== 'string' || typeof st.generators?.noise !== 'string' || !nonNegInt(st.loader?.step) || typeof st.trainSeconds !== 'number')
     throw bad('"state" must be {"losses": base64, "generators": {"noise": base64}, "loader": {"step": n}, "trainSeconds": s}');
