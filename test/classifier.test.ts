@@ -27,7 +27,7 @@ import {
   trainClassifier,
 } from '../src/training/classifier';
 import { extractFeatures, FEATURE_NET_NAME, featureNetDir, loadFeatureNet } from '../src/eval/feature-net';
-import { fashionMNISTDir, loadFashionMNIST } from '../src/data/fashion-mnist';
+import { loadFashionMNIST } from '../src/data/fashion-mnist';
 import { main } from '../src/cli/main';
 import { encodeFloats } from '../src/training/checkpoint';
 import { runQuick } from './cli-run';
@@ -36,8 +36,6 @@ setNumThreads(1);
 
 const TINY = { width: 8, groups: 4, featureDim: 16, embedDim: 8 };
 const maxAbsDiff = (a: Tensor, b: Tensor) => tidy(() => a.sub(b).abs().max().item());
-const haveFMNIST = fs.existsSync(path.join(fashionMNISTDir(), 't10k-images-idx3-ubyte.gz')) || fs.existsSync(path.join(fashionMNISTDir(), 't10k-images-idx3-ubyte'));
-const noData = !haveFMNIST && `Fashion-MNIST is not installed in ${fashionMNISTDir()} (npm run setup installs dataset-fashion-mnist)`;
 
 /** A synthetic 4-class image set: class k is a grating at angle 45k degrees (random phase, noise); uint8 [n, 1, 28, 28]. */
 function gratings(n: number, seed = 0): { images: Tensor; labels: Tensor; classNames: string[] } {
@@ -374,7 +372,7 @@ describe('checkpoints, Ctrl-C and --resume', () => {
     );
   });
 
-  test('Ctrl-C writes a checkpoint and exits 130; --resume ends with the classifier an uninterrupted run writes (same weights)', { skip: noData }, async () => {
+  test('Ctrl-C writes a checkpoint and exits 130; --resume ends with the classifier an uninterrupted run writes (same weights)', async () => {
     const common = ['--steps', '200', '--batch-size', '2', '--checkpoint-every', '0', '--threads', '1'];
     const out = path.join(root, 'sigint');
     const child = spawn(process.execPath, [path.join(__dirname, '..', 'src', 'cli', 'main.js'), 'train-classifier', ...common, '--out', out], {
@@ -417,10 +415,8 @@ describe('checkpoints, Ctrl-C and --resume', () => {
 describe('the shipped nets', () => {
   const featDir = featureNetDir();
   const clsDir = shippedClassifierDir();
-  const noFeat = !fs.existsSync(path.join(featDir, 'classifier.json')) && `${featDir} is not there`;
-  const noCls = !fs.existsSync(path.join(clsDir, 'classifier.json')) && `${clsDir} is not there`;
 
-  test(`the feature net (${FEATURE_NET_NAME}) reaches its recorded test accuracy on all 10,000 test images`, { skip: noData || noFeat }, () => {
+  test(`the feature net (${FEATURE_NET_NAME}) reaches its recorded test accuracy on all 10,000 test images`, () => {
     const fnet = loadFeatureNet();
     assert.equal(fnet.name, FEATURE_NET_NAME);
     assert.equal(fnet.dim, 128);
@@ -434,7 +430,7 @@ describe('the shipped nets', () => {
     fnet.net.dispose();
   });
 
-  test('the noise-conditional classifier loads and beats chance at sigma = 1 (1,000 test images)', { skip: noData || noCls }, () => {
+  test('the noise-conditional classifier loads and beats chance at sigma = 1 (1,000 test images)', () => {
     const { meta, net } = loadClassifier(clsDir);
     assert.equal(net.config.noiseConditional, true);
     const full = loadFashionMNIST({ split: 'test', pad32: true });

@@ -211,8 +211,7 @@ describe('Ctrl-C', () => {
 });
 
 describe('the shipped model', () => {
-  const shipped = path.join(__dirname, '..', '..', 'models', 'fashion-mnist', 'checkpoint.json');
-  test('diffuse sample uses it with no CHECKPOINT', { skip: !fs.existsSync(shipped) && 'models/fashion-mnist is not there yet' }, async () => {
+  test('diffuse sample uses it with no CHECKPOINT', async () => {
     const r = await quick('sample', '--n', '2', '--steps', '2', '--class', 'Trouser', '--out', 'shipped.png');
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /models\/fashion-mnist \(step \d+, ema weights\)/);

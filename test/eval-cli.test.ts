@@ -28,9 +28,6 @@ after(() => fs.rmSync(root, { recursive: true, force: true }));
 const quick = (...args: string[]) => runQuick(root, ...args);
 
 const shipped = path.join(__dirname, '..', '..', 'models', 'fashion-mnist', 'checkpoint.json');
-const features = path.join(__dirname, '..', '..', 'models', 'fashion-mnist-features');
-const fashion = fs.existsSync('/usr/share/datasets/fashion-mnist');
-const imageSkip = (!fs.existsSync(shipped) && 'no shipped model') || (!fs.existsSync(features) && 'no shipped feature net') || (!fashion && 'dataset-fashion-mnist is not installed');
 
 describe('generateInBatches', () => {
   test('the batch size changes memory, not the samples; quantize rounds to 8 bits', () => {
@@ -125,7 +122,7 @@ describe('diffuse eval on a 2-D model', () => {
   });
 });
 
-describe('diffuse eval on the shipped model', { skip: imageSkip }, () => {
+describe('diffuse eval on the shipped model', () => {
   test('the test split is far closer to the training split than noise is (fd, kid, recall)', async () => {
     const t = await quick('eval', '--baseline', 'test', '--n', '500', '--threads', '1');
     const z = await quick('eval', '--baseline', 'noise', '--n', '500', '--threads', '1');
@@ -218,7 +215,7 @@ describe('diffuse eval on the shipped model', { skip: imageSkip }, () => {
   });
 });
 
-describe('diffuse sample --guidance', { skip: !fs.existsSync(shipped) && 'no shipped model' }, () => {
+describe('diffuse sample --guidance', () => {
   test('cfg runs and says so; wrong combinations are usage errors naming the flag', async () => {
     const r = await quick('sample', '--n', '2', '--steps', '2', '--guidance', '2', '--threads', '1', '--out', 'g.png');
     assert.equal(r.code, 0, r.err);
@@ -239,7 +236,7 @@ describe('diffuse sample --guidance', { skip: !fs.existsSync(shipped) && 'no shi
   });
 });
 
-describe('diffuse eval --nll on the shipped model', { skip: imageSkip }, () => {
+describe('diffuse eval --nll on the shipped model', () => {
   const model = path.dirname(shipped);
   test('ODE bits/dim of 2 test images (one RK4 step: the plumbing, not the number): a table and a JSON report', async () => {
     const out = path.join(root, 'nll');

@@ -94,7 +94,7 @@ describe('generateSamples: the default path is unchanged', () => {
   });
 
   const shipped = path.join(__dirname, '..', '..', 'models', 'fashion-mnist');
-  test('reproduces the first two cells of the shipped samples.png (diffuse sample --n 100 --scale 2)', { skip: !fs.existsSync(path.join(shipped, 'samples.png')) && 'no shipped model' }, () => {
+  test('reproduces the first two cells of the shipped samples.png (diffuse sample --n 100 --scale 2)', () => {
     const { meta, net, denoiser } = loadModel(shipped);
     try {
       const x = generateSamples(denoiser, meta.config, { shape: meta.sampleShape, n: 2, seed: 0, labels: [0, 1] }); // images 0 and 1: seeds 0, 1; classes 0, 1
@@ -355,8 +355,7 @@ describe('the CLI', () => {
 
   const quick = (...args: string[]) => runQuick(root, ...args);
 
-  const shipped = path.join(__dirname, '..', '..', 'models', 'fashion-mnist', 'checkpoint.json');
-  test('every sampler on the shipped model writes a PNG and prints its NFE = info.evals(steps)', { skip: !fs.existsSync(shipped) && 'no shipped model' }, async () => {
+  test('every sampler on the shipped model writes a PNG and prints its NFE = info.evals(steps)', async () => {
     const steps = 3;
     for (const [name, { info }] of Object.entries(SAMPLERS)) {
       const grid = name === 'ddim' ? 'leading' : 'karras';
@@ -371,7 +370,7 @@ describe('the CLI', () => {
     }
   });
 
-  test('the options: --eta, --churn, --variance, --no-clip', { skip: !fs.existsSync(shipped) && 'no shipped model' }, async () => {
+  test('the options: --eta, --churn, --variance, --no-clip', async () => {
     for (const args of [
       ['--sampler', 'ddim', '--eta', '0.5'],
       ['--sampler', 'heun', '--churn', '10', '--s-tmax', 'inf'],
@@ -383,7 +382,7 @@ describe('the CLI', () => {
     }
   });
 
-  test('--batch-size does not change the images beyond kernel rounding (guided, stochastic sampler); -n is --n', { skip: !fs.existsSync(shipped) && 'no shipped model' }, async () => {
+  test('--batch-size does not change the images beyond kernel rounding (guided, stochastic sampler); -n is --n', async () => {
     const run = async (dir: string, ...args: string[]) => {
       const r = await quick('sample', ...args, '--sampler', 'dpmpp-2m-sde', '--steps', '2', '--guidance', '2', '--seed', '5', '--threads', '1', '--out-dir', dir);
       assert.equal(r.code, 0, r.err);

@@ -7,6 +7,7 @@
  *   diffuse eval runs/x --nll ode --probes 4 --ode-steps 32
  */
 import { batchSizeFlag } from './sampling-flags';
+import { defaultReportDir } from '../util/shipped';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor } from '../engine/tensor';
@@ -109,7 +110,7 @@ export function nllCommand(args: ParsedArgs): number {
         r.ode,
         `${r.ode.trace}${r.ode.trace === 'hutchinson' ? ` (${r.ode.probes} probes${r.ode.traceStderr !== undefined ? `, its own stderr ${formatValue(r.ode.traceStderr, 2)}` : ''})` : ''}, ${r.ode.steps} RK4 steps, sigma ${formatValue(r.ode.sigmaMin)} .. ${formatValue(r.ode.sigmaMax)}, uniform dequantization`,
       ]);
-    const outDir = args.flags.get('out') ?? (args.positionals[0] ? path.join(dir, 'eval') : path.join('runs', 'eval'));
+    const outDir = args.flags.get('out') ?? defaultReportDir(dir);
     fs.mkdirSync(outDir, { recursive: true });
     const json = path.join(outDir, `nll-${which}_n${n}_seed${seed}.json`);
     const report = {

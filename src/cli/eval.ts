@@ -28,7 +28,9 @@ import { gridModel } from '../sampling';
 import { cycleLabels, datasetReference, imageMetrics, modelNLL, pointMetrics, Reference } from '../eval/evaluate';
 import { evaluateSweep, SweepRow, sweepSettings } from '../eval/sweep';
 import { DEFAULT_BATCH_SIZE } from '../sampling/generate';
-import { shippedName } from '../util/shipped';
+import { defaultReportDir } from '../util/shipped';
+
+export { defaultReportDir };
 import { FeatureNet, featureNetFor, isEmojiData } from '../eval/feature-net';
 import { CLASSIFIER_DATA_NAMES, ClassifierDataName, loadClassifierData } from '../training/classifier';
 import { imageSubset } from '../data/loader';
@@ -303,12 +305,6 @@ function writeReports(outDir: string, r: ReportInput): string {
     }
   }
   return out;
-}
-
-/** Where a report goes by default: next to a user's checkpoint (CHECKPOINT/eval), but for a shipped model (models/NAME, read-only when installed) under the working directory, runs/eval/NAME. */
-export function defaultReportDir(dir: string): string {
-  const shipped = shippedName(dir);
-  return shipped ? path.join('runs', 'eval', shipped) : path.join(dir, 'eval');
 }
 
 /** The reference cache folder, or false for --no-cache. */

@@ -413,7 +413,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
   /** Writes loss.png (the first phase's loss curve so far) into `out`. */
   writeLossPlot(): string {
     const file = path.join(this.#requireOut('writeLossPlot'), 'loss.png');
-    writeFileAtomic(file, lossCurvePNG(this.losses, { title: `${this.#phases[0].name === 'model' ? this.settings.label : this.#phases[0].name} loss, step ${this.step}` }));
+    writeFileAtomic(file, lossCurvePNG(this.losses, { title: `${this.#phases[0].name} loss, step ${this.step}` }));
     return file;
   }
 

@@ -121,7 +121,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       metadata: { network },
       trackers: this.phema ? [phemaTracker(this.phema)] : [],
     };
-    this.setup({ parts: [part], phases: [{ name: 'model', part, loss: (k) => this.#loss(k, lossOf) }], generators: { train: this.#gen, dropout: this.#dropoutGen } });
+    this.setup({ parts: [part], phases: [{ name: c.objective, part, loss: (k) => this.#loss(k, lossOf) }], generators: { train: this.#gen, dropout: this.#dropoutGen } });
   }
 
   /** The objective on the batch of step k, labels dropped to the null class with probability labelDropout. */

@@ -25,3 +25,17 @@ export function shippedName(dir: string): string | null {
   if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) return null;
   return rel.split(path.sep)[0];
 }
+
+/**
+ * Where a model's evaluation reports go by default: next to a user's checkpoint
+ * (CHECKPOINT/eval), but for a shipped model (models/NAME, read-only when installed) under
+ * the working directory, runs/eval/NAME. `diffuse eval` and `diffuse eval --nll` both use it.
+ *
+ * @example
+ *   defaultReportDir('runs/x');                     // 'runs/x/eval'
+ *   defaultReportDir(shippedDir('fashion-mnist'));  // 'runs/eval/fashion-mnist'
+ */
+export function defaultReportDir(dir: string): string {
+  const shipped = shippedName(dir);
+  return shipped ? path.join('runs', 'eval', shipped) : path.join(dir, 'eval');
+}
