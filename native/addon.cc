@@ -477,8 +477,10 @@ static Napi::Value version(const Napi::CallbackInfo& info) {
 // Tensors of a training step are allocated and freed every step. glibc's defaults return
 // blocks over its (dynamic) mmap threshold and a free heap top over 2x that to the kernel,
 // so the next step page-faults the same memory back in: 40-50% of a small conv step's CPU
-// time on this machine. The engine keeps that memory instead: blocks up to 32 MiB come from
-// the heap, and the heap top is trimmed only past 1 GiB free. DIFFUSE_MALLOC=default keeps
+// time on this machine. The engine keeps that memory instead: every block comes from the
+// heap (mmap off: glibc caps its mmap threshold at 32 MiB, and a 64 px RGB step's activations
+// pass that, which made that step 3x slower), and the heap top is trimmed only past 1 GiB
+// free. DIFFUSE_MALLOC=default keeps
 // glibc's defaults; a user's own MALLOC_*_ or GLIBC_TUNABLES settings are left alone.
 static std::string mallocPolicyText = "glibc defaults";
 
@@ -489,13 +491,13 @@ static void tuneMalloc() {
     mallocPolicyText = "glibc defaults (DIFFUSE_MALLOC=default)";
     return;
   }
-  for (const char* var : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES"})
+  for (const char* var : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES"})
     if (std::getenv(var)) {
       mallocPolicyText = std::string("the environment's (") + var + " is set)";
       return;
     }
-  if (mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1)
-    mallocPolicyText = "diffuse: mmap threshold 32 MiB, trim threshold 1 GiB";
+  if (mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1)
+    mallocPolicyText = "diffuse: no mmap (every block from the heap), trim threshold 1 GiB";
 #endif
 }
 

@@ -1,5 +1,5 @@
 // `diffuse train` with the resolution-aware schedule options (--shift-base, --input-scale,
-// --beta-schedule sigmoid): tiny runs whose checkpoint stores the option, and `diffuse sample`
+// --beta-schedule sigmoid, --multiscale-base): tiny runs whose checkpoint stores the option, and `diffuse sample`
 // and `diffuse info` read it back: the sampler gets the shifted sigma grid (the samples differ
 // from the same weights read without the shift), edm2 trains with the shifted P_mean.
 import { describe, test, before, after } from 'node:test';
@@ -96,6 +96,15 @@ describe('the schedule options are stored in the checkpoint and honoured by diff
     await samplePng(dir, 'edm2.png');
     const info = await runQuick(root, 'info', dir);
     assert.match(info.out, new RegExp(`P_mean ${(-1.2 + Math.log(2)).toFixed(4)}`));
+  });
+
+  test('--multiscale-base 8 at 32 px trains, is stored and shown by info; 12 is refused, naming the option and the value', async () => {
+    const dir = await train('multiscale', [...UNET, '--multiscale-base', '8']);
+    assert.equal(readCheckpointMeta(dir).config.multiscaleBase, 8);
+    assert.match((await runQuick(root, 'info', dir)).out, /multiscale loss from 8 px/);
+    const r = await runQuick(root, 'train', ...UNET, '--multiscale-base', '12', '--out', path.join(root, 'bad-ms'));
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, /multiscaleBase.*power of 2.*got 12/);
   });
 
   test('--shift-base on 2-D point data is refused, naming the flag', async () => {

@@ -5,9 +5,11 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Generator, setNumThreads, tensor, Tensor, tidy } from '../src/engine';
-import { discreteTimestep, vpCoefficients } from '../src/core/precond';
+import { discreteTimestep, edmDenoiser, logSigmaNoise, vpCoefficients } from '../src/core/precond';
 import { cosineBetas, cosineLogSnr, discreteVP, linearBetas, resolutionShift, shiftDiscreteVP, shiftLogSnr, sigmoidBetas } from '../src/core/schedules';
-import { buildSchedule, edmSigma, logSnrShift, materializeConfig, objectiveLoss, samplingSigmas } from '../src/training/build';
+import { buildSchedule, edmSigma, logSnrShift, materializeConfig, multiscaleScales, objectiveLoss, samplingSigmas } from '../src/training/build';
+import { multiscaleMeanSquare } from '../src/training/losses';
+import { edmWeighting } from '../src/training/weighting';
 import { resolveTrainConfig } from '../src/training/config';
 import { Denoiser } from '../src/core/denoiser';
 
@@ -105,4 +107,75 @@ describe('the training sigmas of each objective move with the shift', () => {
     close(edmSigma(c).pMean, -1.2 + Math.log(2), 1e-15);
     assert.equal(edmSigma(c).pStd, 1.2);
   });
+});
+
+describe('EDM: the shift as a move of sigma_data (the same idea in sigma coordinates)', () => {
+  test('D(x; sigma / b) with sigma_data equals D(b x; sigma) / b with sigma_data b (c_noise told sigma / b), and the weighted losses are equal', () =>
+    tidy(() => {
+      const b = 0.5;
+      const g = new Generator(3);
+      const w = g.randn([1, 4]);
+      const F = (xIn: Tensor, cNoise: Tensor) =>
+        xIn
+          .mul(w)
+          .tanh()
+          .add(cNoise.reshape([-1, 1]).mul(0.3));
+      const x0 = g.randn([3, 4]).mul(0.5);
+      const sigma = tensor([0.05, 0.8, 12]);
+      const x = x0.add(g.randn([3, 4]).mul(sigma.reshape([-1, 1]).div(b)));
+      const plain = edmDenoiser(F, { sigmaData: 0.5 })(x, sigma.div(b));
+      const moved = edmDenoiser(F, { sigmaData: 0.5 * b, cNoise: (s) => logSigmaNoise(s.div(b)) })(x.mul(b), sigma);
+      vals(plain).forEach((v, i) => close(vals(moved)[i] / b, v, 1e-5, `D at ${i}`));
+      const lossPlain = edmWeighting(0.5)(sigma.div(b)).mul(plain.sub(x0).square().mean([1]));
+      const lossMoved = edmWeighting(0.5 * b)(sigma).mul(moved.sub(x0.mul(b)).square().mean([1]));
+      vals(lossPlain).forEach((v, i) => close(vals(lossMoved)[i], v, 1e-4 * v, `loss at ${i}`));
+    }));
+});
+
+describe("simple diffusion's multiscale loss (Hoogeboom et al. 2023, Sec. 3.3)", () => {
+  test('sums the mean square of the error pooled to each scale, weighted 1/s and normalized, against a hand computation', () =>
+    tidy(() => {
+      const e = Array.from({ length: 2 * 3 * 4 * 4 }, (_, i) => Math.sin(i * 1.7) + 0.1 * i);
+      const err = tensor(e, { dtype: 'float64' }).reshape([2, 3, 4, 4]);
+      const got = vals(multiscaleMeanSquare(err, [1, 2, 4]));
+      const at = (n: number, c: number, y: number, x: number) => e[((n * 3 + c) * 4 + y) * 4 + x];
+      const meanSquareAt = (n: number, s: number) => {
+        const k = 4 / s;
+        let sum = 0;
+        for (let c = 0; c < 3; c++)
+          for (let Y = 0; Y < s; Y++)
+            for (let X = 0; X < s; X++) {
+              let m = 0;
+              for (let y = 0; y < k; y++) for (let x = 0; x < k; x++) m += at(n, c, Y * k + y, X * k + x) / (k * k);
+              sum += m * m;
+            }
+        return sum / (3 * s * s);
+      };
+      const wsum = 1 + 1 / 2 + 1 / 4;
+      for (const n of [0, 1]) close(got[n], (meanSquareAt(n, 1) / 1 + meanSquareAt(n, 2) / 2 + meanSquareAt(n, 4) / 4) / wsum, 1e-12, `sample ${n}`);
+    }));
+
+  test('a single scale at the full size is the plain mean square; the scales come from the base and the image size', () =>
+    tidy(() => {
+      const err = new Generator(1).randn([2, 3, 8, 8], { dtype: 'float64' });
+      assert.deepEqual(vals(multiscaleMeanSquare(err, [8])), vals(err.square().mean([1, 2, 3])));
+      assert.deepEqual(multiscaleScales(16, 64), [16, 32, 64]);
+      assert.deepEqual(multiscaleScales(64, 64), [64]);
+      assert.throws(() => multiscaleScales(24, 64), /multiscaleBase.*power of 2.*64, 32, 16, 8, 4.*got 24/);
+      assert.throws(() => materializeConfig(resolveTrainConfig({ data: 'two-moons', model: 'mlp', multiscaleBase: 8 }), { kind: 'points', classNames: null }), /multiscaleBase.*2-D points/);
+      assert.throws(() => resolveTrainConfig({ multiscaleBase: 0 }), /multiscaleBase/);
+    }));
+
+  test('objectiveLoss uses it: the same draws give a different loss, and base = image size gives the plain one', () =>
+    tidy(() => {
+      const D: Denoiser = (x) => x.mul(0.3);
+      const x0 = new Generator(2).randn([4, 1, 8, 8]).mul(0.5);
+      const loss = (extra: object) => vals(objectiveLoss(resolveTrainConfig({ imageSize: 8, objective: 'v', ...extra }), D)(x0, new Generator(5)).perSample);
+      const [plain, full, multi] = [loss({}), loss({ multiscaleBase: 8 }), loss({ multiscaleBase: 2 })];
+      assert.deepEqual(full, plain);
+      assert.ok(
+        multi.some((v, i) => Math.abs(v - plain[i]) > 1e-3 * plain[i]),
+        `multiscale ${multi} vs plain ${plain}`,
+      );
+    }));
 });

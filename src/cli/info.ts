@@ -76,12 +76,13 @@ export function infoCommand(argv: readonly string[]): number {
     shift === 0
       ? ''
       : `, log-SNR shifted by ${shift.toFixed(4)} (${[c.shiftBase !== null ? `base ${c.shiftBase} at ${c.imageSize} px` : '', c.inputScale !== 1 ? `input scale ${c.inputScale}` : ''].filter(Boolean).join(', ')})`;
+  const multiscale = c.multiscaleBase === null ? '' : `, multiscale loss from ${c.multiscaleBase} px`;
   const objective: Record<typeof c.objective, string> = {
-    eps: `eps (epsilon prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}${shiftText}`,
-    x0: `x0 (x0 prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}${shiftText}`,
-    v: `v (v prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}${shiftText}`,
-    edm: `edm, sigma_data ${c.sigmaData}${shift === 0 ? '' : `, P_mean ${edmSigma(c).pMean.toFixed(4)}${shiftText}`}`,
-    edm2: `edm2 (learned uncertainty u(sigma)), sigma_data ${c.sigmaData}${shift === 0 ? '' : `, P_mean ${edmSigma(c).pMean.toFixed(4)}${shiftText}`}`,
+    eps: `eps (epsilon prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}${shiftText}${multiscale}`,
+    x0: `x0 (x0 prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}${shiftText}${multiscale}`,
+    v: `v (v prediction)${weighting}, ${c.betaSchedule} betas, T = ${c.timesteps}${shiftText}${multiscale}`,
+    edm: `edm, sigma_data ${c.sigmaData}${shift === 0 ? '' : `, P_mean ${edmSigma(c).pMean.toFixed(4)}${shiftText}`}${multiscale}`,
+    edm2: `edm2 (learned uncertainty u(sigma)), sigma_data ${c.sigmaData}${shift === 0 ? '' : `, P_mean ${edmSigma(c).pMean.toFixed(4)}${shiftText}`}${multiscale}`,
   };
   const rows: [string, string][] = [
     [

@@ -40,9 +40,9 @@ export function torchConfig(): string {
 
 /**
  * How the host allocator is tuned. On glibc the engine keeps freed tensor memory for the
- * next step instead of returning it to the kernel (mmap threshold 32 MiB, trim threshold
- * 1 GiB), which saves the page faults that otherwise cost up to half of a small
- * convolution step; DIFFUSE_MALLOC=default (or any MALLOC_*_ / GLIBC_TUNABLES setting)
+ * next step instead of returning it to the kernel (no mmap, trim threshold 1 GiB),
+ * which saves the page faults that otherwise cost up to half of a small convolution
+ * step and two thirds of a 64 px RGB U-Net step; DIFFUSE_MALLOC=default (or any MALLOC_*_ / GLIBC_TUNABLES setting)
  * keeps glibc's own policy. See docs/engine.md, "Memory".
  */
 export function mallocPolicy(): string {

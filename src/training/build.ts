@@ -141,6 +141,7 @@ export function materializeConfig(config: TrainConfig, data: Pick<TrainData, 'cl
   if (data.kind === 'points' && config.model.type !== 'mlp') throw new ConfigError('model', `${config.data} is 2-D point data: use the mlp model (model = mlp), not ${config.model.type}`);
   if (data.kind === 'points' && config.shiftBase !== null)
     throw new ConfigError('shiftBase', `shifts the schedule by the image size, but ${config.data} is 2-D point data (got shiftBase ${config.shiftBase}; use inputScale to move a toy's schedule)`);
+  if (config.multiscaleBase !== null) multiscaleScales(config.multiscaleBase, data.kind === 'points' ? null : config.imageSize);
   if (data.kind === 'images' && config.model.type === 'mlp') throw new ConfigError('model', `${config.data} is image data: use the unet or edm2 model, not ${config.model.type}`);
   const { type, ...given } = config.model;
   const model = { type, ...TRAIN_MODELS[type], ...given };
@@ -173,6 +174,29 @@ export function buildNetwork(spec: NetworkSpec, { generator, dropoutGenerator }:
 /** What a discrete-schedule objective's network predicts (null for edm and edm2, which use EDM's preconditioning). */
 export function prediction(objective: TrainConfig['objective']): Prediction | null {
   return objective === 'eps' || objective === 'x0' || objective === 'v' ? objective : null;
+}
+
+/**
+ * The resolutions of simple diffusion's multiscale loss at imageSize d (null: 2-D points):
+ * base, 2 base, ..., d. A ConfigError unless d / base is a power of 2.
+ *
+ * @example
+ *   multiscaleScales(16, 64); // [16, 32, 64]
+ */
+export function multiscaleScales(base: number, imageSize: number | null): number[] {
+  if (imageSize === null) throw new ConfigError('multiscaleBase', `pools the error over image resolutions, but the data is 2-D points (got multiscaleBase ${base})`);
+  const ratio = imageSize / base;
+  if (!Number.isInteger(ratio) || (ratio & (ratio - 1)) !== 0)
+    throw new ConfigError(
+      'multiscaleBase',
+      `must divide the image size by a power of 2 (imageSize ${imageSize}: one of ${[1, 2, 4, 8, 16]
+        .map((r) => imageSize / r)
+        .filter((b) => Number.isInteger(b))
+        .join(', ')}), got ${base}`,
+    );
+  const out: number[] = [];
+  for (let s = base; s <= imageSize; s *= 2) out.push(s);
+  return out;
 }
 
 /** The config keys that set the noise schedule's shift (logSnrShift). */
@@ -251,15 +275,16 @@ export function objectiveLoss(config: TrainConfig, D: Denoiser, logvar?: (sigma:
   const schedule = buildSchedule(config);
   const weighting = buildWeighting(config);
   const sigmaDist = edmSigma(config);
-  if (schedule && objective === 'eps') return (x0, generator, cond) => ddpmLoss(D, x0, schedule, { generator, cond, weighting });
+  const scales = config.multiscaleBase === null ? undefined : multiscaleScales(config.multiscaleBase, config.imageSize);
+  if (schedule && objective === 'eps') return (x0, generator, cond) => ddpmLoss(D, x0, schedule, { generator, cond, weighting, scales });
   if (schedule && (objective === 'x0' || objective === 'v')) {
     const [loss, sampleSigma] = [objective === 'x0' ? x0Loss : vLoss, discreteSigma(schedule)];
-    return (x0, generator, cond) => loss(D, x0, { generator, cond, sampleSigma, weighting });
+    return (x0, generator, cond) => loss(D, x0, { generator, cond, sampleSigma, weighting, scales });
   }
-  if (objective === 'edm') return (x0, generator, cond) => edmLoss(D, x0, { generator, cond, sigmaData, ...sigmaDist });
+  if (objective === 'edm') return (x0, generator, cond) => edmLoss(D, x0, { generator, cond, sigmaData, scales, ...sigmaDist });
   if (objective === 'edm2') {
     if (!logvar) throw new TypeError('objectiveLoss: objective edm2 needs logvar, the learned u(sigma)');
-    return (x0, generator, cond) => edm2Loss(D, logvar, x0, { generator, cond, sigmaData, ...sigmaDist });
+    return (x0, generator, cond) => edm2Loss(D, logvar, x0, { generator, cond, sigmaData, scales, ...sigmaDist });
   }
   throw new ConfigError('objective', `unknown objective ${JSON.stringify(objective)}`);
 }

@@ -80,6 +80,12 @@ export interface TrainConfig {
   shiftBase: number | null;
   /** Chen 2023's input scaling b (1: none): the log-SNR moves by 2 ln b, the same move as shiftBase (docs/training.md, section 3). */
   inputScale: number;
+  /**
+   * Simple diffusion's multiscale loss (Hoogeboom et al. 2023, Sec. 3.3; null: off): the squared
+   * error is also measured on the error average-pooled to B, 2B, ... up to imageSize pixels,
+   * resolution s weighted by 1/s (weights normalized to sum 1). imageSize / B must be a power of 2.
+   */
+  multiscaleBase: number | null;
   /** DDPM's T. */
   timesteps: number;
   /** EDM's sigma_data (0.5 for images in [-1, 1]; 1 suits the 2-D toys). */
@@ -170,6 +176,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   betaSchedule: 'linear',
   shiftBase: null,
   inputScale: 1,
+  multiscaleBase: null,
   timesteps: 1000,
   sigmaData: 0.5,
   classConditional: 'auto',
@@ -229,6 +236,7 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   betaSchedule: { kind: 'enum', values: ['linear', 'cosine', 'sigmoid'] },
   shiftBase: { kind: 'int', nullable: true, min: 1 },
   inputScale: { kind: 'number', min: 0, above: true },
+  multiscaleBase: { kind: 'int', nullable: true, min: 1 },
   timesteps: { kind: 'int', min: 2 },
   sigmaData: { kind: 'number', min: 0, above: true },
   classConditional: { kind: 'bool', auto: true },

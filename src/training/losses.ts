@@ -6,13 +6,15 @@
  * core/precond.ts), and all return the per-sample losses [B] and the sigmas used, so a
  * trainer can log the loss per noise level, plus their mean to backpropagate.
  *
- * Per sample the squared error is averaged over the data dimensions (DDPM's mean_flat).
+ * Per sample the squared error is averaged over the data dimensions (DDPM's mean_flat), or
+ * over several resolutions of it (`scales`: simple diffusion's multiscale loss).
  *
  * @example
  *   const D = edmDenoiser((xIn, c) => net.forward(xIn, c));
  *   const { loss, perSample, sigma } = edmLoss(D, x0, { generator });
  *   loss.backward();
  */
+import { avgPool2d } from '../engine/functional';
 import { Generator } from '../engine/random';
 import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
@@ -33,10 +35,39 @@ export interface LossResult {
 export interface LossOptions {
   generator: Generator;
   cond?: Conditioning;
+  /** Image resolutions of simple diffusion's multiscale loss (multiscaleMeanSquare); absent: the plain mean square. */
+  scales?: readonly number[];
 }
 
 /** Mean over every dim but the first: [B, ...] -> [B]. */
 const meanFlat = (t: Tensor) => (t.ndim > 1 ? t.mean(Array.from({ length: t.ndim - 1 }, (_, i) => i + 1)) : t);
+
+/**
+ * Simple diffusion's multiscale loss (Hoogeboom et al. 2023, Sec. 3.3): for an error image
+ * [B, C, d, d], sum over s in `scales` of w_s mean((D_s err)^2), D_s the average pooling to
+ * s x s and w_s proportional to 1/s, normalized to sum 1 (the paper's raw 1/s only rescales the
+ * loss). The pooled error is the error of the pooled prediction, since pooling is linear: low
+ * frequencies, which decide the global layout, weigh more than in the plain mean square.
+ *
+ * @example
+ *   multiscaleMeanSquare(err, [16, 32, 64]); // [B]: (1/16 L16 + 1/32 L32 + 1/64 L64) / (1/16 + 1/32 + 1/64)
+ */
+export function multiscaleMeanSquare(err: Tensor, scales: readonly number[]): Tensor {
+  const d = err.dim(-1);
+  if (err.ndim !== 4 || err.dim(-2) !== d) throw new TypeError(`multiscaleMeanSquare: expected square images [B, C, d, d], got [${err.shape.join(', ')}]`);
+  return tidy(() => {
+    const total = scales.reduce((a, s) => a + 1 / s, 0);
+    let out: Tensor | null = null;
+    for (const s of scales) {
+      if (!Number.isInteger(d / s)) throw new TypeError(`multiscaleMeanSquare: scale ${s} does not divide the image size ${d}`);
+      const pooled = s === d ? err : avgPool2d(err, d / s);
+      const term = meanFlat(pooled.square()).mul(1 / s / total);
+      out = out ? out.add(term) : term;
+    }
+    if (!out) throw new TypeError('multiscaleMeanSquare: scales is empty');
+    return out;
+  });
+}
 
 /**
  * The shared unit: n ~ N(0, I), x = x0 + sigma n, x0_hat = D(x, sigma), and
@@ -45,7 +76,7 @@ const meanFlat = (t: Tensor) => (t.ndim > 1 ? t.mean(Array.from({ length: t.ndim
  *   eps: (x - x0_hat) / sigma vs n                                   (x = x0 + sigma eps)
  *   v:   alpha eps_hat - sigma_vp x0_hat vs alpha n - sigma_vp x0    (Salimans & Ho 2022, Sec. 4; alpha, sigma_vp the VP scalings)
  */
-export function denoisingLoss(D: Denoiser, x0: Tensor, sigma: Tensor, { target = 'x0', weight, generator, cond }: LossOptions & { target?: Target; weight?: Weighting }): LossResult {
+export function denoisingLoss(D: Denoiser, x0: Tensor, sigma: Tensor, { target = 'x0', weight, generator, cond, scales }: LossOptions & { target?: Target; weight?: Weighting }): LossResult {
   return tidy(() => {
     const s = expandSigma(sigma, x0); // [B, 1, ...]
     const n = generator.randnLike(x0);
@@ -62,7 +93,7 @@ export function denoisingLoss(D: Denoiser, x0: Tensor, sigma: Tensor, { target =
         .sub(sigmaVp.mul(x0Hat))
         .sub(alpha.mul(n).sub(sigmaVp.mul(x0)));
     } else throw new TypeError(`denoisingLoss: target must be 'eps', 'x0' or 'v', got ${JSON.stringify(target)}`);
-    let perSample = meanFlat(err.square()); // [B]
+    let perSample = scales ? multiscaleMeanSquare(err, scales) : meanFlat(err.square()); // [B]
     if (weight) perSample = perSample.mul(weight(sigma).to({ dtype: perSample.dtype }));
     return { loss: perSample.mean(), perSample, sigma };
   });
