@@ -5,11 +5,14 @@
 
 DIR holds what bench/unet.ts wrote: unet.safetensors (Diffuse's saveModule of the
 benchmark U-Net, metadata {"kind": "UNet", "config": JSON}) and data.safetensors
-(xt, eps: [K, 64, 1, 32, 32], t: [K, 64] float32: K precomputed DDPM steps). The
-network is the independent PyTorch twin in scripts/fixtures/nn.py (same parameter
-names), loaded strictly with those weights, so both sides do the same math.
+(xt, eps: [K, B, C, S, S], t: [K, B] float32: K precomputed DDPM steps; labels: [K, B]
+int64, the class labels of each step, present only for a class-conditional network).
+Nothing here is fixed to a size: the network is the independent PyTorch twin in
+scripts/fixtures/nn.py (same parameter names) built from the config in the metadata and
+loaded strictly with those weights, so both sides do the same math.
 
-Protocol: one JSON object per line on stdout. First {"ready": true, ...}; then, for each
+Protocol: one JSON object per line on stdout. First {"ready": true, ...} (with "malloc_env",
+the allocator settings this process inherited: MALLOC_*, GLIBC_TUNABLES, DIFFUSE_MALLOC); then, for each
 request line on stdin,
   {"cmd": "init", "mode": "fp32" | "bf16"}  fresh model (the saved weights) + Adam for mode
   {"cmd": "run", "mode": M, "steps": N}      N training steps of mode M's model, continuing
@@ -66,7 +69,7 @@ class Trainer:
         self.k = 0
 
     def run(self, n):
-        xt, eps, t = self.data["xt"], self.data["eps"], self.data["t"]
+        xt, eps, t, labels = self.data["xt"], self.data["eps"], self.data["t"], self.data.get("labels")
         out = dict(losses=[], total=[], fwd=[], bwd=[], opt=[], cpu=[])
         for _ in range(n):
             k = self.k % xt.shape[0]
@@ -74,7 +77,7 @@ class Trainer:
             c0 = time.process_time()
             t0 = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.mode == "bf16"):
-                loss = F.mse_loss(self.net(xt[k], t[k]).float(), eps[k])
+                loss = F.mse_loss(self.net(xt[k], t[k], None if labels is None else labels[k]).float(), eps[k])
             t1 = time.perf_counter()
             loss.backward()
             value = loss.item()
@@ -147,6 +150,7 @@ def main(argv):
         threads=torch.get_num_threads(),
         parameters=sum(p.numel() for p in probe.parameters()),
         optimizer="torch.optim.Adam(lr=1e-4) defaults",
+        malloc_env={k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k in ("GLIBC_TUNABLES", "DIFFUSE_MALLOC")},
     ))
     del probe
     trainers = {}
