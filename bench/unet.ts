@@ -63,6 +63,7 @@ import { DatasetError, EMOJI_CATEGORIES, imageSubset, loadEmoji, loadFashionMNIS
 import { UNet, UNET_BENCH_2M, UNetConfig } from '../src/models';
 import { resolveTrainConfig } from '../src/training/config';
 import { materializeConfig, networkSpec } from '../src/training/build';
+import { discreteVP, linearBetas } from '../src/core';
 import { loadModule, saveModule } from '../src/nn';
 import { Adam } from '../src/optim';
 import { median, Peer } from './peer';
@@ -286,14 +287,9 @@ export type Steps = {
 export function ddpmBatches({ x0, labels }: FixedBatch, K: number, g: Generator, labelDropout: number, numClasses: number | null): Steps {
   return tidy(() => {
     const B = x0.dim(0);
-    const sa = new Float64Array(T);
-    const sb = new Float64Array(T);
-    let abar = 1;
-    for (let i = 0; i < T; i++) {
-      abar *= 1 - (1e-4 + ((0.02 - 1e-4) * i) / (T - 1));
-      sa[i] = Math.sqrt(abar);
-      sb[i] = Math.sqrt(1 - abar);
-    }
+    const { alphaBar } = discreteVP(linearBetas(T));
+    const sa = alphaBar.map(Math.sqrt);
+    const sb = alphaBar.map((ab) => Math.sqrt(1 - ab));
     // Drawn step by step, so step k's batch does not depend on K.
     const ts: Tensor[] = [];
     const es: Tensor[] = [];
