@@ -110,7 +110,26 @@ describe('diffuse distill progressive', () => {
 describe('diffuse distill guided', () => {
   test('stage 1 and a round; the student samples at --guidance W in one evaluation per step, inside its range only', async () => {
     const out = path.join(root, 'gd');
-    const r = await runQuick(root, 'distill', 'guided', '--teacher', teacher, '--out', out, '--teacher-steps', '4', '--student-steps', '2', '--guidance-steps', '2', '--round-steps', '2', '--guidance-range', '1,3', ...SMALL);
+    const r = await runQuick(
+      root,
+      'distill',
+      'guided',
+      '--teacher',
+      teacher,
+      '--out',
+      out,
+      '--teacher-steps',
+      '4',
+      '--student-steps',
+      '2',
+      '--guidance-steps',
+      '2',
+      '--round-steps',
+      '2',
+      '--guidance-range',
+      '1,3',
+      ...SMALL,
+    );
     assert.equal(r.code, 0, r.err);
     const w = readCheckpointMeta(path.join(out, 'w-conditioned'));
     assert.equal(w.distillation!.stage, 'guidance');
@@ -170,13 +189,25 @@ describe('the U-Net guidance embedding', () => {
     const labels = full([2], 3, { dtype: 'int64' });
     const diff = (a: () => Tensor, b: () => Tensor) => tidy(() => a().sub(b()).abs().max().item());
     const teacherOut = () => t.forward(x, c, labels);
-    assert.equal(diff(teacherOut, () => s.forward(x, c, labels, full([2], 1))), 0);
-    assert.equal(diff(teacherOut, () => s.forward(x, c, labels, full([2], 5))), 0);
+    assert.equal(
+      diff(teacherOut, () => s.forward(x, c, labels, full([2], 1))),
+      0,
+    );
+    assert.equal(
+      diff(teacherOut, () => s.forward(x, c, labels, full([2], 5))),
+      0,
+    );
     assert.ok(diff(teacherOut, () => t.forward(x, c, full([2], 4, { dtype: 'int64' }))) > 1e-3, 'the embedding reaches the output (the check above can fail)');
     assert.throws(() => s.forward(x, c, labels), /embeds the guidance weight/);
     assert.throws(() => t.forward(x, c, labels, full([2], 1)), /does not embed one/);
     noGrad(() => tidy(() => void s.map_guidance1!.weight.copy_(g.randn(s.map_guidance1!.weight.shape).mul(0.1))));
-    assert.ok(diff(() => s.forward(x, c, labels, full([2], 1)), () => s.forward(x, c, labels, full([2], 5))) > 1e-4, 'the output depends on w once the embedding is trained');
+    assert.ok(
+      diff(
+        () => s.forward(x, c, labels, full([2], 1)),
+        () => s.forward(x, c, labels, full([2], 5)),
+      ) > 1e-4,
+      'the output depends on w once the embedding is trained',
+    );
     for (const v of [x, c, labels]) v.dispose();
     s.dispose();
     t.dispose();

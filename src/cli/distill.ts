@@ -105,12 +105,14 @@ export async function distillCommand(argv: readonly string[]): Promise<number> {
   let options: DistillOptions;
   if (resume !== undefined) {
     const extra = [...args.flags.keys()].filter((f) => f !== 'resume' && f !== 'threads');
-    if (args.positionals.length || extra.length) throw new UsageError(`--resume takes the run's options from ${resume}/distill.json; drop ${[...args.positionals, ...extra.map((f) => `--${f}`)].join(' ')}`);
+    if (args.positionals.length || extra.length)
+      throw new UsageError(`--resume takes the run's options from ${resume}/distill.json; drop ${[...args.positionals, ...extra.map((f) => `--${f}`)].join(' ')}`);
     if (!fs.existsSync(resume)) throw new UsageError(`--resume ${resume}: no such folder`);
     options = readDistillRun(resume);
     if (args.flags.has('threads')) options.threads = intFlag(args, 'threads', 1, { min: 1 });
   } else {
-    if (args.positionals.length !== 1) throw new UsageError(`expected the method, ${DISTILL_METHODS.join(' or ')} (or yardstick), got ${args.positionals.length ? args.positionals.join(' ') : 'none'}`);
+    if (args.positionals.length !== 1)
+      throw new UsageError(`expected the method, ${DISTILL_METHODS.join(' or ')} (or yardstick), got ${args.positionals.length ? args.positionals.join(' ') : 'none'}`);
     const method = args.positionals[0];
     if (!(DISTILL_METHODS as readonly string[]).includes(method)) throw new UsageError(`unknown method ${JSON.stringify(method)}: expected ${DISTILL_METHODS.join(', ')} or yardstick`);
     options = parseRunFlags(args, method as DistillMethod);
@@ -144,7 +146,8 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     guidance: numberFlag(args, 'guidance') ?? null,
     guidanceRange: rangeFlag(args),
   };
-  if (method === 'guided' && o.guidance !== null) throw new UsageError(`--guidance ${o.guidance}: guided distillation learns every w of --guidance-range; --guidance is for progressive distillation of a guided teacher`);
+  if (method === 'guided' && o.guidance !== null)
+    throw new UsageError(`--guidance ${o.guidance}: guided distillation learns every w of --guidance-range; --guidance is for progressive distillation of a guided teacher`);
   if (method === 'progressive' && args.flags.has('guidance-range')) throw new UsageError('--guidance-range is for guided distillation (progressive takes one --guidance W)');
   if (method === 'progressive' && args.flags.has('guidance-steps')) throw new UsageError('--guidance-steps is for guided distillation (its stage 1)');
   const ratio = o.teacherSteps / o.studentSteps;

@@ -33,5 +33,6 @@ export function studentDefaults(args: ParsedArgs, meta: CheckpointMeta, dir: str
     if (problem) throw new UsageError(`--guidance${s === null ? '' : ` ${s}`}: ${problem}`);
   }
   if (rec.guidance.embedded)
-    for (const f of ['guidance-interval', 'guidance-rescale']) if (args.flags.has(f)) throw new UsageError(`--${f}: this student embeds classifier-free guidance (one evaluation per step); --${f} does not apply to it`);
+    for (const f of ['guidance-interval', 'guidance-rescale'])
+      if (args.flags.has(f)) throw new UsageError(`--${f}: this student embeds classifier-free guidance (one evaluation per step); --${f} does not apply to it`);
 }

@@ -23,7 +23,19 @@ import { intFlag, numberFlag, parseArgs, UsageError } from './args';
 import { prepareGuidance } from './guidance-flags';
 import { shippedModelDir } from './sample';
 
-export const YARDSTICK_FLAGS = { teacher: 'value', n: 'value', seed: 'value', 'reference-steps': 'value', guidance: 'value', solvers: 'value', out: 'value', 'batch-size': 'value', threads: 'value', cache: 'bool', help: 'switch' } as const;
+export const YARDSTICK_FLAGS = {
+  teacher: 'value',
+  n: 'value',
+  seed: 'value',
+  'reference-steps': 'value',
+  guidance: 'value',
+  solvers: 'value',
+  out: 'value',
+  'batch-size': 'value',
+  threads: 'value',
+  cache: 'bool',
+  help: 'switch',
+} as const;
 
 /** Help rows of the yardstick. */
 export function yardstickHelpRows(): [string, string][] {
@@ -69,15 +81,29 @@ export function yardstickCommand(argv: readonly string[]): number {
       if (scale !== null && rec.guidance.teacherScale !== null && rec.guidance.teacherScale !== scale)
         throw new UsageError(`--guidance ${scale}: ${dir} has the teacher's cfg w = ${rec.guidance.teacherScale} built in`);
       const guidance = scale !== null && rec.guidance.embedded ? prepareGuidance(s.denoiser, s.meta, { type: 'cfg' }) : null;
-      return { name: dir, group: path.basename(path.dirname(path.resolve(dir))), meta: s.meta, denoiser: s.denoiser, guidance, steps: rec.sampling.steps, sampler: rec.sampling.sampler, grid: rec.sampling.grid };
+      return {
+        name: dir,
+        group: path.basename(path.dirname(path.resolve(dir))),
+        meta: s.meta,
+        denoiser: s.denoiser,
+        guidance,
+        steps: rec.sampling.steps,
+        sampler: rec.sampling.sampler,
+        grid: rec.sampling.grid,
+      };
     });
     const fnet = featureNetFor(teacher.meta.config.data);
     cleanup.push(fnet.net);
-    const ref = datasetReference(fnet, { cache: args.flags.get('cache') === 'false' ? false : cacheDir('eval-reference'), data: isEmojiData(teacher.meta.config.data) ? (teacher.meta.config.data as ClassifierDataName) : 'fashion-mnist' });
+    const ref = datasetReference(fnet, {
+      cache: args.flags.get('cache') === 'false' ? false : cacheDir('eval-reference'),
+      data: isEmojiData(teacher.meta.config.data) ? (teacher.meta.config.data as ClassifierDataName) : 'fashion-mnist',
+    });
     cleanup.push(ref);
     const labels = teacher.meta.classNames ? cycleLabels(n, teacher.meta.classNames.length) : null;
     let bar: Progress | null = null;
-    console.log(`diffuse distill yardstick: teacher ${teacherDir}, ${students.length} student(s), ${n} samples each, seed ${seed}${scale !== null ? `, w = ${scale}` : ''}; features ${fnet.name}, reference ${ref.name}`);
+    console.log(
+      `diffuse distill yardstick: teacher ${teacherDir}, ${students.length} student(s), ${n} samples each, seed ${seed}${scale !== null ? `, w = ${scale}` : ''}; features ${fnet.name}, reference ${ref.name}`,
+    );
     const report = yardstick({
       teacher: { meta: teacher.meta, denoiser: teacher.denoiser, guidance: tGuidance },
       students,
@@ -106,12 +132,44 @@ export function yardstickCommand(argv: readonly string[]): number {
     const m = (r: { metrics: Record<string, { value: number; stderr?: number }> }, k: string) => (r.metrics[k] ? formatMetric(r.metrics[k], 3) : '-');
     const head = ['model', 'NFE', 'fd', 'kid', 'precision', 'recall', 'accuracy', 'FD/FD_ref', 'G(N)'];
     const rows = [
-      [report.reference.label, String(report.reference.nfe), m(report.reference, 'fd'), m(report.reference, 'kid'), m(report.reference, 'precision'), m(report.reference, 'recall'), m(report.reference, 'accuracy'), '1', '-'],
-      ...report.solvers.map((r) => [r.label, String(r.nfe), m(r, 'fd'), m(r, 'kid'), m(r, 'precision'), m(r, 'recall'), m(r, 'accuracy'), (r.metrics.fd.value / report.reference.metrics.fd.value).toFixed(2), '-']),
-      ...report.students.map((r) => [r.label, String(r.nfe), m(r, 'fd'), m(r, 'kid'), m(r, 'precision'), m(r, 'recall'), m(r, 'accuracy'), r.fdRatio.toFixed(2), r.gap === null ? '-' : r.gap.toFixed(2)]),
+      [
+        report.reference.label,
+        String(report.reference.nfe),
+        m(report.reference, 'fd'),
+        m(report.reference, 'kid'),
+        m(report.reference, 'precision'),
+        m(report.reference, 'recall'),
+        m(report.reference, 'accuracy'),
+        '1',
+        '-',
+      ],
+      ...report.solvers.map((r) => [
+        r.label,
+        String(r.nfe),
+        m(r, 'fd'),
+        m(r, 'kid'),
+        m(r, 'precision'),
+        m(r, 'recall'),
+        m(r, 'accuracy'),
+        (r.metrics.fd.value / report.reference.metrics.fd.value).toFixed(2),
+        '-',
+      ]),
+      ...report.students.map((r) => [
+        r.label,
+        String(r.nfe),
+        m(r, 'fd'),
+        m(r, 'kid'),
+        m(r, 'precision'),
+        m(r, 'recall'),
+        m(r, 'accuracy'),
+        r.fdRatio.toFixed(2),
+        r.gap === null ? '-' : r.gap.toFixed(2),
+      ]),
     ];
     const hist = report.students.map((r) => `  ${r.name}: ${r.histogram?.join(' ') ?? '-'}`).join('\n');
-    process.stdout.write(`\n${formatColumns(head, rows)}\n\nclass histograms (samples per predicted class):\n  reference: ${report.reference.histogram?.join(' ') ?? '-'}\n${hist}\n\nwrote ${json}\nwrote ${png}\n`);
+    process.stdout.write(
+      `\n${formatColumns(head, rows)}\n\nclass histograms (samples per predicted class):\n  reference: ${report.reference.histogram?.join(' ') ?? '-'}\n${hist}\n\nwrote ${json}\nwrote ${png}\n`,
+    );
   } finally {
     for (const c of cleanup.reverse()) c.dispose();
   }

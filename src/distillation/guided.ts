@@ -26,7 +26,12 @@ import { truncatedSnrError } from './progressive';
 
 /** w ~ U[lo, hi] per sample ([B], float32): Meng et al. 2023 sample the guidance weight uniformly over the range. */
 export function sampleGuidance(batch: number, [lo, hi]: readonly [number, number], generator: Generator): Tensor {
-  return tidy(() => generator.rand([batch]).mul(hi - lo).add(lo));
+  return tidy(() =>
+    generator
+      .rand([batch])
+      .mul(hi - lo)
+      .add(lo),
+  );
 }
 
 /** The teacher's classifier-free guided estimate D_u + w (D_c - D_u) (Ho & Salimans 2022, Eq. 6 with our w) with a weight per sample, w [B]; one batched pass. */

@@ -60,7 +60,11 @@ export function progressiveLoss(student: Denoiser, teacher: Denoiser, x0: Tensor
   return tidy(() => {
     const B = x0.dim(0);
     const j = Array.from(generator.randint(0, N / 2, [B]).toFloat64Array()); // the student step of each sample
-    const at = (k: number) => tensor(j.map((i) => sigmas[2 * i + k]), { dtype: 'float64' }); // [B]
+    const at = (k: number) =>
+      tensor(
+        j.map((i) => sigmas[2 * i + k]),
+        { dtype: 'float64' },
+      ); // [B]
     const [sigma, mid, next] = [at(0), at(1), at(2)];
     const x = x0.add(generator.randnLike(x0).mul(expandSigma(sigma, x0).to({ dtype: x0.dtype })));
     const target = noGrad(() => progressiveTarget(teacher, x, sigma, mid, next, cond));

@@ -66,13 +66,15 @@ export function distillationProblem(raw: unknown): string | null {
   if (!(DISTILL_METHODS as readonly unknown[]).includes(raw.method)) return `"distillation.method" must be one of ${DISTILL_METHODS.join(', ')}, got ${JSON.stringify(raw.method)}`;
   if (raw.stage !== 'guidance' && raw.stage !== 'round') return `"distillation.stage" must be "guidance" or "round", got ${JSON.stringify(raw.stage)}`;
   if (!(STUDENT_PARAMETERIZATIONS as readonly unknown[]).includes(raw.parameterization)) return `"distillation.parameterization" must be v or x0, got ${JSON.stringify(raw.parameterization)}`;
-  if (!(Number.isSafeInteger(raw.round) && (raw.round as number) >= 0 && posInt(raw.rounds))) return `"distillation.round" and "rounds" must be integers, got ${JSON.stringify([raw.round, raw.rounds])}`;
+  if (!(Number.isSafeInteger(raw.round) && (raw.round as number) >= 0 && posInt(raw.rounds)))
+    return `"distillation.round" and "rounds" must be integers, got ${JSON.stringify([raw.round, raw.rounds])}`;
   const t = raw.teacher;
   if (!isObj(t) || typeof t.checkpoint !== 'string' || !Number.isSafeInteger(t.step) || typeof t.objective !== 'string' || !(t.steps === null || posInt(t.steps)))
     return `"distillation.teacher" must be {"checkpoint", "step", "objective", "steps"}, got ${JSON.stringify(t)}`;
   const s = raw.sampling;
   if (!isObj(s) || typeof s.sampler !== 'string' || typeof s.grid !== 'string' || !posInt(s.steps)) return `"distillation.sampling" must be {"sampler", "grid", "steps"}, got ${JSON.stringify(s)}`;
-  if (!(g.teacherScale === null || (typeof g.teacherScale === 'number' && Number.isFinite(g.teacherScale)))) return `"distillation.guidance.teacherScale" must be a number or null, got ${JSON.stringify(g.teacherScale)}`;
+  if (!(g.teacherScale === null || (typeof g.teacherScale === 'number' && Number.isFinite(g.teacherScale))))
+    return `"distillation.guidance.teacherScale" must be a number or null, got ${JSON.stringify(g.teacherScale)}`;
   const e = g.embedded;
   if (!(e === null || (Array.isArray(e) && e.length === 2 && e.every((v) => typeof v === 'number' && Number.isFinite(v)) && e[0] <= e[1])))
     return `"distillation.guidance.embedded" must be [wMin, wMax] or null, got ${JSON.stringify(e)}`;
@@ -95,7 +97,6 @@ export function studentGuidanceProblem(rec: DistillationRecord | undefined, type
     if (!(scale >= embedded[0] && scale <= embedded[1])) return `${scale} is outside the range this student was distilled for (${range}, ${GUIDANCE_CONVENTION})`;
     return null;
   }
-  if (teacherScale !== null && scale !== null)
-    return `this student has the teacher's classifier-free guidance w = ${teacherScale} built in (${GUIDANCE_CONVENTION}); sample it without --guidance`;
+  if (teacherScale !== null && scale !== null) return `this student has the teacher's classifier-free guidance w = ${teacherScale} built in (${GUIDANCE_CONVENTION}); sample it without --guidance`;
   return null;
 }

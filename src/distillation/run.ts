@@ -26,7 +26,14 @@ const RUN_FORMAT = 'diffuse-distill-run';
 
 /** The stages of a run, in order. */
 export function planStages(o: Pick<DistillOptions, 'method' | 'teacherSteps' | 'studentSteps' | 'roundSteps' | 'guidanceSteps'>): StagePlan[] {
-  const rounds: StagePlan[] = halvingRounds(o.teacherSteps, o.studentSteps).map((n, i) => ({ name: `steps-${n / 2}`, kind: 'round', round: i + 1, teacherSteps: n, studentSteps: n / 2, steps: o.roundSteps }));
+  const rounds: StagePlan[] = halvingRounds(o.teacherSteps, o.studentSteps).map((n, i) => ({
+    name: `steps-${n / 2}`,
+    kind: 'round',
+    round: i + 1,
+    teacherSteps: n,
+    studentSteps: n / 2,
+    steps: o.roundSteps,
+  }));
   if (o.method === 'progressive') return rounds;
   return [{ name: 'w-conditioned', kind: 'guidance', round: 0, teacherSteps: null, studentSteps: o.teacherSteps, steps: o.guidanceSteps }, ...rounds];
 }
@@ -82,7 +89,10 @@ export async function distill(o: DistillOptions, run: { resume?: boolean; log?: 
     const dir = path.join(o.out, p.name);
     const teacherDir = i === 0 ? o.teacher : path.join(o.out, plan[i - 1].name);
     const has = fs.existsSync(path.join(dir, 'checkpoint.json'));
-    const task = DistillTask.create({ plan: p, rounds: plan.filter((s) => s.kind === 'round').length, options: o, teacherDir, out: dir }, { resume: has, log: run.log, handleSigint: run.handleSigint });
+    const task = DistillTask.create(
+      { plan: p, rounds: plan.filter((s) => s.kind === 'round').length, options: o, teacherDir, out: dir },
+      { resume: has, log: run.log, handleSigint: run.handleSigint },
+    );
     try {
       const r = await task.run();
       stages.push({ name: p.name, dir, step: r.step, imagesPerSecond: task.seconds > 0 ? (r.step * o.batchSize) / task.seconds : null });

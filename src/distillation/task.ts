@@ -127,7 +127,16 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
 
   private constructor(s: StageSetup, teacher: ReturnType<typeof loadModel>, run: { log?: NodeJS.WritableStream | null; handleSigint?: boolean }) {
     const { plan, options: o } = s;
-    super({ steps: plan.steps, out: s.out, checkpointEvery: o.checkpointEvery, previewEvery: 0, label: `distill ${plan.name}`, log: run.log === undefined ? process.stderr : run.log, handleSigint: run.handleSigint ?? false, lossPlot: true });
+    super({
+      steps: plan.steps,
+      out: s.out,
+      checkpointEvery: o.checkpointEvery,
+      previewEvery: 0,
+      label: `distill ${plan.name}`,
+      log: run.log === undefined ? process.stderr : run.log,
+      handleSigint: run.handleSigint ?? false,
+      lossPlot: true,
+    });
     this.setupInfo = s;
     this.#teacher = teacher;
     const tm = teacher.meta;
@@ -137,7 +146,8 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     const embedded = plan.kind === 'guidance' ? o.guidanceRange : (teacherRec?.guidance.embedded ?? null);
     const cfgScale = plan.round === 1 && plan.kind === 'round' ? o.guidance : null; // only the first round's teacher is guided: later teachers have it built in
     if (cfgScale !== null && embedded) throw new ConfigError('guidance', `${cfgScale}: the teacher ${s.teacherDir} embeds w already (a guided student); distil it without --guidance`);
-    if (cfgScale !== null && (teacherRec?.guidance.teacherScale ?? null) !== null) throw new ConfigError('guidance', `${cfgScale}: the teacher ${s.teacherDir} has cfg w = ${teacherRec!.guidance.teacherScale} built in`);
+    if (cfgScale !== null && (teacherRec?.guidance.teacherScale ?? null) !== null)
+      throw new ConfigError('guidance', `${cfgScale}: the teacher ${s.teacherDir} has cfg w = ${teacherRec!.guidance.teacherScale} built in`);
     const guided = embedded !== null || cfgScale !== null || (teacherRec?.guidance.teacherScale ?? null) !== null;
     if ((plan.kind === 'guidance' || cfgScale !== null) && !tm.classNames) throw bad('classifier-free guidance needs a class-conditional teacher');
     if (plan.kind === 'guidance' && tm.network.type !== 'unet') throw bad(`guided distillation embeds w in the U-Net; this teacher is a ${tm.network.type}`);
@@ -289,7 +299,15 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     try {
       const D = e ? withGuidance(this.#student, (e[0] + e[1]) / 2) : this.#student;
       const x = noGrad(() =>
-        generateSamples(D, this.config, { shape: this.#teacher.meta.sampleShape, n, seed: 0, steps: this.record.sampling.steps, sampler: 'ddim', grid: 'trailing', labels: k !== null ? Array.from({ length: n }, (_, i) => i % k) : null }),
+        generateSamples(D, this.config, {
+          shape: this.#teacher.meta.sampleShape,
+          n,
+          seed: 0,
+          steps: this.record.sampling.steps,
+          sampler: 'ddim',
+          grid: 'trailing',
+          labels: k !== null ? Array.from({ length: n }, (_, i) => i % k) : null,
+        }),
       );
       try {
         if (x.ndim === 4) writePNG(file, imageGrid(x, { ncol: k ?? undefined, scale: 2 }));

@@ -46,8 +46,8 @@ export const YARDSTICK_SOLVERS: readonly SolverChoice[] = Object.freeze([
 
 /** The steps at which `sampler` costs exactly `nfe` evaluations, each of `passes` network passes (2 with CFG); null when none does (heun's 2N - 1 is odd). */
 export function stepsForNfe(sampler: string, nfe: number, passes = 1): number | null {
-  const { evals } = getSampler(sampler).info;
-  for (let s = 1; s <= nfe; s++) if (evals(s) * passes === nfe) return s;
+  const { info } = getSampler(sampler);
+  for (let s = 1; s <= nfe; s++) if (info.evals(s) * passes === nfe) return s;
   return null;
 }
 
@@ -162,12 +162,15 @@ export function yardstickChart(r: YardstickReport, { title = `FD against NFE (${
   const line = (name: string, rows: YardstickRow[]) =>
     series.push({
       name,
-      points: rows
-        .map((x) => [x.nfe, x.metrics.fd.value] as [number, number])
-        .sort((a, b) => a[0] - b[0]),
+      points: rows.map((x) => [x.nfe, x.metrics.fd.value] as [number, number]).sort((a, b) => a[0] - b[0]),
     });
-  for (const key of [...new Set(r.solvers.map((s) => `${s.sampler} ${s.grid}`))]) line(`teacher ${key}`, [...r.solvers.filter((s) => `${s.sampler} ${s.grid}` === key), ...(key === 'ddpm trailing' ? [r.reference] : [])]);
+  for (const key of [...new Set(r.solvers.map((s) => `${s.sampler} ${s.grid}`))])
+    line(`teacher ${key}`, [...r.solvers.filter((s) => `${s.sampler} ${s.grid}` === key), ...(key === 'ddpm trailing' ? [r.reference] : [])]);
   line(`teacher ddpm ${r.reference.steps} (reference)`, [r.reference]);
-  for (const g of [...new Set(r.students.map((s) => s.group))]) line(`student ${g}`, r.students.filter((s) => s.group === g));
+  for (const g of [...new Set(r.students.map((s) => s.group))])
+    line(
+      `student ${g}`,
+      r.students.filter((s) => s.group === g),
+    );
   return linePlotImage(series, { title, xLabel: 'denoiser evaluations (NFE)', logX: true, logY: true });
 }

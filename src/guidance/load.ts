@@ -69,7 +69,8 @@ export function prepareGuidance(D: Denoiser, meta: Pick<CheckpointMeta, 'classNa
   if (student && student.guidance.teacherScale !== null) throw new TypeError(`prepareGuidance: ${studentGuidanceProblem(student, spec.type, 0)}`);
   if (student?.guidance.embedded) {
     // A guidance-distilled student: w is an input of the network, one evaluation per step.
-    if (spec.type !== 'cfg' || spec.interval || spec.rescale) throw new TypeError('prepareGuidance: a guidance-distilled student takes classifier-free guidance (type cfg) without interval or rescale');
+    if (spec.type !== 'cfg' || spec.interval || spec.rescale)
+      throw new TypeError('prepareGuidance: a guidance-distilled student takes classifier-free guidance (type cfg) without interval or rescale');
     return {
       at: (scale) => {
         const p = studentGuidanceProblem(student, spec.type, scale);

@@ -386,7 +386,17 @@ export function saveSamplingCheckpoint(
     const exportedFrom = { step, part, dtype, ...(posthocEma ? { posthocEma } : {}) };
     return saveCheckpoint(
       dst,
-      { step, config: meta.config, network: meta.network, numParameters: meta.numParameters, classNames: meta.classNames, sampleShape: meta.sampleShape, state, exportedFrom, ...(meta.distillation ? { distillation: meta.distillation } : {}) },
+      {
+        step,
+        config: meta.config,
+        network: meta.network,
+        numParameters: meta.numParameters,
+        classNames: meta.classNames,
+        sampleShape: meta.sampleShape,
+        state,
+        exportedFrom,
+        ...(meta.distillation ? { distillation: meta.distillation } : {}),
+      },
       { [part]: { tensors: cast, metadata } },
       { fileNames: { [part]: `${part}.safetensors` } },
     );
