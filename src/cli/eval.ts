@@ -44,6 +44,7 @@ import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, GuidanceSpec, parseGu
 import { parseClass, shippedModelDir } from './sample';
 import { batchSizeFlag, SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 import { NLL_FLAGS, nllCommand, nllHelpRows } from './eval-nll';
+import { studentDefaults } from './student-flags';
 
 export function evalHelp(): string {
   return `Usage: diffuse eval [CHECKPOINT] [options]
@@ -134,6 +135,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag });
   const cleanup: { dispose(): void }[] = [net];
   try {
+    studentDefaults(args, meta, dir); // a distilled student: its own steps, sampler and grid
     const T = buildSchedule(meta.config)?.T ?? 100_000;
     const stepsList = numberList(args, 'steps', { integer: true, min: 1, max: T }) ?? [Math.min(100, T)];
     const choice = samplingFlags(args, meta.config);

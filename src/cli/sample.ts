@@ -21,6 +21,7 @@ import { choiceFlag, intFlag, parseArgs, table, UsageError } from './args';
 import { batchSizeFlag, SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, parseGuidance, prepareGuidance } from './guidance-flags';
 import { shippedDir } from '../util/shipped';
+import { studentDefaults } from './student-flags';
 
 /** The model shipped in the repository (models/fashion-mnist). */
 export function shippedModelDir(): string {
@@ -119,6 +120,7 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
   }
   const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag });
   try {
+    studentDefaults(args, meta, dir); // a distilled student: its own steps, sampler and grid
     const T = buildSchedule(meta.config)?.T ?? Infinity;
     const steps = intFlag(args, 'steps', Math.min(100, T), { min: 1, max: T === Infinity ? 100_000 : T });
     const choice = samplingFlags(args, meta.config);

@@ -16,6 +16,11 @@ import { Tensor } from '../engine/tensor';
 export interface Conditioning {
   /** [B] int64 class ids. */
   classLabels?: Tensor;
+  /**
+   * [B] float guidance weights w of a guidance-distilled student (Meng et al. 2023), which embeds w
+   * instead of running two passes; the project's convention: D_u + w (D_c - D_u), w = 1 conditional.
+   */
+  guidance?: Tensor;
 }
 
 /** x [B, ...], sigma [B] -> estimate of x0 [B, ...]. */

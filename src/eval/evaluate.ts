@@ -248,6 +248,19 @@ export function classAccuracy(fnet: FeatureNet, feats: Tensor, labels: number[])
   );
 }
 
+/** How many samples [n, C, H, W] the feature net's classifier head assigns to each class (mode collapse shows as empty or crowded classes). */
+export function classHistogram(fnet: FeatureNet, samples: Tensor): number[] {
+  const feats = extractFeatures(fnet, samples);
+  try {
+    const pred = noGrad(() => tidy(() => Array.from(fnet.net.head.forward(feats).argmax(1).toFloat64Array()))); // [n]
+    const counts = new Array<number>(fnet.net.config.numClasses).fill(0);
+    for (const c of pred) counts[c]++;
+    return counts;
+  } finally {
+    feats.dispose();
+  }
+}
+
 /** The 2-D metrics of samples [n, 2] against held-out data [m, 2]: the energy distance and the sliced Wasserstein-2 distance. */
 export function pointMetrics(samples: Tensor, heldOut: Tensor): Record<string, MetricValue> {
   return {

@@ -13,8 +13,8 @@ import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 
-/** base + w (target - base), by torch.lerp: w = 1 gives target and w = 0 gives base exactly. */
-export function guide(base: Tensor, target: Tensor, w: number): Tensor {
+/** base + w (target - base), by torch.lerp: w = 1 gives target and w = 0 gives base exactly; w a number or per sample [B, 1, ..., 1]. */
+export function guide(base: Tensor, target: Tensor, w: number | Tensor): Tensor {
   return base.lerp(target, w);
 }
 

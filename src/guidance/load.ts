@@ -18,6 +18,8 @@ import { loadClassifier, shippedClassifierDir } from '../training/classifier';
 import { autoguidance } from './autoguidance';
 import { classifierFreeGuidance } from './cfg';
 import { classifierGuidance } from './classifier';
+import { withGuidance } from '../distillation/guided';
+import { studentGuidanceProblem } from '../distillation/record';
 
 export const GUIDANCE_TYPES = ['cfg', 'classifier', 'auto'] as const;
 export type GuidanceType = (typeof GUIDANCE_TYPES)[number];
@@ -60,9 +62,24 @@ export class GuideMismatchError extends Error {
  * with a weaker checkpoint of the same task (Karras et al. 2024); classifier: classifier guidance
  * with a noise-conditional classifier (Dhariwal & Nichol 2021), conditional model.
  */
-export function prepareGuidance(D: Denoiser, meta: Pick<CheckpointMeta, 'classNames' | 'sampleShape'>, spec: Omit<GuidanceSpec, 'scale'>): PreparedGuidance {
+export function prepareGuidance(D: Denoiser, meta: Pick<CheckpointMeta, 'classNames' | 'sampleShape' | 'distillation'>, spec: Omit<GuidanceSpec, 'scale'>): PreparedGuidance {
   if (!meta.classNames) throw new TypeError('prepareGuidance: the model is not class-conditional; guidance needs class labels');
   const nullClass = meta.classNames.length;
+  const student = meta.distillation;
+  if (student && student.guidance.teacherScale !== null) throw new TypeError(`prepareGuidance: ${studentGuidanceProblem(student, spec.type, 0)}`);
+  if (student?.guidance.embedded) {
+    // A guidance-distilled student: w is an input of the network, one evaluation per step.
+    if (spec.type !== 'cfg' || spec.interval || spec.rescale)
+      throw new TypeError('prepareGuidance: a guidance-distilled student takes classifier-free guidance (type cfg) without interval or rescale');
+    return {
+      at: (scale) => {
+        const p = studentGuidanceProblem(student, spec.type, scale);
+        if (p) throw new RangeError(`prepareGuidance: guidance scale ${p}`);
+        return { denoiser: withGuidance(D, scale), describe: `guidance-distilled w = ${scale} (one evaluation)` };
+      },
+      dispose: () => {},
+    };
+  }
   if (spec.type === 'cfg') {
     return {
       at: (scale) => ({ denoiser: classifierFreeGuidance(D, { scale, nullClass, rescale: spec.rescale, interval: spec.interval }), describe: `cfg w = ${scale}` }),

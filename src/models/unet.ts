@@ -54,7 +54,16 @@ export interface UNetConfig {
   noiseEmbedding: NoiseEmbeddingKind;
   /** Std of the Fourier frequencies when noiseEmbedding is 'fourier'. Default 16. */
   fourierScale: number;
+  /**
+   * Embed a guidance weight w too (guided distillation, Meng et al. 2023, Sec. 4.1): sinusoids of w
+   * -> Linear -> SiLU -> zero-initialized Linear, added to the noise embedding. Optional and off by
+   * default: a config without it (every checkpoint before it) resolves to the same JSON and network.
+   */
+  guidanceEmbedding?: boolean;
 }
+
+/** The optional fields: known to resolveUNetConfig, absent from the resolved config when off. */
+const UNET_OPTIONAL = Object.freeze({ guidanceEmbedding: false });
 
 /** The documented defaults: a 32x32 grayscale U-Net. */
 export const UNET_DEFAULTS: Readonly<UNetConfig> = Object.freeze({
@@ -100,8 +109,10 @@ export const UNET_BENCH_2M: Readonly<Partial<UNetConfig>> = Object.freeze({
  */
 export function resolveUNetConfig(config: Partial<UNetConfig> = {}): UNetConfig {
   const who = 'UNet';
-  rejectUnknownKeys(who, config, UNET_DEFAULTS);
+  rejectUnknownKeys(who, config, { ...UNET_DEFAULTS, ...UNET_OPTIONAL });
   const c: UNetConfig = { ...UNET_DEFAULTS, ...config };
+  if (c.guidanceEmbedding !== undefined && typeof c.guidanceEmbedding !== 'boolean') throw new TypeError(`${who}: guidanceEmbedding must be true or false, got ${JSON.stringify(c.guidanceEmbedding)}`);
+  if (c.guidanceEmbedding === false) delete c.guidanceEmbedding; // off: the config of every earlier checkpoint
   for (const f of ['channelMult', 'attentionResolutions'] as const)
     if (!Array.isArray(c[f])) throw new TypeError(`${who}: ${f} must be a list of numbers, got ${JSON.stringify(c[f])}`);
   c.channelMult = [...c.channelMult];
@@ -288,6 +299,10 @@ export class UNet extends Module {
   map_layer0: Linear;
   map_layer1: Linear;
   map_label: Embedding | null = null;
+  /** The guidance-weight embedding (config.guidanceEmbedding): sinusoids of w, then two layers. */
+  map_guidance: SinusoidalEmbedding | null = null;
+  map_guidance0: Linear | null = null;
+  map_guidance1: Linear | null = null;
   conv_in: Conv2d;
   enc: (UNetBlock | Downsample)[];
   mid: UNetBlock[];
@@ -340,6 +355,13 @@ export class UNet extends Module {
     this.dec = this.children('dec', dec);
     this.out_norm = this.child('out_norm', new GroupNorm32(groups, ch));
     this.out_conv = this.child('out_conv', zeroInit(new Conv2d(ch, c.outChannels ?? c.inChannels, 3, { padding: 1, generator })));
+    // Last, so a network without it draws its initial weights exactly as before; zero-initialized,
+    // so a student built from a teacher's weights starts as the teacher at every w.
+    if (c.guidanceEmbedding) {
+      this.map_guidance = this.child('map_guidance', new SinusoidalEmbedding(C));
+      this.map_guidance0 = this.child('map_guidance0', new Linear(C, E, { generator }));
+      this.map_guidance1 = this.child('map_guidance1', zeroInit(new Linear(E, E, { generator })));
+    }
   }
 
   /** The class id that means "no label" (classifier-free guidance's unconditional branch); null without classes. */
@@ -350,12 +372,13 @@ export class UNet extends Module {
   /**
    * x: [B, inChannels, H, W] with H and W multiples of 2^(levels-1); cNoise: [B] float
    * (the preconditioner's c_noise); classLabels: [B] int64 in [0, numClasses]
-   * (default: the null class). Returns [B, outChannels, H, W].
+   * (default: the null class); guidance: [B] float guidance weights w, required by (and only
+   * taken by) a network with guidanceEmbedding. Returns [B, outChannels, H, W].
    */
-  forward(x: Tensor, cNoise: Tensor, classLabels?: Tensor): Tensor {
+  forward(x: Tensor, cNoise: Tensor, classLabels?: Tensor, guidance?: Tensor): Tensor {
     this.checkInput(x);
     return tidy(() => {
-      const emb = this.embed(cNoise, classLabels, x); // [B, 4C]
+      const emb = this.embed(cNoise, classLabels, x, guidance); // [B, 4C]
       let h = this.conv_in.forward(x); // [B, C mult_0, H, W]
       const skips = [h];
       for (const b of this.enc) {
@@ -368,16 +391,25 @@ export class UNet extends Module {
     });
   }
 
-  /** The conditioning vector: MLP(embedding(c_noise)) + class embedding. [B, 4C]. */
-  embed(cNoise: Tensor, classLabels: Tensor | undefined, x: Tensor): Tensor {
+  /** The conditioning vector: MLP(embedding(c_noise)) + class embedding (+ guidance embedding). [B, 4C]. */
+  embed(cNoise: Tensor, classLabels: Tensor | undefined, x: Tensor, guidance?: Tensor): Tensor {
     return tidy(() => {
       const B = x.dim(0);
       const c = checkNoiseLevel(cNoise, B, 'UNet');
       const labels = classLabelsOrNull(classLabels, this.config.numClasses, B, x.device, 'UNet');
       // The embedding is computed in float32; cast to the weights' dtype (float64 for gradcheck, ...).
-      const phi = this.map_noise.forward(c).to({ dtype: this.map_layer0.weight.dtype }); // [B, C]
-      const emb = this.map_layer1.forward(this.map_layer0.forward(phi).silu()); // [B, 4C]
-      return this.map_label && labels ? emb.add(this.map_label.forward(labels)) : emb;
+      const dtype = this.map_layer0.weight.dtype;
+      const phi = this.map_noise.forward(c).to({ dtype }); // [B, C]
+      let emb = this.map_layer1.forward(this.map_layer0.forward(phi).silu()); // [B, 4C]
+      if (this.map_label && labels) emb = emb.add(this.map_label.forward(labels));
+      if (!this.map_guidance) {
+        if (guidance !== undefined) throw new TypeError('UNet: a guidance weight was given, but this network does not embed one (guidanceEmbedding is off)');
+        return emb;
+      }
+      if (guidance === undefined) throw new TypeError('UNet: this network embeds the guidance weight w (guidanceEmbedding): pass it, [B] floats (cond.guidance)');
+      const w = checkNoiseLevel(guidance, B, 'UNet (guidance)');
+      const psi = this.map_guidance.forward(w).to({ dtype }); // [B, C]
+      return emb.add(this.map_guidance1!.forward(this.map_guidance0!.forward(psi).silu())); // Meng et al. 2023: w's embedding added to the noise embedding
     });
   }
 

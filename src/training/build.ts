@@ -231,7 +231,11 @@ export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSched
  * features expect it), or EDM's (edm, edm2).
  */
 export function buildDenoiser(config: TrainConfig, net: DenoiserNet): Denoiser {
-  const F: Network = (xIn, cNoise, cond) => net.forward(xIn, cNoise, cond?.classLabels);
+  const F: Network = (xIn, cNoise, cond) => {
+    if (net instanceof UNet) return net.forward(xIn, cNoise, cond?.classLabels, cond?.guidance);
+    if (cond?.guidance !== undefined) throw new TypeError(`buildDenoiser: cond.guidance is for a U-Net with guidanceEmbedding, not a ${net.constructor.name}`);
+    return net.forward(xIn, cNoise, cond?.classLabels);
+  };
   const schedule = buildSchedule(config);
   const target = prediction(config.objective);
   if (schedule && target) {

@@ -32,6 +32,7 @@ import { Denoiser } from '../core/denoiser';
 import { resolveUNetConfig } from '../models/unet';
 import { resolveMLPDenoiserConfig } from '../models/mlp';
 import { EDM2Config, resolveEDM2Config } from '../models/edm2';
+import { DistillationRecord, distillationProblem } from '../distillation/record';
 
 export const CHECKPOINT_FILE = 'checkpoint.json';
 export const CHECKPOINT_FORMAT = 'diffuse-checkpoint';
@@ -81,6 +82,8 @@ export interface CheckpointMeta {
   } | null;
   /** Set on an export: where it came from (posthocEma: reconstructed by `diffuse phema` from that many snapshots). */
   exportedFrom?: { step: number; part: Part; dtype: DType; posthocEma?: { sigmaRel: number; snapshots: number } };
+  /** Set on a distilled student: its method, teacher, the sampling it was distilled for and its guidance convention (src/distillation/record.ts). */
+  distillation?: DistillationRecord;
 }
 
 /** A missing, corrupt or inconsistent checkpoint; `file` is the file at fault. */
@@ -262,6 +265,10 @@ export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
   } catch (e) {
     throw bad(`has an invalid network config: ${(e as Error).message}`);
   }
+  if (raw.distillation !== undefined) {
+    const problem = distillationProblem(raw.distillation);
+    if (problem) throw bad(problem);
+  }
   if (raw.classNames !== null && !(Array.isArray(raw.classNames) && raw.classNames.every((c) => typeof c === 'string'))) throw bad('"classNames" must be a list of strings or null');
   if (!(Array.isArray(raw.sampleShape) && raw.sampleShape.length > 0 && raw.sampleShape.every((d) => Number.isSafeInteger(d) && d > 0)))
     throw bad(`"sampleShape" must be a list of positive integers, got ${JSON.stringify(raw.sampleShape)}`);
@@ -379,7 +386,17 @@ export function saveSamplingCheckpoint(
     const exportedFrom = { step, part, dtype, ...(posthocEma ? { posthocEma } : {}) };
     return saveCheckpoint(
       dst,
-      { step, config: meta.config, network: meta.network, numParameters: meta.numParameters, classNames: meta.classNames, sampleShape: meta.sampleShape, state, exportedFrom },
+      {
+        step,
+        config: meta.config,
+        network: meta.network,
+        numParameters: meta.numParameters,
+        classNames: meta.classNames,
+        sampleShape: meta.sampleShape,
+        state,
+        exportedFrom,
+        ...(meta.distillation ? { distillation: meta.distillation } : {}),
+      },
       { [part]: { tensors: cast, metadata } },
       { fileNames: { [part]: `${part}.safetensors` } },
     );

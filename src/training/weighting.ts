@@ -63,6 +63,11 @@ export function minSnrWeighting(gamma: number, target: Target): Weighting {
   return inTarget((sigma) => tidy(() => snr(sigma).clamp(null, gamma)), target);
 }
 
+/** Truncated SNR (Salimans & Ho 2022, Sec. 4): max(||x0 - x0_hat||^2, ||eps - eps_hat||^2) = max(SNR, 1) ||D - x0||^2, in x0 space. */
+export function truncatedSnrWeighting(target: Target = 'x0'): Weighting {
+  return inTarget((sigma) => tidy(() => snr(sigma).clamp(1, null)), target);
+}
+
 /** EDM's lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 = 1 / c_out^2 (Karras et al. 2022, Eq. 8 and Table 1), in x0 space. */
 export function edmWeighting(sigmaData = 0.5, target: Target = 'x0'): Weighting {
   return inTarget(

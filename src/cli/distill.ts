@@ -1,0 +1,170 @@
+/**
+ * `diffuse distill progressive|guided`: distils a teacher checkpoint into a few-step student
+ * (src/distillation/), one student checkpoint per stage, with checkpoints, resume, Ctrl-C and
+ * progress from the shared training loop; `diffuse distill yardstick` measures students against
+ * their teacher (src/distillation/yardstick.ts).
+ *
+ * @example
+ *   diffuse distill progressive --teacher models/fashion-mnist --out runs/pd --teacher-steps 64 --student-steps 4
+ *   diffuse distill --resume runs/pd
+ */
+import * as fs from 'node:fs';
+import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
+import { DISTILL_DEFAULTS, DistillOptions } from '../distillation/task';
+import { distill, planStages, readDistillRun, resolveDistillOptions } from '../distillation/run';
+import { DISTILL_METHODS, DistillMethod, GUIDANCE_CONVENTION, STUDENT_PARAMETERIZATIONS } from '../distillation/record';
+import { choiceFlag, intFlag, numberFlag, parseArgs, parseNumber, ParsedArgs, table, UsageError } from './args';
+import { shippedModelDir } from './sample';
+import { yardstickCommand, yardstickHelpRows, YARDSTICK_FLAGS } from './yardstick';
+
+const D = DISTILL_DEFAULTS;
+
+export function distillHelp(): string {
+  return `Usage: diffuse distill progressive|guided [--teacher DIR] [--out DIR] [options]
+       diffuse distill --resume DIR
+       diffuse distill yardstick STUDENT... [--teacher DIR] [options]
+
+Distils a teacher into a student that samples in a few steps (docs/distillation.md). The
+teacher is any discrete-time (eps, x0 or v) checkpoint diffuse sample loads (default: the
+shipped models/fashion-mnist), frozen; the student is the same network started from the
+teacher's weights and read with an x0 or v parameterization. Each stage writes an ordinary
+checkpoint under --out that diffuse sample and diffuse eval use with the steps, sampler
+(ddim) and grid (trailing) it was distilled for.
+
+  progressive  Salimans & Ho 2022, Algorithm 2: each round a student learns to take two
+               teacher DDIM steps in one (target x~ in closed form, weight max(SNR, 1), lr
+               annealed to 0 within the round, no EMA); rounds halve the steps, folders
+               steps-<N/2> ... steps-<student steps>, each round's student the next teacher.
+  guided       Meng et al. 2023: stage 1 (folder w-conditioned) a student that embeds the
+               guidance weight w learns the teacher's classifier-free guided output for w in
+               --guidance-range; stage 2 distils it progressively. One student serves every w:
+               diffuse sample STUDENT --guidance W (one evaluation per step).
+
+Guidance scales are Diffuse's: ${GUIDANCE_CONVENTION} (Meng et al.'s w is ours
+minus 1); every student records it, and a checkpoint with another convention is refused.
+Ctrl-C writes a checkpoint and exits (130); --resume continues the run where it stopped.
+
+${table([
+  ['--teacher DIR', 'the teacher checkpoint (default: the shipped models/fashion-mnist)'],
+  ['--out DIR', 'the run folder (default runs/distill-METHOD)'],
+  ['--parameterization P', `what the student predicts: ${STUDENT_PARAMETERIZATIONS.join(' or ')} (default ${D.parameterization})`],
+  ['--teacher-steps N', `the teacher's DDIM steps the first round distils (default ${D.teacherSteps}; guided: stage 1 students sample at N)`],
+  ['--student-steps N', `the final student's steps; N / it a power of 2 (default ${D.studentSteps})`],
+  ['--round-steps K', `optimizer steps per progressive round (default ${D.roundSteps})`],
+  ['--guidance-steps K', `guided: optimizer steps of stage 1 (default ${D.guidanceSteps})`],
+  ['--guidance W', 'progressive: distil the teacher under classifier-free guidance w = W (built into the student)'],
+  ['--guidance-range LO,HI', `guided: the w the student learns (default ${D.guidanceRange.join(',')}, Meng et al.'s [0, 4])`],
+  ['--batch-size B', `images per step (default ${D.batchSize})`],
+  ['--lr LR', `learning rate at the start of each stage, annealed linearly to 0 (default ${D.lr})`],
+  ['--seed S', `seed of the batches, noise and w (default ${D.seed})`],
+  ['--checkpoint-every K', `steps between checkpoints (default ${D.checkpointEvery}; 0: end of stage and Ctrl-C only)`],
+  ['--threads N', 'CPU threads (default: all cores)'],
+  ['--resume DIR', 'continue the run in DIR (its options come from DIR/distill.json)'],
+  ['-h, --help', 'this help'],
+])}
+
+Yardstick (diffuse distill yardstick STUDENT... --teacher DIR):
+${table(yardstickHelpRows())}
+
+Examples:
+  diffuse distill progressive --teacher-steps 64 --student-steps 4 --out runs/pd
+  diffuse sample runs/pd/steps-4 --class Bag                   # 4 steps, 4 evaluations
+  diffuse distill guided --teacher-steps 16 --student-steps 4 --out runs/gd
+  diffuse sample runs/gd/steps-4 --guidance 3                  # w = 3 in one pass per step
+  diffuse distill yardstick runs/pd/steps-8 runs/pd/steps-4 --n 1000
+`;
+}
+
+const RUN_FLAGS = {
+  teacher: 'value',
+  out: 'value',
+  parameterization: 'value',
+  'teacher-steps': 'value',
+  'student-steps': 'value',
+  'round-steps': 'value',
+  'guidance-steps': 'value',
+  guidance: 'value',
+  'guidance-range': 'value',
+  'batch-size': 'value',
+  lr: 'value',
+  seed: 'value',
+  'checkpoint-every': 'value',
+  threads: 'value',
+  resume: 'value',
+  help: 'switch',
+} as const;
+
+export async function distillCommand(argv: readonly string[]): Promise<number> {
+  if (argv[0] === 'yardstick') return yardstickCommand(argv.slice(1));
+  const args = parseArgs(argv, { ...RUN_FLAGS, ...(argv.includes('--help') || argv.includes('-h') ? YARDSTICK_FLAGS : {}) });
+  if (args.flags.has('help')) {
+    process.stdout.write(distillHelp());
+    return 0;
+  }
+  const resume = args.flags.get('resume');
+  let options: DistillOptions;
+  if (resume !== undefined) {
+    const extra = [...args.flags.keys()].filter((f) => f !== 'resume' && f !== 'threads');
+    if (args.positionals.length || extra.length)
+      throw new UsageError(`--resume takes the run's options from ${resume}/distill.json; drop ${[...args.positionals, ...extra.map((f) => `--${f}`)].join(' ')}`);
+    if (!fs.existsSync(resume)) throw new UsageError(`--resume ${resume}: no such folder`);
+    options = readDistillRun(resume);
+    if (args.flags.has('threads')) options.threads = intFlag(args, 'threads', 1, { min: 1 });
+  } else {
+    if (args.positionals.length !== 1)
+      throw new UsageError(`expected the method, ${DISTILL_METHODS.join(' or ')} (or yardstick), got ${args.positionals.length ? args.positionals.join(' ') : 'none'}`);
+    const method = args.positionals[0];
+    if (!(DISTILL_METHODS as readonly string[]).includes(method)) throw new UsageError(`unknown method ${JSON.stringify(method)}: expected ${DISTILL_METHODS.join(', ')} or yardstick`);
+    options = parseRunFlags(args, method as DistillMethod);
+  }
+  const result = await distill(options, { resume: resume !== undefined, handleSigint: true });
+  const lines = result.stages.map((s) => [s.name, `step ${s.step}`, s.imagesPerSecond === null ? '' : `${s.imagesPerSecond.toFixed(1)} images/s`] as [string, string, string]);
+  process.stdout.write(`${result.status === 'done' ? 'done' : 'interrupted'}: ${options.out}\n${lines.map((l) => `  ${l.join('  ')}`.trimEnd()).join('\n')}\n`);
+  if (result.status === 'done') process.stdout.write(`student: ${result.student} (diffuse sample ${result.student})\n`);
+  return result.status === 'interrupted' ? INTERRUPTED_EXIT_CODE : 0;
+}
+
+/** The run's options from the flags; errors name the flag and the value. */
+function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions {
+  const teacher = args.flags.get('teacher') ?? shippedModelDir();
+  if (!fs.existsSync(teacher)) throw new UsageError(`--teacher ${teacher}: no such folder`);
+  const int = (flag: string, dflt: number, min = 1) => intFlag(args, flag, dflt, { min });
+  const o = {
+    method,
+    teacher,
+    out: args.flags.get('out') ?? `runs/distill-${method}`,
+    parameterization: choiceFlag(args, 'parameterization', STUDENT_PARAMETERIZATIONS, D.parameterization),
+    teacherSteps: int('teacher-steps', D.teacherSteps),
+    studentSteps: int('student-steps', D.studentSteps),
+    roundSteps: int('round-steps', D.roundSteps),
+    guidanceSteps: int('guidance-steps', D.guidanceSteps),
+    batchSize: int('batch-size', D.batchSize),
+    lr: numberFlag(args, 'lr', { greaterThan: 0 }) ?? D.lr,
+    seed: int('seed', D.seed, 0),
+    checkpointEvery: int('checkpoint-every', D.checkpointEvery, 0),
+    threads: args.flags.has('threads') ? int('threads', 1) : null,
+    guidance: numberFlag(args, 'guidance') ?? null,
+    guidanceRange: rangeFlag(args),
+  };
+  if (method === 'guided' && o.guidance !== null)
+    throw new UsageError(`--guidance ${o.guidance}: guided distillation learns every w of --guidance-range; --guidance is for progressive distillation of a guided teacher`);
+  if (method === 'progressive' && args.flags.has('guidance-range')) throw new UsageError('--guidance-range is for guided distillation (progressive takes one --guidance W)');
+  if (method === 'progressive' && args.flags.has('guidance-steps')) throw new UsageError('--guidance-steps is for guided distillation (its stage 1)');
+  const ratio = o.teacherSteps / o.studentSteps;
+  if (!(ratio >= 2 && Number.isInteger(Math.log2(ratio))))
+    throw new UsageError(`--teacher-steps ${o.teacherSteps} / --student-steps ${o.studentSteps}: the ratio must be a power of 2 of at least 2 (each round halves the steps)`);
+  const resolved = resolveDistillOptions(o);
+  planStages(resolved);
+  return resolved;
+}
+
+/** --guidance-range LO,HI (default DISTILL_DEFAULTS'). */
+function rangeFlag(args: ParsedArgs): [number, number] {
+  const raw = args.flags.get('guidance-range');
+  if (raw === undefined) return [...D.guidanceRange];
+  const p = raw.split(',');
+  if (p.length !== 2) throw new UsageError(`--guidance-range: expected LO,HI, got ${JSON.stringify(raw)}`);
+  const [lo, hi] = p.map((s) => parseNumber('guidance-range', s, { min: 0 }));
+  if (!(lo <= hi)) throw new UsageError(`--guidance-range: need LO <= HI, got ${JSON.stringify(raw)}`);
+  return [lo, hi];
+}

@@ -1,0 +1,119 @@
+/**
+ * A distillation run: its stages in order, each a DistillTask on the shared loop with its own
+ * folder under `out` (an ordinary student checkpoint), the previous stage's student as the next
+ * stage's teacher. `distill.json` in `out` holds the options and the plan, so a run stopped in any
+ * stage (Ctrl-C, a crash) resumes there: finished stages are kept, a stage with a checkpoint
+ * continues from it bit for bit, the rest start when their teacher is done.
+ *
+ *   progressive: steps-<N/2>, steps-<N/4>, ..., steps-<studentSteps>     (Salimans & Ho 2022)
+ *   guided:      w-conditioned (stage 1), then the same rounds of it      (Meng et al. 2023)
+ *
+ * @example
+ *   const r = await distill(resolveDistillOptions({ method: 'progressive', teacher: 'models/fashion-mnist', out: 'runs/pd', teacherSteps: 16, studentSteps: 4 }));
+ *   r.student;                                   // 'runs/pd/steps-4': diffuse sample runs/pd/steps-4
+ *   await distill(options, { resume: true });    // continues a stopped run
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ConfigError } from '../training/config';
+import { writeFileAtomic } from '../util/image';
+import { halvingRounds } from './progressive';
+import { DISTILL_METHODS, STUDENT_PARAMETERIZATIONS } from './record';
+import { DISTILL_DEFAULTS, DistillOptions, DistillTask, StagePlan } from './task';
+
+export const DISTILL_RUN_FILE = 'distill.json';
+const RUN_FORMAT = 'diffuse-distill-run';
+
+/** The stages of a run, in order. */
+export function planStages(o: Pick<DistillOptions, 'method' | 'teacherSteps' | 'studentSteps' | 'roundSteps' | 'guidanceSteps'>): StagePlan[] {
+  const rounds: StagePlan[] = halvingRounds(o.teacherSteps, o.studentSteps).map((n, i) => ({
+    name: `steps-${n / 2}`,
+    kind: 'round',
+    round: i + 1,
+    teacherSteps: n,
+    studentSteps: n / 2,
+    steps: o.roundSteps,
+  }));
+  if (o.method === 'progressive') return rounds;
+  return [{ name: 'w-conditioned', kind: 'guidance', round: 0, teacherSteps: null, studentSteps: o.teacherSteps, steps: o.guidanceSteps }, ...rounds];
+}
+
+/** Options from a partial object: defaults filled in, each value checked (errors name the option and the value). */
+export function resolveDistillOptions(partial: Partial<DistillOptions> & Pick<DistillOptions, 'method' | 'teacher' | 'out'>): DistillOptions {
+  const o: DistillOptions = { ...DISTILL_DEFAULTS, guidanceRange: [...DISTILL_DEFAULTS.guidanceRange], ...partial };
+  const fail = (key: string, why: string) => new ConfigError(key, `${why}, got ${JSON.stringify((o as unknown as Record<string, unknown>)[key])}`);
+  if (!(DISTILL_METHODS as readonly string[]).includes(o.method)) throw fail('method', `expected ${DISTILL_METHODS.join(' or ')}`);
+  if (!(STUDENT_PARAMETERIZATIONS as readonly string[]).includes(o.parameterization)) throw fail('parameterization', "expected 'v' or 'x0' (eps fails at few steps: Salimans & Ho 2022, Sec. 4)");
+  for (const k of ['teacherSteps', 'studentSteps', 'roundSteps', 'guidanceSteps', 'batchSize'] as const) if (!(Number.isSafeInteger(o[k]) && o[k] >= 1)) throw fail(k, 'expected a positive integer');
+  if (!(Number.isSafeInteger(o.seed) && o.seed >= 0)) throw fail('seed', 'expected an integer >= 0');
+  if (!(Number.isSafeInteger(o.checkpointEvery) && o.checkpointEvery >= 0)) throw fail('checkpointEvery', 'expected an integer >= 0');
+  if (!(Number.isFinite(o.lr) && o.lr > 0)) throw fail('lr', 'expected a positive number');
+  if (o.guidance !== null && !Number.isFinite(o.guidance)) throw fail('guidance', 'expected a number or null');
+  if (o.guidance !== null && o.method === 'guided') throw fail('guidance', 'is for progressive distillation of a guided teacher; guided distillation learns every w of guidanceRange');
+  const [lo, hi] = o.guidanceRange;
+  if (!(o.guidanceRange.length === 2 && Number.isFinite(lo) && Number.isFinite(hi) && lo <= hi)) throw fail('guidanceRange', 'expected [wMin, wMax] with wMin <= wMax');
+  try {
+    halvingRounds(o.teacherSteps, o.studentSteps);
+  } catch (e) {
+    throw new ConfigError('studentSteps', `${o.studentSteps}: ${(e as Error).message.replace('halvingRounds: ', '')}`);
+  }
+  return o;
+}
+
+/** How the run went. */
+export interface DistillResult {
+  status: 'done' | 'interrupted';
+  /** Every stage: its folder, the steps taken, and its training speed (images/s; null when no step was taken in this call or before). */
+  stages: { name: string; dir: string; step: number; imagesPerSecond: number | null }[];
+  /** The last stage's folder: the final student. */
+  student: string;
+}
+
+/**
+ * Runs (or with `resume`, continues) the stages of `o` (see the module comment). A new run refuses an
+ * `out` that holds one already; a resumed one takes its options from distill.json.
+ */
+export async function distill(o: DistillOptions, run: { resume?: boolean; log?: NodeJS.WritableStream | null; handleSigint?: boolean } = {}): Promise<DistillResult> {
+  const file = path.join(o.out, DISTILL_RUN_FILE);
+  const plan = planStages(o);
+  if (run.resume) {
+    if (!fs.existsSync(file)) throw new ConfigError('resume', `${o.out} holds no distillation run (no ${DISTILL_RUN_FILE})`);
+  } else {
+    if (fs.existsSync(file)) throw new ConfigError('out', `${o.out} already holds a distillation run; continue it with --resume ${o.out}, or choose another --out`);
+    fs.mkdirSync(o.out, { recursive: true });
+    writeFileAtomic(file, JSON.stringify({ format: RUN_FORMAT, formatVersion: 1, options: o, stages: plan }, null, 1) + '\n');
+  }
+  const stages: DistillResult['stages'] = [];
+  for (let i = 0; i < plan.length; i++) {
+    const p = plan[i];
+    const dir = path.join(o.out, p.name);
+    const teacherDir = i === 0 ? o.teacher : path.join(o.out, plan[i - 1].name);
+    const has = fs.existsSync(path.join(dir, 'checkpoint.json'));
+    const task = DistillTask.create(
+      { plan: p, rounds: plan.filter((s) => s.kind === 'round').length, options: o, teacherDir, out: dir },
+      { resume: has, log: run.log, handleSigint: run.handleSigint },
+    );
+    try {
+      const r = await task.run();
+      stages.push({ name: p.name, dir, step: r.step, imagesPerSecond: task.seconds > 0 ? (r.step * o.batchSize) / task.seconds : null });
+      if (r.status === 'interrupted') return { status: 'interrupted', stages, student: dir };
+    } finally {
+      task.dispose();
+    }
+  }
+  return { status: 'done', stages, student: stages[stages.length - 1].dir };
+}
+
+/** The options a run was started with (its distill.json in `dir`). */
+export function readDistillRun(dir: string): DistillOptions {
+  const file = path.join(dir, DISTILL_RUN_FILE);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ConfigError('resume', `${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found: this folder holds no distillation run' : `unreadable (${(e as Error).message})`}`);
+  }
+  const r = raw as { format?: unknown; options?: DistillOptions };
+  if (r.format !== RUN_FORMAT || !r.options) throw new ConfigError('resume', `${file}: not a Diffuse distillation run (format ${JSON.stringify(r.format)})`);
+  return resolveDistillOptions({ ...r.options, out: dir });
+}

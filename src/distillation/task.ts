@@ -1,0 +1,341 @@
+/**
+ * The distillation machinery: one stage of a distillation run as a task on the shared training
+ * loop (training/loop.ts), which owns the steps, checkpoints, resume, Ctrl-C and progress. A stage
+ * has a frozen teacher (any discrete-time checkpoint `diffuse sample` loads, optionally behind
+ * classifier-free guidance) and a student: the same network initialized from the teacher's
+ * weights, read with an x0 or v parameterization. The student is saved as an ordinary checkpoint
+ * (model + optimizer, no EMA, as Salimans & Ho 2022) whose `distillation` record (record.ts) says
+ * how to sample it, so `diffuse sample` and `diffuse eval` use it like any model.
+ *
+ * Switching the teacher's eps parameterization to the student's v: the network output F was
+ * trained as eps, and the student reads it as v, D = alpha^2 x - sigma alpha F instead of
+ * x - sigma F. At low noise (alpha -> 1) the two agree; at high noise the initial student is far
+ * off (D -> -F instead of the mean of the data); the first updates of round 1 retrain the output.
+ * No reweighting of the weights can make them equal, since eps -> v is affine in x with
+ * sigma-dependent coefficients (docs/distillation.md).
+ *
+ * @example
+ *   const task = DistillTask.create({ kind: 'round', teacherDir: 'models/fashion-mnist', out: 'runs/d/steps-32', teacherSteps: 64, round: 1, rounds: 4, options });
+ *   await task.run();      // runs/d/steps-32/checkpoint.json: a 32-step student
+ *   task.dispose();
+ */
+import * as path from 'node:path';
+import { Generator } from '../engine/random';
+import { setNumThreads } from '../engine/runtime';
+import { noGrad } from '../engine/scope';
+import { Tensor } from '../engine/tensor';
+import { Conditioning, Denoiser } from '../core/denoiser';
+import { classifierFreeGuidance } from '../guidance/cfg';
+import { Adam } from '../optim/adam';
+import { LrSchedule } from '../optim/schedule';
+import { clipDenoiser } from '../sampling/run';
+import { imageGrid, writePNG } from '../util/image';
+import { buildDenoiser, buildNetwork, buildSchedule, deriveSeed, DenoiserNet, generateSamples, loadTrainData, NetworkSpec, prediction, samplingSigmas, TrainData } from '../training/build';
+import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta, checkpointJsonPath, loadModel, readCheckpointMeta } from '../training/checkpoint';
+import { ConfigError, resolveTrainConfig, TRAIN_DEFAULTS, TrainConfig } from '../training/config';
+import { CheckpointFormat, LoopCheckpoint, TrainingLoop, TrainPart } from '../training/loop';
+import { discreteSigma } from '../training/sigma-sampling';
+import { guidedLoss, sampleGuidance, withGuidance } from './guided';
+import { progressiveLoss } from './progressive';
+import { DistillationRecord, DistillMethod, GUIDANCE_CONVENTION, StudentParameterization } from './record';
+
+/** The options of a distillation run (`diffuse distill`), every one with a default in DISTILL_DEFAULTS. */
+export interface DistillOptions {
+  method: DistillMethod;
+  /** The teacher's checkpoint folder (a discrete-time eps / x0 / v model). */
+  teacher: string;
+  /** The run's folder: one student checkpoint per stage. */
+  out: string;
+  /** What the student predicts: 'v' (default) or 'x0'. */
+  parameterization: StudentParameterization;
+  /** The teacher's DDIM steps that the first round distils. */
+  teacherSteps: number;
+  /** The last round's student steps (teacherSteps / studentSteps a power of 2). */
+  studentSteps: number;
+  /** Optimizer steps per progressive round. */
+  roundSteps: number;
+  /** Optimizer steps of guided distillation's stage 1. */
+  guidanceSteps: number;
+  batchSize: number;
+  /** The learning rate at the start of each stage, annealed linearly to 0 within it. */
+  lr: number;
+  /** progressive: the teacher's classifier-free guidance scale to distil in (null: none). */
+  guidance: number | null;
+  /** guided: the range of w the student learns (our convention; Meng et al.'s [0, 4] is [1, 5]). */
+  guidanceRange: [number, number];
+  seed: number;
+  /** Write a checkpoint every this many steps (0: only at the end of a stage and on Ctrl-C). */
+  checkpointEvery: number;
+  /** CPU threads (null: every core). */
+  threads: number | null;
+}
+
+/** The defaults (docs/distillation.md says why). */
+export const DISTILL_DEFAULTS: Readonly<Omit<DistillOptions, 'teacher' | 'out' | 'method'>> = Object.freeze<Omit<DistillOptions, 'teacher' | 'out' | 'method'>>({
+  parameterization: 'v',
+  teacherSteps: 64,
+  studentSteps: 4,
+  roundSteps: 500,
+  guidanceSteps: 1000,
+  batchSize: 64,
+  lr: 3e-4,
+  guidance: null,
+  guidanceRange: [1, 5],
+  seed: 0,
+  checkpointEvery: 250,
+  threads: null,
+});
+
+/** One stage of a run: guided distillation's stage 1 ('guidance') or a progressive round. */
+export interface StagePlan {
+  /** Its folder under the run's out. */
+  name: string;
+  kind: 'guidance' | 'round';
+  /** 1-based round (0 for 'guidance'). */
+  round: number;
+  /** The teacher's DDIM steps (null for 'guidance'), and the student's. */
+  teacherSteps: number | null;
+  studentSteps: number;
+  /** Optimizer steps. */
+  steps: number;
+}
+
+/** What one stage needs: its plan, the run's options, the teacher's folder and the stage's out. */
+export interface StageSetup {
+  plan: StagePlan;
+  rounds: number;
+  options: DistillOptions;
+  teacherDir: string;
+  out: string;
+}
+
+/** lr (1 - k / steps): the rate annealed linearly to 0 within a round (Salimans & Ho 2022, App. E). */
+export function linearAnneal(lr: number, steps: number): LrSchedule {
+  return (k) => lr * Math.max(0, 1 - k / steps);
+}
+
+/** A distillation stage on the shared loop (see the module comment). */
+export class DistillTask extends TrainingLoop<CheckpointMeta> {
+  readonly setupInfo: StageSetup;
+  readonly config: TrainConfig;
+  readonly spec: NetworkSpec;
+  readonly net: DenoiserNet;
+  readonly record: DistillationRecord;
+  readonly #teacher: ReturnType<typeof loadModel>;
+  readonly #data: TrainData;
+  readonly #student: Denoiser;
+
+  private constructor(s: StageSetup, teacher: ReturnType<typeof loadModel>, run: { log?: NodeJS.WritableStream | null; handleSigint?: boolean }) {
+    const { plan, options: o } = s;
+    super({
+      steps: plan.steps,
+      out: s.out,
+      checkpointEvery: o.checkpointEvery,
+      previewEvery: 0,
+      label: `distill ${plan.name}`,
+      log: run.log === undefined ? process.stderr : run.log,
+      handleSigint: run.handleSigint ?? false,
+      lossPlot: true,
+    });
+    this.setupInfo = s;
+    this.#teacher = teacher;
+    const tm = teacher.meta;
+    const teacherRec = tm.distillation;
+    const bad = (why: string) => new ConfigError('teacher', `${s.teacherDir}: ${why}`);
+    if (prediction(tm.config.objective) === null) throw bad(`distillation here needs a discrete-time (eps, x0 or v) teacher, whose trailing grid halves exactly; this one is ${tm.config.objective}`);
+    const embedded = plan.kind === 'guidance' ? o.guidanceRange : (teacherRec?.guidance.embedded ?? null);
+    const cfgScale = plan.round === 1 && plan.kind === 'round' ? o.guidance : null; // only the first round's teacher is guided: later teachers have it built in
+    if (cfgScale !== null && embedded) throw new ConfigError('guidance', `${cfgScale}: the teacher ${s.teacherDir} embeds w already (a guided student); distil it without --guidance`);
+    if (cfgScale !== null && (teacherRec?.guidance.teacherScale ?? null) !== null)
+      throw new ConfigError('guidance', `${cfgScale}: the teacher ${s.teacherDir} has cfg w = ${teacherRec!.guidance.teacherScale} built in`);
+    const guided = embedded !== null || cfgScale !== null || (teacherRec?.guidance.teacherScale ?? null) !== null;
+    if ((plan.kind === 'guidance' || cfgScale !== null) && !tm.classNames) throw bad('classifier-free guidance needs a class-conditional teacher');
+    if (plan.kind === 'guidance' && tm.network.type !== 'unet') throw bad(`guided distillation embeds w in the U-Net; this teacher is a ${tm.network.type}`);
+
+    this.spec = plan.kind === 'guidance' && tm.network.type === 'unet' ? { type: 'unet', config: { ...tm.network.config, guidanceEmbedding: true } } : tm.network;
+    this.config = resolveTrainConfig(
+      {
+        ...tm.config,
+        objective: o.parameterization,
+        weighting: 'auto',
+        minSnrGamma: TRAIN_DEFAULTS.minSnrGamma,
+        labelDropout: guided ? 0 : tm.config.labelDropout,
+        batchSize: o.batchSize,
+        steps: plan.steps,
+        lr: o.lr,
+        warmupSteps: 0,
+        lrSchedule: 'constant',
+        seed: o.seed,
+        sampleEvery: 0,
+        sampleSteps: plan.studentSteps,
+        checkpointEvery: o.checkpointEvery,
+        out: s.out,
+        threads: o.threads,
+      },
+      `${s.teacherDir}: config`,
+    );
+    if (o.threads !== null) setNumThreads(o.threads);
+    this.record = {
+      method: o.method,
+      stage: plan.kind,
+      round: plan.round,
+      rounds: s.rounds,
+      parameterization: o.parameterization,
+      teacher: { checkpoint: s.teacherDir, step: tm.step, objective: tm.config.objective, steps: plan.teacherSteps },
+      sampling: { sampler: 'ddim', grid: 'trailing', steps: plan.studentSteps },
+      guidance: { convention: GUIDANCE_CONVENTION, teacherScale: cfgScale ?? teacherRec?.guidance.teacherScale ?? null, embedded },
+    };
+
+    const gen = new Generator(deriveSeed(o.seed, 100 + plan.round));
+    const dropoutGen = new Generator(deriveSeed(o.seed, 200 + plan.round));
+    this.#data = loadTrainData(this.config);
+    this.net = buildNetwork(this.spec, { generator: new Generator(0), dropoutGenerator: dropoutGen });
+    this.net.loadStateDict(teacher.net.stateDict(), { strict: plan.kind !== 'guidance' }); // the student starts from the teacher's weights (a new w embedding starts at zero)
+    this.net.train();
+    this.#student = buildDenoiser(this.config, this.net);
+    const images = tm.sampleShape.length === 3;
+    const clip = (D: Denoiser) => (images ? clipDenoiser(D, [-1, 1]) : D); // the teacher as diffuse sample runs it
+    const nullClass = tm.classNames?.length ?? 0;
+    const teacherD = clip(cfgScale !== null ? classifierFreeGuidance(teacher.denoiser, { scale: cfgScale, nullClass }) : teacher.denoiser);
+    const schedule = buildSchedule(this.config)!;
+
+    let loss: (k: number) => Tensor;
+    if (plan.kind === 'guidance') {
+      const sampleSigma = discreteSigma(schedule);
+      loss = (k) => {
+        const { x, labels } = this.#data.batchAt(k);
+        const w = sampleGuidance(x.dim(0), embedded!, gen);
+        return guidedLoss(this.#student, teacher.denoiser, x, { sampleSigma, generator: gen, classLabels: labels!, w, nullClass, clip: images ? [-1, 1] : null }).loss;
+      };
+    } else {
+      const grid = samplingSigmas(this.config, plan.teacherSteps!, 'trailing');
+      const sigmas = Array.from(grid.toFloat64Array());
+      grid.dispose();
+      const studentGrid = samplingSigmas(this.config, plan.studentSteps, 'trailing');
+      const nested = Array.from(studentGrid.toFloat64Array()).every((v, j) => v === sigmas[2 * j]);
+      studentGrid.dispose();
+      if (!nested) throw new RangeError(`distillation: the ${plan.studentSteps}-step trailing grid is not every other point of the ${plan.teacherSteps}-step one`);
+      loss = (k) => {
+        const { x, labels } = this.#data.batchAt(k);
+        const cond: Conditioning = {};
+        if (labels) cond.classLabels = guided ? labels : labels.maskedFill(gen.rand([x.dim(0)]).lt(this.config.labelDropout), nullClass); // dropout keeps the null class for CFG later
+        if (embedded) cond.guidance = sampleGuidance(x.dim(0), embedded, gen);
+        return progressiveLoss(this.#student, teacherD, x, { sigmas, generator: gen, cond }).loss;
+      };
+    }
+    const part: TrainPart = {
+      name: 'model',
+      module: this.net,
+      optimizer: new Adam(this.net.namedParameters(), { lr: o.lr }),
+      lr: linearAnneal(o.lr, plan.steps),
+      gradClip: tm.config.gradClip,
+      files: { weights: 'model', optimizer: 'optimizer' },
+      metadata: { network: JSON.stringify(this.spec) },
+    };
+    this.setup({ parts: [part], phases: [{ name: plan.kind === 'guidance' ? 'guided distillation' : 'progressive distillation', part, loss }], generators: { train: gen, dropout: dropoutGen } });
+  }
+
+  /** Loads the teacher and builds the stage; with `resume`, restores the stage's checkpoint in setup.out. */
+  static create(s: StageSetup, run: { resume?: boolean; log?: NodeJS.WritableStream | null; handleSigint?: boolean } = {}): DistillTask {
+    const teacher = loadModel(s.teacherDir);
+    let t: DistillTask;
+    try {
+      t = new DistillTask(s, teacher, run);
+    } catch (e) {
+      teacher.net.dispose();
+      throw e;
+    }
+    if (run.resume) {
+      try {
+        t.#restore();
+      } catch (e) {
+        t.dispose();
+        throw e;
+      }
+    }
+    return t;
+  }
+
+  override get out(): string {
+    return this.setupInfo.out;
+  }
+
+  describe(): string {
+    const { plan, options: o } = this.setupInfo;
+    const r = this.record;
+    const what =
+      plan.kind === 'guidance'
+        ? `guided distillation stage 1: a w-conditioned student (w in [${o.guidanceRange.join(', ')}]) learns the teacher's cfg output`
+        : `progressive round ${plan.round}/${this.setupInfo.rounds}: ${plan.teacherSteps} teacher DDIM steps -> ${plan.studentSteps} student steps${r.guidance.teacherScale !== null ? ` (teacher cfg w = ${r.guidance.teacherScale})` : ''}${r.guidance.embedded ? ` (w in [${r.guidance.embedded.join(', ')}])` : ''}`;
+    return `${what}; teacher ${this.setupInfo.teacherDir} (step ${this.#teacher.meta.step}); ${o.parameterization} student, ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${o.batchSize}, ${plan.steps} steps, lr ${o.lr} annealed to 0; out ${this.out}`;
+  }
+
+  protected checkpointFormat(): CheckpointFormat {
+    return {
+      json: CHECKPOINT_FILE,
+      format: CHECKPOINT_FORMAT,
+      version: CHECKPOINT_VERSION,
+      prefix: '',
+      fields: () => ({
+        config: this.config,
+        network: this.spec,
+        numParameters: this.net.numParameters(),
+        classNames: this.#teacher.meta.classNames,
+        sampleShape: this.#teacher.meta.sampleShape,
+        distillation: this.record,
+        distillRun: { options: this.setupInfo.options, stage: this.setupInfo.plan },
+      }),
+      state: () => ({ ema: { nimg: 0, updates: 0 } }),
+    };
+  }
+
+  /** The student as a denoiser in eval mode at the stage's sampling (a w student at the middle of its range). */
+  protected override writePreviews(): string[] {
+    const file = path.join(this.out, 'samples.png');
+    const k = this.#teacher.meta.classNames?.length ?? null;
+    const n = k !== null ? 2 * k : 16;
+    const e = this.record.guidance.embedded;
+    this.net.eval();
+    try {
+      const D = e ? withGuidance(this.#student, (e[0] + e[1]) / 2) : this.#student;
+      const x = noGrad(() =>
+        generateSamples(D, this.config, {
+          shape: this.#teacher.meta.sampleShape,
+          n,
+          seed: 0,
+          steps: this.record.sampling.steps,
+          sampler: 'ddim',
+          grid: 'trailing',
+          labels: k !== null ? Array.from({ length: n }, (_, i) => i % k) : null,
+        }),
+      );
+      try {
+        if (x.ndim === 4) writePNG(file, imageGrid(x, { ncol: k ?? undefined, scale: 2 }));
+      } finally {
+        x.dispose();
+      }
+    } finally {
+      this.net.train();
+    }
+    return this.#teacher.meta.sampleShape.length === 3 ? [file] : [];
+  }
+
+  /** Frees the student, its optimizer, the teacher and the data. */
+  dispose(): void {
+    this.disposeParts();
+    this.#teacher.net.dispose();
+    this.#data.dispose();
+  }
+
+  #restore(): void {
+    const dir = this.out;
+    const meta = readCheckpointMeta(dir);
+    const fail = (why: string) => new ConfigError('resume', `${dir}: ${why}`);
+    if (!meta.state || meta.exportedFrom) throw fail('is an export for sampling (no optimizer or generator state)');
+    const rec = meta.distillation;
+    if (!rec || rec.stage !== this.record.stage || rec.round !== this.record.round || rec.teacher.checkpoint !== this.record.teacher.checkpoint)
+      throw fail(`holds another stage (${rec ? `${rec.stage} ${rec.round}, teacher ${rec.teacher.checkpoint}` : 'no distillation record'}) than this run's ${this.record.stage} ${this.record.round}`);
+    if (JSON.stringify(meta.network) !== JSON.stringify(this.spec)) throw fail("the checkpoint's network is not the student this stage builds");
+    this.restore(checkpointJsonPath(dir), meta as unknown as LoopCheckpoint);
+  }
+}
