@@ -9,3 +9,4 @@ export * as training from './training';
 export * as sampling from './sampling';
 export * as guidance from './guidance';
 export * as evaluation from './eval';
+export * as distributed from './distributed';
