@@ -45,8 +45,8 @@ interface Run {
 function start(args: string[], env: NodeJS.ProcessEnv = {}): Run {
   const child = spawn(process.execPath, args, { env: { ...process.env, DIFFUSE_NUM_THREADS: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let text = '';
-  child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
+  child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (text += d.toString()));
   const done = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   return { child, out: () => text, done };
 }
@@ -63,7 +63,7 @@ const weights = (dir: string): Record<string, Tensor> => loadSafetensors(path.jo
 /** The largest |a - b| over every tensor of two state dicts with the same names. */
 function maxDiff(a: Record<string, Tensor>, b: Record<string, Tensor>): number {
   assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort());
-  return tidy(() => Math.max(...Object.keys(a).map((k) => a[k].sub(b[k]).abs().max().item() as number)));
+  return tidy(() => Math.max(...Object.keys(a).map((k) => a[k].sub(b[k]).abs().max().item())));
 }
 
 const TOY = [
@@ -243,7 +243,7 @@ async function longRun(out: string, timeout: number): Promise<{ run: Run; pids: 
 function checkpointWhole(out: string): void {
   const meta = readCheckpointMeta(out);
   assert.ok(meta.step >= 20 && meta.step % 20 === 0, `checkpoint step ${meta.step}`);
-  for (const rec of Object.values(meta.files)) for (const t of Object.values(loadSafetensors(path.join(out, rec!.file)).tensors)) t.dispose();
+  for (const rec of Object.values(meta.files)) for (const t of Object.values(loadSafetensors(path.join(out, rec.file)).tensors)) t.dispose();
 }
 
 test('a rank that dies stops the run at once: the other names the op and its rank, the launcher exits non-zero, the checkpoint stays whole', async () => {
