@@ -462,7 +462,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     if (log && comm && comm.calls > 0) {
       const share = (100 * comm.seconds) / (this.#trainSeconds - this.#sessionStart);
       log.write(
-        `data parallel over ${this.parallel!.worldSize} ranks: the gradient all-reduce took ${((1000 * comm.seconds) / comm.calls).toFixed(1)} ms per update (${comm.buckets} bucket${comm.buckets === 1 ? '' : 's'}, waiting for the slowest rank included), ${share.toFixed(1)}% of the training time\n`,
+        `data parallel over ${this.parallel.worldSize} ranks: the gradient all-reduce took ${((1000 * comm.seconds) / comm.calls).toFixed(1)} ms per update (${comm.buckets} bucket${comm.buckets === 1 ? '' : 's'}, waiting for the slowest rank included), ${share.toFixed(1)}% of the training time\n`,
       );
     }
     return { status: interrupted ? 'interrupted' : 'done', step: this.step, losses: this.losses.slice() };
