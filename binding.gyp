@@ -9,7 +9,8 @@
         "native/nn.cc",
         "native/autograd.cc",
         "native/optim.cc",
-        "native/profile.cc"
+        "native/profile.cc",
+        "native/dist.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

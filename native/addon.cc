@@ -660,6 +660,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     registerAutograd(r);
     registerOptim(r);
     registerProfile(r);
+    registerDist(r);
     entries().reserve(r.fns.size());
     for (auto& [n, f] : r.fns) entries().push_back(Entry{n, f});
   });

@@ -67,6 +67,7 @@ void registerNN(Registry& r);
 void registerAutograd(Registry& r);
 void registerOptim(Registry& r);
 void registerProfile(Registry& r);
+void registerDist(Registry& r);
 
 // Ops dispatched by a name table (unary, binary, reductions) report the specific op
 // name in errors by setting this before calling into ATen.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian bookworm machine for Diffuse, idempotently:
-#   - Debian packages: libtorch-dev (the engine), OpenBLAS built with OpenMP (so BLAS
+#   - Debian packages: libtorch-dev (the engine), libgloo-dev (the headers of Gloo, c10d's
+#     CPU transport: data-parallel training), OpenBLAS built with OpenMP (so BLAS
 #     and libtorch share one thread pool instead of fighting for the cores), build
 #     tools, python3-torch (reference values in tests, the peer in benchmarks) and
 #     dataset-fashion-mnist (the reference dataset);
@@ -10,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libtorch-dev libopenblas0-openmp build-essential python3 python3-torch python3-numpy dataset-fashion-mnist)
+packages=(libtorch-dev libgloo-dev libopenblas0-openmp build-essential python3 python3-torch python3-numpy dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,3 +10,4 @@ export * as sampling from './sampling';
 export * as guidance from './guidance';
 export * as evaluation from './eval';
 export * as distillation from './distillation';
+export * as distributed from './distributed';

@@ -24,6 +24,7 @@ import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
 import { refuseResumeChanges } from '../training/options';
 import { Trainer } from '../training/trainer';
 import { FlagKind, kebab, parseArgs, table, UsageError } from './args';
+import { DataParallel, launch, LaunchOptions, ProcessGroup, rendezvousFromEnv } from '../distributed';
 
 /** Flag name -> config key, for every top-level key and every model field. */
 export function trainFlags(): Map<string, string> {
@@ -57,6 +58,14 @@ a NaN/Inf loss stops training (exit 1) and keeps the last good checkpoint.
   --print-config      print the resolved options as JSON and exit
   --profile           time ${PROFILE_STEPS} training steps of this config (after one warm-up step) op by op,
                       print where the time goes, and exit without writing anything
+
+Data-parallel training (torchrun's flags; docs/distributed.md). --batch-size is per rank:
+  --nproc-per-node N  start N ranks on this machine (threads split between them)
+  --nnodes M          machines in the run (default 1)
+  --node-rank R       this machine's index, 0..M-1 (default 0)
+  --master-addr HOST  the host of rank 0 (default 127.0.0.1)
+  --master-port P     its rendezvous port (default 29500)
+  --dist-timeout S    seconds a rank waits for the others before failing (default 300)
   -h, --help          this help
 
 Training options:
@@ -78,16 +87,18 @@ Examples:
   diffuse train --objective v --weighting min-snr --out runs/v   # v prediction, min-SNR-5
   diffuse train --model edm2 --out runs/edm2       # EDM2's network, loss and lr schedule
   diffuse train --resume runs/fashion-mnist --steps 6000
+  diffuse train --nproc-per-node 2 --batch-size 64 --out runs/dp   # 2 ranks here, global batch 128
 `;
 }
 
 /** Parses argv into a config and options; throws UsageError/ConfigError. */
-export function parseTrainArgs(argv: readonly string[]): { config: TrainConfig; resume: string | null; help: boolean; printConfig: boolean; profile: boolean } {
+export function parseTrainArgs(argv: readonly string[]): { config: TrainConfig; resume: string | null; help: boolean; printConfig: boolean; profile: boolean; launch: LaunchOptions | null } {
   const flagMap = trainFlags();
   const known: Record<string, FlagKind> = { config: 'value', resume: 'value', help: 'switch', 'print-config': 'switch', profile: 'switch' };
+  for (const f of LAUNCH_FLAGS) known[f] = 'value';
   for (const [flag, key] of flagMap) known[flag] = BOOL_KEYS.has(key) ? 'bool' : 'value';
   const args = parseArgs(argv, known);
-  if (args.flags.has('help')) return { config: TRAIN_DEFAULTS, resume: null, help: true, printConfig: false, profile: false };
+  if (args.flags.has('help')) return { config: TRAIN_DEFAULTS, resume: null, help: true, printConfig: false, profile: false, launch: null };
   if (args.positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(args.positionals[0])} (train takes options only; see diffuse train --help)`);
   const resume = args.flags.get('resume') ?? null;
   const file = args.flags.get('config');
@@ -117,11 +128,49 @@ export function parseTrainArgs(argv: readonly string[]): { config: TrainConfig; 
     });
     if (!overrides.some((o) => o.key === 'out')) overrides.push({ key: 'out', value: resume, source: '--resume' });
   }
-  return { config: applyOverrides(base, overrides), resume, help: false, printConfig: args.flags.has('print-config'), profile: args.flags.has('profile') };
+  return { config: applyOverrides(base, overrides), resume, help: false, printConfig: args.flags.has('print-config'), profile: args.flags.has('profile'), launch: launchFlags(args.flags) };
+}
+
+/** The launcher's flags (torchrun's names; not config keys: they say how to run, not what to train). */
+const LAUNCH_FLAGS = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port', 'dist-timeout'] as const;
+
+/** The launcher's options when --nproc-per-node or --nnodes is given (null: run here, or as the rank the environment names). */
+function launchFlags(flags: Map<string, string>): LaunchOptions | null {
+  if (!flags.has('nproc-per-node') && !flags.has('nnodes')) {
+    for (const f of LAUNCH_FLAGS) if (flags.has(f)) throw new UsageError(`--${f} needs --nproc-per-node (the ranks to start on this machine)`);
+    return null;
+  }
+  const num = (f: string, fallback: number | undefined): number | undefined => {
+    const v = flags.get(f);
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) throw new UsageError(`--${f} must be a number, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  return {
+    nprocPerNode: num('nproc-per-node', 1)!,
+    nnodes: num('nnodes', 1),
+    nodeRank: num('node-rank', 0),
+    masterAddr: flags.get('master-addr'),
+    masterPort: num('master-port', undefined),
+    timeoutSeconds: num('dist-timeout', undefined),
+  };
+}
+
+/** argv without the launcher's flags (what each rank runs). */
+function withoutLaunchFlags(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i].startsWith('--') ? argv[i].slice(2).split('=')[0] : '';
+    if ((LAUNCH_FLAGS as readonly string[]).includes(name)) {
+      if (!argv[i].includes('=')) i++;
+    } else out.push(argv[i]);
+  }
+  return out;
 }
 
 export async function trainCommand(argv: readonly string[]): Promise<number> {
-  const { config, resume, help, printConfig, profile: profileRun } = parseTrainArgs(argv);
+  const { config, resume, help, printConfig, profile: profileRun, launch: launchOpts } = parseTrainArgs(argv);
   if (help) {
     process.stdout.write(trainHelp());
     return 0;
@@ -133,12 +182,24 @@ export async function trainCommand(argv: readonly string[]): Promise<number> {
   if (profileRun) return profileTraining(config, resume);
   if (!resume && fs.existsSync(path.join(config.out, 'checkpoint.json')))
     throw new ConfigError('--out', `${config.out} already holds a checkpoint; continue it with --resume ${config.out}, or choose another --out`);
-  const trainer = Trainer.create(config, { resume, handleSigint: true });
+  if (launchOpts) {
+    if (rendezvousFromEnv()) throw new UsageError('--nproc-per-node: this process is already a rank of a run (WORLD_SIZE is set); start the launcher from a plain shell');
+    if (profileRun) throw new UsageError('--profile times one process: drop --nproc-per-node');
+    // Each rank runs this command without the launcher's flags; the environment tells it its rank.
+    return launch([path.join(__dirname, 'main.js'), 'train', ...withoutLaunchFlags(argv)], { ...launchOpts, threadsPerRank: config.threads ?? undefined });
+  }
+  const rv = rendezvousFromEnv();
+  const parallel = rv ? new DataParallel(ProcessGroup.init(rv)) : null;
   try {
-    const r = await trainer.run();
-    return r.status === 'interrupted' ? INTERRUPTED_EXIT_CODE : 0;
+    const trainer = Trainer.create(config, { resume, handleSigint: true, parallel });
+    try {
+      const r = await trainer.run();
+      return r.status === 'interrupted' ? INTERRUPTED_EXIT_CODE : 0;
+    } finally {
+      trainer.dispose();
+    }
   } finally {
-    trainer.dispose();
+    parallel?.group.destroy();
   }
 }
 

@@ -8,6 +8,8 @@ import * as path from 'path';
 export type Handle = { readonly __handle: unique symbol };
 /** An opaque native generator handle. */
 export type GenHandle = { readonly __generator: unique symbol };
+/** An opaque native c10d process group handle (native/dist.cc). */
+export type GroupHandle = { readonly __group: unique symbol };
 type H = Handle;
 type Opt<T> = T | null | undefined;
 type Operand = H | number | boolean;
@@ -168,6 +170,16 @@ export interface Native {
   cloneList(hs: H[]): H[];
   zerosLikeList(hs: H[]): H[];
   copyList(dsts: H[], srcs: H[]): void;
+
+  // native/dist.cc: c10d (Gloo) process groups; distAvailable() is '' or why they are missing.
+  distAvailable(): string;
+  distInit(masterAddr: string, masterPort: number, rank: number, worldSize: number, timeoutMs: number, localOnly: boolean): GroupHandle;
+  distDestroy(g: GroupHandle): void;
+  distBroadcast(g: GroupHandle, hs: H[], root: number): void;
+  distAllReduce(g: GroupHandle, hs: H[], average: boolean): void;
+  distAllGather(g: GroupHandle, h: H): H[];
+  distBarrier(g: GroupHandle): void;
+  distAllReduceGrads(g: GroupHandle, params: H[], bucketBytes: number): number;
 }
 
 function load(): Native {

@@ -77,6 +77,8 @@ export interface CheckpointMeta {
     generators: Record<string, string>;
     loader: { step: number };
     ema: { nimg: number; updates: number };
+    /** Ranks of the data-parallel run that wrote it (absent: 1). */
+    worldSize?: number;
     /** Seconds spent training so far. */
     trainSeconds: number;
   } | null;

@@ -26,6 +26,13 @@
  * step -> zero every part's gradients (a generator's loss also fills the discriminator's)
  * -> EMA update.
  *
+ * Data parallel (settings.parallel, src/distributed/): the task computes its loss on this
+ * rank's shard of the global batch; the loop checks at the start that every rank has the same
+ * parts at the same step and gives them rank 0's weights and EMA, averages the loss (and any
+ * rank's stop request) over the ranks before the finite check, and the gradients after
+ * backward. Only rank 0 writes checkpoints, previews, the loss plot and log lines; every rank
+ * resumes from rank 0's checkpoint, and a run ends when rank 0's last checkpoint is committed.
+ *
  * @example
  *   class MyTask extends TrainingLoop {
  *     constructor() {
@@ -44,6 +51,7 @@ import * as path from 'node:path';
 import { Generator } from '../engine/random';
 import { dispose, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
+import { DataParallel } from '../distributed/data-parallel';
 import { Module } from '../nn/module';
 import { clipGradNorm } from '../optim/clip';
 import { EMA } from '../optim/ema';
@@ -146,8 +154,10 @@ export interface LoopSettings {
   handleSigint: boolean;
   /** Write loss.png into `out` with the previews. */
   lossPlot: boolean;
-  /** Called after every step (and its checkpoint and previews) with the step count and its loss; requestStop() in it stops there. */
+  /** Called after every step (and its checkpoint and previews) with the step count and its loss; requestStop() in it stops there (with `parallel`: after the next step, which all ranks agree on). */
   onStep?: ((step: number, loss: number) => void) | null;
+  /** Data-parallel training over a process group (null: one process). The task's losses must be on this rank's shard. */
+  parallel?: DataParallel | null;
 }
 
 /** What a task's checkpoint is called and holds beyond the loop's own state. */
@@ -227,7 +237,11 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
   #phases: Phase[] = [];
   #generators: Record<string, Generator> = {};
   #stop = false;
+  /** With `parallel`: a stop every rank agreed on (requestStop() on any rank, seen in the loss all-reduce). */
+  #agreedStop = false;
   #trainSeconds = 0;
+  /** #trainSeconds when run() began (the time of this session's steps, for the all-reduce share). */
+  #sessionStart = 0;
 
   protected constructor(settings: LoopSettings) {
     this.settings = settings;
@@ -255,6 +269,25 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
   /** The run's folder (null: none). */
   get out(): string | null {
     return this.settings.out;
+  }
+
+  /** The process group's data parallelism (null: one process). */
+  get parallel(): DataParallel | null {
+    return this.settings.parallel ?? null;
+  }
+
+  /** Whether this process writes the run's files and log: always, but for ranks other than 0 of a data-parallel run. */
+  get writes(): boolean {
+    return this.parallel?.isMain ?? true;
+  }
+
+  /** The run's folder when this process writes it (null: none, or a rank other than 0). */
+  get #writeOut(): string | null {
+    return this.writes ? this.out : null;
+  }
+
+  get #log(): NodeJS.WritableStream | null {
+    return this.writes ? this.settings.log : null;
   }
 
   /** The first phase's loss at every step taken (index k is step k + 1). */
@@ -304,13 +337,21 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
   /** One update of a phase's part (the order is the module comment's). */
   #update(ph: Phase, k: number, i: number): number {
     const { part } = ph;
+    const dp = this.parallel;
     const value = tidy(() => {
       const loss = ph.loss(k, i);
-      const v = loss.item();
+      let v = loss.item();
+      if (dp) {
+        // The global batch's loss, and every rank's stop request: all ranks stop together.
+        const agreed = dp.agree(v, this.#stop);
+        v = agreed.mean;
+        this.#agreedStop ||= agreed.stop;
+      }
       if (!Number.isFinite(v)) throw new NonFiniteLossError(k + 1, v, this.lastCheckpoint, this.out, this.#phases.length > 1 ? `the ${ph.name} loss` : 'the loss');
       loss.backward();
       return v;
     });
+    dp?.averageGradients(part.optimizer.params);
     if (part.gradClip !== null && part.gradClip !== undefined) {
       const norm = clipGradNorm(part.optimizer.params, part.gradClip);
       if (!Number.isFinite(norm)) {
@@ -335,13 +376,19 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     this.#stop = true;
   }
 
+  /** Whether the loop stops before the next step. */
+  get #stopping(): boolean {
+    return this.parallel ? this.#agreedStop : this.#stop;
+  }
+
   /** Trains to `steps`, yielding to the event loop between steps (so Ctrl-C and timers reach it), with checkpoints and previews on the way. */
   async run(): Promise<LoopResult> {
-    const { log, handleSigint } = this.settings;
+    const { handleSigint } = this.settings;
+    const log = this.#log;
     const off = handleSigint ? onCtrlC(() => this.requestStop(), { log, message: () => `\nCtrl-C: stopping after step ${this.step}, writing a checkpoint (Ctrl-C again to quit at once)\n` }) : null;
     const bar = this.#begin();
     try {
-      while (this.step < this.settings.steps && !this.#stop) {
+      while (this.step < this.settings.steps && !this.#stopping) {
         this.#advance(bar);
         await yieldToEventLoop(); // lets a SIGINT handler run
       }
@@ -356,7 +403,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
   runSync(): LoopResult {
     const bar = this.#begin();
     try {
-      while (this.step < this.settings.steps && !this.#stop) this.#advance(bar);
+      while (this.step < this.settings.steps && !this.#stopping) this.#advance(bar);
     } finally {
       bar?.done();
     }
@@ -366,8 +413,12 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
   #smooth = NaN;
 
   #begin(): Progress | null {
-    const { log, steps, label, out } = this.settings;
+    const { steps, label } = this.settings;
+    const log = this.#log;
+    const out = this.#writeOut;
     if (out !== null) fs.mkdirSync(out, { recursive: true });
+    this.parallel?.syncStart(this.#syncedTensors(), this.step);
+    this.#sessionStart = this.#trainSeconds;
     if (!log) return null;
     log.write(this.describe() + '\n');
     if (this.step >= steps) return null;
@@ -380,12 +431,13 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     this.#smooth = Number.isNaN(this.#smooth) ? loss : 0.98 * this.#smooth + 0.02 * loss;
     bar?.tick({ loss: this.#smooth, lr: this.#parts[0].optimizer.lr });
     const s = this.step;
-    const { steps, checkpointEvery, previewEvery, out } = this.settings;
+    const { steps, checkpointEvery, previewEvery } = this.settings;
+    const out = this.#writeOut;
     if (out !== null) this.#afterStep(s, out, false);
+    if (this.out !== null && s < steps && checkpointEvery > 0 && s % checkpointEvery === 0) this.#checkpointOnce();
     if (out !== null && s < steps) {
       const ckpt = checkpointEvery > 0 && s % checkpointEvery === 0;
       const previews = previewEvery > 0 && s % previewEvery === 0;
-      if (ckpt) this.checkpoint();
       if (previews) this.writePreviews();
       if ((ckpt || previews) && this.settings.lossPlot) this.writeLossPlot();
     }
@@ -394,16 +446,42 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
 
   #finish(): LoopResult {
     const interrupted = this.step < this.settings.steps;
-    const { out, log, lossPlot } = this.settings;
+    const { lossPlot } = this.settings;
+    const log = this.#log;
+    const out = this.#writeOut;
+    if (out !== null) this.#afterStep(this.step, out, true);
+    if (this.out !== null && this.lastCheckpoint !== this.step) this.#checkpointOnce(); // (a run resumed at its last step has nothing new to save)
+    this.parallel?.barrier(); // every rank returns once rank 0's checkpoint is committed
     if (out !== null) {
-      this.#afterStep(this.step, out, true);
-      if (this.lastCheckpoint !== this.step) this.checkpoint(); // (a run resumed at its last step has nothing new to save)
       const files = [this.checkpointFormat().json];
       if (lossPlot) files.push(path.basename(this.writeLossPlot()));
       if (!interrupted) files.push(...this.writePreviews().map((f) => path.basename(f)));
       log?.write(`${interrupted ? 'interrupted' : 'done'} at step ${this.step}: ${files.join(', ')} in ${out}\n`);
     }
+    const comm = this.parallel?.comm;
+    if (log && comm && comm.calls > 0) {
+      const share = (100 * comm.seconds) / (this.#trainSeconds - this.#sessionStart);
+      log.write(
+        `data parallel over ${this.parallel.worldSize} ranks: the gradient all-reduce took ${((1000 * comm.seconds) / comm.calls).toFixed(1)} ms per update (${comm.buckets} bucket${comm.buckets === 1 ? '' : 's'}, waiting for the slowest rank included), ${share.toFixed(1)}% of the training time\n`,
+      );
+    }
     return { status: interrupted ? 'interrupted' : 'done', step: this.step, losses: this.losses.slice() };
+  }
+
+  /** The checkpoint of this step: written by rank 0 alone in a data-parallel run (the others only note it). */
+  #checkpointOnce(): void {
+    if (this.writes) this.checkpoint();
+    else this.lastCheckpoint = this.step;
+  }
+
+  /** What syncStart checks and broadcasts: every part's weights and buffers, and its EMA averages. */
+  #syncedTensors(): Record<string, Tensor> {
+    const out: Record<string, Tensor> = {};
+    for (const p of this.#parts) {
+      for (const [n, t] of Object.entries(p.module.stateDict())) out[`${p.name}.${n}`] = t;
+      p.ema?.averages.forEach((t, i) => (out[`${p.name}.ema.${p.ema!.names[i]}`] = t));
+    }
+    return out;
   }
 
   #afterStep(step: number, out: string, final: boolean): void {
@@ -529,7 +607,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     this.step = meta.step;
     this.#trainSeconds = st.trainSeconds;
     if (this.out !== null && path.resolve(this.out) === path.resolve(path.dirname(jsonFile))) this.lastCheckpoint = meta.step;
-    for (const p of this.#parts) for (const t of p.trackers ?? []) t.resumed?.(path.dirname(jsonFile), this.out, meta.step);
+    for (const p of this.#parts) for (const t of p.trackers ?? []) t.resumed?.(path.dirname(jsonFile), this.#writeOut, meta.step);
   }
 
   /** Frees every part's module, optimizer and EMA. */

@@ -51,6 +51,7 @@ import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta,
 import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
 import { CheckpointFormat, emaStateDict, LoopCheckpoint, LoopResult, NonFiniteLossError, Tracker, TrainingLoop, TrainPart } from './loop';
 import { PhemaTracker } from './phema';
+import { DataParallel } from '../distributed/data-parallel';
 
 export { NonFiniteLossError };
 
@@ -61,6 +62,8 @@ export interface TrainerOptions {
   log?: NodeJS.WritableStream | null;
   /** On SIGINT (Ctrl-C), finish the step, write a checkpoint and stop (default false; the CLI turns it on). */
   handleSigint?: boolean;
+  /** Data-parallel training (src/distributed/): config.batchSize is per rank, the global batch batchSize x worldSize (default null: one process). */
+  parallel?: DataParallel | null;
 }
 
 export interface TrainResult extends LoopResult {
@@ -95,6 +98,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       log: opts.log === undefined ? process.stderr : opts.log,
       handleSigint: opts.handleSigint ?? false,
       lossPlot: true,
+      parallel: opts.parallel ?? null,
     });
     this.data = data;
     this.config = c;
@@ -108,7 +112,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     const params = this.net.namedParameters();
     this.optimizer = c.optimizer === 'adamw' ? new AdamW(params, { lr: c.lr, weightDecay: c.weightDecay }) : new Adam(params, { lr: c.lr, weightDecay: c.weightDecay });
     this.phema = c.ema === 'phema' ? new PhemaTracker(params, { stds: c.phemaStds, snapshotEvery: c.phemaSnapshotEvery }) : null;
-    this.ema = this.phema ? null : new EMA(params, c.emaDecay !== null ? { decay: c.emaDecay } : { halfLifeImages: c.emaHalfLifeImages!, batchSize: c.batchSize, rampupRatio: c.emaRampupRatio });
+    this.ema = this.phema ? null : new EMA(params, c.emaDecay !== null ? { decay: c.emaDecay } : { halfLifeImages: c.emaHalfLifeImages!, batchSize: this.#globalBatch, rampupRatio: c.emaRampupRatio });
     const network = JSON.stringify(this.spec);
     const part: TrainPart = {
       name: 'model',
@@ -124,21 +128,32 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     this.setup({ parts: [part], phases: [{ name: c.objective, part, loss: (k) => this.#loss(k, lossOf) }], generators: { train: this.#gen, dropout: this.#dropoutGen } });
   }
 
-  /** The objective on the batch of step k, labels dropped to the null class with probability labelDropout. */
+  /** Samples per step over every rank. */
+  get #globalBatch(): number {
+    return this.config.batchSize * (this.parallel?.worldSize ?? 1);
+  }
+
+  /** The objective on the batch of step k (this rank's shard of it), labels dropped to the null class with probability labelDropout. */
   #loss(k: number, lossOf: ReturnType<typeof buildLoss>): Tensor {
-    const { x, labels } = this.data.batchAt(k);
+    const dp = this.parallel;
+    const batch = this.data.batchAt(k);
+    const x = dp ? dp.shard(batch.x) : batch.x; // [B, ...]
+    const labels = dp && batch.labels ? dp.shard(batch.labels) : batch.labels;
+    const gen = dp ? dp.shardedGenerator(this.#gen, x.dim(0)) : this.#gen;
     let cond: Conditioning | undefined;
     if (this.#nullClass !== null) {
       // Classifier-free guidance training: each label becomes the null class with probability labelDropout.
-      const drop = this.#gen.rand([x.dim(0)]).lt(this.config.labelDropout); // [B]
+      const drop = gen.rand([x.dim(0)]).lt(this.config.labelDropout); // [B]
       cond = { classLabels: labels!.maskedFill(drop, this.#nullClass) };
     }
-    return lossOf(x, this.#gen, cond).loss;
+    return lossOf(x, gen, cond).loss;
   }
 
   /** Loads the data and builds the run (restoring every state from `resume` when given). */
   static create(config: TrainConfig, opts: TrainerOptions = {}): Trainer {
-    const data = loadTrainData(config);
+    // Data parallel: every rank builds the global batch of a step and keeps its shard (src/distributed/data-parallel.ts).
+    const world = opts.parallel?.worldSize ?? 1;
+    const data = loadTrainData(world === 1 ? config : { ...config, batchSize: config.batchSize * world });
     let t: Trainer;
     try {
       t = new Trainer(config, data, opts);
@@ -171,7 +186,9 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     const c = this.config;
     const cond = this.#nullClass !== null ? `class-conditional (${this.#nullClass} classes, label dropout ${c.labelDropout})` : 'unconditional';
     const size = this.data.size === null ? 'endless' : `${this.data.size} samples`;
-    return `${c.objective} on ${c.data} (${size}, ${cond}); ${this.spec.type} with ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${c.batchSize}, ${c.steps} steps, lr ${c.lr}; out ${this.out}`;
+    const world = this.parallel?.worldSize ?? 1;
+    const batch = world === 1 ? `batch ${c.batchSize}` : `batch ${c.batchSize} x ${world} ranks`;
+    return `${c.objective} on ${c.data} (${size}, ${cond}); ${this.spec.type} with ${this.net.numParameters().toLocaleString('en-US')} parameters; ${batch}, ${c.steps} steps, lr ${c.lr}; out ${this.out}`;
   }
 
   /** The EMA weights as a state dict of the network (new handles on the averages: no copies). */
@@ -194,7 +211,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
         classNames: this.#nullClass !== null ? this.data.classNames : null,
         sampleShape: this.data.shape,
       }),
-      state: () => ({ ema: this.ema ? { nimg: this.ema.nimg, updates: this.ema.updates } : { nimg: 0, updates: this.phema!.step } }),
+      state: () => ({ ema: this.ema ? { nimg: this.ema.nimg, updates: this.ema.updates } : { nimg: 0, updates: this.phema!.step }, worldSize: this.parallel?.worldSize ?? 1 }),
       // With ema 'phema', the EMA weights that sample and eval load are the first power-function average.
       files: () => {
         const files: Record<string, { tensors: Record<string, Tensor>; metadata: Record<string, string> }> = {};
@@ -252,6 +269,13 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     if (JSON.stringify(meta.network) !== JSON.stringify(this.spec)) throw new ConfigError('resume', `the checkpoint's network (${JSON.stringify(meta.network)}) is not the one this config builds`);
     for (const part of ['model', 'ema', 'optimizer', ...(this.phema ? (['phema'] as const) : [])] as const) if (!meta.files[part]) throw new ConfigError('resume', `${dir} has no ${part} file`);
     for (const name of ['train', 'dropout']) if (meta.state.generators[name] === undefined) throw new ConfigError('resume', `the checkpoint has no state for the ${name} generator`);
+    const written = meta.state.worldSize ?? 1;
+    const world = this.parallel?.worldSize ?? 1;
+    if (written !== world)
+      throw new ConfigError(
+        'resume',
+        `${dir} was trained by ${written} rank${written === 1 ? '' : 's'} (global batch ${this.config.batchSize * written}) and this run has ${world}: resume with the same world size (--nproc-per-node x --nnodes)`,
+      );
     this.restore(checkpointJsonPath(dir), meta as unknown as LoopCheckpoint);
   }
 }
