@@ -129,42 +129,19 @@ export function yardstickCommand(argv: readonly string[]): number {
     writeFileAtomic(json, JSON.stringify({ teacher: teacherDir, referenceSteps: refSteps, ...report }, null, 1) + '\n');
     const png = path.join(out, 'nfe-fd.png');
     writePNG(png, yardstickChart(report));
-    const m = (r: { metrics: Record<string, { value: number; stderr?: number }> }, k: string) => (r.metrics[k] ? formatMetric(r.metrics[k], 3) : '-');
+    type Row = { label: string; nfe: number; metrics: Record<string, { value: number; stderr?: number }> };
+    const row = (r: Row, ratio: string, gap: string) => [
+      r.label,
+      String(r.nfe),
+      ...['fd', 'kid', 'precision', 'recall', 'accuracy'].map((k) => (r.metrics[k] ? formatMetric(r.metrics[k], 3) : '-')),
+      ratio,
+      gap,
+    ];
     const head = ['model', 'NFE', 'fd', 'kid', 'precision', 'recall', 'accuracy', 'FD/FD_ref', 'G(N)'];
     const rows = [
-      [
-        report.reference.label,
-        String(report.reference.nfe),
-        m(report.reference, 'fd'),
-        m(report.reference, 'kid'),
-        m(report.reference, 'precision'),
-        m(report.reference, 'recall'),
-        m(report.reference, 'accuracy'),
-        '1',
-        '-',
-      ],
-      ...report.solvers.map((r) => [
-        r.label,
-        String(r.nfe),
-        m(r, 'fd'),
-        m(r, 'kid'),
-        m(r, 'precision'),
-        m(r, 'recall'),
-        m(r, 'accuracy'),
-        (r.metrics.fd.value / report.reference.metrics.fd.value).toFixed(2),
-        '-',
-      ]),
-      ...report.students.map((r) => [
-        r.label,
-        String(r.nfe),
-        m(r, 'fd'),
-        m(r, 'kid'),
-        m(r, 'precision'),
-        m(r, 'recall'),
-        m(r, 'accuracy'),
-        r.fdRatio.toFixed(2),
-        r.gap === null ? '-' : r.gap.toFixed(2),
-      ]),
+      row(report.reference, '1', '-'),
+      ...report.solvers.map((r) => row(r, (r.metrics.fd.value / report.reference.metrics.fd.value).toFixed(2), '-')),
+      ...report.students.map((r) => row(r, r.fdRatio.toFixed(2), r.gap === null ? '-' : r.gap.toFixed(2))),
     ];
     const hist = report.students.map((r) => `  ${r.name}: ${r.histogram?.join(' ') ?? '-'}`).join('\n');
     process.stdout.write(
