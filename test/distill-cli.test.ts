@@ -74,6 +74,29 @@ describe('diffuse distill progressive', () => {
     const s8 = await runQuick(root, 'sample', path.join(out, 'steps-2'), '-n', '2', '--steps', '4', '--out', path.join(root, 's4.png'));
     assert.equal(s8.code, 0);
     assert.match(s8.err, /distilled for 2 steps of ddim on the trailing grid; --steps 4 samples it otherwise/);
+    const ys = ['distill', 'yardstick', path.join(out, 'steps-4'), path.join(out, 'steps-2'), '--teacher', teacher, '--n', '8', '--reference-steps', '4'];
+    const yOpts = ['--solvers', 'ddim:trailing', '--batch-size', '8', '--threads', '1', '--out', path.join(root, 'yd')];
+    const y = await runQuick(root, ...ys, ...yOpts);
+    assert.equal(y.code, 0, y.err);
+    const yj = JSON.parse(fs.readFileSync(path.join(root, 'yd', 'yardstick.json'), 'utf8')) as {
+      reference: { nfe: number };
+      solvers: { nfe: number }[];
+      students: { nfe: number; gap: number | null }[];
+    };
+    assert.equal(yj.reference.nfe, 4);
+    assert.deepEqual(
+      yj.solvers.map((r) => r.nfe),
+      [4, 2],
+    );
+    assert.deepEqual(
+      yj.students.map((r) => r.nfe),
+      [4, 2],
+    );
+    assert.ok(fs.existsSync(path.join(root, 'yd', 'nfe-fd.png')));
+    assert.doesNotMatch(y.out, /reusing/);
+    const y2 = await runQuick(root, ...ys.slice(0, 3), ...ys.slice(4), ...yOpts); // steps-4 only: every row measured before
+    assert.equal(y2.code, 0, y2.err);
+    assert.equal(y2.out.match(/^reusing /gm)?.length, 3, y2.out); // the reference, the student and the solver at NFE 4
     const again = await runQuick(root, 'distill', 'progressive', '--teacher', teacher, '--out', out, '--teacher-steps', '8', '--student-steps', '2');
     assert.equal(again.code, 2);
     assert.match(again.err, /already holds a distillation run; continue it with --resume/);

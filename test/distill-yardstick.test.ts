@@ -8,7 +8,7 @@ import { Denoiser } from '../src/core/denoiser';
 import { GaussianMixture } from '../src/data/mixture';
 import { energyDistance } from '../src/eval/toy';
 import { resolveTrainConfig } from '../src/training/config';
-import { gapClosed, stepsForNfe, yardstick, yardstickChart } from '../src/distillation/yardstick';
+import { gapClosed, stepsForNfe, yardstick, yardstickChart, YardstickRow } from '../src/distillation/yardstick';
 
 setNumThreads(1);
 
@@ -49,6 +49,41 @@ describe('the yardstick', () => {
     assert.equal(st.gap, gapClosed(best, st.metrics.fd.value, r.reference.metrics.fd.value));
     const img = yardstickChart(r);
     assert.ok(img.width > 0 && img.height > 0);
+    held.dispose();
+    gmm.dispose();
+  });
+
+  test('a row cache: a second run reuses every row of models with an id and measures the rest', () => {
+    const gmm = GaussianMixture.ring(4, { radius: 1, std: 0.2 });
+    const D: Denoiser = (x, sigma) => gmm.denoise(x, sigma);
+    const held = gmm.sample(100, new Generator(9));
+    const meta = { config: resolveTrainConfig({ data: '8gaussians', model: 'mlp', timesteps: 50 }), sampleShape: [2] };
+    const rows = new Map<string, YardstickRow>();
+    let measured = 0;
+    const run = (studentId: string | undefined) =>
+      yardstick({
+        teacher: { meta, denoiser: D, guidance: null, id: 'teacher' },
+        students: [{ name: 's2', group: 'g', meta, denoiser: D, guidance: null, steps: 2, sampler: 'ddim', grid: 'trailing', id: studentId }],
+        scale: null,
+        n: 50,
+        seed: 0,
+        labels: null,
+        referenceSteps: 50,
+        solvers: [
+          { sampler: 'ddim', grid: 'trailing' },
+          { sampler: 'euler', grid: 'karras' },
+        ],
+        measure: (x) => (measured++, { fd: { value: energyDistance(x, held) } }),
+        rowCache: { get: (k) => rows.get(k), set: (k, r) => void rows.set(k, r) },
+      });
+    const first = run('student');
+    assert.equal(measured, 4); // reference, student, two solvers
+    assert.equal(rows.size, 4);
+    const second = run('student');
+    assert.equal(measured, 4, 'nothing measured again');
+    assert.deepEqual(second, first);
+    run(undefined); // a student without an id is always measured; the teacher's rows are reused
+    assert.equal(measured, 5);
     held.dispose();
     gmm.dispose();
   });

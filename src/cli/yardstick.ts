@@ -8,13 +8,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { createHash } from 'node:crypto';
 import { setNumThreads } from '../engine/runtime';
 import { classHistogram, cycleLabels, datasetReference, imageMetrics } from '../eval/evaluate';
 import { featureNetFor, isEmojiData } from '../eval/feature-net';
 import { formatColumns, formatMetric } from '../eval/report';
 import { ClassifierDataName } from '../training/classifier';
 import { loadModel } from '../training/checkpoint';
-import { yardstick, yardstickChart, YardstickStudent, YARDSTICK_SOLVERS, SolverChoice } from '../distillation/yardstick';
+import { yardstick, yardstickChart, YardstickRow, YardstickRowCache, YardstickStudent, YARDSTICK_SOLVERS, SolverChoice } from '../distillation/yardstick';
 import { cacheDir } from '../util/cache';
 import { writeFileAtomic, writePNG } from '../util/image';
 import { Progress } from '../util/progress';
@@ -40,13 +41,16 @@ export const YARDSTICK_FLAGS = {
 /** Help rows of the yardstick. */
 export function yardstickHelpRows(): [string, string][] {
   return [
-    ['STUDENT...', 'student folders (each sampled at the steps, sampler and grid it was distilled for)'],
+    ['STUDENT...', 'student folders (each sampled at the steps, sampler and grid it was distilled for); none: the reference only'],
     ['--teacher DIR', 'the teacher (default: the shipped models/fashion-mnist)'],
     ['--n N', 'samples per generation, the same seeds and labels for all (default 1000)'],
     ['--reference-steps K', "the teacher's DDPM steps of FD_reference (default 1000)"],
     ['--guidance W', 'the teacher under cfg w = W and guided students at w = W (default: unguided)'],
     ['--solvers S:G,...', `the teacher's solvers at each student's NFE (default ${YARDSTICK_SOLVERS.map((s) => `${s.sampler}:${s.grid}`).join(',')})`],
-    ['--out DIR', 'where yardstick.json and nfe-fd.png go (default runs/yardstick)'],
+    [
+      '--out DIR',
+      'where yardstick.json and nfe-fd.png go (default runs/yardstick); each measured row is kept in DIR/rows and reused by a later run with the same --out (--no-cache: measure them again)',
+    ],
     ['--seed S, --batch-size B, --threads N, --no-cache', 'as diffuse eval'],
   ];
 }
@@ -54,7 +58,6 @@ export function yardstickHelpRows(): [string, string][] {
 export function yardstickCommand(argv: readonly string[]): number {
   const args = parseArgs(argv, YARDSTICK_FLAGS);
   if (args.flags.has('help')) throw new UsageError('see diffuse distill --help');
-  if (!args.positionals.length) throw new UsageError('expected at least one STUDENT folder');
   const n = intFlag(args, 'n', 1000, { min: 2, max: 1_000_000 });
   const seed = intFlag(args, 'seed', 0, { min: 0, max: Number.MAX_SAFE_INTEGER - 1_000_000 });
   const refSteps = intFlag(args, 'reference-steps', 1000, { min: 1 });
@@ -82,6 +85,7 @@ export function yardstickCommand(argv: readonly string[]): number {
         throw new UsageError(`--guidance ${scale}: ${dir} has the teacher's cfg w = ${rec.guidance.teacherScale} built in`);
       const guidance = scale !== null && rec.guidance.embedded ? prepareGuidance(s.denoiser, s.meta, { type: 'cfg' }) : null;
       return {
+        id: checkpointId(dir),
         name: dir,
         group: path.basename(path.dirname(path.resolve(dir))),
         meta: s.meta,
@@ -104,8 +108,11 @@ export function yardstickCommand(argv: readonly string[]): number {
     console.log(
       `diffuse distill yardstick: teacher ${teacherDir}, ${students.length} student(s), ${n} samples each, seed ${seed}${scale !== null ? `, w = ${scale}` : ''}; features ${fnet.name}, reference ${ref.name}`,
     );
+    const out = args.flags.get('out') ?? 'runs/yardstick';
+    const useCache = args.flags.get('cache') !== 'false';
     const report = yardstick({
-      teacher: { meta: teacher.meta, denoiser: teacher.denoiser, guidance: tGuidance },
+      teacher: { meta: teacher.meta, denoiser: teacher.denoiser, guidance: tGuidance, id: checkpointId(teacherDir) },
+      rowCache: rowFiles(path.join(out, 'rows'), `${fnet.name} ${ref.name}`, useCache),
       students,
       scale,
       n,
@@ -123,7 +130,6 @@ export function yardstickCommand(argv: readonly string[]): number {
       onStep: () => bar?.tick(),
     });
     (bar as Progress | null)?.done();
-    const out = args.flags.get('out') ?? 'runs/yardstick';
     fs.mkdirSync(out, { recursive: true });
     const json = path.join(out, 'yardstick.json');
     writeFileAtomic(json, JSON.stringify({ teacher: teacherDir, referenceSteps: refSteps, ...report }, null, 1) + '\n');
@@ -151,6 +157,35 @@ export function yardstickCommand(argv: readonly string[]): number {
     for (const c of cleanup.reverse()) c.dispose();
   }
   return 0;
+}
+
+/** A digest of DIR/checkpoint.json, which names the weights by their SHA-256: the model's id for the row cache. */
+function checkpointId(dir: string): string {
+  return createHash('sha256')
+    .update(fs.readFileSync(path.join(dir, 'checkpoint.json')))
+    .digest('hex');
+}
+
+/** The row cache as files DIR/<digest of the space and the key>.json: a later run with the same --out reuses them. */
+function rowFiles(dir: string, space: string, read: boolean): YardstickRowCache {
+  const file = (key: string) => path.join(dir, `${createHash('sha256').update(`${space}\n${key}`).digest('hex').slice(0, 24)}.json`);
+  return {
+    get: (key) => {
+      if (!read) return undefined;
+      try {
+        const r = JSON.parse(fs.readFileSync(file(key), 'utf8')) as { key: string; row: YardstickRow };
+        if (r.key !== key) return undefined;
+        console.log(`reusing ${r.row.label} (${path.relative('.', file(key))})`);
+        return r.row;
+      } catch {
+        return undefined; // not measured yet (or unreadable: measured again)
+      }
+    },
+    set: (key, row) => {
+      fs.mkdirSync(dir, { recursive: true });
+      writeFileAtomic(file(key), JSON.stringify({ key, row }) + '\n');
+    },
+  };
 }
 
 /** --solvers sampler:grid,...: checked names (default YARDSTICK_SOLVERS). */

@@ -56,6 +56,14 @@ export interface YardstickModel {
   meta: Pick<CheckpointMeta, 'config' | 'sampleShape'>;
   denoiser: Denoiser;
   guidance: PreparedGuidance | null;
+  /** What identifies the weights (e.g. a digest of the checkpoint): rows of a model with an id can be reused from `rowCache`. */
+  id?: string;
+}
+
+/** Rows measured before, by key (see rowKey); the CLI keeps them as files next to yardstick.json. */
+export interface YardstickRowCache {
+  get(key: string): YardstickRow | undefined;
+  set(key: string, row: YardstickRow): void;
 }
 
 /** A student: the model at its own steps, sampler and grid; `group` names its series on the chart (e.g. the run). */
@@ -86,6 +94,8 @@ export interface YardstickOptions {
   /** Progress: a generation of `steps` sampler steps per batch starts (its label). */
   onSetting?: (label: string, steps: number) => void;
   onStep?: () => void;
+  /** Reuse rows measured before with the same model id, sampler, grid, steps, n, seed, labels, scale and batch size (default: none). */
+  rowCache?: YardstickRowCache;
 }
 
 /** One measured generation. */
@@ -115,10 +125,18 @@ export function gapClosed(fdBestSolver: number, fdStudent: number, fdReference: 
   return d > 0 ? (fdBestSolver - fdStudent) / d : null;
 }
 
+/** The key of a generation: everything its samples depend on (the model's weights by id, the sampling, the seeds and labels). */
+export function rowKey(id: string, choice: SolverChoice, steps: number, o: { n: number; seed: number; labels: readonly number[] | null; batchSize: number | null; scale: number | null }): string {
+  return JSON.stringify({ id, sampler: choice.sampler, grid: choice.grid, steps, n: o.n, seed: o.seed, labels: o.labels, batchSize: o.batchSize, scale: o.scale });
+}
+
 /** Runs the yardstick (see the module comment); every generation uses the same n, seed and labels. */
 export function yardstick(o: YardstickOptions): YardstickReport {
   const { n, seed, labels, batchSize, scale } = o;
   const measureRow = (label: string, m: YardstickModel, choice: SolverChoice, steps: number): YardstickRow => {
+    const key = m.id === undefined ? undefined : rowKey(m.id, choice, steps, { n, seed, labels, batchSize: batchSize ?? null, scale: m.guidance ? scale : null });
+    const cached = key === undefined ? undefined : o.rowCache?.get(key);
+    if (cached) return { ...cached, label };
     let histogram: number[] | null = null;
     o.onSetting?.(label, steps);
     const [row]: SweepRow[] = evaluateSweep({
@@ -133,7 +151,9 @@ export function yardstick(o: YardstickOptions): YardstickReport {
       },
       onStep: () => o.onStep?.(),
     });
-    return { label, ...choice, steps, nfe: row.nfe, seconds: row.seconds, metrics: row.metrics, histogram };
+    const measured = { label, ...choice, steps, nfe: row.nfe, seconds: row.seconds, metrics: row.metrics, histogram };
+    if (key !== undefined) o.rowCache?.set(key, measured);
+    return measured;
   };
   const refSteps = o.referenceSteps ?? 1000;
   const reference = measureRow(`teacher reference: ddpm, ${refSteps} steps`, o.teacher, { sampler: 'ddpm', grid: 'trailing' }, refSteps);
