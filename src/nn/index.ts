@@ -14,3 +14,4 @@ export * from './attention';
 export * from './embeddings';
 export * from './resample';
 export * from './io';
+export * from './lora';

@@ -25,10 +25,20 @@ export interface InitOptions {
   generator?: Generator;
 }
 
+/**
+ * Something added to a Linear's or Conv2d's output, y = layer(x) + delta(x): LoRA's
+ * low-rank update (src/nn/lora.ts). `apply` returns y itself when it adds nothing (merged).
+ */
+export interface LayerAdapter {
+  apply(x: Tensor, y: Tensor): Tensor;
+}
+
 /** y = x W^T + b; weight [out, in]. */
 export class Linear extends Module {
   weight: Tensor;
   bias: Tensor | null;
+  /** An adapter added to the output (LoRA), or null. */
+  adapter: LayerAdapter | null = null;
   constructor(
     readonly inFeatures: number,
     readonly outFeatures: number,
@@ -41,7 +51,8 @@ export class Linear extends Module {
     this.bias = bias ? this.param('bias', kaimingUniform([outFeatures], inFeatures, generator)) : null;
   }
   forward(x: Tensor): Tensor {
-    return F.linear(x, this.weight, this.bias);
+    const y = F.linear(x, this.weight, this.bias);
+    return this.adapter ? this.adapter.apply(x, y) : y;
   }
 }
 
@@ -58,6 +69,8 @@ export class Conv2d extends Module {
   weight: Tensor;
   bias: Tensor | null;
   readonly opts: F.Conv2dOptions;
+  /** An adapter added to the output (LoRA), or null. */
+  adapter: LayerAdapter | null = null;
   constructor(
     readonly inChannels: number,
     readonly outChannels: number,
@@ -77,7 +90,8 @@ export class Conv2d extends Module {
     this.opts = { stride: o.stride ?? 1, padding: o.padding ?? 0, dilation: o.dilation ?? 1, groups };
   }
   forward(x: Tensor): Tensor {
-    return F.conv2d(x, this.weight, { ...this.opts, bias: this.bias });
+    const y = F.conv2d(x, this.weight, { ...this.opts, bias: this.bias });
+    return this.adapter ? this.adapter.apply(x, y) : y;
   }
 }
 

@@ -53,6 +53,25 @@ export class Module {
     return m;
   }
 
+  /**
+   * Registers a child after construction (adapters attach to a layer this way: LoRA's
+   * lora_A and lora_B, src/nn/lora.ts). The name must be new.
+   *
+   * @example
+   *   layer.attach('lora_A', new Linear(64, 4, { bias: false }));   // state dict: lora_A.weight
+   */
+  attach<M extends Module>(name: string, m: M): M {
+    if (this.#children.has(name) || this.#params.has(name) || this.#buffers.has(name)) throw new Error(`attach: this module already has a ${JSON.stringify(name)}`);
+    return this.child(name, m);
+  }
+
+  /** Removes a child registered under `name` and returns it (the caller owns it now; null when there is none). */
+  detach(name: string): Module | null {
+    const m = this.#children.get(name) ?? null;
+    this.#children.delete(name);
+    return m;
+  }
+
   /** Registers a list of child modules as name.0, name.1, ... (PyTorch's ModuleList). */
   protected children<M extends Module>(name: string, ms: M[]): M[] {
     ms.forEach((m, i) => this.#children.set(`${name}.${i}`, m));
@@ -145,7 +164,8 @@ export class Module {
     for (const [n, t] of map) {
       const moved = noGrad(() => t.to(opts));
       moved.kept = true;
-      if (isParam && !moved.requiresGrad) moved.requiresGrad_(true);
+      // A frozen parameter (requiresGrad false, e.g. a LoRA base weight) stays frozen.
+      if (isParam && t.requiresGrad && !moved.requiresGrad) moved.requiresGrad_(true);
       t.dispose();
       map.set(n, moved);
       (this as unknown as Record<string, unknown>)[n] = moved;
