@@ -17,10 +17,11 @@ import { Tensor } from '../engine/tensor';
 import { imageGrid, toImages, writeFileAtomic, writePNG } from '../util/image';
 import { scatterImage } from '../util/plot';
 import { Progress } from '../util/progress';
-import { choiceFlag, intFlag, parseArgs, table, UsageError } from './args';
+import { choiceFlag, intFlag, numberFlag, parseArgs, table, UsageError } from './args';
 import { batchSizeFlag, SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, parseGuidance, prepareGuidance } from './guidance-flags';
 import { shippedDir } from '../util/shipped';
+import { loadLora, mergeLora } from '../nn/lora';
 import { studentDefaults } from './student-flags';
 
 /** The model shipped in the repository (models/fashion-mnist). */
@@ -50,6 +51,8 @@ ${table([
   ['--ncol N', 'grid columns (default: the number of classes, or sqrt(n))'],
   ['--scale N', 'grid upscaling factor (default 1)'],
   ['--weights W', '"ema" (default when present) or "model" (the raw weights)'],
+  ['--lora PATH', "apply a LoRA adapter (a folder with adapter_model.safetensors, PEFT's layout, or a .safetensors file; docs/lora.md), merged into the weights"],
+  ['--lora-scale S', 'scale the adapter by S (default 1; 0 = the base model)'],
   ['--threads N', 'CPU threads (default: all cores)'],
   ['-h, --help', 'this help'],
 ])}
@@ -97,6 +100,8 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     scale: 'value',
     weights: 'value',
     threads: 'value',
+    lora: 'value',
+    'lora-scale': 'value',
     help: 'switch',
     ...SAMPLING_FLAGS,
     ...GUIDANCE_FLAGS,
@@ -118,8 +123,19 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     dir = shippedModelDir();
     if (!fs.existsSync(path.join(dir, 'checkpoint.json'))) throw new UsageError(`no CHECKPOINT given, and the shipped model is missing (${dir}/checkpoint.json); pass a checkpoint folder`);
   }
+  if (args.flags.has('lora-scale') && !args.flags.has('lora')) throw new UsageError('--lora-scale needs --lora (the adapter to scale)');
+  const loraScale = numberFlag(args, 'lora-scale') ?? 1;
   const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag });
   try {
+    const lora = args.flags.get('lora');
+    if (lora !== undefined) {
+      try {
+        loadLora(net, lora, { scale: loraScale });
+      } catch (e) {
+        throw new UsageError(`--lora ${lora}: ${(e as Error).message}`);
+      }
+      mergeLora(net); // one weight per layer again: sampling costs what the base costs
+    }
     studentDefaults(args, meta, dir); // a distilled student: its own steps, sampler and grid
     const T = buildSchedule(meta.config)?.T ?? Infinity;
     const steps = intFlag(args, 'steps', Math.min(100, T), { min: 1, max: T === Infinity ? 100_000 : T });
@@ -148,7 +164,8 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     bar.done();
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     try {
-      const what = `${n} sample${n > 1 ? 's' : ''} from ${dir} (step ${meta.step}, ${weights} weights), ${steps} steps, seed ${seed}, sampler ${sampler} on the ${grid} grid${guided ? `, ${guided.describe}` : ''}, ${counted.nfe(n)} denoiser evaluations (NFE), ${secs} s`;
+      const adapter = lora !== undefined ? ` + LoRA ${lora} x ${loraScale}` : '';
+      const what = `${n} sample${n > 1 ? 's' : ''} from ${dir} (step ${meta.step}, ${weights} weights${adapter}), ${steps} steps, seed ${seed}, sampler ${sampler} on the ${grid} grid${guided ? `, ${guided.describe}` : ''}, ${counted.nfe(n)} denoiser evaluations (NFE), ${secs} s`;
       const outDir = args.flags.get('out-dir');
       if (outDir) {
         fs.mkdirSync(outDir, { recursive: true });

@@ -55,6 +55,9 @@ a NaN/Inf loss stops training (exit 1) and keeps the last good checkpoint.
   --config FILE       options from a JSON file
   --resume DIR        continue the run in DIR exactly where its checkpoint left off;
                       only ${RESUMABLE_KEYS.join(', ')} may change
+  --init DIR          fine-tune the run in DIR (its EMA weights; its options unless flags or
+                      --config change them; give --out); with --lora-rank R only LoRA
+                      adapters train and OUT/lora holds them (docs/lora.md)
   --print-config      print the resolved options as JSON and exit
   --profile           time ${PROFILE_STEPS} training steps of this config (after one warm-up step) op by op,
                       print where the time goes, and exit without writing anything
@@ -87,6 +90,7 @@ Examples:
   diffuse train --objective v --weighting min-snr --out runs/v   # v prediction, min-SNR-5
   diffuse train --model edm2 --out runs/edm2       # EDM2's network, loss and lr schedule
   diffuse train --resume runs/fashion-mnist --steps 6000
+  diffuse train --init runs/emoji --data emoji:google --lora-rank 8 --steps 300 --out runs/emoji-lora
   diffuse train --nproc-per-node 2 --batch-size 64 --out runs/dp   # 2 ranks here, global batch 128
 `;
 }
@@ -115,6 +119,12 @@ export function parseTrainArgs(argv: readonly string[]): { config: TrainConfig; 
     base = resolveTrainConfig(raw, file, { crossCheck: false });
   }
   const overrides: Override[] = args.list.filter(([f]) => flagMap.has(f)).map(([f, v]) => ({ key: flagMap.get(f)!, value: v, source: `--${f}` }));
+  const init = [...overrides].reverse().find((o) => o.key === 'init')?.value;
+  if (init !== undefined && !resume && !file) {
+    // Fine-tuning: the run in --init gives the options (its network, data, objective), the flags change them.
+    if (!overrides.some((o) => o.key === 'out')) throw new UsageError(`--init ${init}: give --out for the fine-tuned run (the run in ${init} stays as it is)`);
+    base = { ...readCheckpointMeta(init).config, loraRank: null, loraAlpha: null, loraTargets: TRAIN_DEFAULTS.loraTargets };
+  }
   if (resume) {
     base = readCheckpointMeta(resume).config;
     // Flags that repeat the checkpoint's own values are fine (the original command plus --resume works).

@@ -36,6 +36,7 @@ import { BatchProgress, sampleInBatches } from '../sampling/generate';
 export { DEFAULT_BATCH_SIZE, initialNoise } from '../sampling/generate';
 import { cosineSchedule, edm2Schedule, linearWarmupSchedule, LrSchedule } from '../optim/schedule';
 import { ConfigError, TRAIN_MODELS, TrainConfig } from './config';
+import { LoraOptions } from '../nn/lora';
 import { ddpmLoss, edm2Loss, edmLoss, LossResult, vLoss, x0Loss } from './losses';
 import { discreteSigma } from './sigma-sampling';
 import { minSnrWeighting, snrWeighting, Weighting } from './weighting';
@@ -167,6 +168,14 @@ export function buildNetwork(spec: NetworkSpec, { generator, dropoutGenerator }:
   if (spec.type === 'mlp') return new MLPDenoiserNet(spec.config, { generator });
   if (spec.type === 'edm2') return new EDM2UNet(spec.config, { generator, dropoutGenerator });
   throw new TypeError(`buildNetwork: unknown network type ${JSON.stringify((spec as { type: unknown }).type)}`);
+}
+
+/** A LoRA run's adapter options (config loraRank, loraAlpha, loraTargets); null when the config trains every weight. */
+export function loraOptions(c: Pick<TrainConfig, 'loraRank' | 'loraAlpha' | 'loraTargets'>): LoraOptions | null {
+  if (c.loraRank === null || c.loraRank === undefined) return null;
+  const targets = c.loraTargets.split(',').map((t) => t.trim());
+  if (targets.some((t) => t === '')) throw new ConfigError('loraTargets', `expected comma-separated layer names, got ${JSON.stringify(c.loraTargets)}`);
+  return { rank: c.loraRank, alpha: c.loraAlpha ?? c.loraRank, targets };
 }
 
 // ---- objective, denoiser, sampling ---------------------------------------------------

@@ -27,7 +27,8 @@ import { Tensor } from '../engine/tensor';
 import { DType } from '../engine/dtype';
 import { writeFileAtomic } from '../util/image';
 import { ConfigError, resolveTrainConfig, TrainConfig } from './config';
-import { buildDenoiser, buildNetwork, DenoiserNet, NetworkSpec } from './build';
+import { buildDenoiser, buildNetwork, DenoiserNet, loraOptions, NetworkSpec } from './build';
+import { applyLora, removeLora } from '../nn/lora';
 import { Denoiser } from '../core/denoiser';
 import { resolveUNetConfig } from '../models/unet';
 import { resolveMLPDenoiserConfig } from '../models/mlp';
@@ -421,7 +422,12 @@ export function loadModel(dirOrFile: string, { weights }: { weights?: 'ema' | 'm
   const { tensors } = loadPart(dirOrFile, meta, part);
   const net = buildNetwork(meta.network);
   try {
+    // A LoRA run's weights hold the adapters (<path>.lora_A.weight, ...): attach them, load, and merge them into the base.
+    const lora = loraOptions(meta.config);
+    const adapted = lora !== null && Object.keys(tensors).some((k) => /\.lora_[AB]\.weight$/.test(k));
+    if (adapted) applyLora(net, lora);
     net.loadStateDict(tensors);
+    if (adapted) removeLora(net, { merge: true });
   } catch (e) {
     net.dispose();
     throw new CheckpointError(path.join(path.dirname(checkpointJsonPath(dirOrFile)), meta.files[part]!.file), `does not fit the network checkpoint.json describes: ${(e as Error).message}`);

@@ -123,6 +123,14 @@ export interface TrainConfig {
   phemaSnapshotEvery: number;
   /** Clip the global gradient norm to this (null: no clipping). */
   gradClip: number | null;
+  /** Fine-tune: start from the EMA weights of this run folder (its network must be the one this config builds); null: random weights. */
+  init: string | null;
+  /** LoRA (Hu et al. 2021): train only rank-r adapters on the loraTargets layers, the rest frozen (null: train every weight). docs/lora.md. */
+  loraRank: number | null;
+  /** LoRA's alpha: the update is scaled by alpha / r (null: r, a scaling of 1). */
+  loraAlpha: number | null;
+  /** The layers LoRA adapts, comma-separated: 'all', 'linear', 'conv', or module names such as 'qkv,proj_out' (PEFT's target_modules). */
+  loraTargets: string;
   /** Seed of everything random: initial weights, batches, noise, label dropout. */
   seed: number;
   /** Write samples-<step>.png every this many steps (0: only at the end). */
@@ -196,6 +204,10 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   phemaStds: [0.05, 0.1],
   phemaSnapshotEvery: 100,
   gradClip: 1,
+  init: null,
+  loraRank: null,
+  loraAlpha: null,
+  loraTargets: 'all',
   seed: 0,
   sampleEvery: 400,
   sampleCount: 40,
@@ -256,6 +268,10 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   phemaStds: { kind: 'numbers', min: 0, above: true, max: MAX_SIGMA_REL },
   phemaSnapshotEvery: { kind: 'int', min: 1, resumable: true },
   gradClip: { kind: 'number', nullable: true, min: 0, above: true },
+  init: { kind: 'string', nullable: true },
+  loraRank: { kind: 'int', nullable: true, min: 1 },
+  loraAlpha: { kind: 'number', nullable: true, min: 0, above: true },
+  loraTargets: { kind: 'string' },
   seed: { kind: 'int', min: 0 },
   sampleEvery: { kind: 'int', min: 0, resumable: true },
   sampleCount: { kind: 'int', min: 1, resumable: true },

@@ -621,9 +621,15 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
   }
 }
 
-/** A part's EMA as a state dict of its module (the module's buffers, and the averages under the parameters' names; new handles, no copies). */
+/**
+ * A part's EMA as a state dict of its module: the module's buffers, the parameters the EMA
+ * does not average as they are (a LoRA run's frozen base), and the averages under the
+ * parameters' names (new handles, no copies).
+ */
 export function emaStateDict(part: TrainPart): Record<string, Tensor> {
   const ema = part.ema!;
   const avg = ema.averages;
-  return Object.fromEntries([...part.module.namedBuffers(), ...ema.names.map((n, i) => [n, avg[i]] as [string, Tensor])]);
+  const averaged = new Set(ema.names);
+  const fixed = part.module.namedParameters().filter(([n]) => !averaged.has(n));
+  return Object.fromEntries([...part.module.namedBuffers(), ...fixed, ...ema.names.map((n, i) => [n, avg[i]] as [string, Tensor])]);
 }

@@ -38,6 +38,7 @@ import {
   buildLrSchedule,
   buildNetwork,
   deriveSeed,
+  loraOptions,
   DenoiserNet,
   generateSamples,
   loadTrainData,
@@ -47,7 +48,8 @@ import {
   SEED_STREAMS,
   TrainData,
 } from './build';
-import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta, checkpointJsonPath, readCheckpointMeta } from './checkpoint';
+import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta, checkpointJsonPath, loadModel, readCheckpointMeta } from './checkpoint';
+import { applyLora, LoraOptions, loraNamedParameters, loraParameters, saveLora } from '../nn/lora';
 import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
 import { CheckpointFormat, emaStateDict, LoopCheckpoint, LoopResult, NonFiniteLossError, Tracker, TrainingLoop, TrainPart } from './loop';
 import { PhemaTracker } from './phema';
@@ -82,6 +84,8 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
   readonly ema: EMA | null;
   /** With ema 'phema': EDM2's power-function EMAs and their snapshots. */
   readonly phema: PhemaTracker | null;
+  /** A LoRA run's adapter options (only the adapters train; their EMA is written to OUT/lora at each checkpoint), or null. */
+  readonly lora: LoraOptions | null;
   readonly #gen: Generator;
   readonly #dropoutGen: Generator;
   readonly #nullClass: number | null;
@@ -106,10 +110,22 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     if (c.threads !== null) setNumThreads(c.threads);
     this.#gen = new Generator(deriveSeed(c.seed, SEED_STREAMS.train));
     this.#dropoutGen = new Generator(deriveSeed(c.seed, SEED_STREAMS.dropout));
-    this.net = buildNetwork(this.spec, { generator: new Generator(deriveSeed(c.seed, SEED_STREAMS.init)), dropoutGenerator: this.#dropoutGen }).train();
+    const initGen = new Generator(deriveSeed(c.seed, SEED_STREAMS.init));
+    this.net = buildNetwork(this.spec, { generator: initGen, dropoutGenerator: this.#dropoutGen }).train();
+    // A resumed run restores every weight from its own checkpoint; init is only read at the start.
+    if (c.init !== null && !opts.resume) loadInitWeights(this.net, c.init, this.spec);
+    this.lora = loraOptions(c);
+    if (this.lora) {
+      if (c.ema === 'phema') throw new ConfigError('ema', "'phema' does not go with LoRA (loraRank): use the standard EMA");
+      try {
+        applyLora(this.net, { ...this.lora, generator: initGen });
+      } catch (e) {
+        throw new ConfigError('loraTargets', (e as Error).message);
+      }
+    }
     this.#nullClass = this.net.nullClass;
     const lossOf = buildLoss(c, buildDenoiser(c, this.net), this.net);
-    const params = this.net.namedParameters();
+    const params = this.lora ? loraNamedParameters(this.net) : this.net.namedParameters();
     this.optimizer = c.optimizer === 'adamw' ? new AdamW(params, { lr: c.lr, weightDecay: c.weightDecay }) : new Adam(params, { lr: c.lr, weightDecay: c.weightDecay });
     this.phema = c.ema === 'phema' ? new PhemaTracker(params, { stds: c.phemaStds, snapshotEvery: c.phemaSnapshotEvery }) : null;
     this.ema = this.phema ? null : new EMA(params, c.emaDecay !== null ? { decay: c.emaDecay } : { halfLifeImages: c.emaHalfLifeImages!, batchSize: this.#globalBatch, rampupRatio: c.emaRampupRatio });
@@ -188,7 +204,9 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     const size = this.data.size === null ? 'endless' : `${this.data.size} samples`;
     const world = this.parallel?.worldSize ?? 1;
     const batch = world === 1 ? `batch ${c.batchSize}` : `batch ${c.batchSize} x ${world} ranks`;
-    return `${c.objective} on ${c.data} (${size}, ${cond}); ${this.spec.type} with ${this.net.numParameters().toLocaleString('en-US')} parameters; ${batch}, ${c.steps} steps, lr ${c.lr}; out ${this.out}`;
+    const lora = this.lora ? ` (LoRA r ${this.lora.rank}, alpha ${this.lora.alpha} on ${c.loraTargets}: ${this.optimizer.params.reduce((n, p) => n + p.size, 0).toLocaleString('en-US')} trained)` : '';
+    const init = c.init !== null ? `, from ${c.init}` : '';
+    return `${c.objective} on ${c.data} (${size}, ${cond}); ${this.spec.type} with ${this.net.numParameters().toLocaleString('en-US')} parameters${lora}${init}; ${batch}, ${c.steps} steps, lr ${c.lr}; out ${this.out}`;
   }
 
   /** The EMA weights as a state dict of the network (new handles on the averages: no copies). */
@@ -221,15 +239,27 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     };
   }
 
-  /** The network with the EMA weights, in eval mode (owned by the trainer). */
+  /** The network with the EMA weights, in eval mode (owned by the trainer); a LoRA run's has the frozen base and the adapters' EMA. */
   emaNetwork(): DenoiserNet {
-    if (!this.#evalNet) this.#evalNet = buildNetwork(this.spec).eval();
+    if (!this.#evalNet) {
+      this.#evalNet = buildNetwork(this.spec).eval();
+      if (this.lora) applyLora(this.#evalNet, this.lora);
+    }
     const ev = this.#evalNet;
-    noGrad(() => {
-      for (const [n, b] of ev.namedBuffers()) b.copy_(this.net.namedBuffers().find(([m]) => m === n)![1]);
-    });
-    (this.phema ?? this.ema!).copyTo(ev.parameters());
+    if (this.lora) ev.loadStateDict(this.net.stateDict());
+    else
+      noGrad(() => {
+        for (const [n, b] of ev.namedBuffers()) b.copy_(this.net.namedBuffers().find(([m]) => m === n)![1]);
+      });
+    (this.phema ?? this.ema!).copyTo(this.lora ? loraParameters(ev) : ev.parameters());
     return ev;
+  }
+
+  /** Writes the checkpoint; a LoRA run also writes its adapters (the EMA ones) alone to OUT/lora in PEFT's layout. */
+  override checkpoint(): CheckpointMeta {
+    const meta = super.checkpoint();
+    if (this.lora) saveLora(this.emaNetwork(), path.join(this.out, 'lora'));
+    return meta;
   }
 
   protected override writePreviews(): string[] {
@@ -277,6 +307,23 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
         `${dir} was trained by ${written} rank${written === 1 ? '' : 's'} (global batch ${this.config.batchSize * written}) and this run has ${world}: resume with the same world size (--nproc-per-node x --nnodes)`,
       );
     this.restore(checkpointJsonPath(dir), meta as unknown as LoopCheckpoint);
+  }
+}
+
+/** Fine-tuning: copies the EMA weights of the run in `dir` into `net` (whose network must be the run's). */
+function loadInitWeights(net: DenoiserNet, dir: string, spec: NetworkSpec): void {
+  let src: ReturnType<typeof loadModel>;
+  try {
+    src = loadModel(dir);
+  } catch (e) {
+    throw new ConfigError('init', `cannot load ${dir}: ${(e as Error).message}`);
+  }
+  try {
+    if (JSON.stringify(src.meta.network) !== JSON.stringify(spec))
+      throw new ConfigError('init', `${dir}'s network (${JSON.stringify(src.meta.network)}) is not the one this config builds (${JSON.stringify(spec)})`);
+    net.loadStateDict(src.net.stateDict());
+  } finally {
+    src.net.dispose();
   }
 }
 
