@@ -82,7 +82,7 @@ describe('diffuse train --init --lora-rank, sample --lora', () => {
     assert.ok(fa.equals(fb), 'the same adapter file');
   });
 
-  test("sample BASE --lora ADAPTER draws the LoRA run's images; --lora-scale 0 draws the base's", async () => {
+  test("sample BASE --lora ADAPTER draws the LoRA run's images, --lora-scale 0 the base's; export merges the adapters", async () => {
     const S = ['-n', '4', '--steps', '4', '--threads', '1'];
     let r = await quick('sample', 'base', ...S, '--lora', 'lora/lora', '--out', 'with.png');
     assert.equal(r.code, 0, r.err);
@@ -97,6 +97,17 @@ describe('diffuse train --init --lora-rank, sample --lora', () => {
     assert.ok(png('with.png').equals(png('run.png')), 'base + adapter = the LoRA run');
     assert.ok(png('zero.png').equals(png('base.png')), 'scale 0 = the base');
     assert.ok(!png('with.png').equals(png('base.png')), 'the adapter changes the samples');
+    // export merges: an adapter given with --lora, and a LoRA run's own adapters; the exports are plain networks.
+    r = await quick('export', 'base', 'merged', '--dtype', 'float32', '--lora', 'lora/lora');
+    assert.equal(r.code, 0, r.err);
+    r = await quick('export', 'lora', 'run-export', '--dtype', 'float32');
+    assert.equal(r.code, 0, r.err);
+    for (const dir of ['merged', 'run-export']) {
+      assert.ok(!Object.keys(part(dir, 'ema')).some((k) => k.includes('lora_')), `${dir} holds no adapters`);
+      r = await quick('sample', dir, ...S, '--out', `${dir}.png`);
+      assert.equal(r.code, 0, r.err);
+      assert.ok(png(`${dir}.png`).equals(png('run.png')), `${dir} samples as the LoRA run`);
+    }
     r = await quick('sample', 'base', ...S, '--lora-scale', '2');
     assert.equal(r.code, 2);
     assert.match(r.err, /--lora-scale needs --lora/);

@@ -4,9 +4,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkpointJsonPath, decodeFloats, exportCheckpoint, PARTS, readCheckpointMeta } from '../training/checkpoint';
+import { CheckpointMeta, checkpointJsonPath, decodeFloats, exportCheckpoint, PARTS, readCheckpointMeta } from '../training/checkpoint';
 import { formatSeconds } from '../util/progress';
-import { choiceFlag, parseArgs, table, UsageError } from './args';
+import { choiceFlag, numberFlag, parseArgs, table, UsageError } from './args';
 import { edmSigma, logSnrShift } from '../training/build';
 
 export function infoHelp(): string {
@@ -20,11 +20,13 @@ states). The tensor files are checked against their recorded sizes, not loaded.
 }
 
 export function exportHelp(): string {
-  return `Usage: diffuse export CHECKPOINT OUT_DIR [--dtype float16|bfloat16|float32] [--weights ema|model]
+  return `Usage: diffuse export CHECKPOINT OUT_DIR [--dtype float16|bfloat16|float32] [--weights ema|model] [--lora PATH [--lora-scale S]]
 
 Writes a sampling-only copy of a checkpoint: the EMA weights (default) cast to float16
 (default; half the size), and a checkpoint.json without optimizer or generator state.
 \`diffuse sample OUT_DIR\` and \`diffuse info OUT_DIR\` read it; it cannot be resumed.
+A LoRA run's adapters are merged into its weights; --lora PATH merges that adapter (scaled
+by --lora-scale, default 1) into the checkpoint's weights (docs/lora.md).
 `;
 }
 
@@ -107,7 +109,7 @@ export function infoCommand(argv: readonly string[]): number {
 }
 
 export function exportCommand(argv: readonly string[]): number {
-  const args = parseArgs(argv, { help: 'switch', dtype: 'value', weights: 'value' });
+  const args = parseArgs(argv, { help: 'switch', dtype: 'value', weights: 'value', lora: 'value', 'lora-scale': 'value' });
   if (args.flags.has('help')) {
     process.stdout.write(exportHelp());
     return 0;
@@ -117,7 +119,16 @@ export function exportCommand(argv: readonly string[]): number {
   if (path.resolve(src) === path.resolve(dst)) throw new UsageError('OUT_DIR must differ from CHECKPOINT');
   const dtype = choiceFlag(args, 'dtype', ['float16', 'bfloat16', 'float32'] as const, 'float16');
   const part = choiceFlag(args, 'weights', ['ema', 'model'] as const, 'ema');
-  const meta = exportCheckpoint(src, dst, { dtype, part });
+  if (args.flags.has('lora-scale') && !args.flags.has('lora')) throw new UsageError('--lora-scale needs --lora (the adapter to merge)');
+  const loraPath = args.flags.get('lora');
+  const lora = loraPath === undefined ? null : { path: loraPath, scale: numberFlag(args, 'lora-scale') ?? 1 };
+  let meta: CheckpointMeta;
+  try {
+    meta = exportCheckpoint(src, dst, { dtype, part, lora });
+  } catch (e) {
+    if (lora && (e as Error).message.startsWith('loadLora:')) throw new UsageError(`--lora ${lora.path}: ${(e as Error).message}`);
+    throw e;
+  }
   const rec = meta.files[part]!;
   process.stdout.write(`wrote ${dst}: ${rec.file} (${kb(rec.bytes)}, ${dtype}) and checkpoint.json, from step ${meta.step} of ${src}\n`);
   return 0;

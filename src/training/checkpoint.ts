@@ -28,7 +28,7 @@ import { DType } from '../engine/dtype';
 import { writeFileAtomic } from '../util/image';
 import { ConfigError, resolveTrainConfig, TrainConfig } from './config';
 import { buildDenoiser, buildNetwork, DenoiserNet, loraOptions, NetworkSpec } from './build';
-import { applyLora, removeLora } from '../nn/lora';
+import { applyLora, loadLora, removeLora } from '../nn/lora';
 import { Denoiser } from '../core/denoiser';
 import { resolveUNetConfig } from '../models/unet';
 import { resolveMLPDenoiserConfig } from '../models/mlp';
@@ -350,10 +350,26 @@ export function loadCheckpoint(dirOrFile: string, { parts }: { parts?: readonly 
  * 'model') cast to `dtype` (float16 halves the size), and checkpoint.json without the
  * optimizer and generator state (the loss history is kept for `diffuse info`).
  */
-export function exportCheckpoint(src: string, dst: string, { dtype = 'float16', part = 'ema' }: { dtype?: DType; part?: 'ema' | 'model' } = {}): CheckpointMeta {
+export function exportCheckpoint(
+  src: string,
+  dst: string,
+  { dtype = 'float16', part = 'ema', lora = null }: { dtype?: DType; part?: 'ema' | 'model'; lora?: { path: string; scale?: number } | null } = {},
+): CheckpointMeta {
   const ck = loadCheckpoint(src, { parts: [part] });
+  const file = path.join(path.dirname(checkpointJsonPath(src)), ck.meta.files[part]!.file);
   try {
-    return saveSamplingCheckpoint(dst, ck.meta, { part, ...ck[part]!, dtype });
+    if (!lora && !hasLoraWeights(ck[part]!.tensors)) return saveSamplingCheckpoint(dst, ck.meta, { part, ...ck[part]!, dtype });
+    // A LoRA run's adapters, and an adapter given here, merged into the base: a plain network (LoRA's merged W').
+    const net = networkFromWeights(ck.meta, ck[part]!.tensors, file);
+    try {
+      if (lora) {
+        loadLora(net, lora.path, { scale: lora.scale ?? 1 });
+        removeLora(net, { merge: true });
+      }
+      return saveSamplingCheckpoint(dst, ck.meta, { part, tensors: net.stateDict(), metadata: ck[part]!.metadata, dtype });
+    } finally {
+      net.dispose();
+    }
   } finally {
     dispose(ck[part]!.tensors);
   }
@@ -408,6 +424,24 @@ export function saveSamplingCheckpoint(
   }
 }
 
+/** Whether a state dict holds LoRA adapters (a LoRA run's weights: `<path>.lora_A.weight`, ...). */
+const hasLoraWeights = (tensors: Record<string, Tensor>) => Object.keys(tensors).some((k) => /\.lora_[AB]\.weight$/.test(k));
+
+/** The network checkpoint.json describes with these weights (`file` names them in errors); a LoRA run's adapters are merged into the base. */
+function networkFromWeights(meta: CheckpointMeta, tensors: Record<string, Tensor>, file: string): DenoiserNet {
+  const net = buildNetwork(meta.network);
+  try {
+    const lora = hasLoraWeights(tensors) ? loraOptions(meta.config) : null;
+    if (lora) applyLora(net, lora);
+    net.loadStateDict(tensors);
+    if (lora) removeLora(net, { merge: true });
+  } catch (e) {
+    net.dispose();
+    throw new CheckpointError(file, `does not fit the network checkpoint.json describes: ${(e as Error).message}`);
+  }
+  return net;
+}
+
 /**
  * A checkpoint's network with its EMA weights (or the raw ones: weights 'model'), in eval
  * mode and float32, and its denoiser, ready to sample. Dispose the network when done.
@@ -420,17 +454,9 @@ export function loadModel(dirOrFile: string, { weights }: { weights?: 'ema' | 'm
   const meta = readCheckpointMeta(dirOrFile);
   const part = weights ?? (meta.files.ema ? 'ema' : 'model');
   const { tensors } = loadPart(dirOrFile, meta, part);
-  const net = buildNetwork(meta.network);
+  let net: DenoiserNet;
   try {
-    // A LoRA run's weights hold the adapters (<path>.lora_A.weight, ...): attach them, load, and merge them into the base.
-    const lora = loraOptions(meta.config);
-    const adapted = lora !== null && Object.keys(tensors).some((k) => /\.lora_[AB]\.weight$/.test(k));
-    if (adapted) applyLora(net, lora);
-    net.loadStateDict(tensors);
-    if (adapted) removeLora(net, { merge: true });
-  } catch (e) {
-    net.dispose();
-    throw new CheckpointError(path.join(path.dirname(checkpointJsonPath(dirOrFile)), meta.files[part]!.file), `does not fit the network checkpoint.json describes: ${(e as Error).message}`);
+    net = networkFromWeights(meta, tensors, path.join(path.dirname(checkpointJsonPath(dirOrFile)), meta.files[part]!.file));
   } finally {
     dispose(tensors);
   }
