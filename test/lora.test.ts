@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { full, Generator, grad, loadSafetensors, memory, noGrad, Tensor, tidy } from '../src/engine';
+import { spawnSync } from 'node:child_process';
+import { full, Generator, grad, loadSafetensors, memory, noGrad, saveSafetensors, Tensor, tidy } from '../src/engine';
 import { Adam } from '../src/optim';
 import { applyLora, Conv2d, Linear, loadLora, loraAdapters, loraParameters, mergeLora, Module, removeLora, saveLora, setLoraScale, unmergeLora } from '../src/nn';
 import { UNet } from '../src/models';
@@ -62,6 +63,15 @@ class Holder extends Module {
   }
 }
 
+/** scripts/fixtures/lora.py's Net: conv (3 -> 4, 3x3, padding 1) -> SiLU -> mean over H, W -> fc (4 -> 5). */
+class Net extends Module {
+  conv = this.child('conv', new Conv2d(3, 4, 3, { padding: 1 }));
+  fc = this.child('fc', new Linear(4, 5));
+  forward(x: Tensor): Tensor {
+    return tidy(() => this.fc.forward(this.conv.forward(x).silu().mean([2, 3])));
+  }
+}
+
 describe('against PyTorch (PEFT layer semantics)', () => {
   for (const name of ['linear', 'conv3x3', 'conv1x1']) {
     test(`${name}: forward, adapter gradients, merged weight and unmerge`, () => {
@@ -88,13 +98,6 @@ describe('against PyTorch (PEFT layer semantics)', () => {
   }
 
   test('a PEFT-layout adapter folder (base_model.model.<path>.lora_A.weight + adapter_config.json) loads onto the same network', () => {
-    class Net extends Module {
-      conv = this.child('conv', new Conv2d(3, 4, 3, { padding: 1 }));
-      fc = this.child('fc', new Linear(4, 5));
-      forward(x: Tensor): Tensor {
-        return tidy(() => this.fc.forward(this.conv.forward(x).silu().mean([2, 3])));
-      }
-    }
     const net = new Net();
     net.loadStateDict(Object.fromEntries(Object.entries(FIX.tensors).flatMap(([k, t]) => (k.startsWith('net.state.') ? [[k.slice('net.state.'.length), t]] : []))));
     const paths = loadLora(net, path.join(ROOT, 'test/fixtures/lora-peft'));
@@ -108,6 +111,24 @@ describe('against PyTorch (PEFT layer semantics)', () => {
     );
     tidy(() => close(net.forward(T('net.input')), T('net.output'), 'adapted network output'));
     net.dispose();
+  });
+
+  test('the other way: an adapter saveLora writes loads into PyTorch by PEFT keys and gives the same output', () => {
+    const dir = tmp();
+    const net = new Net();
+    applyLora(net, { rank: 3, alpha: 5, targets: 'all' });
+    randomizeB(net, 4);
+    const x = new Generator(2).randn([2, 3, 5, 5]);
+    const y = net.forward(x);
+    const base = Object.fromEntries(net.namedParameters().flatMap(([k, t]) => (k.includes('lora_') ? [] : [[`net.state.${k}`, t]])));
+    saveSafetensors(path.join(dir, 'base.safetensors'), { ...base, 'net.input': x, 'net.output': y });
+    saveLora(net, path.join(dir, 'lora'));
+    const r = spawnSync('/usr/bin/python3', [path.join(ROOT, 'scripts/fixtures/lora.py'), 'check', dir], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+    assert.equal(r.stdout.trim(), 'ok');
+    [x, y].forEach((t) => t.dispose());
+    net.dispose();
+    fs.rmSync(dir, { recursive: true });
   });
 });
 
