@@ -429,5 +429,5 @@ export function loadModel(dirOrFile: string, { weights }: { weights?: 'ema' | 'm
     dispose(tensors);
   }
   net.eval();
-  return { meta, net, denoiser: buildDenoiser(meta.config, net), weights: part };
+  return { meta, net, denoiser: buildDenoiser(meta.config, net, { consistency: meta.distillation?.consistency }), weights: part };
 }
