@@ -333,7 +333,7 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
         : plan.kind === 'guidance'
           ? `guided distillation stage 1: a w-conditioned student (w in [${o.guidanceRange.join(', ')}]) learns the teacher's cfg output`
           : `progressive round ${plan.round}/${this.setupInfo.rounds}: ${plan.teacherSteps} teacher DDIM steps -> ${plan.studentSteps} student steps${r.guidance.teacherScale !== null ? ` (teacher cfg w = ${r.guidance.teacherScale})` : ''}${r.guidance.embedded ? ` (w in [${r.guidance.embedded.join(', ')}])` : ''}`;
-    return `${what}; teacher ${this.setupInfo.teacherDir} (step ${this.#teacher.meta.step}); ${o.parameterization} student, ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${o.batchSize}, ${plan.steps} steps, lr ${o.lr} annealed to 0; out ${this.out}`;
+    return `${what}; teacher ${this.setupInfo.teacherDir} (step ${this.#teacher.meta.step}); ${o.parameterization} student, ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${o.batchSize}, ${plan.steps} steps, lr ${o.lr}${plan.kind === 'consistency' ? ' (constant)' : ' annealed to 0'}; out ${this.out}`;
   }
 
   protected checkpointFormat(): CheckpointFormat {
