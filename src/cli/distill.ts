@@ -1,18 +1,20 @@
 /**
- * `diffuse distill progressive|guided`: distils a teacher checkpoint into a few-step student
+ * `diffuse distill progressive|guided|cd|ct|ict`: distils a teacher checkpoint into a few-step student
  * (src/distillation/), one student checkpoint per stage, with checkpoints, resume, Ctrl-C and
  * progress from the shared training loop; `diffuse distill yardstick` measures students against
  * their teacher (src/distillation/yardstick.ts).
  *
  * @example
  *   diffuse distill progressive --teacher models/fashion-mnist --out runs/pd --teacher-steps 64 --student-steps 4
+ *   diffuse distill cd --out runs/cd --consistency-steps 500
  *   diffuse distill --resume runs/pd
  */
 import * as fs from 'node:fs';
 import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
 import { DISTILL_DEFAULTS, DistillOptions } from '../distillation/task';
 import { distill, planStages, readDistillRun, resolveDistillOptions } from '../distillation/run';
-import { DISTILL_METHODS, DistillMethod, GUIDANCE_CONVENTION, STUDENT_PARAMETERIZATIONS } from '../distillation/record';
+import { DISTILL_METHODS, DistillMethod, GUIDANCE_CONVENTION, isConsistencyMethod, STUDENT_PARAMETERIZATIONS } from '../distillation/record';
+import { CD_SOLVERS } from '../distillation/consistency';
 import { choiceFlag, intFlag, numberFlag, parseArgs, parseNumber, ParsedArgs, table, UsageError } from './args';
 import { shippedModelDir } from './sample';
 import { yardstickCommand, yardstickHelpRows, YARDSTICK_FLAGS } from './yardstick';
@@ -20,7 +22,7 @@ import { yardstickCommand, yardstickHelpRows, YARDSTICK_FLAGS } from './yardstic
 const D = DISTILL_DEFAULTS;
 
 export function distillHelp(): string {
-  return `Usage: diffuse distill progressive|guided [--teacher DIR] [--out DIR] [options]
+  return `Usage: diffuse distill progressive|guided|cd|ct|ict [--teacher DIR] [--out DIR] [options]
        diffuse distill --resume DIR
        diffuse distill yardstick STUDENT... [--teacher DIR] [options]
 
@@ -39,6 +41,16 @@ checkpoint under --out that diffuse sample and diffuse eval use with the steps, 
                guidance weight w learns the teacher's classifier-free guided output for w in
                --guidance-range; stage 2 distils it progressively. One student serves every w:
                diffuse sample STUDENT --guidance W (one evaluation per step).
+  cd           Song et al. 2023, consistency distillation: a consistency model f (f(x, sigma_min)
+               = x built in) learns f(x_{n+1}, sigma_{n+1}) = f-(x^_n, sigma_n), x^_n one teacher
+               ODE step (--solver) between adjacent points of an N-point Karras grid over the
+               teacher's sigmas, f- an EMA (--mu) of the student. Folder cd; sampled with
+               --sampler consistency (Algorithm 1) at --student-steps points.
+  ct           consistency training: no teacher network (it only gives the starting weights),
+               x^_n = x0 + sigma_n z with the same z; N(k) from 2 to 150, target EMA mu(k).
+  ict          improved CT (Song & Dhariwal 2023): no EMA target, N(k) doubling from 10 to
+               1280, log-normal index, weights 1 / (sigma_{n+1} - sigma_n), pseudo-Huber loss
+               on the whole sample (c = 0.00054 sqrt(d)).
 
 Guidance scales are Diffuse's: ${GUIDANCE_CONVENTION} (Meng et al.'s w is ours
 minus 1); every student records it, and a checkpoint with another convention is refused.
@@ -49,11 +61,17 @@ ${table([
   ['--out DIR', 'the run folder (default runs/distill-METHOD)'],
   ['--parameterization P', `what the student predicts: ${STUDENT_PARAMETERIZATIONS.join(' or ')} (default ${D.parameterization})`],
   ['--teacher-steps N', `the teacher's DDIM steps the first round distils (default ${D.teacherSteps}; guided: stage 1 students sample at N)`],
-  ['--student-steps N', `the final student's steps; N / it a power of 2 (default ${D.studentSteps})`],
+  ['--student-steps N', `the final student's steps; N / it a power of 2 (default ${D.studentSteps}; cd, ct, ict: consistency sampling points, default 1)`],
   ['--round-steps K', `optimizer steps per progressive round (default ${D.roundSteps})`],
   ['--guidance-steps K', `guided: optimizer steps of stage 1 (default ${D.guidanceSteps})`],
   ['--guidance W', 'progressive: distil the teacher under classifier-free guidance w = W (built into the student)'],
   ['--guidance-range LO,HI', `guided: the w the student learns (default ${D.guidanceRange.join(',')}, Meng et al.'s [0, 4])`],
+  ['--consistency-steps K', `cd, ct, ict: optimizer steps (default ${D.consistencySteps}; K of the N(k) curricula)`],
+  ['--sigma-min S', "cd, ct, ict: the boundary f(x, S) = x and the grid's low end (default: the teacher's smallest sigma)"],
+  ['--discretization N', `cd: points of the Karras grid (rho = 7) over [sigma-min, the teacher's largest sigma] (default ${D.discretization})`],
+  ['--solver S', `cd: the teacher's ODE step, ${CD_SOLVERS.join(' or ')} (default ${D.solver})`],
+  ['--mu M', `cd: the target network's EMA rate (default ${D.mu})`],
+  ['--distance D', 'cd, ct, ict: l2 or pseudo-huber (default l2 for cd and ct, pseudo-huber for ict)'],
   ['--batch-size B', `images per step (default ${D.batchSize})`],
   ['--lr LR', `learning rate at the start of each stage, annealed linearly to 0 (default ${D.lr})`],
   ['--seed S', `seed of the batches, noise and w (default ${D.seed})`],
@@ -71,6 +89,8 @@ Examples:
   diffuse sample runs/pd/steps-4 --class Bag                   # 4 steps, 4 evaluations
   diffuse distill guided --teacher-steps 16 --student-steps 4 --out runs/gd
   diffuse sample runs/gd/steps-4 --guidance 3                  # w = 3 in one pass per step
+  diffuse distill cd --consistency-steps 500 --out runs/cd
+  diffuse sample runs/cd/cd --steps 2                         # Algorithm 1 at 2 points, 2 evaluations
   diffuse distill yardstick runs/pd/steps-8 runs/pd/steps-4 --n 1000
 `;
 }
@@ -89,6 +109,12 @@ const RUN_FLAGS = {
   lr: 'value',
   seed: 'value',
   'checkpoint-every': 'value',
+  'consistency-steps': 'value',
+  'sigma-min': 'value',
+  discretization: 'value',
+  solver: 'value',
+  mu: 'value',
+  distance: 'value',
   threads: 'value',
   resume: 'value',
   help: 'switch',
@@ -135,7 +161,7 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     out: args.flags.get('out') ?? `runs/distill-${method}`,
     parameterization: choiceFlag(args, 'parameterization', STUDENT_PARAMETERIZATIONS, D.parameterization),
     teacherSteps: int('teacher-steps', D.teacherSteps),
-    studentSteps: int('student-steps', D.studentSteps),
+    studentSteps: int('student-steps', isConsistencyMethod(method) ? 1 : D.studentSteps),
     roundSteps: int('round-steps', D.roundSteps),
     guidanceSteps: int('guidance-steps', D.guidanceSteps),
     batchSize: int('batch-size', D.batchSize),
@@ -145,13 +171,26 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     threads: args.flags.has('threads') ? int('threads', 1) : null,
     guidance: numberFlag(args, 'guidance') ?? null,
     guidanceRange: rangeFlag(args),
+    consistencySteps: int('consistency-steps', D.consistencySteps),
+    sigmaMin: numberFlag(args, 'sigma-min', { greaterThan: 0 }) ?? null,
+    discretization: int('discretization', D.discretization, 2),
+    solver: choiceFlag(args, 'solver', CD_SOLVERS, D.solver),
+    mu: numberFlag(args, 'mu', { min: 0 }) ?? D.mu,
+    distance: args.flags.has('distance') ? choiceFlag(args, 'distance', ['l2', 'pseudo-huber'] as const, 'l2') : null,
   };
+  const only = (flags: string[], methods: DistillMethod[]) => {
+    for (const f of flags) if (args.flags.has(f) && !methods.includes(method)) throw new UsageError(`--${f} is for ${methods.join(', ')} (not ${method})`);
+  };
+  only(['consistency-steps', 'sigma-min', 'distance'], ['cd', 'ct', 'ict']);
+  only(['discretization', 'solver', 'mu'], ['cd']);
+  only(['round-steps', 'teacher-steps'], ['progressive', 'guided']);
+  if (o.mu >= 1) throw new UsageError(`--mu: expected a number in [0, 1), got ${o.mu}`);
   if (method === 'guided' && o.guidance !== null)
     throw new UsageError(`--guidance ${o.guidance}: guided distillation learns every w of --guidance-range; --guidance is for progressive distillation of a guided teacher`);
   if (method === 'progressive' && args.flags.has('guidance-range')) throw new UsageError('--guidance-range is for guided distillation (progressive takes one --guidance W)');
   if (method === 'progressive' && args.flags.has('guidance-steps')) throw new UsageError('--guidance-steps is for guided distillation (its stage 1)');
   const ratio = o.teacherSteps / o.studentSteps;
-  if (!(ratio >= 2 && Number.isInteger(Math.log2(ratio))))
+  if (!isConsistencyMethod(method) && !(ratio >= 2 && Number.isInteger(Math.log2(ratio))))
     throw new UsageError(`--teacher-steps ${o.teacherSteps} / --student-steps ${o.studentSteps}: the ratio must be a power of 2 of at least 2 (each round halves the steps)`);
   const resolved = resolveDistillOptions(o);
   planStages(resolved);

@@ -1,6 +1,6 @@
 /**
  * The sampler flags `diffuse sample` and `diffuse eval` share (--sampler, --grid, --eta,
- * --churn/--s-tmin/--s-tmax/--s-noise, --variance, --clip), parsed and checked against the
+ * --churn/--s-tmin/--s-tmax/--s-noise, --variance, --sigma-min, --clip), parsed and checked against the
  * sampler and the model once, here.
  *
  * @example
@@ -23,6 +23,7 @@ export const SAMPLING_FLAGS = {
   's-tmax': 'value',
   's-noise': 'value',
   variance: 'value',
+  'sigma-min': 'value',
   clip: 'bool',
 } as const;
 
@@ -34,6 +35,7 @@ export function samplingHelpRows(): [string, string][] {
     ['--eta E', 'stochasticity of ddim (default 0, at most 1), euler-ancestral, dpmpp-2m-sde, dpmpp-3m-sde (default 1)'],
     ['--churn S', "EDM's S_churn for euler, heun, heun-churn (default 0; heun-churn 40), with --s-tmin, --s-tmax, --s-noise"],
     ['--variance V', 'ddpm only: "beta" (sigma_t^2 = beta_t, default) or "posterior" (beta~_t)'],
+    ['--sigma-min S', "consistency only: the model's boundary sigma_min; re-noising to tau adds std sqrt(tau^2 - S^2) (default: the student's, else 0)"],
     ['--clip, --no-clip', "clamp every x0 estimate to [-1, 1], for any sampler (default on for images; --no-clip is k-diffusion's behaviour)"],
   ];
 }
@@ -45,6 +47,7 @@ export interface SamplingChoice {
   eta?: number;
   churn?: ChurnOptions;
   variance?: 'beta' | 'posterior';
+  sigmaMin?: number;
   clip?: boolean;
 }
 
@@ -56,9 +59,10 @@ export function samplingFlags(args: ParsedArgs, config: TrainConfig): SamplingCh
   const sampler = samplerFlag(args);
   const eta = numberFlag(args, 'eta', { min: 0 });
   const churn = churnFlags(args);
+  const sigmaMin = numberFlag(args, 'sigma-min', { min: 0 });
   const rawClip = args.flags.get('clip');
   const clip = rawClip === undefined ? undefined : ['true', 'yes', '1'].includes(rawClip);
-  const bad = samplerParamError(sampler, { eta, churn, variance });
+  const bad = samplerParamError(sampler, { eta, churn, variance, sigmaMin });
   if (bad)
     throw new UsageError(
       `${
@@ -66,10 +70,10 @@ export function samplingFlags(args: ParsedArgs, config: TrainConfig): SamplingCh
           ? CHURN_FLAGS.filter((f) => args.flags.has(f))
               .map((f) => `--${f}`)
               .join('/')
-          : `--${bad.param}`
+          : `--${bad.param === 'sigmaMin' ? 'sigma-min' : bad.param}`
       }: ${bad.message}`,
     );
-  return { sampler, grid: gridFlag(args, config), eta, churn, variance, clip };
+  return { sampler, grid: gridFlag(args, config), eta, churn, variance, sigmaMin, clip };
 }
 
 /** --sampler: a registered name (default ddpm), or a usage error listing them. */

@@ -26,6 +26,7 @@ export function studentDefaults(args: ParsedArgs, meta: CheckpointMeta, dir: str
     if (given === undefined) args.flags.set(flag, value);
     else if (given !== value) log.write(`note: ${dir} is a student distilled for ${steps} steps of ${sampler} on the ${grid} grid; --${flag} ${given} samples it otherwise\n`);
   }
+  if (rec.consistency && args.flags.get('sampler') === 'consistency' && !args.flags.has('sigma-min')) args.flags.set('sigma-min', String(rec.consistency.sigmaMin)); // re-noise with the student's boundary
   const raw = args.flags.get('guidance');
   const type = args.flags.get('guidance-type') ?? 'cfg';
   for (const s of raw === undefined ? [null] : raw.split(',').map(Number)) {

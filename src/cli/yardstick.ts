@@ -20,7 +20,7 @@ import { cacheDir } from '../util/cache';
 import { writeFileAtomic, writePNG } from '../util/image';
 import { Progress } from '../util/progress';
 import { DEFAULT_BATCH_SIZE } from '../sampling/generate';
-import { intFlag, numberFlag, parseArgs, UsageError } from './args';
+import { intFlag, numberFlag, numberList, parseArgs, UsageError } from './args';
 import { prepareGuidance } from './guidance-flags';
 import { shippedModelDir } from './sample';
 
@@ -34,6 +34,7 @@ export const YARDSTICK_FLAGS = {
   out: 'value',
   'batch-size': 'value',
   threads: 'value',
+  'student-steps': 'value',
   cache: 'bool',
   help: 'switch',
 } as const;
@@ -43,6 +44,7 @@ export function yardstickHelpRows(): [string, string][] {
   return [
     ['STUDENT...', 'student folders (each sampled at the steps, sampler and grid it was distilled for); none: the reference only'],
     ['--teacher DIR', 'the teacher (default: the shipped models/fashion-mnist)'],
+    ['--student-steps K,...', 'sample every student at each of these steps (default: each at its own; e.g. 1,2 for consistency students)'],
     ['--n N', 'samples per generation, the same seeds and labels for all (default 1000)'],
     ['--reference-steps K', "the teacher's DDPM steps of FD_reference (default 1000)"],
     ['--guidance W', 'the teacher under cfg w = W and guided students at w = W (default: unguided)'],
@@ -73,7 +75,8 @@ export function yardstickCommand(argv: readonly string[]): number {
     if (teacher.meta.sampleShape.length !== 3) throw new UsageError(`--teacher ${teacherDir}: the yardstick measures image models`);
     if (refSteps > (teacher.meta.config.timesteps ?? refSteps)) throw new UsageError(`--reference-steps ${refSteps}: the teacher has ${teacher.meta.config.timesteps} timesteps`);
     const tGuidance = scale !== null ? prepareGuidance(teacher.denoiser, teacher.meta, { type: 'cfg' }) : null;
-    const students: YardstickStudent[] = args.positionals.map((dir) => {
+    const studentSteps = numberList(args, 'student-steps', { integer: true, min: 1 }) ?? null;
+    const students: YardstickStudent[] = args.positionals.flatMap((dir) => {
       const s = loadModel(dir);
       cleanup.push(s.net);
       const rec = s.meta.distillation;
@@ -84,17 +87,19 @@ export function yardstickCommand(argv: readonly string[]): number {
       if (scale !== null && rec.guidance.teacherScale !== null && rec.guidance.teacherScale !== scale)
         throw new UsageError(`--guidance ${scale}: ${dir} has the teacher's cfg w = ${rec.guidance.teacherScale} built in`);
       const guidance = scale !== null && rec.guidance.embedded ? prepareGuidance(s.denoiser, s.meta, { type: 'cfg' }) : null;
-      return {
-        id: checkpointId(dir),
-        name: dir,
+      const id = checkpointId(dir);
+      return (studentSteps ?? [rec.sampling.steps]).map((steps) => ({
+        id,
+        name: studentSteps ? `${dir}@${steps}` : dir,
         group: path.basename(path.dirname(path.resolve(dir))),
         meta: s.meta,
         denoiser: s.denoiser,
         guidance,
-        steps: rec.sampling.steps,
+        steps,
         sampler: rec.sampling.sampler,
         grid: rec.sampling.grid,
-      };
+        ...(rec.consistency ? { sigmaMin: rec.consistency.sigmaMin } : {}),
+      }));
     });
     const fnet = featureNetFor(teacher.meta.config.data);
     cleanup.push(fnet.net);

@@ -11,6 +11,7 @@
  *   x0                 0                       1                        alpha                     the caller's
  *   v (Salimans & Ho)  alpha^2                 -sigma alpha             alpha                     the caller's
  *   EDM                sd^2/(sigma^2 + sd^2)   sigma sd/sqrt(s^2+sd^2)  1/sqrt(sigma^2 + sd^2)    ln(sigma) / 4
+ *   consistency        sd^2/((s-smin)^2+sd^2)  (s-smin) sd/sqrt(s^2+sd^2)  the base model's          the base model's
  *
  * (v-prediction is EDM with sigma_data = 1 and F = -v.) The network only ever sees
  * c_in x and c_noise; what c_noise means (a DDPM timestep index, a continuous t, a
@@ -21,6 +22,7 @@
  *   const ddpm = discreteVP(linearBetas());
  *   const E = discreteVPDenoiser((xIn, t) => unet.forward(xIn, t), ddpm);          // DDPM epsilon model
  *   const V = vDenoiser(f, { cNoise: continuousTime(cosineLogSnr()) });            // v-prediction, continuous t
+ *   const C = vConsistencyDenoiser(f, { sigmaMin: 0.01, cNoise: discreteTimestep(ddpm) }); // C(x, 0.01) = x exactly
  */
 import { onesLike, zerosLike } from '../engine/create';
 import { Tensor } from '../engine/tensor';
@@ -99,6 +101,33 @@ export function edmCoefficients(sigma: Tensor, { sigmaData = 0.5, cNoise = logSi
   });
 }
 
+/**
+ * Song et al. 2023, "Consistency Models", App. C (after EDM): the consistency function
+ * f(x, sigma) = c_skip x + c_out F with the boundary condition f(x, sigma_min) = x built in,
+ *   c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2),   c_out = (sigma - sigma_min) sd / sqrt(sigma^2 + sd^2),
+ * so c_skip(sigma_min) = 1 and c_out(sigma_min) = 0 exactly. c_in and c_noise are the base model's
+ * (`base`), so a student started from a teacher sees its inputs as the teacher did.
+ */
+export function consistencyCoefficients(sigma: Tensor, { sigmaMin, sigmaData = 0.5, base }: { sigmaMin: number; sigmaData?: number; base: Pick<Coefficients, 'cIn' | 'cNoise'> }): Coefficients {
+  return tidy(() => {
+    const d = sigma.sub(sigmaMin); // sigma - sigma_min
+    const sd2 = sigmaData ** 2;
+    return { cSkip: d.square().add(sd2).rdiv(sd2), cOut: d.mul(sigmaData).mul(sigma.square().add(sd2).rsqrt()), cIn: base.cIn.clone(), cNoise: base.cNoise.clone() };
+  });
+}
+
+/**
+ * The consistency coefficients of a VP v-prediction network (v is EDM's row with sigma_data = 1 and
+ * F = -v, so c_out is negated): c_skip = 1 / ((sigma - sigma_min)^2 + 1), c_out = -(sigma - sigma_min) alpha,
+ * c_in = alpha. At sigma_min = 0 these are the v row itself; at sigma = sigma_min, f = x.
+ */
+export function vConsistencyCoefficients(sigma: Tensor, sigmaMin: number, cNoise: NoiseLevel): Coefficients {
+  return tidy(() => {
+    const c = consistencyCoefficients(sigma, { sigmaMin, sigmaData: 1, base: { cIn: sigma.square().add(1).rsqrt(), cNoise: cNoise(sigma) } });
+    return { ...c, cOut: c.cOut.neg() };
+  });
+}
+
 // ---- adapters -------------------------------------------------------------------
 
 /** An epsilon-prediction network (Ho et al. 2020) as a denoiser: D = x - sigma F(x / sqrt(1 + sigma^2)). */
@@ -119,6 +148,11 @@ export function vDenoiser(net: Network, { cNoise }: { cNoise: NoiseLevel }): Den
 /** EDM's preconditioned denoiser (Karras et al. 2022, Eq. 7 and Table 1). */
 export function edmDenoiser(net: Network, opts: { sigmaData?: number; cNoise?: NoiseLevel } = {}): Denoiser {
   return fromCoefficients(net, (sigma) => edmCoefficients(sigma, opts));
+}
+
+/** A consistency model on a VP v-prediction network (vConsistencyCoefficients): f(x, sigma_min) = x. */
+export function vConsistencyDenoiser(net: Network, { sigmaMin, cNoise }: { sigmaMin: number; cNoise: NoiseLevel }): Denoiser {
+  return fromCoefficients(net, (sigma) => vConsistencyCoefficients(sigma, sigmaMin, cNoise));
 }
 
 /**

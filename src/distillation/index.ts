@@ -12,3 +12,4 @@ export * from './progressive';
 export * from './guided';
 export * from './task';
 export * from './run';
+export * from './consistency';

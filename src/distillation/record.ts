@@ -23,8 +23,17 @@
 export const GUIDANCE_CONVENTION = 'D_u + w (D_c - D_u), w = 1 conditional';
 
 /** The distillation methods. */
-export const DISTILL_METHODS = ['progressive', 'guided'] as const;
+export const DISTILL_METHODS = ['progressive', 'guided', 'cd', 'ct', 'ict'] as const;
 export type DistillMethod = (typeof DISTILL_METHODS)[number];
+
+/** The consistency-model methods (Song et al. 2023; Song & Dhariwal 2023): their students are consistency functions. */
+export const CONSISTENCY_METHODS = ['cd', 'ct', 'ict'] as const;
+export type ConsistencyMethod = (typeof CONSISTENCY_METHODS)[number];
+
+/** Whether a method trains a consistency model. */
+export function isConsistencyMethod(m: string): m is ConsistencyMethod {
+  return (CONSISTENCY_METHODS as readonly string[]).includes(m);
+}
 
 /** What the student learns to parameterize: x0 or v (epsilon fails at few steps: Salimans & Ho 2022, Sec. 4). */
 export const STUDENT_PARAMETERIZATIONS = ['v', 'x0'] as const;
@@ -33,8 +42,8 @@ export type StudentParameterization = (typeof STUDENT_PARAMETERIZATIONS)[number]
 /** The distillation record of a student checkpoint. */
 export interface DistillationRecord {
   method: DistillMethod;
-  /** 'guidance': guided distillation's stage 1 (matching the teacher's CFG output, w embedded); 'round': a progressive round. */
-  stage: 'guidance' | 'round';
+  /** 'guidance': guided distillation's stage 1 (matching the teacher's CFG output, w embedded); 'round': a progressive round; 'consistency': cd, ct or ict. */
+  stage: 'guidance' | 'round' | 'consistency';
   /** The round (1-based; 0 for stage 'guidance') and the rounds of the run. */
   round: number;
   rounds: number;
@@ -51,6 +60,11 @@ export interface DistillationRecord {
     /** The w range of a student that embeds w (null: it does not); sampled with --guidance W, one evaluation per step. */
     embedded: [number, number] | null;
   };
+  /**
+   * A consistency student (cd, ct, ict): the network read as a consistency function whose boundary
+   * f(x, sigmaMin) = x is built into c_skip and c_out (core/precond.ts, vConsistencyCoefficients).
+   */
+  consistency?: { sigmaMin: number };
 }
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -64,7 +78,13 @@ export function distillationProblem(raw: unknown): string | null {
   if (g.convention !== GUIDANCE_CONVENTION)
     return `"distillation.guidance.convention" is ${JSON.stringify(g.convention)}, but Diffuse samples with ${JSON.stringify(GUIDANCE_CONVENTION)}: a student trained with (1 + w) D_c - w D_u needs its scales moved by 1 (w_diffuse = w_paper + 1) before it is used`;
   if (!(DISTILL_METHODS as readonly unknown[]).includes(raw.method)) return `"distillation.method" must be one of ${DISTILL_METHODS.join(', ')}, got ${JSON.stringify(raw.method)}`;
-  if (raw.stage !== 'guidance' && raw.stage !== 'round') return `"distillation.stage" must be "guidance" or "round", got ${JSON.stringify(raw.stage)}`;
+  if (raw.stage !== 'guidance' && raw.stage !== 'round' && raw.stage !== 'consistency') return `"distillation.stage" must be "guidance", "round" or "consistency", got ${JSON.stringify(raw.stage)}`;
+  const c = raw.consistency;
+  if ((raw.stage === 'consistency') !== (c !== undefined))
+    return `"distillation.consistency" must be given exactly for stage "consistency", got ${JSON.stringify(c)} for stage ${JSON.stringify(raw.stage)}`;
+  if (c !== undefined && !(isObj(c) && typeof c.sigmaMin === 'number' && c.sigmaMin > 0 && Number.isFinite(c.sigmaMin)))
+    return `"distillation.consistency" must be {"sigmaMin": a number > 0}, got ${JSON.stringify(c)}`;
+  if (c !== undefined && raw.parameterization !== 'v') return `"distillation.parameterization" of a consistency student must be v, got ${JSON.stringify(raw.parameterization)}`;
   if (!(STUDENT_PARAMETERIZATIONS as readonly unknown[]).includes(raw.parameterization)) return `"distillation.parameterization" must be v or x0, got ${JSON.stringify(raw.parameterization)}`;
   if (!(Number.isSafeInteger(raw.round) && (raw.round as number) >= 0 && posInt(raw.rounds)))
     return `"distillation.round" and "rounds" must be integers, got ${JSON.stringify([raw.round, raw.rounds])}`;

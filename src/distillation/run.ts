@@ -7,6 +7,7 @@
  *
  *   progressive: steps-<N/2>, steps-<N/4>, ..., steps-<studentSteps>     (Salimans & Ho 2022)
  *   guided:      w-conditioned (stage 1), then the same rounds of it      (Meng et al. 2023)
+ *   cd, ct, ict: one stage, folder <method>                              (Song et al. 2023; Song & Dhariwal 2023)
  *
  * @example
  *   const r = await distill(resolveDistillOptions({ method: 'progressive', teacher: 'models/fashion-mnist', out: 'runs/pd', teacherSteps: 16, studentSteps: 4 }));
@@ -18,14 +19,17 @@ import * as path from 'node:path';
 import { ConfigError } from '../training/config';
 import { writeFileAtomic } from '../util/image';
 import { halvingRounds } from './progressive';
-import { DISTILL_METHODS, STUDENT_PARAMETERIZATIONS } from './record';
+import { CD_SOLVERS } from './consistency';
+import { DISTILL_METHODS, isConsistencyMethod, STUDENT_PARAMETERIZATIONS } from './record';
 import { DISTILL_DEFAULTS, DistillOptions, DistillTask, StagePlan } from './task';
 
 export const DISTILL_RUN_FILE = 'distill.json';
 const RUN_FORMAT = 'diffuse-distill-run';
 
 /** The stages of a run, in order. */
-export function planStages(o: Pick<DistillOptions, 'method' | 'teacherSteps' | 'studentSteps' | 'roundSteps' | 'guidanceSteps'>): StagePlan[] {
+export function planStages(o: Pick<DistillOptions, 'method' | 'teacherSteps' | 'studentSteps' | 'roundSteps' | 'guidanceSteps' | 'consistencySteps' | 'discretization'>): StagePlan[] {
+  if (isConsistencyMethod(o.method))
+    return [{ name: o.method, kind: 'consistency', round: 1, teacherSteps: o.method === 'cd' ? o.discretization : null, studentSteps: o.studentSteps, steps: o.consistencySteps }];
   const rounds: StagePlan[] = halvingRounds(o.teacherSteps, o.studentSteps).map((n, i) => ({
     name: `steps-${n / 2}`,
     kind: 'round',
@@ -44,7 +48,8 @@ export function resolveDistillOptions(partial: Partial<DistillOptions> & Pick<Di
   const fail = (key: string, why: string) => new ConfigError(key, `${why}, got ${JSON.stringify((o as unknown as Record<string, unknown>)[key])}`);
   if (!(DISTILL_METHODS as readonly string[]).includes(o.method)) throw fail('method', `expected ${DISTILL_METHODS.join(' or ')}`);
   if (!(STUDENT_PARAMETERIZATIONS as readonly string[]).includes(o.parameterization)) throw fail('parameterization', "expected 'v' or 'x0' (eps fails at few steps: Salimans & Ho 2022, Sec. 4)");
-  for (const k of ['teacherSteps', 'studentSteps', 'roundSteps', 'guidanceSteps', 'batchSize'] as const) if (!(Number.isSafeInteger(o[k]) && o[k] >= 1)) throw fail(k, 'expected a positive integer');
+  for (const k of ['teacherSteps', 'studentSteps', 'roundSteps', 'guidanceSteps', 'batchSize', 'consistencySteps'] as const)
+    if (!(Number.isSafeInteger(o[k]) && o[k] >= 1)) throw fail(k, 'expected a positive integer');
   if (!(Number.isSafeInteger(o.seed) && o.seed >= 0)) throw fail('seed', 'expected an integer >= 0');
   if (!(Number.isSafeInteger(o.checkpointEvery) && o.checkpointEvery >= 0)) throw fail('checkpointEvery', 'expected an integer >= 0');
   if (!(Number.isFinite(o.lr) && o.lr > 0)) throw fail('lr', 'expected a positive number');
@@ -52,6 +57,16 @@ export function resolveDistillOptions(partial: Partial<DistillOptions> & Pick<Di
   if (o.guidance !== null && o.method === 'guided') throw fail('guidance', 'is for progressive distillation of a guided teacher; guided distillation learns every w of guidanceRange');
   const [lo, hi] = o.guidanceRange;
   if (!(o.guidanceRange.length === 2 && Number.isFinite(lo) && Number.isFinite(hi) && lo <= hi)) throw fail('guidanceRange', 'expected [wMin, wMax] with wMin <= wMax');
+  if (isConsistencyMethod(o.method)) {
+    if (o.parameterization !== 'v') throw fail('parameterization', 'a consistency student is read with the v coefficients with its boundary built in (vConsistencyCoefficients): expected v');
+    if (o.guidance !== null) throw fail('guidance', 'is not for consistency models here (consistency distillation of a guided teacher is LCM)');
+    if (!(Number.isSafeInteger(o.discretization) && o.discretization >= 2)) throw fail('discretization', 'expected an integer >= 2');
+    if (!(CD_SOLVERS as readonly string[]).includes(o.solver)) throw fail('solver', `expected ${CD_SOLVERS.join(' or ')}`);
+    if (!(Number.isFinite(o.mu) && o.mu >= 0 && o.mu < 1)) throw fail('mu', 'expected a number in [0, 1)');
+    if (!(o.sigmaMin === null || (Number.isFinite(o.sigmaMin) && o.sigmaMin > 0))) throw fail('sigmaMin', 'expected a number > 0 or null');
+    if (!(o.distance === null || o.distance === 'l2' || o.distance === 'pseudo-huber')) throw fail('distance', "expected 'l2', 'pseudo-huber' or null");
+    return o;
+  }
   try {
     halvingRounds(o.teacherSteps, o.studentSteps);
   } catch (e) {
@@ -90,7 +105,7 @@ export async function distill(o: DistillOptions, run: { resume?: boolean; log?: 
     const teacherDir = i === 0 ? o.teacher : path.join(o.out, plan[i - 1].name);
     const has = fs.existsSync(path.join(dir, 'checkpoint.json'));
     const task = DistillTask.create(
-      { plan: p, rounds: plan.filter((s) => s.kind === 'round').length, options: o, teacherDir, out: dir },
+      { plan: p, rounds: plan.filter((s) => s.kind !== 'guidance').length, options: o, teacherDir, out: dir },
       { resume: has, log: run.log, handleSigint: run.handleSigint },
     );
     try {

@@ -35,9 +35,11 @@ import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta,
 import { ConfigError, resolveTrainConfig, TRAIN_DEFAULTS, TrainConfig } from '../training/config';
 import { CheckpointFormat, LoopCheckpoint, TrainingLoop, TrainPart } from '../training/loop';
 import { discreteSigma } from '../training/sigma-sampling';
+import { CDSolver, consistencyLoss, ConsistencyTarget, ctDiscretization, ctTargetDecay, ictDiscretization, karrasPoints, TargetNetwork } from './consistency';
 import { guidedLoss, sampleGuidance, withGuidance } from './guided';
 import { progressiveLoss } from './progressive';
-import { DistillationRecord, DistillMethod, GUIDANCE_CONVENTION, StudentParameterization } from './record';
+import { ConsistencyMethod, DistillationRecord, DistillMethod, GUIDANCE_CONVENTION, StudentParameterization } from './record';
+import { Tracker } from '../training/loop';
 
 /** The options of a distillation run (`diffuse distill`), every one with a default in DISTILL_DEFAULTS. */
 export interface DistillOptions {
@@ -68,6 +70,18 @@ export interface DistillOptions {
   checkpointEvery: number;
   /** CPU threads (null: every core). */
   threads: number | null;
+  /** cd, ct, ict: optimizer steps of the consistency stage (K of the N(k) curricula). */
+  consistencySteps: number;
+  /** cd, ct, ict: the boundary sigma_min (null: the teacher's smallest sigma, its timestep 0). */
+  sigmaMin: number | null;
+  /** cd: the Karras grid's N (Song et al. 2023: 18 on CIFAR-10, 40 on ImageNet 64). */
+  discretization: number;
+  /** cd: the teacher's ODE solver between adjacent points. */
+  solver: CDSolver;
+  /** cd: the target network's EMA rate mu. */
+  mu: number;
+  /** cd, ct, ict: the distance, 'l2' or 'pseudo-huber' (null: l2 for cd and ct, pseudo-huber for ict). */
+  distance: 'l2' | 'pseudo-huber' | null;
 }
 
 /** The defaults (docs/distillation.md says why). */
@@ -84,13 +98,19 @@ export const DISTILL_DEFAULTS: Readonly<Omit<DistillOptions, 'teacher' | 'out' |
   seed: 0,
   checkpointEvery: 250,
   threads: null,
+  consistencySteps: 1000,
+  sigmaMin: null,
+  discretization: 18,
+  solver: 'heun',
+  mu: 0.95,
+  distance: null,
 });
 
 /** One stage of a run: guided distillation's stage 1 ('guidance') or a progressive round. */
 export interface StagePlan {
   /** Its folder under the run's out. */
   name: string;
-  kind: 'guidance' | 'round';
+  kind: 'guidance' | 'round' | 'consistency';
   /** 1-based round (0 for 'guidance'). */
   round: number;
   /** The teacher's DDIM steps (null for 'guidance'), and the student's. */
@@ -114,6 +134,14 @@ export function linearAnneal(lr: number, steps: number): LrSchedule {
   return (k) => lr * Math.max(0, 1 - k / steps);
 }
 
+/** The Karras grid's ends of a consistency stage: sigma_min (the option, else the teacher's smallest sigma) to the teacher's largest. */
+export function consistencyRange(o: Pick<DistillOptions, 'sigmaMin'>, schedule: { sigmas: Float64Array; T: number }): { sigmaMin: number; sigmaMax: number } {
+  const [lo, hi] = [schedule.sigmas[0], schedule.sigmas[schedule.T - 1]];
+  const sigmaMin = o.sigmaMin ?? lo;
+  if (!(sigmaMin >= lo && sigmaMin < hi)) throw new ConfigError('sigmaMin', `must be within the teacher's sigmas [${lo}, ${hi}) (its network has seen no smaller noise level), got ${sigmaMin}`);
+  return { sigmaMin, sigmaMax: hi };
+}
+
 /** A distillation stage on the shared loop (see the module comment). */
 export class DistillTask extends TrainingLoop<CheckpointMeta> {
   readonly setupInfo: StageSetup;
@@ -124,6 +152,8 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
   readonly #teacher: ReturnType<typeof loadModel>;
   readonly #data: TrainData;
   readonly #student: Denoiser;
+  /** cd and ct: the target network theta- (an EMA of the student). */
+  readonly #target: DenoiserNet | null = null;
 
   private constructor(s: StageSetup, teacher: ReturnType<typeof loadModel>, run: { log?: NodeJS.WritableStream | null; handleSigint?: boolean }) {
     const { plan, options: o } = s;
@@ -151,6 +181,9 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     const guided = embedded !== null || cfgScale !== null || (teacherRec?.guidance.teacherScale ?? null) !== null;
     if ((plan.kind === 'guidance' || cfgScale !== null) && !tm.classNames) throw bad('classifier-free guidance needs a class-conditional teacher');
     if (plan.kind === 'guidance' && tm.network.type !== 'unet') throw bad(`guided distillation embeds w in the U-Net; this teacher is a ${tm.network.type}`);
+    if (teacherRec?.consistency) throw bad('is a consistency model (no ODE to distil or start from); take its teacher');
+    if (plan.kind === 'consistency' && embedded) throw bad('embeds the guidance weight w (a guided student); consistency distillation of a guided teacher is LCM, not done here');
+    const consistency = plan.kind === 'consistency' ? consistencyRange(o, buildSchedule({ ...tm.config, objective: o.parameterization })!) : null;
 
     this.spec = plan.kind === 'guidance' && tm.network.type === 'unet' ? { type: 'unet', config: { ...tm.network.config, guidanceEmbedding: true } } : tm.network;
     this.config = resolveTrainConfig(
@@ -182,8 +215,9 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
       rounds: s.rounds,
       parameterization: o.parameterization,
       teacher: { checkpoint: s.teacherDir, step: tm.step, objective: tm.config.objective, steps: plan.teacherSteps },
-      sampling: { sampler: 'ddim', grid: 'trailing', steps: plan.studentSteps },
+      sampling: consistency ? { sampler: 'consistency', grid: 'consistency', steps: plan.studentSteps } : { sampler: 'ddim', grid: 'trailing', steps: plan.studentSteps },
       guidance: { convention: GUIDANCE_CONVENTION, teacherScale: cfgScale ?? teacherRec?.guidance.teacherScale ?? null, embedded },
+      ...(consistency ? { consistency: { sigmaMin: consistency.sigmaMin } } : {}),
     };
 
     const gen = new Generator(deriveSeed(o.seed, 100 + plan.round));
@@ -192,15 +226,40 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     this.net = buildNetwork(this.spec, { generator: new Generator(0), dropoutGenerator: dropoutGen });
     this.net.loadStateDict(teacher.net.stateDict(), { strict: plan.kind !== 'guidance' }); // the student starts from the teacher's weights (a new w embedding starts at zero)
     this.net.train();
-    this.#student = buildDenoiser(this.config, this.net);
+    this.#student = buildDenoiser(this.config, this.net, { consistency: this.record.consistency });
     const images = tm.sampleShape.length === 3;
     const clip = (D: Denoiser) => (images ? clipDenoiser(D, [-1, 1]) : D); // the teacher as diffuse sample runs it
     const nullClass = tm.classNames?.length ?? 0;
     const teacherD = clip(cfgScale !== null ? classifierFreeGuidance(teacher.denoiser, { scale: cfgScale, nullClass }) : teacher.denoiser);
     const schedule = buildSchedule(this.config)!;
 
+    const condOf = (x: Tensor, labels: Tensor | undefined): Conditioning => {
+      const cond: Conditioning = {};
+      if (labels) cond.classLabels = guided ? labels : labels.maskedFill(gen.rand([x.dim(0)]).lt(this.config.labelDropout), nullClass); // dropout keeps the null class for CFG later
+      if (embedded) cond.guidance = sampleGuidance(x.dim(0), embedded, gen);
+      return cond;
+    };
     let loss: (k: number) => Tensor;
-    if (plan.kind === 'guidance') {
+    const trackers: Tracker[] = [];
+    if (consistency) {
+      const method = o.method as ConsistencyMethod;
+      const K = plan.steps;
+      let how: ConsistencyTarget = { method: 'ict' };
+      if (method !== 'ict') {
+        const target = (this.#target = buildNetwork(this.spec, { generator: new Generator(0), dropoutGenerator: dropoutGen })); // the same dropout generator: the same masks (consistencyLoss)
+        target.loadStateDict(this.net.stateDict());
+        target.train();
+        const targetD = buildDenoiser(this.config, target, { consistency: this.record.consistency });
+        how = method === 'cd' ? { method, target: targetD, teacher: teacherD, solver: o.solver } : { method, target: targetD };
+        trackers.push(new TargetNetwork(target, this.net, method === 'cd' ? () => o.mu : (k) => ctTargetDecay(k, K)));
+      }
+      const N = (k: number) => (method === 'cd' ? o.discretization : method === 'ct' ? ctDiscretization(k, K) : ictDiscretization(k, K));
+      loss = (k) => {
+        const { x, labels } = this.#data.batchAt(k);
+        const sigmas = karrasPoints(N(k), consistency);
+        return consistencyLoss(this.#student, how, x, { sigmas, generator: gen, cond: condOf(x, labels), distance: o.distance ?? undefined, dropout: dropoutGen }).loss;
+      };
+    } else if (plan.kind === 'guidance') {
       const sampleSigma = discreteSigma(schedule);
       loss = (k) => {
         const { x, labels } = this.#data.batchAt(k);
@@ -217,22 +276,21 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
       if (!nested) throw new RangeError(`distillation: the ${plan.studentSteps}-step trailing grid is not every other point of the ${plan.teacherSteps}-step one`);
       loss = (k) => {
         const { x, labels } = this.#data.batchAt(k);
-        const cond: Conditioning = {};
-        if (labels) cond.classLabels = guided ? labels : labels.maskedFill(gen.rand([x.dim(0)]).lt(this.config.labelDropout), nullClass); // dropout keeps the null class for CFG later
-        if (embedded) cond.guidance = sampleGuidance(x.dim(0), embedded, gen);
-        return progressiveLoss(this.#student, teacherD, x, { sigmas, generator: gen, cond }).loss;
+        return progressiveLoss(this.#student, teacherD, x, { sigmas, generator: gen, cond: condOf(x, labels) }).loss;
       };
     }
     const part: TrainPart = {
       name: 'model',
       module: this.net,
       optimizer: new Adam(this.net.namedParameters(), { lr: o.lr }),
-      lr: linearAnneal(o.lr, plan.steps),
+      lr: consistency ? () => o.lr : linearAnneal(o.lr, plan.steps), // consistency models: a constant rate (Song et al. 2023, App. C)
       gradClip: tm.config.gradClip,
       files: { weights: 'model', optimizer: 'optimizer' },
       metadata: { network: JSON.stringify(this.spec) },
+      trackers,
     };
-    this.setup({ parts: [part], phases: [{ name: plan.kind === 'guidance' ? 'guided distillation' : 'progressive distillation', part, loss }], generators: { train: gen, dropout: dropoutGen } });
+    const phase = consistency ? `consistency ${o.method}` : plan.kind === 'guidance' ? 'guided distillation' : 'progressive distillation';
+    this.setup({ parts: [part], phases: [{ name: phase, part, loss }], generators: { train: gen, dropout: dropoutGen } });
   }
 
   /** Loads the teacher and builds the stage; with `resume`, restores the stage's checkpoint in setup.out. */
@@ -263,11 +321,19 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
   describe(): string {
     const { plan, options: o } = this.setupInfo;
     const r = this.record;
+    const curriculum =
+      o.method === 'cd'
+        ? `N = ${o.discretization}, teacher ${o.solver} steps, target EMA mu = ${o.mu}`
+        : o.method === 'ct'
+          ? 'N(k) from 2 to 150, target EMA mu(k)'
+          : 'N(k) doubling from 10, no EMA target, log-normal n';
     const what =
-      plan.kind === 'guidance'
-        ? `guided distillation stage 1: a w-conditioned student (w in [${o.guidanceRange.join(', ')}]) learns the teacher's cfg output`
-        : `progressive round ${plan.round}/${this.setupInfo.rounds}: ${plan.teacherSteps} teacher DDIM steps -> ${plan.studentSteps} student steps${r.guidance.teacherScale !== null ? ` (teacher cfg w = ${r.guidance.teacherScale})` : ''}${r.guidance.embedded ? ` (w in [${r.guidance.embedded.join(', ')}])` : ''}`;
-    return `${what}; teacher ${this.setupInfo.teacherDir} (step ${this.#teacher.meta.step}); ${o.parameterization} student, ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${o.batchSize}, ${plan.steps} steps, lr ${o.lr} annealed to 0; out ${this.out}`;
+      plan.kind === 'consistency'
+        ? `consistency ${o.method}: ${curriculum}, sigma_min ${r.consistency!.sigmaMin.toPrecision(4)}, ${o.distance ?? (o.method === 'ict' ? 'pseudo-huber' : 'l2')} distance, sampled in ${plan.studentSteps} step(s)`
+        : plan.kind === 'guidance'
+          ? `guided distillation stage 1: a w-conditioned student (w in [${o.guidanceRange.join(', ')}]) learns the teacher's cfg output`
+          : `progressive round ${plan.round}/${this.setupInfo.rounds}: ${plan.teacherSteps} teacher DDIM steps -> ${plan.studentSteps} student steps${r.guidance.teacherScale !== null ? ` (teacher cfg w = ${r.guidance.teacherScale})` : ''}${r.guidance.embedded ? ` (w in [${r.guidance.embedded.join(', ')}])` : ''}`;
+    return `${what}; teacher ${this.setupInfo.teacherDir} (step ${this.#teacher.meta.step}); ${o.parameterization} student, ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${o.batchSize}, ${plan.steps} steps, lr ${o.lr}${plan.kind === 'consistency' ? ' (constant)' : ' annealed to 0'}; out ${this.out}`;
   }
 
   protected checkpointFormat(): CheckpointFormat {
@@ -304,8 +370,9 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
           n,
           seed: 0,
           steps: this.record.sampling.steps,
-          sampler: 'ddim',
-          grid: 'trailing',
+          sampler: this.record.sampling.sampler,
+          grid: this.record.sampling.grid,
+          sigmaMin: this.record.consistency?.sigmaMin,
           labels: k !== null ? Array.from({ length: n }, (_, i) => i % k) : null,
         }),
       );
@@ -320,9 +387,10 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     return this.#teacher.meta.sampleShape.length === 3 ? [file] : [];
   }
 
-  /** Frees the student, its optimizer, the teacher and the data. */
+  /** Frees the student, its optimizer, the target network, the teacher and the data. */
   dispose(): void {
     this.disposeParts();
+    this.#target?.dispose();
     this.#teacher.net.dispose();
     this.#data.dispose();
   }

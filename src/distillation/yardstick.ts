@@ -32,6 +32,8 @@ import { linePlotImage, Series } from '../util/plot';
 export interface SolverChoice {
   sampler: string;
   grid: string;
+  /** Consistency sampling's sigma_min (a consistency student's boundary). */
+  sigmaMin?: number;
 }
 
 /** The teacher's solvers the yardstick compares with (deterministic ones; each at the steps that cost the student's NFE). */
@@ -143,7 +145,7 @@ export function yardstick(o: YardstickOptions): YardstickReport {
       denoiser: m.denoiser,
       guidance: m.guidance,
       meta: m.meta,
-      spec: { n, seed, labels, batchSize, sampler: choice.sampler, grid: choice.grid },
+      spec: { n, seed, labels, batchSize, sampler: choice.sampler, grid: choice.grid, sigmaMin: choice.sigmaMin },
       settings: [{ steps, guidance: m.guidance ? scale : null }],
       measure: (x) => {
         histogram = o.histogram ? o.histogram(x) : null;

@@ -63,6 +63,8 @@ export interface SamplerParams {
   churn?: Required<ChurnOptions>;
   /** DDPM's variance choice, 'beta' or 'posterior'. */
   variance?: boolean;
+  /** The consistency model's sigma_min (re-noising std sqrt(tau^2 - sigma_min^2)): consistency sampling. */
+  sigmaMin?: boolean;
 }
 
 /** The grid as numbers: finite, strictly decreasing, ending in 0. */

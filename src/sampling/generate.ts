@@ -61,6 +61,8 @@ export interface SampleInBatchesOptions {
   churn?: ChurnOptions;
   /** The DDPM sampler's variance choice (default 'beta'). */
   variance?: 'beta' | 'posterior';
+  /** Consistency sampling's sigma_min (a consistency student's boundary). */
+  sigmaMin?: number;
   /** Clamp every x0 estimate to [lo, hi] (default null: no clipping). */
   clip?: [number, number] | null;
   /** Samples per batch (default DEFAULT_BATCH_SIZE); changes speed and memory, never the samples. */
@@ -73,7 +75,7 @@ export interface SampleInBatchesOptions {
 
 /** n samples [n, ...shape] (or perBatch's shape) from sigmas[0] down the grid, in batches of batchSize; the caller owns the result. */
 export function sampleInBatches(D: Denoiser, sigmas: Tensor, opts: SampleInBatchesOptions): Tensor {
-  const { shape, n, seed, labels, sampler = 'ddpm', eta, churn, variance, clip = null, batchSize = DEFAULT_BATCH_SIZE, onStep, perBatch } = opts;
+  const { shape, n, seed, labels, sampler = 'ddpm', eta, churn, variance, sigmaMin, clip = null, batchSize = DEFAULT_BATCH_SIZE, onStep, perBatch } = opts;
   if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`sampleInBatches: n must be a positive integer, got ${n}`);
   if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new RangeError(`sampleInBatches: batchSize must be a positive integer, got ${batchSize}`);
   if (labels && labels.length !== n) throw new RangeError(`sampleInBatches: ${labels.length} labels for ${n} samples`);
@@ -91,7 +93,7 @@ export function sampleInBatches(D: Denoiser, sigmas: Tensor, opts: SampleInBatch
         tidy(() => {
           const xT = initialNoise(noise, size, shape, sigmaMax); // x_T ~ N(0, sigma_max^2 I)
           const cond = labels ? { classLabels: tensor(labels.slice(start, start + size), { dtype: 'int64' }) } : undefined;
-          const x0 = runSampler(sampler, D, xT, sigmas, { generator: noise, cond, eta, churn, variance, clip, callback: onStep ? ({ i }) => onStep(i, steps, batch) : undefined });
+          const x0 = runSampler(sampler, D, xT, sigmas, { generator: noise, cond, eta, churn, variance, sigmaMin, clip, callback: onStep ? ({ i }) => onStep(i, steps, batch) : undefined });
           return perBatch ? perBatch(x0) : x0;
         }),
       );

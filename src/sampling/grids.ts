@@ -9,6 +9,7 @@
  *   uniformTSigmas      uniform in t of a continuous log-SNR schedule (cosine, linear VP, VE, shifted)
  *   vpSigmas            Song et al. 2021's continuous VP grid, t from 1 to eps_s (k-diffusion get_sigmas_vp)
  *   discreteSigmas      a discrete model's timesteps, spacing 'leading' | 'linspace' | 'trailing' (timesteps.ts)
+ *   consistencySigmas   consistency sampling's points: the (N + 1)-point Karras grid without its sigma_min
  *
  * GRIDS names them for `diffuse sample --grid NAME`: `gridSigmas(name, N, model)` builds a grid over a
  * model's sigma range (a DDPM model's table sigma_0 .. sigma_{T-1}, or EDM's 0.002 .. 80).
@@ -48,6 +49,20 @@ export function uniformTSigmas(schedule: LogSnrSchedule, n: number, range: { tMi
 /** Song et al. 2021's VP SDE grid: sigma(t) = sqrt(exp(betaD t^2 / 2 + betaMin t) - 1) at t = linspace(1, epsS, N), then 0. */
 export function vpSigmas(n: number, { betaD = 19.9, betaMin = 0.1, epsS = 1e-3 }: { betaD?: number; betaMin?: number; epsS?: number } = {}): Tensor {
   return sigmasFromLogSnr(linearVPLogSnr({ betaMin, betaMax: betaMin + betaD }), n, { tMin: epsS, tMax: 1 });
+}
+
+/**
+ * The points of N-step consistency sampling (Song et al. 2023, Algorithm 1): the first N of the
+ * (N + 1)-point Karras grid (EDM Eq. 5, rho = 7) from sigmaMax to sigmaMin, then 0. Its last point,
+ * sigma_min, is dropped: there f(x, sigma_min) = x, so a step to it would cost an evaluation for nothing.
+ * consistencySigmas(1) = [sigmaMax, 0]: one evaluation.
+ */
+export function consistencySigmas(n: number, { sigmaMin = EDM.sigmaMin, sigmaMax = EDM.sigmaMax }: { sigmaMin?: number; sigmaMax?: number } = {}): Tensor {
+  checkGrid('consistencySigmas', n, sigmaMin, sigmaMax);
+  const grid = karrasSigmas(n + 1, { sigmaMin, sigmaMax }); // n + 1 points, then 0
+  const k = Array.from(grid.toFloat64Array());
+  grid.dispose();
+  return tensor([...k.slice(0, n), 0], { dtype: 'float64' });
 }
 
 function checkGrid(who: string, n: number, sigmaMin: number, sigmaMax: number): void {
@@ -103,6 +118,7 @@ export const GRIDS: Readonly<Record<string, NamedGrid>> = Object.freeze({
   trailing: spacing('trailing', "DDPM models' default: N of the T table steps from T - 1 down (Lin et al. 2023, Table 2)"),
   leading: spacing('leading', "table steps t = i floor(T / N), DDIM's spacing (never reaches T - 1)"),
   linspace: spacing('linspace', 'table steps round(linspace(0, T - 1, N))'),
+  consistency: named('consistency', "consistency sampling's points: the (N + 1)-point Karras grid without its sigma_min (Song et al. 2023, Algorithm 1)", (n, m) => consistencySigmas(n, range(m))),
 });
 
 /** The named grid of n steps for a model, or an error naming the grid and listing the valid ones. */

@@ -11,6 +11,7 @@
  */
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
+import { sampleConsistency } from './consistency';
 import { requireGenerator, Sampler, SamplerInfo, SamplerOptions, SamplerParams } from './common';
 import { sampleDDIM } from './ddim';
 import { sampleDDPM } from './ddpm';
@@ -37,6 +38,7 @@ export { sampleDPMpp2M } from './dpmpp-2m';
 export { sampleDPMpp2MSDE, DPMppSDEOptions } from './dpmpp-2m-sde';
 export { sampleDPMpp3MSDE } from './dpmpp-3m-sde';
 export { sampleLMS, lmsCoefficient, LMSOptions } from './lms';
+export { sampleConsistency, ConsistencyOptions } from './consistency';
 
 /** A registered sampler: the function with its default options, and what it is. */
 export interface RegisteredSampler {
@@ -87,6 +89,14 @@ export const SAMPLERS: Readonly<Record<string, RegisteredSampler>> = Object.free
   'dpmpp-2m-sde': entry('dpmpp-2m-sde', 'DPM-Solver++(2M) SDE, eta = 1 (Lu et al. 2022; k-diffusion midpoint variant)', true, 1, sampleDPMpp2MSDE, { params: eta(1) }),
   'dpmpp-3m-sde': entry('dpmpp-3m-sde', 'DPM-Solver++(3M) SDE, eta = 1 (k-diffusion, after Lu et al. 2022)', true, 1, sampleDPMpp3MSDE, { params: eta(1) }),
   lms: entry('lms', 'Linear multistep, order 4 (Adams-Bashforth on the sigma grid; k-diffusion sample_lms)', false, 4, sampleLMS),
+  consistency: entry(
+    'consistency',
+    'multistep consistency sampling (Song et al. 2023, Algorithm 1): f at each point, re-noised to the next; for consistency students, not an ODE solver',
+    true,
+    1,
+    (D, x, s, o = {}) => sampleConsistency(D, x, s, o),
+    { params: { sigmaMin: true } },
+  ),
 });
 
 /** The registered sampler called name, or an error listing the names. */
@@ -112,6 +122,7 @@ export function paramsSummary(info: SamplerInfo): string {
   if (p.eta) parts.push(`eta ${p.eta.default}${p.eta.max < Infinity ? ` (<= ${p.eta.max})` : ''}`);
   if (p.churn) parts.push(`churn ${p.churn.S_churn}${p.churn.S_churn ? ` [${p.churn.S_tmin}, ${p.churn.S_tmax}] noise ${p.churn.S_noise}` : ''}`);
   if (p.variance) parts.push('variance beta|posterior');
+  if (p.sigmaMin) parts.push('sigma-min 0');
   return parts.length ? parts.join(', ') : '-';
 }
 

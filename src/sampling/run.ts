@@ -27,6 +27,8 @@ export interface RunSamplerOptions {
   churn?: ChurnOptions;
   /** DDPM's sigma_t^2: 'beta' (default) or 'posterior'. */
   variance?: 'beta' | 'posterior';
+  /** Consistency sampling's sigma_min (the model's boundary; default 0). */
+  sigmaMin?: number;
   /** Clamp every x0 estimate D(x, sigma) to [lo, hi] (null: no clipping, the default). */
   clip?: [number, number] | null;
 }
@@ -37,17 +39,19 @@ export function clipDenoiser(D: Denoiser, [lo, hi]: [number, number]): Denoiser 
   return (x, sigma, cond) => tidy(() => D(x, sigma, cond).clamp(lo, hi));
 }
 
-/** The samplers that take a parameter ('eta', 'churn' or 'variance'). */
-export function samplersWith(param: 'eta' | 'churn' | 'variance'): string[] {
+type Param = 'eta' | 'churn' | 'variance' | 'sigmaMin';
+
+/** The samplers that take a parameter ('eta', 'churn', 'variance' or 'sigmaMin'). */
+export function samplersWith(param: Param): string[] {
   return Object.values(SAMPLERS)
     .filter(({ info }) => info.params?.[param])
     .map(({ info }) => info.name);
 }
 
 /** Why the options do not fit the sampler (the parameter and a message), or null when they do. */
-export function samplerParamError(name: string, o: Pick<RunSamplerOptions, 'eta' | 'churn' | 'variance'>): { param: 'eta' | 'churn' | 'variance'; message: string } | null {
+export function samplerParamError(name: string, o: Pick<RunSamplerOptions, 'eta' | 'churn' | 'variance' | 'sigmaMin'>): { param: Param; message: string } | null {
   const p = getSampler(name).info.params ?? {};
-  const takesNo = (param: 'eta' | 'churn' | 'variance') => ({ param, message: `sampler ${JSON.stringify(name)} takes no ${param}; the samplers with ${param}: ${samplersWith(param).join(', ')}` });
+  const takesNo = (param: Param) => ({ param, message: `sampler ${JSON.stringify(name)} takes no ${param}; the samplers with ${param}: ${samplersWith(param).join(', ')}` });
   if (o.eta !== undefined) {
     if (!p.eta) return takesNo('eta');
     if (!(Number.isFinite(o.eta) && o.eta >= 0 && o.eta <= p.eta.max)) return { param: 'eta', message: `${name}'s eta must be in [0, ${p.eta.max}], got ${o.eta}` };
@@ -63,17 +67,21 @@ export function samplerParamError(name: string, o: Pick<RunSamplerOptions, 'eta'
     if (!p.variance) return takesNo('variance');
     if (o.variance !== 'beta' && o.variance !== 'posterior') return { param: 'variance', message: `must be 'beta' or 'posterior', got ${JSON.stringify(o.variance)}` };
   }
+  if (o.sigmaMin !== undefined) {
+    if (!p.sigmaMin) return takesNo('sigmaMin');
+    if (!(Number.isFinite(o.sigmaMin) && o.sigmaMin >= 0)) return { param: 'sigmaMin', message: `must be a finite number >= 0, got ${o.sigmaMin}` };
+  }
   return null;
 }
 
 /** Runs the registered sampler `name` from xT down the grid (the caller owns the result). */
 export function runSampler(name: string, D: Denoiser, xT: Tensor, sigmas: Tensor, opts: RunSamplerOptions): Tensor {
   const { fn } = getSampler(name);
-  const { generator, cond, callback, eta, churn, variance, clip = null } = opts;
-  const bad = samplerParamError(name, { eta, churn, variance });
+  const { generator, cond, callback, eta, churn, variance, sigmaMin, clip = null } = opts;
+  const bad = samplerParamError(name, { eta, churn, variance, sigmaMin });
   if (bad) throw new RangeError(`runSampler: ${bad.param}: ${bad.message}`);
   // Only the options given: a key set to undefined would override a registered default (heun-churn's S_churn = 40).
-  const o: SamplerOptions & ChurnOptions & { eta?: number; variance?: string } = definedOnly({ generator, cond, callback, eta, variance, ...churn });
+  const o: SamplerOptions & ChurnOptions & { eta?: number; variance?: string; sigmaMin?: number } = definedOnly({ generator, cond, callback, eta, variance, sigmaMin, ...churn });
   return fn(clip ? clipDenoiser(D, clip) : D, xT, sigmas, o);
 }
 

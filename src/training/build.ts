@@ -19,7 +19,7 @@ import { Generator } from '../engine/random';
 import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
-import { discreteTimestep, edmDenoiser, fromCoefficients, logSigmaNoise, Network, NoiseLevel, Prediction, vpCoefficients } from '../core/precond';
+import { discreteTimestep, edmDenoiser, fromCoefficients, logSigmaNoise, Network, NoiseLevel, Prediction, vConsistencyCoefficients, vpCoefficients } from '../core/precond';
 import { cosineBetas, discreteVP, DiscreteVP, linearBetas, resolutionShift, shiftDiscreteVP, sigmoidBetas } from '../core/schedules';
 import { epochSeed, DataLoader } from '../data/loader';
 import { loadFashionMNIST } from '../data/fashion-mnist';
@@ -239,7 +239,7 @@ export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSched
  * (the network told the timestep index, or ln(sigma) / 4 for EDM2's network, whose Fourier
  * features expect it), or EDM's (edm, edm2).
  */
-export function buildDenoiser(config: TrainConfig, net: DenoiserNet): Denoiser {
+export function buildDenoiser(config: TrainConfig, net: DenoiserNet, { consistency = null }: { consistency?: { sigmaMin: number } | null } = {}): Denoiser {
   const F: Network = (xIn, cNoise, cond) => {
     if (net instanceof UNet) return net.forward(xIn, cNoise, cond?.classLabels, cond?.guidance);
     if (cond?.guidance !== undefined) throw new TypeError(`buildDenoiser: cond.guidance is for a U-Net with guidanceEmbedding, not a ${net.constructor.name}`);
@@ -249,8 +249,13 @@ export function buildDenoiser(config: TrainConfig, net: DenoiserNet): Denoiser {
   const target = prediction(config.objective);
   if (schedule && target) {
     const cNoise: NoiseLevel = net instanceof EDM2UNet ? logSigmaNoise : discreteTimestep(schedule);
+    if (consistency) {
+      if (target !== 'v') throw new ConfigError('objective', `a consistency model here is read with the v row of coefficients (vConsistencyCoefficients), got ${target}`);
+      return fromCoefficients(F, (sigma) => vConsistencyCoefficients(sigma, consistency.sigmaMin, cNoise));
+    }
     return fromCoefficients(F, (sigma) => vpCoefficients(target, sigma, cNoise));
   }
+  if (consistency) throw new ConfigError('objective', `a consistency model here needs a discrete-time v model, got ${config.objective}`);
   return edmDenoiser(F, { sigmaData: config.sigmaData });
 }
 
@@ -367,6 +372,8 @@ export interface GenerateOptions {
   churn?: ChurnOptions;
   /** The DDPM sampler's variance choice (default 'beta'). */
   variance?: 'beta' | 'posterior';
+  /** Consistency sampling's sigma_min (a consistency student's boundary). */
+  sigmaMin?: number;
   /** Clamp x0 estimates to [-1, 1] (images only; default on, for every sampler: ADM's clip_denoised; docs/samplers.md says why). */
   clip?: boolean;
   /** Samples per batch (default DEFAULT_BATCH_SIZE, chosen for speed: docs/BENCHMARKS.md); changes speed and memory, never the samples. */

@@ -39,9 +39,9 @@ export const CHECKPOINT_FILE = 'checkpoint.json';
 export const CHECKPOINT_FORMAT = 'diffuse-checkpoint';
 export const CHECKPOINT_VERSION = 1;
 
-/** The tensor files a checkpoint may hold ('phema': the power-function EMAs of a run with ema 'phema'). */
-export type Part = 'model' | 'ema' | 'optimizer' | 'phema';
-export const PARTS: readonly Part[] = ['model', 'ema', 'optimizer', 'phema'];
+/** The tensor files a checkpoint may hold ('phema': the power-function EMAs of a run with ema 'phema'; 'target': the EMA target network of a cd or ct student). */
+export type Part = 'model' | 'ema' | 'optimizer' | 'phema' | 'target';
+export const PARTS: readonly Part[] = ['model', 'ema', 'optimizer', 'phema', 'target'];
 
 /** A tensor file as checkpoint.json records it. */
 export interface FileRecord {
@@ -461,5 +461,5 @@ export function loadModel(dirOrFile: string, { weights }: { weights?: 'ema' | 'm
     dispose(tensors);
   }
   net.eval();
-  return { meta, net, denoiser: buildDenoiser(meta.config, net), weights: part };
+  return { meta, net, denoiser: buildDenoiser(meta.config, net, { consistency: meta.distillation?.consistency }), weights: part };
 }
