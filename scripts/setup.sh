@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libtorch-dev libgloo-dev libopenblas0-openmp build-essential python3 python3-torch python3-numpy dataset-fashion-mnist)
+packages=(libtorch-dev libgloo-dev libopenblas0-openmp build-essential python3 python3-torch python3-numpy dataset-fashion-mnist chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
