@@ -15,7 +15,7 @@
  */
 import { tensor } from '../engine/create';
 import { Generator } from '../engine/random';
-import { noGrad, tidy } from '../engine/scope';
+import { keep, noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
 import { cosineBetas, ddpmPosterior, discreteVP, DiscreteVP, karrasSigmas, linearBetas, resolutionShift, shiftDiscreteVP } from '../core/schedules';
@@ -65,7 +65,7 @@ let images: Tensor | null = null;
 function panelImages(): Tensor {
   if (!images) {
     const { x } = fashionMNISTSubset(16, { split: 'test', pad32: true, seed: 0 });
-    images = tidy(() => x.to({ dtype: 'float32' }).div(127.5).sub(1));
+    images = keep(tidy(() => x.to({ dtype: 'float32' }).div(127.5).sub(1))); // kept past any caller's tidy scope
     x.dispose();
   }
   return images;

@@ -20,8 +20,8 @@ import * as http from 'node:http';
 import { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { GUIDANCE_TYPES } from '../guidance/load';
-import { listGrids } from '../sampling/grids';
-import { listSamplers } from '../sampling/index';
+import { GRIDS } from '../sampling/grids';
+import { SAMPLERS } from '../sampling/index';
 import { JobManager, JobEvent } from './jobs';
 import { pageHtml } from './page-html';
 import { SCHEDULES } from './panels';
@@ -69,13 +69,11 @@ function readJsonBody(req: http.IncomingMessage): Promise<Record<string, unknown
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY) {
-        reject(new BadRequest(null, `request body over ${MAX_BODY} bytes`, 413));
-        req.destroy();
-      } else chunks.push(c);
+      if (size <= MAX_BODY) chunks.push(c); // past the limit the rest is read and dropped, so the client gets its answer
     });
     req.on('error', reject);
     req.on('end', () => {
+      if (size > MAX_BODY) return reject(new BadRequest(null, `request body over ${MAX_BODY} bytes`, 413));
       let v: unknown;
       try {
         v = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
@@ -125,8 +123,8 @@ export function sampleParams(q: Params, cwd: string): { key: string; params: Sam
     key: `model:${model.name}`,
     params: {
       dir: model.dir,
-      sampler: q.choice('sampler', listSamplers(), 'dpmpp-2m'),
-      grid: q.raw('grid') === undefined ? undefined : q.choice('grid', listGrids()),
+      sampler: q.choice('sampler', Object.keys(SAMPLERS), 'dpmpp-2m'),
+      grid: q.raw('grid') === undefined ? undefined : q.choice('grid', Object.keys(GRIDS)),
       steps: q.int('steps', { min: 1, max: 1000, def: 20 }),
       seed: q.int('seed', { min: 0, max: 2 ** 31, def: 0 }),
       n: q.int('n', { min: 1, max: 64, def: 16 }),
