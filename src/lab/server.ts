@@ -154,6 +154,7 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, ctx: {
   const method = req.method ?? 'GET';
   const q = new Params(url.searchParams);
   const parts = url.pathname.split('/').filter(Boolean);
+  if (!(url.pathname === '/api/jobs' && method === 'POST')) req.resume(); // a body nobody reads is drained, so the connection stays in step
   const only = (...methods: string[]) => {
     if (!methods.includes(method)) throw new BadRequest(null, `${method} not allowed on ${url.pathname} (use ${methods.join(' or ')})`, 405);
   };
@@ -225,6 +226,13 @@ export function startLab({ port = 7860, host = '127.0.0.1', cwd = process.cwd(),
       if (e instanceof BadRequest) return sendJson(res, e.status, { error: e.message, param: e.param });
       sendJson(res, 500, { error: (e as Error).message ?? String(e) });
     });
+  });
+  // A request Node's parser rejects (oversized headers, a broken request line) still gets a JSON answer.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    const body = JSON.stringify({ error: `malformed HTTP request (${err.code ?? err.message})` });
+    socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
