@@ -57,6 +57,7 @@ export interface Lab {
 type Json = Record<string, unknown> | unknown[];
 
 function sendJson(res: http.ServerResponse, status: number, body: Json): void {
+  if (res.writableEnded || res.destroyed) return; // the client left (or the server is closing)
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
   res.end(text);
@@ -139,6 +140,7 @@ function streamEvents(req: http.IncomingMessage, res: http.ServerResponse, job: 
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
   let unsubscribe = () => {};
   unsubscribe = job.subscribe((e) => {
+    if (res.writableEnded || res.destroyed) return;
     res.write(`event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
     if (job.finished) {
       queueMicrotask(() => unsubscribe());
