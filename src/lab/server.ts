@@ -147,7 +147,7 @@ function streamEvents(req: http.IncomingMessage, res: http.ServerResponse, job: 
       res.end();
     }
   });
-  req.on('close', () => unsubscribe());
+  res.on('close', () => unsubscribe()); // the page left (req's 'close' fires once its empty body is read)
 }
 
 /** One request: route, check, answer. */
