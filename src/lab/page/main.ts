@@ -96,7 +96,7 @@ function axes(v: View, label: string): void {
 }
 
 /** A line chart of named series [[x, y], ...] with a shared box. */
-function chart(id: string, series: { pts: Pt[]; color: string; dash?: number[]; dots?: boolean }[], label: string, marker?: number): void {
+function chart(id: string, series: { pts: Pt[]; color: string; dash?: number[]; dots?: boolean; name?: string }[], label: string, marker?: number): void {
   const all = series.flatMap((s) => s.pts).filter((p) => Number.isFinite(p[1]));
   if (all.length === 0) return void view(id, [0, 1], [0, 1]);
   const xs = all.map((p) => p[0]);
@@ -116,6 +116,11 @@ function chart(id: string, series: { pts: Pt[]; color: string; dash?: number[]; 
       '#999',
       { dash: [3, 3], width: 1 },
     );
+  series.forEach((s, i) => {
+    if (!s.name) return;
+    v.ctx.fillStyle = s.color;
+    v.ctx.fillText(s.name, 30, 28 + 13 * i);
+  });
   axes(v, `${label}  [${Math.min(...ys).toPrecision(3)}, ${Math.max(...ys).toPrecision(3)}]`);
 }
 
@@ -243,7 +248,11 @@ interface Posterior {
 }
 const posterior = latest(async () => {
   const p = await api<Posterior>(`/api/posterior?t=${val('w2-t')}&seed=${val('w2-seed')}`);
-  const v = view('w2-post', BOX, BOX);
+  const pts = [p.x0, p.xt, p.mean];
+  const span = (k: number) => [Math.min(...pts.map((q) => q[k])), Math.max(...pts.map((q) => q[k]))];
+  const [[xa, xb], [ya, yb]] = [span(0), span(1)];
+  const half = Math.max(xb - xa, yb - ya, 0.2) * 0.6; // a square box around the three points
+  const v = view('w2-post', [(xa + xb) / 2 - half, (xa + xb) / 2 + half], [(ya + yb) / 2 - half, (ya + yb) / 2 + half]);
   line(v, [p.x0, p.xt], '#999', { dash: [4, 3] });
   dots(v, [p.x0], '#1f77b4', 4);
   dots(v, [p.xt], '#d62728', 4);
@@ -374,16 +383,21 @@ function drawReports(): void {
   const metric = val('rp-metric');
   const by = val('rp-x');
   const groups = new Map<string, Pt[]>();
+  const stepsIn = new Map<string, Set<number>>(); // a file sweeping the steps is charted against NFE, one sweeping w against w
+  rows.forEach((r) => stepsIn.set(r.file, (stepsIn.get(r.file) ?? new Set()).add(r.steps)));
   for (const r of rows) {
-    const x = by === 'nfe' ? (r.nfe ?? r.steps) : r.guidance;
+    const x = by === 'nfe' ? (stepsIn.get(r.file)!.size > 1 ? (r.nfe ?? r.steps) : null) : r.guidance;
     const y = r.metrics[metric];
     if (x === null || y === undefined) continue;
-    const key = `${r.sampler} (${r.file.split('/').slice(-3, -1).join('/')})`;
+    const key = r.file
+      .split('/')
+      .pop()!
+      .replace(/\.json$/, '');
     groups.set(key, [...(groups.get(key) ?? []), [x, y]]);
   }
-  const series = [...groups.entries()].map(([, pts], i) => ({ pts: pts.sort((a, b) => a[0] - b[0]), color: PALETTE[i % PALETTE.length], dots: true }));
+  const series = [...groups.entries()].map(([name, pts], i) => ({ pts: pts.sort((a, b) => a[0] - b[0]), color: PALETTE[i % PALETTE.length], dots: true, name }));
   chart('rp-chart', series, `${metric} vs ${by}`);
-  $('rp-caption').textContent = `${[...groups.keys()].map((k, i) => `${PALETTE[i % PALETTE.length]}: ${k}`).join('; ') || 'no reports with this metric'}`;
+  $('rp-caption').textContent = groups.size ? `reports: ${[...groups.keys()].join('; ')}` : 'no reports with this metric';
 }
 
 async function loadReports(): Promise<void> {
