@@ -151,5 +151,4 @@ test('steps against quality: the report fixture is charted; switching the metric
   await page.selectOption('#rp-metric', 'fd');
   assert.match((await page.textContent('#rp-caption')) ?? '', /ddim.*dpmpp-2m|dpmpp-2m.*ddim/);
   await shot('reports');
-  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, 'lab.png'), clip: { x: 0, y: 0, width: 1150, height: 900 } });
 });
