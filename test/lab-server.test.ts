@@ -198,6 +198,15 @@ describe('lab server', () => {
     assert.ok(post.body.sum < 1);
   });
 
+  test('the learned MLP denoiser (trained once under runs/lab/) is close to the exact field', async () => {
+    const f = await get('/api/field?sigma=1&density=9');
+    assert.equal(f.status, 200);
+    assert.equal(f.body.learned.length, 81);
+    const scale = Math.sqrt(f.body.exact.reduce((a: number, [x, y]: number[]) => a + x * x + y * y, 0) / 81);
+    assert.ok(f.body.rmsError < 0.25 * scale, `RMS error ${f.body.rmsError} vs field RMS ${scale}`);
+    assert.ok(fs.existsSync(path.join(cwd, 'runs', 'lab', 'toy-8gaussians', 'checkpoint.json')));
+  });
+
   test('bad requests: 4xx JSON naming the parameter', async () => {
     const cases: [string, RequestInit | undefined, number, string | null][] = [
       ['/api/forward?t=1000', undefined, 400, 't'],
@@ -247,4 +256,25 @@ describe('lab server', () => {
     const dText = await (await fetch(new URL(`/api/jobs/${d.body.id}/events`, lab.url))).text();
     assert.match(dText, /event: done/);
   });
+});
+
+test('diffuse lab prints its URL, serves, and stops on Ctrl-C with exit code 0', async () => {
+  const { spawn } = await import('node:child_process');
+  const cli = spawn(process.execPath, [path.join(__dirname, '..', 'src', 'cli', 'main.js'), 'lab', '--port', '0'], { cwd: os.tmpdir(), stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    cli.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      const m = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
+      if (m) resolve(m[1]);
+    });
+    cli.on('exit', (code) => reject(new Error(`diffuse lab exited with ${code}: ${out}`)));
+  });
+  const r = await fetch(new URL('/api/models', url));
+  assert.equal(r.status, 200);
+  const code = await new Promise<number | null>((resolve) => {
+    cli.on('exit', (c) => resolve(c));
+    cli.kill('SIGINT');
+  });
+  assert.equal(code, 0);
 });
