@@ -248,6 +248,14 @@ describe('lab server', () => {
     assert.equal(types[types.length - 1], 'done');
     assert.match(events.find((e) => e.type === 'progress').data.x0, /^data:image\/png;base64,/);
     assert.equal(events[events.length - 1].data.nfe, 3);
+    const replay = await (await fetch(new URL(`/api/jobs/${a.body.id}/events`, lab.url))).text(); // a late subscriber sees the whole story
+    assert.deepEqual(
+      replay
+        .split('\n')
+        .filter((l) => l.startsWith('event: '))
+        .map((l) => l.slice(7)),
+      ['queued', 'started', 'progress', 'done'],
+    );
     assert.equal((await get(`/api/jobs/${c.body.id}`, { method: 'DELETE' })).body.cancelled, true); // queued: dropped
     await new Promise((r) => setTimeout(r, 300));
     const del = await get(`/api/jobs/${b.body.id}`, { method: 'DELETE' }); // running: its worker is killed

@@ -136,13 +136,13 @@ export function sampleParams(q: Params, cwd: string): { key: string; params: Sam
 }
 
 /** Streams a job's events as server-sent events until it finishes or the page leaves. */
-function streamEvents(req: http.IncomingMessage, res: http.ServerResponse, job: { subscribe(fn: (e: JobEvent) => void): () => void; finished: boolean }): void {
+function streamEvents(req: http.IncomingMessage, res: http.ServerResponse, job: { subscribe(fn: (e: JobEvent) => void): () => void }): void {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
   let unsubscribe = () => {};
   unsubscribe = job.subscribe((e) => {
     if (res.writableEnded || res.destroyed) return;
     res.write(`event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
-    if (job.finished) {
+    if (e.type === 'done' || e.type === 'error' || e.type === 'cancelled') {
       queueMicrotask(() => unsubscribe());
       res.end();
     }
