@@ -3,15 +3,16 @@
 #   - Debian packages: libtorch-dev (the engine), libgloo-dev (the headers of Gloo, c10d's
 #     CPU transport: data-parallel training), OpenBLAS built with OpenMP (so BLAS
 #     and libtorch share one thread pool instead of fighting for the cores), build
-#     tools, python3-torch (reference values in tests, the peer in benchmarks) and
-#     dataset-fashion-mnist (the reference dataset);
+#     tools, python3-torch (reference values in tests, the peer in benchmarks),
+#     dataset-fashion-mnist (the reference dataset), and chromium + fonts-dejavu-core (the
+#     lab's browser test, driven by npm's playwright-core: no browser is downloaded);
 #   - npm packages; the native addon (node-gyp, against the Node headers on the
 #     machine: nothing is downloaded) and the TypeScript.
 # LIBTORCH=/path/to/libtorch builds against another libtorch (e.g. a CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libtorch-dev libgloo-dev libopenblas0-openmp build-essential python3 python3-torch python3-numpy dataset-fashion-mnist)
+packages=(libtorch-dev libgloo-dev libopenblas0-openmp build-essential python3 python3-torch python3-numpy dataset-fashion-mnist chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `diffuse` command: train, train-classifier, sample, eval, samplers, info, export, phema, distill. Exit codes: 0 success, 1 a
+ * The `diffuse` command: train, train-classifier, sample, eval, samplers, info, export, phema, distill, lab. Exit codes: 0 success, 1 a
  * runtime failure (a corrupt checkpoint, a missing dataset, a NaN loss), 2 a usage
  * error (unknown command, flag or value), 130 interrupted by Ctrl-C.
  *
@@ -16,6 +16,7 @@ import { phemaCommand, phemaHelp } from './phema';
 import { trainCommand, trainHelp } from './train';
 import { trainClassifierCommand, trainClassifierHelp } from './train-classifier';
 import { distillCommand, distillHelp } from './distill';
+import { labCommand, labHelp } from './lab';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<number>; help: () => string; summary: string }> = {
   train: { run: trainCommand, help: trainHelp, summary: 'train a model (no options: the default Fashion-MNIST run)' },
@@ -27,6 +28,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<numbe
   export: { run: exportCommand, help: exportHelp, summary: 'write a half-precision, sampling-only copy of a checkpoint' },
   phema: { run: phemaCommand, help: phemaHelp, summary: 'post-hoc EMA: reconstruct the EMA of any length from a run trained with --ema phema' },
   distill: { run: distillCommand, help: distillHelp, summary: 'distil a model into a few-step student (progressive, guided) and measure students (yardstick)' },
+  lab: { run: labCommand, help: labHelp, summary: 'the local web lab: every idea of the tutorial on the real models (http://127.0.0.1:7860/)' },
 };
 
 export function mainHelp(): string {

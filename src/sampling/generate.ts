@@ -17,7 +17,7 @@ import { empty, tensor, zeros } from '../engine/create';
 import { noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Denoiser } from '../core/denoiser';
-import { ChurnOptions } from './common';
+import { ChurnOptions, StepInfo } from './common';
 import { getSampler } from './index';
 import { Noise, randnLike, seededNoise } from './noise';
 import { runSampler } from './run';
@@ -67,8 +67,8 @@ export interface SampleInBatchesOptions {
   clip?: [number, number] | null;
   /** Samples per batch (default DEFAULT_BATCH_SIZE); changes speed and memory, never the samples. */
   batchSize?: number;
-  /** Called after each sampler step of each batch (progress: ceil(n / batchSize) x steps calls). */
-  onStep?: (i: number, steps: number, batch: BatchProgress) => void;
+  /** Called after each sampler step of each batch (progress: ceil(n / batchSize) x steps calls), with the sampler's step info (x and its x0 estimate, freed after the call). */
+  onStep?: (i: number, steps: number, batch: BatchProgress, info: StepInfo) => void;
   /** Applied to each batch's samples before they are stored (e.g. quantize to uint8, to hold a quarter of the bytes); it may dispose its argument. */
   perBatch?: (x: Tensor) => Tensor;
 }
@@ -93,7 +93,7 @@ export function sampleInBatches(D: Denoiser, sigmas: Tensor, opts: SampleInBatch
         tidy(() => {
           const xT = initialNoise(noise, size, shape, sigmaMax); // x_T ~ N(0, sigma_max^2 I)
           const cond = labels ? { classLabels: tensor(labels.slice(start, start + size), { dtype: 'int64' }) } : undefined;
-          const x0 = runSampler(sampler, D, xT, sigmas, { generator: noise, cond, eta, churn, variance, sigmaMin, clip, callback: onStep ? ({ i }) => onStep(i, steps, batch) : undefined });
+          const x0 = runSampler(sampler, D, xT, sigmas, { generator: noise, cond, eta, churn, variance, sigmaMin, clip, callback: onStep ? (info) => onStep(info.i, steps, batch, info) : undefined });
           return perBatch ? perBatch(x0) : x0;
         }),
       );

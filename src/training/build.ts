@@ -29,7 +29,7 @@ import { TOYS, ToySampler } from '../data/toys';
 import { EDM2UNet, resolveEDM2Config, ResolvedEDM2Config } from '../models/edm2';
 import { MLPDenoiserConfig, MLPDenoiserNet, resolveMLPDenoiserConfig } from '../models/mlp';
 import { resolveUNetConfig, UNet, UNetConfig } from '../models/unet';
-import { ChurnOptions } from '../sampling/common';
+import { ChurnOptions, StepInfo } from '../sampling/common';
 import { gridModel, GRIDS, gridSigmas } from '../sampling/grids';
 import { getSampler } from '../sampling/index';
 import { BatchProgress, sampleInBatches } from '../sampling/generate';
@@ -378,8 +378,8 @@ export interface GenerateOptions {
   clip?: boolean;
   /** Samples per batch (default DEFAULT_BATCH_SIZE, chosen for speed: docs/BENCHMARKS.md); changes speed and memory, never the samples. */
   batchSize?: number;
-  /** Per-step callback (progress): step i of steps, in the batch of samples batch.start .. batch.start + batch.size - 1. */
-  onStep?: (i: number, steps: number, batch: BatchProgress) => void;
+  /** Per-step callback (progress): step i of steps, in the batch of samples batch.start .. batch.start + batch.size - 1, with the step's x and x0 estimate. */
+  onStep?: (i: number, steps: number, batch: BatchProgress, info: StepInfo) => void;
   /** Applied to each batch before it is stored (e.g. quantize); see sampleInBatches. */
   perBatch?: (x: Tensor) => Tensor;
 }
