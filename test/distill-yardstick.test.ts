@@ -8,6 +8,7 @@ import { Denoiser } from '../src/core/denoiser';
 import { GaussianMixture } from '../src/data/mixture';
 import { energyDistance } from '../src/eval/toy';
 import { resolveTrainConfig } from '../src/training/config';
+import { PreparedGuidance } from '../src/guidance/load';
 import { gapClosed, stepsForNfe, yardstick, yardstickChart, YardstickRow } from '../src/distillation/yardstick';
 
 setNumThreads(1);
@@ -49,6 +50,34 @@ describe('the yardstick', () => {
     assert.equal(st.gap, gapClosed(best, st.metrics.fd.value, r.reference.metrics.fd.value));
     const img = yardstickChart(r);
     assert.ok(img.width > 0 && img.height > 0);
+    held.dispose();
+    gmm.dispose();
+  });
+
+  test('under classifier-free guidance the teacher costs 2 evaluations per denoiser call, a guided student 1: rows at equal NFE', () => {
+    const gmm = GaussianMixture.ring(4, { radius: 1, std: 0.2 });
+    const D: Denoiser = (x, sigma) => gmm.denoise(x, sigma);
+    const held = gmm.sample(200, new Generator(9));
+    const meta = { config: resolveTrainConfig({ data: '8gaussians', model: 'mlp', timesteps: 100 }), sampleShape: [2] };
+    const guidance = { at: () => ({ denoiser: D, describe: 'cfg w = 3' }), dispose: () => {} } as unknown as PreparedGuidance;
+    const r = yardstick({
+      teacher: { meta, denoiser: D, guidance },
+      students: [{ name: 's4', group: 'g', meta, denoiser: D, guidance: null, steps: 4, sampler: 'ddim', grid: 'trailing' }],
+      scale: 3,
+      n: 100,
+      seed: 0,
+      labels: null,
+      referenceSteps: 10,
+      solvers: [{ sampler: 'ddim', grid: 'trailing' }],
+      measure: (x) => ({ fd: { value: energyDistance(x, held) } }),
+    });
+    assert.equal(r.reference.nfe, 20);
+    assert.deepEqual(
+      r.solvers.map((s) => [s.steps, s.nfe]),
+      [[2, 4]],
+    );
+    assert.equal(r.students[0].nfe, 4);
+    assert.equal(r.students[0].bestSolver, r.solvers[0]);
     held.dispose();
     gmm.dispose();
   });

@@ -135,7 +135,13 @@ export function rowKey(id: string, choice: SolverChoice, steps: number, o: { n: 
 /** Runs the yardstick (see the module comment); every generation uses the same n, seed and labels. */
 export function yardstick(o: YardstickOptions): YardstickReport {
   const { n, seed, labels, batchSize, scale } = o;
+  const passes = o.teacher.guidance && scale !== null && scale !== 1 ? 2 : 1;
+  // The teacher under CFG costs 2 network evaluations per denoiser call (its batched 2B rows); a guided student 1.
   const measureRow = (label: string, m: YardstickModel, choice: SolverChoice, steps: number): YardstickRow => {
+    const r = measureCounted(label, m, choice, steps);
+    return m === o.teacher ? { ...r, nfe: r.nfe * passes } : r;
+  };
+  const measureCounted = (label: string, m: YardstickModel, choice: SolverChoice, steps: number): YardstickRow => {
     const key = m.id === undefined ? undefined : rowKey(m.id, choice, steps, { n, seed, labels, batchSize: batchSize ?? null, scale: m.guidance ? scale : null });
     const cached = key === undefined ? undefined : o.rowCache?.get(key);
     if (cached) return { ...cached, label };
@@ -159,7 +165,6 @@ export function yardstick(o: YardstickOptions): YardstickReport {
   };
   const refSteps = o.referenceSteps ?? 1000;
   const reference = measureRow(`teacher reference: ddpm, ${refSteps} steps`, o.teacher, { sampler: 'ddpm', grid: 'trailing' }, refSteps);
-  const passes = o.teacher.guidance && scale !== null && scale !== 1 ? 2 : 1;
   const solvers: YardstickRow[] = [];
   const students: YardstickReport['students'] = [];
   for (const s of o.students) {
