@@ -51,3 +51,19 @@ for (const n of [8, 4, 2, 1]) {
     assert.ok(row.metrics.accuracy.value > 0.7, `class accuracy ${row.metrics.accuracy.value}`);
   });
 }
+
+test('models/fashion-mnist-gd4: a guided 4-step student that takes w as an input, one evaluation per step', async () => {
+  const dir = path.join(MODELS, 'fashion-mnist-gd4');
+  assert.ok(fs.existsSync(path.join(dir, 'checkpoint.json')), `the shipped student is missing: ${dir}`);
+  const rec = readCheckpointMeta(dir).distillation!;
+  assert.equal(rec.method, 'guided');
+  assert.deepEqual(rec.sampling, { sampler: 'ddim', grid: 'trailing', steps: 4 });
+  assert.deepEqual(rec.guidance, { convention: GUIDANCE_CONVENTION, teacherScale: null, embedded: [1, 5] });
+  const [row] = await evalStudent(dir, '--guidance', '3');
+  assert.deepEqual([row.steps, row.guidance], [4, 3]);
+  // Measured at n = 500: 0.968 (docs/BENCHMARKS.md); the teacher's own CFG at 2 steps (4 evaluations): 0.948.
+  assert.ok(row.metrics.accuracy.value > 0.85, `class accuracy at w = 3: ${row.metrics.accuracy.value}`);
+  const r = await runQuick(root, 'sample', dir, '--guidance', '7', '--n', '1', '--threads', '1', '--out', path.join(root, 'x.png'));
+  assert.equal(r.code, 2, 'a w outside the student range [1, 5] is a usage error');
+  assert.match(r.err, /guidance/);
+});
