@@ -2,8 +2,8 @@
 // both). The page opens, each of the five panels renders (canvas pixels drawn, images loaded),
 // moving a control changes the picture, and a sampling job on the shipped Fashion-MNIST model
 // runs to completion with its x0 estimates streamed. DIFFUSE_LAB_SCREENSHOTS=DIR also saves a
-// screenshot of each panel there (docs/img/lab-*.png were made so). Skipped, with the reason,
-// when /usr/bin/chromium or the page bundle (npm run build:lab) is missing.
+// screenshot of each panel there (docs/img/lab-*.png were made so). Fails (never skips), naming
+// what to install, when /usr/bin/chromium or the page bundle (npm run build:lab) is missing.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -36,7 +36,7 @@ let browser: Browser;
 let page: Page;
 
 before(async () => {
-  if (missing) return;
+  assert.equal(missing, null, missing ?? '');
   cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-lab-browser-'));
   fs.mkdirSync(path.join(cwd, 'runs', 'eval', 'fashion-mnist'), { recursive: true });
   for (const f of fs.readdirSync(FIXTURES)) fs.copyFileSync(path.join(FIXTURES, f), path.join(cwd, 'runs', 'eval', 'fashion-mnist', f)); // real diffuse eval reports (n = 200)
@@ -80,7 +80,7 @@ async function shot(panel: string): Promise<void> {
   if (SHOTS) await page.locator(`#panel-${panel}`).screenshot({ path: path.join(SHOTS, `lab-${panel}.png`) });
 }
 
-const opts = { skip: missing ?? false, timeout: 90_000 };
+const opts = { timeout: 90_000 };
 
 test('forward process: the images and charts render; moving t changes the noisy image and the spectrum', opts, async () => {
   await settled('fw-status');
