@@ -16,10 +16,10 @@ import { Trainer } from '../src/training/trainer';
 import { readCheckpointMeta } from '../src/training/checkpoint';
 import { Tensor } from '../src/engine/tensor';
 import { resolveUNetConfig, UNet } from '../src/models/unet';
-import { DistillTask, StageSetup } from '../src/distillation/task';
-import { planStages, resolveDistillOptions } from '../src/distillation/run';
+import { resolveDistillOptions } from '../src/distillation/run';
 import { GUIDANCE_CONVENTION } from '../src/distillation/record';
 import { runQuick } from './cli-run';
+import { assertResumeBitExact } from './distill-resume';
 
 setNumThreads(1);
 
@@ -110,23 +110,7 @@ describe('diffuse distill progressive', () => {
 
   test('a stage resumed from its checkpoint takes the steps of an uninterrupted one, bit for bit', async () => {
     const options = resolveDistillOptions({ method: 'progressive', teacher, out: path.join(root, 'r'), teacherSteps: 4, studentSteps: 2, roundSteps: 4, batchSize: 2, checkpointEvery: 0 });
-    const setup = (out: string): StageSetup => ({ plan: planStages(options)[0], rounds: 1, options, teacherDir: teacher, out });
-    const a = DistillTask.create(setup(path.join(root, 'ra')), { log: null });
-    for (let i = 0; i < 4; i++) a.trainStep();
-    const b = DistillTask.create(setup(path.join(root, 'rb')), { log: null });
-    b.trainStep();
-    b.trainStep();
-    b.checkpoint();
-    b.dispose();
-    const c = DistillTask.create(setup(path.join(root, 'rb')), { log: null, resume: true });
-    assert.equal(c.step, 2);
-    const r = await c.run();
-    assert.deepEqual(r.losses, a.losses);
-    assert.ok(a.losses.every((l) => Number.isFinite(l) && l > 0));
-    const w = (t: DistillTask) => Object.entries(t.net.stateDict()).map(([k, v]) => [k, Buffer.from(v.bytes()).toString('base64')]);
-    assert.deepEqual(w(c), w(a));
-    a.dispose();
-    c.dispose();
+    await assertResumeBitExact(options, teacher, root);
   });
 });
 

@@ -13,9 +13,9 @@ import { full, setNumThreads } from '../src/engine';
 import { resolveTrainConfig } from '../src/training/config';
 import { Trainer } from '../src/training/trainer';
 import { loadModel, readCheckpointMeta } from '../src/training/checkpoint';
-import { DistillTask, StageSetup } from '../src/distillation/task';
-import { planStages, resolveDistillOptions } from '../src/distillation/run';
+import { resolveDistillOptions } from '../src/distillation/run';
 import { runQuick } from './cli-run';
+import { assertResumeBitExact } from './distill-resume';
 
 setNumThreads(1);
 
@@ -132,25 +132,8 @@ describe('diffuse distill cd|ct|ict', () => {
 
   test('a cd stage resumed from its checkpoint takes the steps of an uninterrupted one, bit for bit (student and target)', async () => {
     const options = resolveDistillOptions({ method: 'cd', teacher, out: path.join(root, 'r'), consistencySteps: 4, discretization: 5, batchSize: 2, checkpointEvery: 0 });
-    const setup = (out: string): StageSetup => ({ plan: planStages(options)[0], rounds: 1, options, teacherDir: teacher, out });
-    const a = DistillTask.create(setup(path.join(root, 'ra')), { log: null });
-    for (let i = 0; i < 4; i++) a.trainStep();
-    a.checkpoint();
-    const b = DistillTask.create(setup(path.join(root, 'rb')), { log: null });
-    b.trainStep();
-    b.trainStep();
-    b.checkpoint();
-    b.dispose();
-    const c = DistillTask.create(setup(path.join(root, 'rb')), { log: null, resume: true });
-    assert.equal(c.step, 2);
-    const r = await c.run();
-    assert.deepEqual(r.losses, a.losses);
-    assert.ok(a.losses.every((l) => Number.isFinite(l) && l > 0));
-    const w = (t: DistillTask) => Object.entries(t.net.stateDict()).map(([k, v]) => [k, Buffer.from(v.bytes()).toString('base64')]);
-    assert.deepEqual(w(c), w(a));
+    await assertResumeBitExact(options, teacher, root);
     const bytes = (dir: string) => fs.readFileSync(path.join(dir, readCheckpointMeta(dir).files.target!.file)).toString('base64');
     assert.equal(bytes(path.join(root, 'rb')), bytes(path.join(root, 'ra')), 'the target network too');
-    a.dispose();
-    c.dispose();
   });
 });
