@@ -59,7 +59,14 @@ describe('the yardstick', () => {
     const D: Denoiser = (x, sigma) => gmm.denoise(x, sigma);
     const held = gmm.sample(200, new Generator(9));
     const meta = { config: resolveTrainConfig({ data: '8gaussians', model: 'mlp', timesteps: 100 }), sampleShape: [2] };
-    const guidance = { at: () => ({ denoiser: D, describe: 'cfg w = 3' }), dispose: () => {} } as unknown as PreparedGuidance;
+    // A stand-in for CFG that evaluates its base twice per call, as batched CFG runs 2B rows: the counting must see both.
+    const twice =
+      (base: Denoiser): Denoiser =>
+      (x, sigma, cond) => {
+        base(x, sigma, cond).dispose();
+        return base(x, sigma, cond);
+      };
+    const guidance: PreparedGuidance = { at: (_: number, base: Denoiser = D) => ({ denoiser: twice(base), describe: 'cfg w = 3' }), dispose: () => {} };
     const r = yardstick({
       teacher: { meta, denoiser: D, guidance },
       students: [{ name: 's4', group: 'g', meta, denoiser: D, guidance: null, steps: 4, sampler: 'ddim', grid: 'trailing' }],

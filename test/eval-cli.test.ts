@@ -199,12 +199,12 @@ describe('diffuse eval on the shipped model', () => {
     const out = path.join(root, 'ev');
     const r = await quick('eval', '--n', '20', '--batch', '10', '--steps', '3', '--sampler', 'dpmpp-2m', '--guidance', '1,2', '--threads', '1', '--out', out);
     assert.equal(r.code, 0, r.err);
-    const rows = JSON.parse(fs.readFileSync(/wrote (\S+\.json)/.exec(r.out)![1], 'utf8')) as { guidance: number; guidanceType: string; space: string; metrics: Record<string, { value: number }> }[];
+    const rows = JSON.parse(fs.readFileSync(/wrote (\S+\.json)/.exec(r.out)![1], 'utf8')) as { guidance: number; guidanceType: string; nfe: number; space: string; metrics: Record<string, { value: number }> }[];
     assert.deepEqual(
-      rows.map((x) => [x.guidance, x.guidanceType]),
+      rows.map((x) => [x.guidance, x.guidanceType, x.nfe]),
       [
-        [1, 'cfg'],
-        [2, 'cfg'],
+        [1, 'cfg', 3], // w = 1 is the conditional model: one evaluation per step
+        [2, 'cfg', 6], // batched CFG: the conditional and unconditional rows, 2 per step
       ],
     );
     for (const x of rows) {
@@ -219,7 +219,7 @@ describe('diffuse sample --guidance', () => {
   test('cfg runs and says so; wrong combinations are usage errors naming the flag', async () => {
     const r = await quick('sample', '--n', '2', '--steps', '2', '--guidance', '2', '--threads', '1', '--out', 'g.png');
     assert.equal(r.code, 0, r.err);
-    assert.match(r.out, /cfg w = 2, 2 denoiser evaluations/);
+    assert.match(r.out, /cfg w = 2, 4 denoiser evaluations/); // batched CFG: 2 network evaluations per step
     for (const [args, re] of [
       [['--guidance-type', 'auto'], /--guidance-type needs --guidance W/],
       [['--guidance', '2', '--guidance-type', 'auto'], /needs --guide-checkpoint DIR/],

@@ -149,15 +149,15 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     if (guidance && labels?.some((y) => y === k)) throw new UsageError('--guidance: guidance steers toward a class; --class none (unconditional) has none to steer toward');
     const prepared = guidance ? prepareGuidance(denoiser, meta, guidance) : null;
     const scale_ = guidanceScales(args, { sweep: false })?.[0];
-    const guided = prepared && scale_ !== undefined ? prepared.at(scale_) : null;
+    const counted = countEvaluations(denoiser); // NFE per sample: network evaluations (batched CFG: 2 per step)
+    const guided = prepared && scale_ !== undefined ? prepared.at(scale_, counted.denoiser) : null;
     const batchSize = batchSizeFlag(args) ?? DEFAULT_BATCH_SIZE;
     const batches = Math.ceil(n / batchSize);
     const bar = new Progress(batches * steps, batches > 1 ? `sample (${batches} batches of ${batchSize})` : 'sample');
     const t0 = performance.now();
-    const counted = countEvaluations(guided?.denoiser ?? denoiser); // NFE per sample: the (guided) denoiser's evaluations
     let x: Tensor;
     try {
-      x = generateSamples(counted.denoiser, meta.config, { ...choice, shape: meta.sampleShape, n, seed, steps, labels, batchSize, onStep: () => bar.tick() });
+      x = generateSamples(guided?.denoiser ?? counted.denoiser, meta.config, { ...choice, shape: meta.sampleShape, n, seed, steps, labels, batchSize, onStep: () => bar.tick() });
     } finally {
       prepared?.dispose();
     }

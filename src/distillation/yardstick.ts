@@ -129,19 +129,15 @@ export function gapClosed(fdBestSolver: number, fdStudent: number, fdReference: 
 
 /** The key of a generation: everything its samples depend on (the model's weights by id, the sampling, the seeds and labels). */
 export function rowKey(id: string, choice: SolverChoice, steps: number, o: { n: number; seed: number; labels: readonly number[] | null; batchSize: number | null; scale: number | null }): string {
-  return JSON.stringify({ id, sampler: choice.sampler, grid: choice.grid, steps, n: o.n, seed: o.seed, labels: o.labels, batchSize: o.batchSize, scale: o.scale });
+  const counting = o.scale !== null ? { nfe: 'network' } : {}; // guided rows cached before CFG counted 2 evaluations per step are not reused
+  return JSON.stringify({ id, sampler: choice.sampler, grid: choice.grid, steps, n: o.n, seed: o.seed, labels: o.labels, batchSize: o.batchSize, scale: o.scale, ...counting });
 }
 
 /** Runs the yardstick (see the module comment); every generation uses the same n, seed and labels. */
 export function yardstick(o: YardstickOptions): YardstickReport {
   const { n, seed, labels, batchSize, scale } = o;
-  const passes = o.teacher.guidance && scale !== null && scale !== 1 ? 2 : 1;
-  // The teacher under CFG costs 2 network evaluations per denoiser call (its batched 2B rows); a guided student 1.
+  const passes = o.teacher.guidance && scale !== null && scale !== 1 ? 2 : 1; // the teacher under CFG: 2 network evaluations per step (a guided student: 1)
   const measureRow = (label: string, m: YardstickModel, choice: SolverChoice, steps: number): YardstickRow => {
-    const r = measureCounted(label, m, choice, steps);
-    return m === o.teacher ? { ...r, nfe: r.nfe * passes } : r;
-  };
-  const measureCounted = (label: string, m: YardstickModel, choice: SolverChoice, steps: number): YardstickRow => {
     const key = m.id === undefined ? undefined : rowKey(m.id, choice, steps, { n, seed, labels, batchSize: batchSize ?? null, scale: m.guidance ? scale : null });
     const cached = key === undefined ? undefined : o.rowCache?.get(key);
     if (cached) return { ...cached, label };

@@ -32,7 +32,7 @@ export interface SweepSetting {
 
 /** One measured setting. */
 export interface SweepRow extends SweepSetting {
-  /** Denoiser evaluations per sample (of the guided denoiser when guided). */
+  /** Network evaluations per sample (batched classifier-free guidance counts 2 per denoiser call). */
   nfe: number;
   /** Wall time of generating and measuring the setting's samples. */
   seconds: number;
@@ -69,11 +69,11 @@ export function evaluateSweep(o: SweepOptions): SweepRow[] {
   const rows: SweepRow[] = [];
   for (const { steps, guidance } of o.settings) {
     if (guidance !== null && !o.guidance) throw new TypeError(`evaluateSweep: a setting has guidance scale ${guidance} but no guidance was given`);
-    const guided = guidance !== null ? o.guidance!.at(guidance) : null;
-    const counted = countEvaluations(guided?.denoiser ?? o.denoiser);
+    const counted = countEvaluations(o.denoiser); // NFE: network evaluations (batched CFG: 2 per step)
+    const guided = guidance !== null ? o.guidance!.at(guidance, counted.denoiser) : null;
     o.onSetting?.({ steps, guidance }, `steps ${steps}${guided ? `, ${guided.describe}` : ''}`);
     const t0 = performance.now();
-    const x = generateInBatches(counted.denoiser, o.meta, { ...o.spec, steps }, o.onStep);
+    const x = generateInBatches(guided?.denoiser ?? counted.denoiser, o.meta, { ...o.spec, steps }, o.onStep);
     try {
       const metrics = o.measure(x);
       const row = { steps, guidance, nfe: counted.nfe(o.spec.n), seconds: (performance.now() - t0) / 1000, metrics };

@@ -46,7 +46,12 @@ export interface Guided {
 
 /** What prepareGuidance loaded, and the guided denoiser at any scale. */
 export interface PreparedGuidance {
-  at(scale: number): Guided;
+  /**
+   * The guided denoiser at `scale`; `base` replaces the model's own denoiser underneath (the same
+   * model, e.g. wrapped by countEvaluations, so that NFE counts network evaluations: 2 per step
+   * for batched CFG).
+   */
+  at(scale: number, base?: Denoiser): Guided;
   /** Frees the guide network or classifier (nothing for cfg). */
   dispose(): void;
 }
@@ -72,17 +77,17 @@ export function prepareGuidance(D: Denoiser, meta: Pick<CheckpointMeta, 'classNa
     if (spec.type !== 'cfg' || spec.interval || spec.rescale)
       throw new TypeError('prepareGuidance: a guidance-distilled student takes classifier-free guidance (type cfg) without interval or rescale');
     return {
-      at: (scale) => {
+      at: (scale, base = D) => {
         const p = studentGuidanceProblem(student, spec.type, scale);
         if (p) throw new RangeError(`prepareGuidance: guidance scale ${p}`);
-        return { denoiser: withGuidance(D, scale), describe: `guidance-distilled w = ${scale} (one evaluation)` };
+        return { denoiser: withGuidance(base, scale), describe: `guidance-distilled w = ${scale} (one evaluation)` };
       },
       dispose: () => {},
     };
   }
   if (spec.type === 'cfg') {
     return {
-      at: (scale) => ({ denoiser: classifierFreeGuidance(D, { scale, nullClass, rescale: spec.rescale, interval: spec.interval }), describe: `cfg w = ${scale}` }),
+      at: (scale, base = D) => ({ denoiser: classifierFreeGuidance(base, { scale, nullClass, rescale: spec.rescale, interval: spec.interval }), describe: `cfg w = ${scale}` }),
       dispose: () => {},
     };
   }
@@ -94,7 +99,7 @@ export function prepareGuidance(D: Denoiser, meta: Pick<CheckpointMeta, 'classNa
       throw new GuideMismatchError(`guide ${spec.guide}: not a model of the same task (classes or sample shape differ)`);
     }
     return {
-      at: (scale) => ({ denoiser: autoguidance(D, guide.denoiser, { scale, interval: spec.interval }), describe: `autoguidance w = ${scale} (guide ${spec.guide}, step ${guide.meta.step})` }),
+      at: (scale, base = D) => ({ denoiser: autoguidance(base, guide.denoiser, { scale, interval: spec.interval }), describe: `autoguidance w = ${scale} (guide ${spec.guide}, step ${guide.meta.step})` }),
       dispose: () => guide.net.dispose(),
     };
   }
@@ -103,7 +108,7 @@ export function prepareGuidance(D: Denoiser, meta: Pick<CheckpointMeta, 'classNa
   const { net } = loadClassifier(dir);
   const logp = classifierLogProb(net);
   return {
-    at: (scale) => ({ denoiser: classifierGuidance(D, logp, { scale, conditional: true }), describe: `classifier guidance s = ${scale} (${dir})` }),
+    at: (scale, base = D) => ({ denoiser: classifierGuidance(base, logp, { scale, conditional: true }), describe: `classifier guidance s = ${scale} (${dir})` }),
     dispose: () => net.dispose(),
   };
 }

@@ -76,10 +76,11 @@ export function sampleJob(p: SampleParams, send: Send): object {
     const labels = !meta.classNames ? null : p.cls === null ? Array.from({ length: p.n }, (_, i) => i % k) : new Array<number>(p.n).fill(p.cls === 'none' ? k : p.cls);
     const prepared = p.guidance ? prepareGuidance(denoiser, meta, { type: p.guidance.type, guide: p.guidance.guide }) : null;
     try {
-      const counted = countEvaluations(prepared ? prepared.at(p.guidance!.scale).denoiser : denoiser);
+      const counted = countEvaluations(denoiser); // NFE: network evaluations (batched CFG: 2 per step)
+      const guided = prepared ? prepared.at(p.guidance!.scale, counted.denoiser).denoiser : counted.denoiser;
       const ncol = labels && p.cls === null ? Math.min(k, p.n) : undefined;
       const t0 = performance.now();
-      const x = generateSamples(counted.denoiser, meta.config, {
+      const x = generateSamples(guided, meta.config, {
         shape: meta.sampleShape,
         n: p.n,
         seed: p.seed,

@@ -124,8 +124,9 @@ export interface CountedDenoiser {
 
 /**
  * D with an evaluation counter, for the number of function evaluations (NFE) a sampler spends
- * per sample. Wrap the denoiser the sampler sees (the guided one: batched classifier-free
- * guidance runs the network on 2B rows for one evaluation of B).
+ * per sample. Wrap the model's own denoiser and put any guidance on top of the counted one
+ * (`prepared.at(scale, c.denoiser)`): batched classifier-free guidance runs the network on 2B
+ * rows per call, which counts 2 evaluations per step, as distillation papers count a CFG teacher.
  *
  * @example
  *   const c = countEvaluations(D);
