@@ -16,6 +16,7 @@ import { reportRows } from '../src/lab/reports';
 import { Lab, startLab } from '../src/lab/server';
 import { isLoopback, labCommand } from '../src/cli/lab';
 import { UsageError } from '../src/cli/args';
+import { SAMPLERS } from '../src/sampling';
 
 setNumThreads(1);
 
@@ -188,7 +189,10 @@ describe('lab server', () => {
     assert.match(lab.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
     const page = await fetch(lab.url);
     assert.equal(page.status, 200);
-    assert.match(await page.text(), /Steps against quality/);
+    const html = await page.text();
+    assert.match(html, /Steps against quality/);
+    const offered = [.../<select id="sm-sampler">(.*?)<\/select>/.exec(html)![1].matchAll(/<option value="([^"]+)"/g)].map((m) => m[1]);
+    assert.deepEqual(offered, Object.keys(SAMPLERS)); // the sampling panel offers the registry, consistency and lms included
     const { body } = await get('/api/models');
     assert.ok(body.models.some((m: { name: string }) => m.name === 'fashion-mnist'));
     const reports = await get('/api/reports');

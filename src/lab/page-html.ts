@@ -18,8 +18,26 @@ img.pix { image-rendering: pixelated; border: 1px solid #ddd; }
 figure { margin: 0; } figcaption { font-size: 12px; color: #555; text-align: center; }
 `;
 
-/** The page's HTML. */
-export function pageHtml(): string {
+/** A sampler the page offers: its registry name and one-line description. */
+export interface PageSampler {
+  name: string;
+  description: string;
+}
+
+const escapeHtml = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+
+/** The sampling panel's options: every registered sampler, its description as the tooltip, `selected` first choice. */
+function samplerOptions(samplers: readonly PageSampler[], selected: string): string {
+  return samplers.map((s) => `<option value="${escapeHtml(s.name)}" title="${escapeHtml(s.description)}"${s.name === selected ? ' selected' : ''}>${escapeHtml(s.name)}</option>`).join('');
+}
+
+/**
+ * The page's HTML; `samplers` fills the sampling panel's choice (the server passes the sampler registry).
+ *
+ * @example
+ *   pageHtml(Object.values(SAMPLERS).map((s) => s.info)); // every sampler of `diffuse samplers`
+ */
+export function pageHtml(samplers: readonly PageSampler[]): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Diffuse lab</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>${STYLE}</style></head>
@@ -101,7 +119,7 @@ weaker model of the same task: D_bad + w (D_good - D_bad).</div>
 <div class="row">
   <div class="controls">
     <label for="sm-model">model</label><select id="sm-model"></select>
-    <label for="sm-sampler">sampler</label><select id="sm-sampler"><option>dpmpp-2m</option><option>euler</option><option>heun</option><option>ddim</option><option>ddpm</option><option>euler-ancestral</option><option>dpmpp-2m-sde</option></select>
+    <label for="sm-sampler">sampler</label><select id="sm-sampler">${samplerOptions(samplers, 'dpmpp-2m')}</select>
     <label for="sm-steps">steps</label><input id="sm-steps" type="number" min="1" max="1000" value="10">
     <label for="sm-n">images</label><input id="sm-n" type="number" min="1" max="64" value="10">
     <label for="sm-seed">seed</label><input id="sm-seed" type="number" min="0" value="0">

@@ -163,7 +163,7 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, ctx: {
   if (url.pathname === '/' || url.pathname === '/index.html') {
     only('GET', 'HEAD');
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-    return void res.end(pageHtml());
+    return void res.end(pageHtml(Object.values(SAMPLERS).map((s) => s.info))); // the sampling panel offers every registered sampler
   }
   if (url.pathname === '/lab.js') {
     only('GET', 'HEAD');
