@@ -138,6 +138,14 @@ test('sampling: a job on the shipped Fashion-MNIST model streams x0 estimates an
   await shot('sample');
 });
 
+test('sampling: picking a distilled student sets the controls to its own sampling (the shipped 1-step student: ddim, 1 step)', opts, async () => {
+  await page.selectOption('#sm-sampler', 'heun');
+  await page.selectOption('#sm-model', 'fashion-mnist-pd1');
+  assert.equal(await page.inputValue('#sm-sampler'), 'ddim');
+  assert.equal(await page.inputValue('#sm-steps'), '1');
+  assert.match((await page.textContent('#sm-model option[value="fashion-mnist-pd1"]')) ?? '', /progressive student/);
+});
+
 test('steps against quality: the report fixture is charted; switching the metric redraws it', opts, async () => {
   await page.waitForFunction(() => /measured settings/.test(document.getElementById('rp-status').textContent ?? ''));
   assert.match((await page.textContent('#rp-status')) ?? '', /^12 measured settings/);

@@ -195,6 +195,9 @@ describe('lab server', () => {
     assert.deepEqual(offered, Object.keys(SAMPLERS)); // the sampling panel offers the registry, consistency and lms included
     const { body } = await get('/api/models');
     assert.ok(body.models.some((m: { name: string }) => m.name === 'fashion-mnist'));
+    const pd4 = body.models.find((m: { name: string }) => m.name === 'fashion-mnist-pd4');
+    assert.deepEqual([pd4.method, pd4.sampling], ['progressive', { sampler: 'ddim', grid: 'trailing', steps: 4 }]); // a student's own sampling, which the panel applies
+    assert.equal(body.models.find((m: { name: string }) => m.name === 'fashion-mnist').sampling, null);
     const reports = await get('/api/reports');
     assert.ok(reports.body.reports.some((r: { file: string }) => r.file === path.join('runs', 'eval', 'fashion-mnist', 'sweep.json')));
     const post = await get('/api/posterior?t=900');

@@ -28,6 +28,7 @@ import { SCHEDULES } from './panels';
 import { findReports } from './reports';
 import { BadRequest, findModel, listModels, Params } from './validate';
 import { SampleParams } from './worker';
+import { readCheckpointMeta } from '../training/checkpoint';
 
 /** Where the page bundle is: dist/lab/lab.js beside dist/src/. */
 export const BUNDLE = path.resolve(__dirname, '..', '..', 'lab', 'lab.js');
@@ -55,6 +56,17 @@ export interface Lab {
 }
 
 type Json = Record<string, unknown> | unknown[];
+
+/** A model as /api/models lists it: a distilled student carries its own sampling (sampler, grid, steps), which the sampling panel applies. */
+function modelEntry(m: { name: string; dir: string; shipped: boolean }): { name: string; shipped: boolean; sampling: { sampler: string; grid: string; steps: number } | null; method: string | null } {
+  let rec;
+  try {
+    rec = readCheckpointMeta(m.dir).distillation;
+  } catch {
+    rec = undefined; // an unreadable checkpoint is listed; sampling it reports the problem
+  }
+  return { name: m.name, shipped: m.shipped, sampling: rec?.sampling ?? null, method: rec?.method ?? null };
+}
 
 function sendJson(res: http.ServerResponse, status: number, body: Json): void {
   if (res.writableEnded || res.destroyed) return; // the client left (or the server is closing)
@@ -175,7 +187,7 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, ctx: {
   const what = parts[1];
   if (what === 'models' && parts.length === 2) {
     only('GET');
-    return sendJson(res, 200, { models: listModels(ctx.cwd).map(({ name, shipped }) => ({ name, shipped })) });
+    return sendJson(res, 200, { models: listModels(ctx.cwd).map(modelEntry) });
   }
   if (what === 'reports' && parts.length === 2) {
     only('GET');

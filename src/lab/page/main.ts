@@ -326,15 +326,39 @@ const guidance = latest(async () => {
 
 let running: string | null = null;
 
+interface LabModel {
+  name: string;
+  sampling: { sampler: string; grid: string; steps: number } | null;
+  method: string | null;
+}
+let models: LabModel[] = [];
+
 async function loadModels(): Promise<void> {
-  const { models } = await api<{ models: { name: string }[] }>('/api/models');
-  $('sm-model').innerHTML = models.map((m) => `<option>${m.name.replace(/[<&"]/g, '')}</option>`).join('');
+  ({ models } = await api<{ models: LabModel[] }>('/api/models'));
+  $('sm-model').innerHTML = models.map((m) => `<option value="${m.name.replace(/[<&"]/g, '')}">${m.name.replace(/[<&"]/g, '')}${m.method ? ` (${m.method} student)` : ''}</option>`).join('');
+  applyStudentDefaults();
+}
+
+/** The picked model's distilled sampling (a student is trained for its sampler and steps): set the controls to it. */
+function applyStudentDefaults(): void {
+  const s = models.find((m) => m.name === val('sm-model'))?.sampling;
+  if (!s) return;
+  $<HTMLSelectElement>('sm-sampler').value = s.sampler;
+  $<HTMLInputElement>('sm-steps').value = String(s.steps);
+}
+
+/** The grid to send: a student's own grid while its own sampler is picked; otherwise the server's default. */
+function studentGrid(): string | undefined {
+  const s = models.find((m) => m.name === val('sm-model'))?.sampling;
+  return s && s.sampler === val('sm-sampler') ? s.grid : undefined;
 }
 
 async function sample(): Promise<void> {
   const body: Record<string, unknown> = { model: val('sm-model'), sampler: val('sm-sampler'), steps: Number(val('sm-steps')), n: Number(val('sm-n')), seed: Number(val('sm-seed')) };
   if (val('sm-class').trim() !== '') body.class = val('sm-class').trim() === 'none' ? 'none' : Number(val('sm-class'));
   if (val('sm-guidance').trim() !== '') body.guidance = Number(val('sm-guidance'));
+  const grid = studentGrid();
+  if (grid) body.grid = grid;
   const { id } = await api<{ id: string }>('/api/jobs', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   running = id;
   $<HTMLButtonElement>('sm-cancel').disabled = false;
@@ -433,4 +457,5 @@ posterior();
 likelihood();
 guidance();
 loadModels().catch((e: Error) => status('sm-status', `error: ${e.message}`));
+$('sm-model').addEventListener('change', applyStudentDefaults);
 loadReports().catch((e: Error) => status('rp-status', `error: ${e.message}`));
