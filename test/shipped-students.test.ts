@@ -1,5 +1,6 @@
 // The shipped students of the shipped Fashion-MNIST model (issue 16): progressive students at 8,
-// 4, 2 and 1 steps (models/fashion-mnist-pdN) and a guided 4-step student (models/fashion-mnist-gd4).
+// 4, 2 and 1 steps (models/fashion-mnist-pdN), a guided 4-step student (models/fashion-mnist-gd4) and
+// a consistency-distilled student (models/fashion-mnist-cd, issue 17).
 // Each is an ordinary float16 checkpoint whose distillation record says how to sample it;
 // `diffuse eval` samples it at its own steps and its samples are recognisable clothes, where the
 // teacher's own DDIM at 1 step gives blurs (class accuracy 0.17 in docs/BENCHMARKS.md). Fails
@@ -73,4 +74,25 @@ test('models/fashion-mnist-gd4: a guided 4-step student that takes w as an input
   const r = await runQuick(root, 'sample', dir, '--guidance', '7', '--n', '1', '--threads', '1', '--out', path.join(root, 'x.png'));
   assert.equal(r.code, 2, 'a w outside the student range [1, 5] is a usage error');
   assert.match(r.err, /guidance/);
+});
+
+test('models/fashion-mnist-cd: a consistency student, 1 step by default and better with 2, far ahead of the teacher at 1 NFE', async () => {
+  const dir = path.join(MODELS, 'fashion-mnist-cd');
+  assert.ok(fs.existsSync(path.join(dir, 'checkpoint.json')), `the shipped student is missing: ${dir}`);
+  const rec = readCheckpointMeta(dir).distillation!;
+  assert.equal(rec.method, 'cd');
+  assert.deepEqual(rec.sampling, { sampler: 'consistency', grid: 'consistency', steps: 1 });
+  const rows = await evalStudent(dir, '--steps', '1,2');
+  assert.deepEqual(
+    rows.map((r) => [r.sampler, r.steps]),
+    [
+      ['consistency', 1],
+      ['consistency', 2],
+    ],
+  );
+  // Measured at n = 500: FD 21.4 / 17.3, accuracy 0.78 / 0.80; the teacher's best solver at 1 NFE: FD 279, accuracy 0.17.
+  const [teacher] = await evalStudent(path.join(MODELS, 'fashion-mnist'), '--sampler', 'ddim', '--grid', 'trailing', '--steps', '1');
+  assert.ok(rows[0].metrics.fd.value < teacher.metrics.fd.value / 5, `FD at 1 step: student ${rows[0].metrics.fd.value}, teacher ${teacher.metrics.fd.value}`);
+  assert.ok(rows[0].metrics.accuracy.value > 0.6, `class accuracy at 1 step ${rows[0].metrics.accuracy.value}`);
+  assert.ok(rows[1].metrics.fd.value < rows[0].metrics.fd.value, `multistep consistency sampling: FD at 2 steps ${rows[1].metrics.fd.value} against 1 step ${rows[0].metrics.fd.value}`);
 });
