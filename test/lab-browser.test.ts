@@ -148,7 +148,7 @@ test('sampling: picking a distilled student sets the controls to its own samplin
 
 test('steps against quality: the report fixture is charted; switching the metric redraws it', opts, async () => {
   await page.waitForFunction(() => /measured settings/.test(document.getElementById('rp-status').textContent ?? ''));
-  assert.match((await page.textContent('#rp-status')) ?? '', /^12 measured settings/);
+  assert.match((await page.textContent('#rp-status')) ?? '', /^38 measured settings/); // 3 eval reports (12 settings) and a yardstick (reference, 16 solver rows, 9 student rows)
   const fd = await canvas('rp-chart');
   assert.ok(fd.inked > 500);
   await page.selectOption('#rp-metric', 'precision');
@@ -158,5 +158,8 @@ test('steps against quality: the report fixture is charted; switching the metric
   await page.selectOption('#rp-x', 'nfe');
   await page.selectOption('#rp-metric', 'fd');
   assert.match((await page.textContent('#rp-caption')) ?? '', /ddim.*dpmpp-2m|dpmpp-2m.*ddim/);
+  await page.selectOption('#rp-x', 'lognfe');
+  const caption = (await page.textContent('#rp-caption')) ?? '';
+  for (const curve of ['teacher reference', 'teacher ddim trailing', 'student cd', 'student ict', 'student ct']) assert.ok(caption.includes(`yardstick-consistency: ${curve}`), caption); // a yardstick: one curve per solver and student group
   await shot('reports');
 });

@@ -159,6 +159,24 @@ describe('lab validation', () => {
     assert.deepEqual(reportRows([1, null, 'x'], 'z.json'), []);
   });
 
+  test('yardstick reports: the reference, every teacher solver and every student become rows, one curve (series) each', () => {
+    const y = JSON.parse(fs.readFileSync(path.join(path.dirname(FIXTURE), 'yardstick-consistency.json'), 'utf8'));
+    const rows = reportRows(y, 'runs/cm/yardstick/yardstick.json');
+    assert.equal(rows.length, 1 + y.solvers.length + y.students.length);
+    assert.deepEqual(rows[0].series, 'teacher reference');
+    assert.deepEqual([rows[0].nfe, rows[0].n, Math.round(rows[0].metrics.fd * 100) / 100], [1000, 500, 5.99]);
+    const cd = rows.filter((r) => r.series === 'student cd');
+    assert.deepEqual(
+      cd.map((r) => [r.steps, r.nfe, r.sampler]),
+      [
+        [1, 1, 'consistency'],
+        [2, 2, 'consistency'],
+        [4, 4, 'consistency'],
+      ],
+    );
+    assert.ok(rows.some((r) => r.series === 'teacher dpmpp-2m trailing' && r.nfe === 4));
+  });
+
   test('diffuse lab refuses a non-loopback host without --allow-remote', async () => {
     assert.ok(isLoopback('127.0.0.1') && isLoopback('::1') && isLoopback('localhost') && isLoopback('127.1.2.3'));
     assert.ok(!isLoopback('0.0.0.0') && !isLoopback('192.168.1.2') && !isLoopback('::'));

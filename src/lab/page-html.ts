@@ -140,7 +140,7 @@ The picture streams that estimate as it sharpens, from the blurry average of the
 <div class="row">
   <div class="controls">
     <label for="rp-metric">metric</label><select id="rp-metric"></select>
-    <label for="rp-x">against</label><select id="rp-x"><option value="nfe">NFE</option><option value="guidance">guidance w</option></select>
+    <label for="rp-x">against</label><select id="rp-x"><option value="nfe">NFE</option><option value="lognfe">NFE, log-log</option><option value="guidance">guidance w</option></select>
   </div>
   <figure><canvas id="rp-chart" width="520" height="300"></canvas><figcaption id="rp-caption">evaluation reports found under runs/ and models/</figcaption></figure>
 </div>

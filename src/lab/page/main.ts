@@ -399,6 +399,8 @@ interface Row {
   steps: number;
   guidance: number | null;
   metrics: Record<string, number>;
+  /** A yardstick report's curve (teacher solver, student group, reference); eval reports: one curve per file. */
+  series?: string;
 }
 let rows: Row[] = [];
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
@@ -410,17 +412,21 @@ function drawReports(): void {
   const stepsIn = new Map<string, Set<number>>(); // a file sweeping the steps is charted against NFE, one sweeping w against w
   rows.forEach((r) => stepsIn.set(r.file, (stepsIn.get(r.file) ?? new Set()).add(r.steps)));
   for (const r of rows) {
-    const x = by === 'nfe' ? (stepsIn.get(r.file)!.size > 1 ? (r.nfe ?? r.steps) : null) : r.guidance;
-    const y = r.metrics[metric];
-    if (x === null || y === undefined) continue;
-    const key = r.file
+    const log = by === 'lognfe'; // a yardstick spans NFE 1 to 1000 and FD 6 to 300: log-log reads it
+    const nfe = stepsIn.get(r.file)!.size > 1 ? (r.nfe ?? r.steps) : null;
+    const x = by === 'guidance' ? r.guidance : nfe === null ? null : log ? Math.log10(nfe) : nfe;
+    const y = log && r.metrics[metric] !== undefined ? Math.log10(r.metrics[metric]) : r.metrics[metric];
+    if (x === null || y === undefined || !Number.isFinite(y)) continue;
+    const base = r.file
       .split('/')
-      .pop()!
+      .slice(-2)
+      .join('/')
       .replace(/\.json$/, '');
+    const key = r.series ? `${base}: ${r.series}` : base.split('/').pop()!;
     groups.set(key, [...(groups.get(key) ?? []), [x, y]]);
   }
   const series = [...groups.entries()].map(([name, pts], i) => ({ pts: pts.sort((a, b) => a[0] - b[0]), color: PALETTE[i % PALETTE.length], dots: true, name }));
-  chart('rp-chart', series, `${metric} vs ${by}`);
+  chart('rp-chart', series, by === 'lognfe' ? `log10 ${metric} vs log10 NFE` : `${metric} vs ${by}`);
   $('rp-caption').textContent = groups.size ? `reports: ${[...groups.keys()].join('; ')}` : 'no reports with this metric';
 }
 
