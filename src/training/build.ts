@@ -19,7 +19,7 @@ import { Generator } from '../engine/random';
 import { tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
-import { discreteTimestep, edmDenoiser, fromCoefficients, logSigmaNoise, Network, NoiseLevel, Prediction, vConsistencyCoefficients, vpCoefficients } from '../core/precond';
+import { boundaryCoefficients, discreteTimestep, edmDenoiser, fromCoefficients, logSigmaNoise, Network, NoiseLevel, Prediction, vConsistencyCoefficients, vpCoefficients } from '../core/precond';
 import { cosineBetas, discreteVP, DiscreteVP, linearBetas, resolutionShift, shiftDiscreteVP, sigmoidBetas } from '../core/schedules';
 import { epochSeed, DataLoader } from '../data/loader';
 import { loadFashionMNIST } from '../data/fashion-mnist';
@@ -37,6 +37,7 @@ export { DEFAULT_BATCH_SIZE, initialNoise } from '../sampling/generate';
 import { cosineSchedule, edm2Schedule, linearWarmupSchedule, LrSchedule } from '../optim/schedule';
 import { ConfigError, TRAIN_MODELS, TrainConfig } from './config';
 import { LoraOptions } from '../nn/lora';
+import type { ConsistencyForm } from '../distillation/record';
 import { ddpmLoss, edm2Loss, edmLoss, LossResult, vLoss, x0Loss } from './losses';
 import { discreteSigma } from './sigma-sampling';
 import { minSnrWeighting, snrWeighting, Weighting } from './weighting';
@@ -239,7 +240,7 @@ export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSched
  * (the network told the timestep index, or ln(sigma) / 4 for EDM2's network, whose Fourier
  * features expect it), or EDM's (edm, edm2).
  */
-export function buildDenoiser(config: TrainConfig, net: DenoiserNet, { consistency = null }: { consistency?: { sigmaMin: number } | null } = {}): Denoiser {
+export function buildDenoiser(config: TrainConfig, net: DenoiserNet, { consistency = null }: { consistency?: ConsistencyForm | null } = {}): Denoiser {
   const F: Network = (xIn, cNoise, cond) => {
     if (net instanceof UNet) return net.forward(xIn, cNoise, cond?.classLabels, cond?.guidance);
     if (cond?.guidance !== undefined) throw new TypeError(`buildDenoiser: cond.guidance is for a U-Net with guidanceEmbedding, not a ${net.constructor.name}`);
@@ -249,6 +250,10 @@ export function buildDenoiser(config: TrainConfig, net: DenoiserNet, { consisten
   const target = prediction(config.objective);
   if (schedule && target) {
     const cNoise: NoiseLevel = net instanceof EDM2UNet ? logSigmaNoise : discreteTimestep(schedule);
+    if (consistency?.form === 'denoiser') {
+      const c = consistency; // LCM: the network's own prediction with the boundary on top
+      return fromCoefficients(F, (sigma) => tidy(() => boundaryCoefficients(vpCoefficients(target, sigma, cNoise), sigma, c)));
+    }
     if (consistency) {
       if (target !== 'v') throw new ConfigError('objective', `a consistency model here is read with the v row of coefficients (vConsistencyCoefficients), got ${target}`);
       return fromCoefficients(F, (sigma) => vConsistencyCoefficients(sigma, consistency.sigmaMin, cNoise));
