@@ -22,6 +22,7 @@ import { withGuidance } from '../src/distillation/guided';
 import { resolveDistillOptions, planStages } from '../src/distillation/run';
 import { DistillTask } from '../src/distillation/task';
 import { resolveTrainConfig } from '../src/training/config';
+import { loadTrainData } from '../src/training/build';
 import { Trainer } from '../src/training/trainer';
 import { loadModel, readCheckpointMeta } from '../src/training/checkpoint';
 import { loadLora, loraNamedParameters } from '../src/nn/lora';
@@ -230,7 +231,7 @@ describe('diffuse distill lcm', () => {
     assert.equal(a.code, 0, a.err);
     assert.match(a.out, /LoRA .* x 1\), 2 steps, .*sampler consistency on the consistency grid, 2 denoiser evaluations/);
     const fine = path.join(root, 'fine');
-    const ft = await runQuick(root, 'train', '--init', teacher, '--steps', '1', '--data-limit', '8', '--out', fine, '--threads', '1');
+    const ft = await runQuick(root, 'train', '--init', teacher, '--steps', '1', '--data-classes', '5,7,9', '--out', fine, '--threads', '1');
     assert.equal(ft.code, 0, ft.err);
     const b = await runQuick(root, 'sample', fine, '--lora', adapter, '-n', '4', '--out', path.join(root, 'f.png'));
     assert.equal(b.code, 0, b.err);
@@ -245,6 +246,21 @@ describe('diffuse distill lcm', () => {
     const bad = await runQuick(root, 'sample', dir, '--lora', adapter, '-n', '2', '--out', path.join(root, 'x.png'));
     assert.equal(bad.code, 2);
     assert.match(bad.err, /load it on an undistilled base model/);
+  });
+
+  test('dataClasses keeps the samples of the listed classes only (the fine-tune of scripts/lcm-lora.sh), every class name kept', () => {
+    const all = loadTrainData(resolveTrainConfig({ ...TINY, dataLimit: null, out: path.join(root, 'x') }));
+    const some = loadTrainData(resolveTrainConfig({ ...TINY, dataLimit: null, dataClasses: '5,7,9', out: path.join(root, 'x') }));
+    try {
+      const ys = Array.from({ length: 50 }, (_, k) => tidy(() => Array.from(some.batchAt(k).labels!.toFloat64Array()))).flat(); // 200 samples
+      assert.ok(ys.length > 0 && ys.every((y) => [5, 7, 9].includes(y)), 'only classes 5, 7, 9');
+      assert.equal(some.size, 18000, '6000 training images per class');
+      assert.deepEqual(some.classNames, all.classNames);
+      assert.throws(() => loadTrainData(resolveTrainConfig({ ...TINY, dataClasses: '5,10', out: path.join(root, 'x') })), /dataClasses.*class ids in 0\.\.9, got "5,10"/);
+    } finally {
+      all.dispose();
+      some.dispose();
+    }
   });
 
   test('flags: lcm-only flags elsewhere, LoRA without a fixed w, and a skip that does not divide T are refused', async () => {

@@ -15,6 +15,7 @@ import { DISTILL_DEFAULTS, DistillOptions } from '../distillation/task';
 import { distill, planStages, readDistillRun, resolveDistillOptions } from '../distillation/run';
 import { DISTILL_METHODS, DistillMethod, GUIDANCE_CONVENTION, isConsistencyMethod, STUDENT_PARAMETERIZATIONS } from '../distillation/record';
 import { CD_SOLVERS } from '../distillation/consistency';
+import { LCM_LR } from '../distillation/lcm';
 import { choiceFlag, intFlag, numberFlag, parseArgs, parseNumber, ParsedArgs, table, UsageError } from './args';
 import { shippedModelDir } from './sample';
 import { yardstickCommand, yardstickHelpRows, YARDSTICK_FLAGS } from './yardstick';
@@ -85,7 +86,7 @@ ${table([
   ['--lora-alpha A', "lcm: the adapters' alpha (default R)"],
   ['--lora-targets LIST', `lcm: the adapted layers (default ${D.loraTargets}; docs/lora.md)`],
   ['--batch-size B', `images per step (default ${D.batchSize})`],
-  ['--lr LR', `learning rate at the start of each stage, annealed linearly to 0 (default ${D.lr})`],
+  ['--lr LR', `learning rate at the start of each stage, annealed linearly to 0 (default ${D.lr}; lcm: ${LCM_LR.full}, with --lora-rank ${LCM_LR.lora}, constant)`],
   ['--seed S', `seed of the batches, noise and w (default ${D.seed})`],
   ['--checkpoint-every K', `steps between checkpoints (default ${D.checkpointEvery}; 0: end of stage and Ctrl-C only)`],
   ['--threads N', 'CPU threads (default: all cores)'],
@@ -185,7 +186,7 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     roundSteps: int('round-steps', D.roundSteps),
     guidanceSteps: int('guidance-steps', D.guidanceSteps),
     batchSize: int('batch-size', D.batchSize),
-    lr: numberFlag(args, 'lr', { greaterThan: 0 }) ?? D.lr,
+    lr: numberFlag(args, 'lr', { greaterThan: 0 }) ?? (method !== 'lcm' ? D.lr : args.flags.has('lora-rank') ? LCM_LR.lora : LCM_LR.full),
     seed: int('seed', D.seed, 0),
     checkpointEvery: int('checkpoint-every', D.checkpointEvery, 0),
     threads: args.flags.has('threads') ? int('threads', 1) : null,

@@ -17,6 +17,7 @@
  */
 import { Generator } from '../engine/random';
 import { tidy } from '../engine/scope';
+import { tensor } from '../engine/create';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 import { boundaryCoefficients, discreteTimestep, edmDenoiser, fromCoefficients, logSigmaNoise, Network, NoiseLevel, Prediction, vConsistencyCoefficients, vpCoefficients } from '../core/precond';
@@ -66,6 +67,23 @@ export interface TrainData {
   dispose(): void;
 }
 
+/** The samples of the classes `ids` lists ('5,7,9'; config dataClasses) only, in their order; the class names stay (the model keeps every class). Frees `ds`'s tensors. */
+function keepClasses(ds: { images: Tensor; labels: Tensor; classNames: string[] }, ids: string): { images: Tensor; labels: Tensor; classNames: string[] } {
+  const want = ids.split(',').map((t) => Number(t.trim()));
+  if (want.length === 0 || !want.every((c) => Number.isSafeInteger(c) && c >= 0 && c < ds.classNames.length))
+    throw new ConfigError('dataClasses', `expected comma-separated class ids in 0..${ds.classNames.length - 1}, got ${JSON.stringify(ids)}`);
+  const keep: number[] = [];
+  ds.labels.toFloat64Array().forEach((y, i) => want.includes(y) && keep.push(i));
+  if (keep.length === 0) throw new ConfigError('dataClasses', `${JSON.stringify(ids)} selects no sample`);
+  const cut = tidy(() => {
+    const idx = tensor(keep, { dtype: 'int64' });
+    return { images: ds.images.indexSelect(0, idx), labels: ds.labels.indexSelect(0, idx) };
+  });
+  ds.images.dispose();
+  ds.labels.dispose();
+  return { ...cut, classNames: ds.classNames };
+}
+
 /** The dataset a config names, with a batch function for its batchSize and seed. */
 export function loadTrainData(config: TrainConfig): TrainData {
   const { data, batchSize, seed } = config;
@@ -97,6 +115,7 @@ export function loadTrainData(config: TrainConfig): TrainData {
   } else {
     throw new ConfigError('data', `expected 'fashion-mnist', 'emoji', 'emoji:google', 'emoji:twitter', 'folder:PATH' or a toy (${Object.keys(TOYS).join(', ')}), got ${JSON.stringify(data)}`);
   }
+  if (config.dataClasses !== null) ds = keepClasses(ds, config.dataClasses);
   if (config.dataLimit !== null && config.dataLimit < ds.images.dim(0)) {
     const n = config.dataLimit;
     const cut = tidy(() => ({ images: ds.images.narrow(0, 0, n).contiguous(), labels: ds.labels.narrow(0, 0, n).contiguous() }));
