@@ -129,7 +129,7 @@ export function vConsistencyCoefficients(sigma: Tensor, sigmaMin: number, cNoise
 }
 
 /**
- * Luo et al. 2023 (LCM), Sec. 4.2: a consistency function that keeps the base model's own
+ * Luo et al. 2023 (LCM), Sec. 4.1: a consistency function that keeps the base model's own
  * prediction (eps, x0 or v) and adds the boundary on top, f = c_skip x + (1 - c_skip) D(x, sigma)
  * with D the base row's estimate and c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2) (Song et al. 2023):
  *   c_skip' = c_skip + (1 - c_skip) c_skip_D,   c_out' = (1 - c_skip) c_out_D,   c_in, c_noise the base row's.
