@@ -40,7 +40,7 @@ import { guidedLoss, sampleGuidance, withGuidance } from './guided';
 import { progressiveLoss } from './progressive';
 import { ADAPTER_RECORD_KEY, ConsistencyMethod, DistillationRecord, DistillMethod, GUIDANCE_CONVENTION, StudentParameterization } from './record';
 import { Tracker } from '../training/loop';
-import { guidedTeacher, LCM_DEFAULT_SKIP, lcmBoundary, skippingGrid } from './lcm';
+import { guidedTeacher, LCM_DEFAULT_SKIP, lcmBoundary, lcmLoss, skippingGrid } from './lcm';
 import { applyLora, loraNamedParameters, saveLora } from '../nn/lora';
 import { Module } from '../nn/module';
 
@@ -272,15 +272,16 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
         target.loadStateDict(this.net.stateDict());
         target.train();
         const targetD = buildDenoiser(this.config, target, { consistency: this.record.consistency });
-        how = method === 'ct' ? { method, target: targetD } : { method: 'cd', target: targetD, teacher: teacherD, solver: lcm ? 'ddim' : o.solver }; // lcm: cd with a DDIM step of the guided teacher (lcm.ts)
+        how = method === 'ct' ? { method, target: targetD } : { method: 'cd', target: targetD, teacher: teacherD, solver: o.solver }; // lcm: teacherD is the guided teacher (lcm.ts)
         trackers.push(new TargetNetwork(target, this.net, method === 'ct' ? (k) => ctTargetDecay(k, K) : () => o.mu));
       }
       const N = (k: number) => (method === 'cd' ? o.discretization : method === 'ct' ? ctDiscretization(k, K) : ictDiscretization(k, K));
-      const skipping = lcm ? skippingGrid(schedule, o.skip) : null;
+      const grid = lcm ? skippingGrid(schedule, o.skip) : null;
       loss = (k) => {
         const { x, labels } = this.#data.batchAt(k);
-        const sigmas = skipping ?? karrasPoints(N(k), consistency);
-        return consistencyLoss(this.#student, how, x, { sigmas, generator: gen, cond: condOf(x, labels), distance: o.distance ?? undefined, dropout: dropoutGen }).loss;
+        const opts = { generator: gen, cond: condOf(x, labels), distance: o.distance ?? undefined, dropout: dropoutGen };
+        if (grid && how.method === 'cd') return lcmLoss(this.#student, how, x, { grid, ...opts }).loss; // one DDIM step over k teacher timesteps
+        return consistencyLoss(this.#student, how, x, { sigmas: karrasPoints(N(k), consistency), ...opts }).loss;
       };
     } else if (plan.kind === 'guidance') {
       const sampleSigma = discreteSigma(schedule);
