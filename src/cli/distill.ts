@@ -1,5 +1,5 @@
 /**
- * `diffuse distill progressive|guided|cd|ct|ict`: distils a teacher checkpoint into a few-step student
+ * `diffuse distill progressive|guided|cd|ct|ict|lcm`: distils a teacher checkpoint into a few-step student
  * (src/distillation/), one student checkpoint per stage, with checkpoints, resume, Ctrl-C and
  * progress from the shared training loop; `diffuse distill yardstick` measures students against
  * their teacher (src/distillation/yardstick.ts).

@@ -8,6 +8,7 @@
  *   progressive: steps-<N/2>, steps-<N/4>, ..., steps-<studentSteps>     (Salimans & Ho 2022)
  *   guided:      w-conditioned (stage 1), then the same rounds of it      (Meng et al. 2023)
  *   cd, ct, ict: one stage, folder <method>                              (Song et al. 2023; Song & Dhariwal 2023)
+ *   lcm:         one stage, folder lcm (+ lcm/lora with --lora-rank)       (Luo et al. 2023)
  *
  * @example
  *   const r = await distill(resolveDistillOptions({ method: 'progressive', teacher: 'models/fashion-mnist', out: 'runs/pd', teacherSteps: 16, studentSteps: 4 }));

@@ -73,7 +73,7 @@ export interface DistillOptions {
   checkpointEvery: number;
   /** CPU threads (null: every core). */
   threads: number | null;
-  /** cd, ct, ict: optimizer steps of the consistency stage (K of the N(k) curricula). */
+  /** cd, ct, ict, lcm: optimizer steps of the consistency stage (K of the N(k) curricula). */
   consistencySteps: number;
   /** cd, ct, ict: the boundary sigma_min (null: the teacher's smallest sigma, its timestep 0). */
   sigmaMin: number | null;
