@@ -1,5 +1,5 @@
 /**
- * `diffuse distill progressive|guided|cd|ct|ict`: distils a teacher checkpoint into a few-step student
+ * `diffuse distill progressive|guided|cd|ct|ict|lcm`: distils a teacher checkpoint into a few-step student
  * (src/distillation/), one student checkpoint per stage, with checkpoints, resume, Ctrl-C and
  * progress from the shared training loop; `diffuse distill yardstick` measures students against
  * their teacher (src/distillation/yardstick.ts).
@@ -15,6 +15,7 @@ import { DISTILL_DEFAULTS, DistillOptions } from '../distillation/task';
 import { distill, planStages, readDistillRun, resolveDistillOptions } from '../distillation/run';
 import { DISTILL_METHODS, DistillMethod, GUIDANCE_CONVENTION, isConsistencyMethod, STUDENT_PARAMETERIZATIONS } from '../distillation/record';
 import { CD_SOLVERS } from '../distillation/consistency';
+import { LCM_LR } from '../distillation/lcm';
 import { choiceFlag, intFlag, numberFlag, parseArgs, parseNumber, ParsedArgs, table, UsageError } from './args';
 import { shippedModelDir } from './sample';
 import { yardstickCommand, yardstickHelpRows, YARDSTICK_FLAGS } from './yardstick';
@@ -22,7 +23,7 @@ import { yardstickCommand, yardstickHelpRows, YARDSTICK_FLAGS } from './yardstic
 const D = DISTILL_DEFAULTS;
 
 export function distillHelp(): string {
-  return `Usage: diffuse distill progressive|guided|cd|ct|ict [--teacher DIR] [--out DIR] [options]
+  return `Usage: diffuse distill progressive|guided|cd|ct|ict|lcm [--teacher DIR] [--out DIR] [options]
        diffuse distill --resume DIR
        diffuse distill yardstick STUDENT... [--teacher DIR] [options]
 
@@ -51,6 +52,14 @@ checkpoint under --out that diffuse sample and diffuse eval use with the steps, 
   ict          improved CT (Song & Dhariwal 2023): no EMA target, N(k) doubling from 10 to
                1280, log-normal index, weights 1 / (sigma_{n+1} - sigma_n), pseudo-Huber loss
                on the whole sample (c = 0.00054 sqrt(d)).
+  lcm          Luo et al. 2023, latent consistency model (here in pixel space): cd of the
+               teacher under classifier-free guidance, one DDIM step over --skip teacher
+               timesteps (grid 0, k-1, 2k-1, ..., T-1), the student keeping the teacher's
+               prediction with f(x, sigma_min) = x on top. w in --guidance-range is embedded
+               (diffuse sample STUDENT --guidance W --steps N), or --guidance W bakes one in.
+               --lora-rank R: LCM-LoRA, only adapters on the frozen teacher train (needs
+               --guidance W); folder lcm/lora holds the adapter, which makes any model
+               fine-tuned from the teacher a few-step sampler: diffuse sample MODEL --lora DIR.
 
 Guidance scales are Diffuse's: ${GUIDANCE_CONVENTION} (Meng et al.'s w is ours
 minus 1); every student records it, and a checkpoint with another convention is refused.
@@ -61,19 +70,23 @@ ${table([
   ['--out DIR', 'the run folder (default runs/distill-METHOD)'],
   ['--parameterization P', `what the student predicts: ${STUDENT_PARAMETERIZATIONS.join(' or ')} (default ${D.parameterization})`],
   ['--teacher-steps N', `the teacher's DDIM steps the first round distils (default ${D.teacherSteps}; guided: stage 1 students sample at N)`],
-  ['--student-steps N', `the final student's steps; N / it a power of 2 (default ${D.studentSteps}; cd, ct, ict: consistency sampling points, default 1)`],
+  ['--student-steps N', `the final student's steps; N / it a power of 2 (default ${D.studentSteps}; cd, ct, ict: consistency sampling points, default 1; lcm: 4)`],
   ['--round-steps K', `optimizer steps per progressive round (default ${D.roundSteps})`],
   ['--guidance-steps K', `guided: optimizer steps of stage 1 (default ${D.guidanceSteps})`],
-  ['--guidance W', 'progressive: distil the teacher under classifier-free guidance w = W (built into the student)'],
-  ['--guidance-range LO,HI', `guided: the w the student learns (default ${D.guidanceRange.join(',')}, Meng et al.'s [0, 4])`],
-  ['--consistency-steps K', `cd, ct, ict: optimizer steps (default ${D.consistencySteps}; K of the N(k) curricula)`],
+  ['--guidance W', 'progressive, lcm: distil the teacher under classifier-free guidance w = W (built into the student)'],
+  ['--guidance-range LO,HI', `guided, lcm: the w the student learns (default ${D.guidanceRange.join(',')}, Meng et al.'s [0, 4])`],
+  ['--consistency-steps K', `cd, ct, ict, lcm: optimizer steps (default ${D.consistencySteps}; K of the N(k) curricula)`],
   ['--sigma-min S', "cd, ct, ict: the boundary f(x, S) = x and the grid's low end (default: the teacher's smallest sigma)"],
   ['--discretization N', `cd: points of the Karras grid (rho = 7) over [sigma-min, the teacher's largest sigma] (default ${D.discretization})`],
   ['--solver S', `cd: the teacher's ODE step, ${CD_SOLVERS.join(' or ')} (default ${D.solver})`],
   ['--mu M', `cd: the target network's EMA rate (default ${D.mu})`],
-  ['--distance D', 'cd, ct, ict: l2 or pseudo-huber (default l2 for cd and ct, pseudo-huber for ict)'],
+  ['--distance D', 'cd, ct, ict, lcm: l2 or pseudo-huber (default l2 for cd, ct and lcm, pseudo-huber for ict)'],
+  ['--skip K', `lcm: teacher timesteps per ODE step, dividing T (default ${D.skip}, Luo et al.'s k)`],
+  ['--lora-rank R', 'lcm: LCM-LoRA, train only rank-R adapters on the frozen teacher (needs --guidance W)'],
+  ['--lora-alpha A', "lcm: the adapters' alpha (default R)"],
+  ['--lora-targets LIST', `lcm: the adapted layers (default ${D.loraTargets}; docs/lora.md)`],
   ['--batch-size B', `images per step (default ${D.batchSize})`],
-  ['--lr LR', `learning rate at the start of each stage, annealed linearly to 0 (default ${D.lr})`],
+  ['--lr LR', `learning rate at the start of each stage, annealed linearly to 0 (default ${D.lr}; lcm: ${LCM_LR.full}, with --lora-rank ${LCM_LR.lora}, constant)`],
   ['--seed S', `seed of the batches, noise and w (default ${D.seed})`],
   ['--checkpoint-every K', `steps between checkpoints (default ${D.checkpointEvery}; 0: end of stage and Ctrl-C only)`],
   ['--threads N', 'CPU threads (default: all cores)'],
@@ -91,6 +104,10 @@ Examples:
   diffuse sample runs/gd/steps-4 --guidance 3                  # w = 3 in one pass per step
   diffuse distill cd --consistency-steps 500 --out runs/cd
   diffuse sample runs/cd/cd --steps 2                         # Algorithm 1 at 2 points, 2 evaluations
+  diffuse distill lcm --consistency-steps 500 --out runs/lcm
+  diffuse sample runs/lcm/lcm --guidance 3 --steps 2          # w = 3, 2 evaluations
+  diffuse distill lcm --lora-rank 8 --guidance 3 --out runs/lcm-lora
+  diffuse sample runs/finetuned --lora runs/lcm-lora/lcm/lora --steps 4
   diffuse distill yardstick runs/pd/steps-8 runs/pd/steps-4 --n 1000
 `;
 }
@@ -115,6 +132,10 @@ const RUN_FLAGS = {
   solver: 'value',
   mu: 'value',
   distance: 'value',
+  skip: 'value',
+  'lora-rank': 'value',
+  'lora-alpha': 'value',
+  'lora-targets': 'value',
   threads: 'value',
   resume: 'value',
   help: 'switch',
@@ -161,11 +182,11 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     out: args.flags.get('out') ?? `runs/distill-${method}`,
     parameterization: choiceFlag(args, 'parameterization', STUDENT_PARAMETERIZATIONS, D.parameterization),
     teacherSteps: int('teacher-steps', D.teacherSteps),
-    studentSteps: int('student-steps', isConsistencyMethod(method) ? 1 : D.studentSteps),
+    studentSteps: int('student-steps', method === 'lcm' ? 4 : isConsistencyMethod(method) ? 1 : D.studentSteps),
     roundSteps: int('round-steps', D.roundSteps),
     guidanceSteps: int('guidance-steps', D.guidanceSteps),
     batchSize: int('batch-size', D.batchSize),
-    lr: numberFlag(args, 'lr', { greaterThan: 0 }) ?? D.lr,
+    lr: numberFlag(args, 'lr', { greaterThan: 0 }) ?? (method !== 'lcm' ? D.lr : args.flags.has('lora-rank') ? LCM_LR.lora : LCM_LR.full),
     seed: int('seed', D.seed, 0),
     checkpointEvery: int('checkpoint-every', D.checkpointEvery, 0),
     threads: args.flags.has('threads') ? int('threads', 1) : null,
@@ -177,12 +198,23 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     solver: choiceFlag(args, 'solver', CD_SOLVERS, D.solver),
     mu: numberFlag(args, 'mu', { min: 0 }) ?? D.mu,
     distance: args.flags.has('distance') ? choiceFlag(args, 'distance', ['l2', 'pseudo-huber'] as const, 'l2') : null,
+    skip: int('skip', D.skip),
+    loraRank: args.flags.has('lora-rank') ? int('lora-rank', 1) : null,
+    loraAlpha: numberFlag(args, 'lora-alpha', { greaterThan: 0 }) ?? null,
+    loraTargets: args.flags.get('lora-targets') ?? D.loraTargets,
   };
   const only = (flags: string[], methods: DistillMethod[]) => {
     for (const f of flags) if (args.flags.has(f) && !methods.includes(method)) throw new UsageError(`--${f} is for ${methods.join(', ')} (not ${method})`);
   };
-  only(['consistency-steps', 'sigma-min', 'distance'], ['cd', 'ct', 'ict']);
-  only(['discretization', 'solver', 'mu'], ['cd']);
+  only(['consistency-steps', 'distance'], ['cd', 'ct', 'ict', 'lcm']);
+  only(['sigma-min'], ['cd', 'ct', 'ict']);
+  only(['mu'], ['cd', 'lcm']);
+  only(['discretization', 'solver'], ['cd']);
+  only(['skip', 'lora-rank', 'lora-alpha', 'lora-targets'], ['lcm']);
+  if (method === 'lcm' && args.flags.has('parameterization')) throw new UsageError("--parameterization: an lcm student keeps its teacher's prediction (the boundary goes on top of it)");
+  if ((args.flags.has('lora-alpha') || args.flags.has('lora-targets')) && !args.flags.has('lora-rank')) throw new UsageError('--lora-alpha and --lora-targets need --lora-rank');
+  if (method === 'lcm' && o.loraRank !== null && o.guidance === null) throw new UsageError('--lora-rank: LCM-LoRA bakes one w into the adapter (the base has no w embedding); give --guidance W');
+  if (method === 'lcm' && o.guidance !== null && args.flags.has('guidance-range')) throw new UsageError('--guidance W bakes one w in; --guidance-range is for a student that embeds w');
   only(['round-steps', 'teacher-steps'], ['progressive', 'guided']);
   if (o.mu >= 1) throw new UsageError(`--mu: expected a number in [0, 1), got ${o.mu}`);
   if (method === 'guided' && o.guidance !== null)

@@ -10,8 +10,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setNumThreads } from '../engine/runtime';
 import { encodePNG } from '../data/image-codec';
-import { loadModel } from '../training/checkpoint';
-import { buildSchedule, DEFAULT_BATCH_SIZE, generateSamples } from '../training/build';
+import { loadModel, withAdapterRecord } from '../training/checkpoint';
+import { buildDenoiser, buildSchedule, DEFAULT_BATCH_SIZE, generateSamples } from '../training/build';
 import { countEvaluations } from '../sampling/generate';
 import { Tensor } from '../engine/tensor';
 import { imageGrid, toImages, writeFileAtomic, writePNG } from '../util/image';
@@ -21,7 +21,8 @@ import { choiceFlag, intFlag, numberFlag, parseArgs, table, UsageError } from '.
 import { batchSizeFlag, SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, parseGuidance, prepareGuidance } from './guidance-flags';
 import { shippedDir } from '../util/shipped';
-import { loadLora, mergeLora } from '../nn/lora';
+import { loadLora, loraMetadata, mergeLora } from '../nn/lora';
+import { adapterRecord } from '../distillation/record';
 import { studentDefaults } from './student-flags';
 
 /** The model shipped in the repository (models/fashion-mnist). */
@@ -125,16 +126,20 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
   }
   if (args.flags.has('lora-scale') && !args.flags.has('lora')) throw new UsageError('--lora-scale needs --lora (the adapter to scale)');
   const loraScale = numberFlag(args, 'lora-scale') ?? 1;
-  const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag });
+  const loaded = loadModel(dir, { weights: weightsFlag });
+  const { net, weights } = loaded;
+  let { meta, denoiser } = loaded;
   try {
     const lora = args.flags.get('lora');
     if (lora !== undefined) {
       try {
         loadLora(net, lora, { scale: loraScale });
+        meta = withAdapterRecord(meta, adapterRecord(loraMetadata(lora), lora)); // an LCM-LoRA adapter makes the base a consistency student
       } catch (e) {
         throw new UsageError(`--lora ${lora}: ${(e as Error).message}`);
       }
       mergeLora(net); // one weight per layer again: sampling costs what the base costs
+      if (meta.distillation) denoiser = buildDenoiser(meta.config, net, { consistency: meta.distillation.consistency });
     }
     studentDefaults(args, meta, dir); // a distilled student: its own steps, sampler and grid
     const T = buildSchedule(meta.config)?.T ?? Infinity;

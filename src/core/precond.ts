@@ -128,6 +128,23 @@ export function vConsistencyCoefficients(sigma: Tensor, sigmaMin: number, cNoise
   });
 }
 
+/**
+ * Luo et al. 2023 (LCM), Sec. 4.1: a consistency function that keeps the base model's own
+ * prediction (eps, x0 or v) and adds the boundary on top, f = c_skip x + (1 - c_skip) D(x, sigma)
+ * with D the base row's estimate and c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2) (Song et al. 2023):
+ *   c_skip' = c_skip + (1 - c_skip) c_skip_D,   c_out' = (1 - c_skip) c_out_D,   c_in, c_noise the base row's.
+ * f(x, sigma_min) = x exactly; with sd small (the teacher's first noise level) f is D everywhere else,
+ * so a student started from the teacher (or a LoRA on it) starts as the teacher's denoiser.
+ */
+export function boundaryCoefficients(base: Coefficients, sigma: Tensor, { sigmaMin, sigmaData }: { sigmaMin: number; sigmaData: number }): Coefficients {
+  return tidy(() => {
+    const sd2 = sigmaData ** 2;
+    const skip = sigma.sub(sigmaMin).square().add(sd2).rdiv(sd2); // c_skip, 1 at sigma_min
+    const rest = skip.rsub(1); // 1 - c_skip, 0 at sigma_min
+    return { cSkip: skip.add(rest.mul(base.cSkip)), cOut: rest.mul(base.cOut), cIn: base.cIn.clone(), cNoise: base.cNoise.clone() };
+  });
+}
+
 // ---- adapters -------------------------------------------------------------------
 
 /** An epsilon-prediction network (Ho et al. 2020) as a denoiser: D = x - sigma F(x / sqrt(1 + sigma^2)). */

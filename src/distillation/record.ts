@@ -22,12 +22,15 @@
 /** Diffuse's classifier-free guidance convention, as recorded in students: D = D_u + w (D_c - D_u). */
 export const GUIDANCE_CONVENTION = 'D_u + w (D_c - D_u), w = 1 conditional';
 
+/** The safetensors metadata key under which an adapter (LCM-LoRA) carries its student's record: how to sample any base it is loaded on. */
+export const ADAPTER_RECORD_KEY = 'diffuse_distillation';
+
 /** The distillation methods. */
-export const DISTILL_METHODS = ['progressive', 'guided', 'cd', 'ct', 'ict'] as const;
+export const DISTILL_METHODS = ['progressive', 'guided', 'cd', 'ct', 'ict', 'lcm'] as const;
 export type DistillMethod = (typeof DISTILL_METHODS)[number];
 
-/** The consistency-model methods (Song et al. 2023; Song & Dhariwal 2023): their students are consistency functions. */
-export const CONSISTENCY_METHODS = ['cd', 'ct', 'ict'] as const;
+/** The consistency-model methods (Song et al. 2023; Song & Dhariwal 2023; Luo et al. 2023, LCM): their students are consistency functions. */
+export const CONSISTENCY_METHODS = ['cd', 'ct', 'ict', 'lcm'] as const;
 export type ConsistencyMethod = (typeof CONSISTENCY_METHODS)[number];
 
 /** Whether a method trains a consistency model. */
@@ -47,7 +50,8 @@ export interface DistillationRecord {
   /** The round (1-based; 0 for stage 'guidance') and the rounds of the run. */
   round: number;
   rounds: number;
-  parameterization: StudentParameterization;
+  /** What the network predicts: v or x0; an LCM student keeps its teacher's (eps, x0 or v). */
+  parameterization: StudentParameterization | 'eps';
   /** The frozen teacher of this stage: its folder, step, objective, and the DDIM steps it was run at (null for stage 'guidance'). */
   teacher: { checkpoint: string; step: number; objective: string; steps: number | null };
   /** How the student is meant to be sampled: what `diffuse sample` and `diffuse eval` default to. */
@@ -61,11 +65,16 @@ export interface DistillationRecord {
     embedded: [number, number] | null;
   };
   /**
-   * A consistency student (cd, ct, ict): the network read as a consistency function whose boundary
-   * f(x, sigmaMin) = x is built into c_skip and c_out (core/precond.ts, vConsistencyCoefficients).
+   * A consistency student (cd, ct, ict, lcm): the network read as a consistency function whose boundary
+   * f(x, sigmaMin) = x is built into c_skip and c_out: form 'v' (the default; core/precond.ts,
+   * vConsistencyCoefficients) or 'denoiser' (LCM: the teacher's own prediction, f = c_skip x +
+   * (1 - c_skip) D, boundaryCoefficients with sigma_data sigmaData).
    */
-  consistency?: { sigmaMin: number };
+  consistency?: ConsistencyForm;
 }
+
+/** How a consistency student's network is read (DistillationRecord.consistency). */
+export type ConsistencyForm = { sigmaMin: number; form?: 'v' } | { sigmaMin: number; form: 'denoiser'; sigmaData: number };
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const posInt = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 1;
@@ -82,10 +91,13 @@ export function distillationProblem(raw: unknown): string | null {
   const c = raw.consistency;
   if ((raw.stage === 'consistency') !== (c !== undefined))
     return `"distillation.consistency" must be given exactly for stage "consistency", got ${JSON.stringify(c)} for stage ${JSON.stringify(raw.stage)}`;
-  if (c !== undefined && !(isObj(c) && typeof c.sigmaMin === 'number' && c.sigmaMin > 0 && Number.isFinite(c.sigmaMin)))
-    return `"distillation.consistency" must be {"sigmaMin": a number > 0}, got ${JSON.stringify(c)}`;
-  if (c !== undefined && raw.parameterization !== 'v') return `"distillation.parameterization" of a consistency student must be v, got ${JSON.stringify(raw.parameterization)}`;
-  if (!(STUDENT_PARAMETERIZATIONS as readonly unknown[]).includes(raw.parameterization)) return `"distillation.parameterization" must be v or x0, got ${JSON.stringify(raw.parameterization)}`;
+  const positive = (v: unknown) => typeof v === 'number' && v > 0 && Number.isFinite(v);
+  const denoiserForm = isObj(c) && c.form === 'denoiser';
+  if (c !== undefined && !(isObj(c) && positive(c.sigmaMin) && (c.form === undefined || c.form === 'v' || (denoiserForm && positive(c.sigmaData)))))
+    return `"distillation.consistency" must be {"sigmaMin": a number > 0} or {"sigmaMin", "form": "denoiser", "sigmaData": a number > 0}, got ${JSON.stringify(c)}`;
+  if (c !== undefined && !denoiserForm && raw.parameterization !== 'v') return `"distillation.parameterization" of a consistency student must be v, got ${JSON.stringify(raw.parameterization)}`;
+  const parameterizations: readonly unknown[] = denoiserForm ? ['eps', ...STUDENT_PARAMETERIZATIONS] : STUDENT_PARAMETERIZATIONS;
+  if (!parameterizations.includes(raw.parameterization)) return `"distillation.parameterization" must be ${parameterizations.join(' or ')}, got ${JSON.stringify(raw.parameterization)}`;
   if (!(Number.isSafeInteger(raw.round) && (raw.round as number) >= 0 && posInt(raw.rounds)))
     return `"distillation.round" and "rounds" must be integers, got ${JSON.stringify([raw.round, raw.rounds])}`;
   const t = raw.teacher;
@@ -119,4 +131,25 @@ export function studentGuidanceProblem(rec: DistillationRecord | undefined, type
   }
   if (teacherScale !== null && scale !== null) return `this student has the teacher's classifier-free guidance w = ${teacherScale} built in (${GUIDANCE_CONVENTION}); sample it without --guidance`;
   return null;
+}
+
+/**
+ * The student record an adapter carries in its safetensors metadata (ADAPTER_RECORD_KEY; LCM-LoRA), or
+ * null when it carries none (a plain fine-tuning adapter). A malformed record throws, naming `file`.
+ *
+ * @example
+ *   const rec = adapterRecord(loraMetadata('runs/lcm-lora/lcm/lora'), 'runs/lcm-lora/lcm/lora');   // rec.sampling.sampler === 'consistency'
+ */
+export function adapterRecord(metadata: Record<string, string>, file: string): DistillationRecord | null {
+  const raw = metadata[ADAPTER_RECORD_KEY];
+  if (raw === undefined) return null;
+  let rec: unknown;
+  try {
+    rec = JSON.parse(raw);
+  } catch (e) {
+    throw new Error(`${file}: its ${ADAPTER_RECORD_KEY} metadata is not JSON (${(e as Error).message})`);
+  }
+  const problem = distillationProblem(rec);
+  if (problem) throw new Error(`${file}: ${problem.replace('"distillation', `"${ADAPTER_RECORD_KEY}`)}`);
+  return rec as DistillationRecord;
 }

@@ -8,6 +8,7 @@
  *   progressive: steps-<N/2>, steps-<N/4>, ..., steps-<studentSteps>     (Salimans & Ho 2022)
  *   guided:      w-conditioned (stage 1), then the same rounds of it      (Meng et al. 2023)
  *   cd, ct, ict: one stage, folder <method>                              (Song et al. 2023; Song & Dhariwal 2023)
+ *   lcm:         one stage, folder lcm (+ lcm/lora with --lora-rank)       (Luo et al. 2023)
  *
  * @example
  *   const r = await distill(resolveDistillOptions({ method: 'progressive', teacher: 'models/fashion-mnist', out: 'runs/pd', teacherSteps: 16, studentSteps: 4 }));
@@ -29,7 +30,7 @@ const RUN_FORMAT = 'diffuse-distill-run';
 /** The stages of a run, in order. */
 export function planStages(o: Pick<DistillOptions, 'method' | 'teacherSteps' | 'studentSteps' | 'roundSteps' | 'guidanceSteps' | 'consistencySteps' | 'discretization'>): StagePlan[] {
   if (isConsistencyMethod(o.method))
-    return [{ name: o.method, kind: 'consistency', round: 1, teacherSteps: o.method === 'cd' ? o.discretization : null, studentSteps: o.studentSteps, steps: o.consistencySteps }];
+    return [{ name: o.method, kind: 'consistency', round: 1, teacherSteps: o.method === 'cd' ? o.discretization : null, studentSteps: o.studentSteps, steps: o.consistencySteps }]; // lcm: the grid is T / skip + 1 points
   const rounds: StagePlan[] = halvingRounds(o.teacherSteps, o.studentSteps).map((n, i) => ({
     name: `steps-${n / 2}`,
     kind: 'round',
@@ -57,6 +58,8 @@ export function resolveDistillOptions(partial: Partial<DistillOptions> & Pick<Di
   if (o.guidance !== null && o.method === 'guided') throw fail('guidance', 'is for progressive distillation of a guided teacher; guided distillation learns every w of guidanceRange');
   const [lo, hi] = o.guidanceRange;
   if (!(o.guidanceRange.length === 2 && Number.isFinite(lo) && Number.isFinite(hi) && lo <= hi)) throw fail('guidanceRange', 'expected [wMin, wMax] with wMin <= wMax');
+  if (o.method !== 'lcm') for (const k of ['loraRank', 'loraAlpha'] as const) if (o[k] !== null) throw fail(k, 'is for lcm (LCM-LoRA); expected null');
+  if (o.method === 'lcm') return checkLcm(o, fail);
   if (isConsistencyMethod(o.method)) {
     if (o.parameterization !== 'v') throw fail('parameterization', 'a consistency student is read with the v coefficients with its boundary built in (vConsistencyCoefficients): expected v');
     if (o.guidance !== null) throw fail('guidance', 'is not for consistency models here (consistency distillation of a guided teacher is LCM)');
@@ -72,6 +75,18 @@ export function resolveDistillOptions(partial: Partial<DistillOptions> & Pick<Di
   } catch (e) {
     throw new ConfigError('studentSteps', `${o.studentSteps}: ${(e as Error).message.replace('halvingRounds: ', '')}`);
   }
+  return o;
+}
+
+/** The checks of an lcm run's options (resolveDistillOptions). */
+function checkLcm(o: DistillOptions, fail: (key: string, why: string) => ConfigError): DistillOptions {
+  if (!(Number.isSafeInteger(o.skip) && o.skip >= 1)) throw fail('skip', 'expected a positive integer (teacher timesteps per ODE step)');
+  if (o.sigmaMin !== null) throw fail('sigmaMin', "is the teacher's first noise level for lcm (its skipping grid starts at timestep 0); expected null");
+  if (!(Number.isFinite(o.mu) && o.mu >= 0 && o.mu < 1)) throw fail('mu', 'expected a number in [0, 1)');
+  if (!(o.distance === null || o.distance === 'l2' || o.distance === 'pseudo-huber')) throw fail('distance', "expected 'l2', 'pseudo-huber' or null");
+  if (o.loraRank !== null && !(Number.isSafeInteger(o.loraRank) && o.loraRank >= 1)) throw fail('loraRank', 'expected a positive integer or null');
+  if (o.loraAlpha !== null && !(Number.isFinite(o.loraAlpha) && o.loraAlpha > 0)) throw fail('loraAlpha', 'expected a number > 0 or null');
+  if (o.loraRank !== null && o.guidance === null) throw fail('guidance', 'LCM-LoRA bakes one w into the adapter (the base network has no w embedding, docs/lora.md): expected a number');
   return o;
 }
 

@@ -35,11 +35,14 @@ import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta,
 import { ConfigError, resolveTrainConfig, TRAIN_DEFAULTS, TrainConfig } from '../training/config';
 import { CheckpointFormat, LoopCheckpoint, TrainingLoop, TrainPart } from '../training/loop';
 import { discreteSigma } from '../training/sigma-sampling';
-import { CDSolver, consistencyLoss, ConsistencyTarget, ctDiscretization, ctTargetDecay, ictDiscretization, karrasPoints, TargetNetwork } from './consistency';
+import { CDSolver, consistencyLoss, defaultDistance, ConsistencyTarget, ctDiscretization, ctTargetDecay, ictDiscretization, karrasPoints, TargetNetwork } from './consistency';
 import { guidedLoss, sampleGuidance, withGuidance } from './guided';
 import { progressiveLoss } from './progressive';
-import { ConsistencyMethod, DistillationRecord, DistillMethod, GUIDANCE_CONVENTION, StudentParameterization } from './record';
+import { ADAPTER_RECORD_KEY, ConsistencyMethod, DistillationRecord, DistillMethod, GUIDANCE_CONVENTION, StudentParameterization } from './record';
 import { Tracker } from '../training/loop';
+import { guidedTeacher, LCM_DEFAULT_SKIP, lcmBoundary, lcmLoss, skippingGrid } from './lcm';
+import { applyLora, loraNamedParameters, saveLora } from '../nn/lora';
+import { Module } from '../nn/module';
 
 /** The options of a distillation run (`diffuse distill`), every one with a default in DISTILL_DEFAULTS. */
 export interface DistillOptions {
@@ -70,7 +73,7 @@ export interface DistillOptions {
   checkpointEvery: number;
   /** CPU threads (null: every core). */
   threads: number | null;
-  /** cd, ct, ict: optimizer steps of the consistency stage (K of the N(k) curricula). */
+  /** cd, ct, ict, lcm: optimizer steps of the consistency stage (K of the N(k) curricula). */
   consistencySteps: number;
   /** cd, ct, ict: the boundary sigma_min (null: the teacher's smallest sigma, its timestep 0). */
   sigmaMin: number | null;
@@ -80,8 +83,16 @@ export interface DistillOptions {
   solver: CDSolver;
   /** cd: the target network's EMA rate mu. */
   mu: number;
-  /** cd, ct, ict: the distance, 'l2' or 'pseudo-huber' (null: l2 for cd and ct, pseudo-huber for ict). */
+  /** cd, ct, ict, lcm: the distance, 'l2' or 'pseudo-huber' (null: l2 for cd, ct and lcm, pseudo-huber for ict). */
   distance: 'l2' | 'pseudo-huber' | null;
+  /** lcm: the skipping interval k, teacher timesteps per ODE step (Luo et al. 2023: 20 of 1000). */
+  skip: number;
+  /** lcm: train only LoRA adapters of this rank on the frozen teacher (LCM-LoRA; null: every weight). */
+  loraRank: number | null;
+  /** lcm: the adapters' alpha (null: the rank). */
+  loraAlpha: number | null;
+  /** lcm: the adapted layers (LoraOptions.targets, comma-separated). */
+  loraTargets: string;
 }
 
 /** The defaults (docs/distillation.md says why). */
@@ -104,6 +115,10 @@ export const DISTILL_DEFAULTS: Readonly<Omit<DistillOptions, 'teacher' | 'out' |
   solver: 'heun',
   mu: 0.95,
   distance: null,
+  skip: LCM_DEFAULT_SKIP,
+  loraRank: null,
+  loraAlpha: null,
+  loraTargets: 'all',
 });
 
 /** One stage of a run: guided distillation's stage 1 ('guidance') or a progressive round. */
@@ -173,23 +188,27 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     const teacherRec = tm.distillation;
     const bad = (why: string) => new ConfigError('teacher', `${s.teacherDir}: ${why}`);
     if (prediction(tm.config.objective) === null) throw bad(`distillation here needs a discrete-time (eps, x0 or v) teacher, whose trailing grid halves exactly; this one is ${tm.config.objective}`);
-    const embedded = plan.kind === 'guidance' ? o.guidanceRange : (teacherRec?.guidance.embedded ?? null);
-    const cfgScale = plan.round === 1 && plan.kind === 'round' ? o.guidance : null; // only the first round's teacher is guided: later teachers have it built in
+    const lcm = o.method === 'lcm'; // w embedded over guidanceRange, or one w (o.guidance) baked in
+    if (lcm && teacherRec) throw bad('is a distilled student; LCM distils an undistilled teacher under classifier-free guidance');
+    const embedded = plan.kind === 'guidance' ? o.guidanceRange : lcm ? (o.guidance === null ? o.guidanceRange : null) : (teacherRec?.guidance.embedded ?? null);
+    const cfgScale = (plan.round === 1 && plan.kind === 'round') || lcm ? o.guidance : null; // only the first round's teacher is guided: later teachers have it built in
     if (cfgScale !== null && embedded) throw new ConfigError('guidance', `${cfgScale}: the teacher ${s.teacherDir} embeds w already (a guided student); distil it without --guidance`);
     if (cfgScale !== null && (teacherRec?.guidance.teacherScale ?? null) !== null)
       throw new ConfigError('guidance', `${cfgScale}: the teacher ${s.teacherDir} has cfg w = ${teacherRec!.guidance.teacherScale} built in`);
     const guided = embedded !== null || cfgScale !== null || (teacherRec?.guidance.teacherScale ?? null) !== null;
-    if ((plan.kind === 'guidance' || cfgScale !== null) && !tm.classNames) throw bad('classifier-free guidance needs a class-conditional teacher');
-    if (plan.kind === 'guidance' && tm.network.type !== 'unet') throw bad(`guided distillation embeds w in the U-Net; this teacher is a ${tm.network.type}`);
+    if ((plan.kind === 'guidance' || cfgScale !== null || lcm) && !tm.classNames) throw bad('classifier-free guidance needs a class-conditional teacher');
+    const embedW = plan.kind === 'guidance' || (lcm && embedded !== null);
+    if (embedW && tm.network.type !== 'unet') throw bad(`guided distillation embeds w in the U-Net; this teacher is a ${tm.network.type}`);
     if (teacherRec?.consistency) throw bad('is a consistency model (no ODE to distil or start from); take its teacher');
-    if (plan.kind === 'consistency' && embedded) throw bad('embeds the guidance weight w (a guided student); consistency distillation of a guided teacher is LCM, not done here');
-    const consistency = plan.kind === 'consistency' ? consistencyRange(o, buildSchedule({ ...tm.config, objective: o.parameterization })!) : null;
+    if (plan.kind === 'consistency' && !lcm && embedded) throw bad('embeds the guidance weight w (a guided student); consistency distillation of a guided teacher is LCM, not done here');
+    const objective = lcm ? tm.config.objective : o.parameterization; // an LCM student keeps its teacher's prediction
+    const consistency = plan.kind === 'consistency' ? consistencyRange(o, buildSchedule({ ...tm.config, objective })!) : null;
 
-    this.spec = plan.kind === 'guidance' && tm.network.type === 'unet' ? { type: 'unet', config: { ...tm.network.config, guidanceEmbedding: true } } : tm.network;
+    this.spec = embedW && tm.network.type === 'unet' ? { type: 'unet', config: { ...tm.network.config, guidanceEmbedding: true } } : tm.network;
     this.config = resolveTrainConfig(
       {
         ...tm.config,
-        objective: o.parameterization,
+        objective,
         weighting: 'auto',
         minSnrGamma: TRAIN_DEFAULTS.minSnrGamma,
         labelDropout: guided ? 0 : tm.config.labelDropout,
@@ -204,6 +223,7 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
         checkpointEvery: o.checkpointEvery,
         out: s.out,
         threads: o.threads,
+        ...(o.loraRank !== null ? { loraRank: o.loraRank, loraAlpha: o.loraAlpha, loraTargets: o.loraTargets } : {}), // loadModel merges the adapters
       },
       `${s.teacherDir}: config`,
     );
@@ -213,24 +233,25 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
       stage: plan.kind,
       round: plan.round,
       rounds: s.rounds,
-      parameterization: o.parameterization,
+      parameterization: lcm ? prediction(objective)! : o.parameterization,
       teacher: { checkpoint: s.teacherDir, step: tm.step, objective: tm.config.objective, steps: plan.teacherSteps },
       sampling: consistency ? { sampler: 'consistency', grid: 'consistency', steps: plan.studentSteps } : { sampler: 'ddim', grid: 'trailing', steps: plan.studentSteps },
       guidance: { convention: GUIDANCE_CONVENTION, teacherScale: cfgScale ?? teacherRec?.guidance.teacherScale ?? null, embedded },
-      ...(consistency ? { consistency: { sigmaMin: consistency.sigmaMin } } : {}),
+      ...(consistency ? { consistency: lcm ? lcmBoundary(consistency.sigmaMin) : { sigmaMin: consistency.sigmaMin } } : {}),
     };
 
     const gen = new Generator(deriveSeed(o.seed, 100 + plan.round));
     const dropoutGen = new Generator(deriveSeed(o.seed, 200 + plan.round));
     this.#data = loadTrainData(this.config);
     this.net = buildNetwork(this.spec, { generator: new Generator(0), dropoutGenerator: dropoutGen });
-    this.net.loadStateDict(teacher.net.stateDict(), { strict: plan.kind !== 'guidance' }); // the student starts from the teacher's weights (a new w embedding starts at zero)
+    this.net.loadStateDict(teacher.net.stateDict(), { strict: !embedW }); // the student starts from the teacher's weights (a new w embedding starts at zero)
+    const lora = this.#lora(this.net, deriveSeed(o.seed, 300));
     this.net.train();
     this.#student = buildDenoiser(this.config, this.net, { consistency: this.record.consistency });
     const images = tm.sampleShape.length === 3;
     const clip = (D: Denoiser) => (images ? clipDenoiser(D, [-1, 1]) : D); // the teacher as diffuse sample runs it
     const nullClass = tm.classNames?.length ?? 0;
-    const teacherD = clip(cfgScale !== null ? classifierFreeGuidance(teacher.denoiser, { scale: cfgScale, nullClass }) : teacher.denoiser);
+    const teacherD = clip(lcm ? guidedTeacher(teacher.denoiser, nullClass, cfgScale) : cfgScale !== null ? classifierFreeGuidance(teacher.denoiser, { scale: cfgScale, nullClass }) : teacher.denoiser);
     const schedule = buildSchedule(this.config)!;
 
     const condOf = (x: Tensor, labels: Tensor | undefined): Conditioning => {
@@ -247,17 +268,20 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
       let how: ConsistencyTarget = { method: 'ict' };
       if (method !== 'ict') {
         const target = (this.#target = buildNetwork(this.spec, { generator: new Generator(0), dropoutGenerator: dropoutGen })); // the same dropout generator: the same masks (consistencyLoss)
+        this.#lora(target, deriveSeed(o.seed, 300));
         target.loadStateDict(this.net.stateDict());
         target.train();
         const targetD = buildDenoiser(this.config, target, { consistency: this.record.consistency });
-        how = method === 'cd' ? { method, target: targetD, teacher: teacherD, solver: o.solver } : { method, target: targetD };
-        trackers.push(new TargetNetwork(target, this.net, method === 'cd' ? () => o.mu : (k) => ctTargetDecay(k, K)));
+        how = method === 'ct' ? { method, target: targetD } : { method: 'cd', target: targetD, teacher: teacherD, solver: o.solver }; // lcm: teacherD is the guided teacher (lcm.ts)
+        trackers.push(new TargetNetwork(target, this.net, method === 'ct' ? (k) => ctTargetDecay(k, K) : () => o.mu));
       }
       const N = (k: number) => (method === 'cd' ? o.discretization : method === 'ct' ? ctDiscretization(k, K) : ictDiscretization(k, K));
+      const grid = lcm ? skippingGrid(schedule, o.skip) : null;
       loss = (k) => {
         const { x, labels } = this.#data.batchAt(k);
-        const sigmas = karrasPoints(N(k), consistency);
-        return consistencyLoss(this.#student, how, x, { sigmas, generator: gen, cond: condOf(x, labels), distance: o.distance ?? undefined, dropout: dropoutGen }).loss;
+        const opts = { generator: gen, cond: condOf(x, labels), distance: o.distance ?? undefined, dropout: dropoutGen };
+        if (grid && how.method === 'cd') return lcmLoss(this.#student, how, x, { grid, ...opts }).loss; // one DDIM step over k teacher timesteps
+        return consistencyLoss(this.#student, how, x, { sigmas: karrasPoints(N(k), consistency), ...opts }).loss;
       };
     } else if (plan.kind === 'guidance') {
       const sampleSigma = discreteSigma(schedule);
@@ -282,7 +306,7 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     const part: TrainPart = {
       name: 'model',
       module: this.net,
-      optimizer: new Adam(this.net.namedParameters(), { lr: o.lr }),
+      optimizer: new Adam(lora ? loraNamedParameters(this.net) : this.net.namedParameters(), { lr: o.lr }), // LCM-LoRA: only the adapters train
       lr: consistency ? () => o.lr : linearAnneal(o.lr, plan.steps), // consistency models: a constant rate (Song et al. 2023, App. C)
       gradClip: tm.config.gradClip,
       files: { weights: 'model', optimizer: 'optimizer' },
@@ -291,6 +315,29 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     };
     const phase = consistency ? `consistency ${o.method}` : plan.kind === 'guidance' ? 'guided distillation' : 'progressive distillation';
     this.setup({ parts: [part], phases: [{ name: phase, part, loss }], generators: { train: gen, dropout: dropoutGen } });
+  }
+
+  /** The number of trained parameters (the adapters' alone in LCM-LoRA). */
+  optimizerParameterCount(): number {
+    return (this.setupInfo.options.loraRank !== null ? loraNamedParameters(this.net) : this.net.namedParameters()).reduce((n, [, t]) => n + t.size, 0);
+  }
+
+  /** LCM-LoRA: adapters of the run's rank on `module` (the base frozen); null when the run trains every weight. */
+  #lora(module: Module, seed: number): string[] | null {
+    const o = this.setupInfo.options;
+    if (o.loraRank === null) return null;
+    try {
+      return applyLora(module, { rank: o.loraRank, alpha: o.loraAlpha ?? o.loraRank, targets: o.loraTargets.split(',').map((t) => t.trim()), generator: new Generator(seed) });
+    } catch (e) {
+      throw new ConfigError('loraTargets', (e as Error).message);
+    }
+  }
+
+  /** Writes the checkpoint; an LCM-LoRA stage also writes its adapters alone to OUT/lora, with the student's record (sampling needs it on any base). */
+  override checkpoint(): CheckpointMeta {
+    const meta = super.checkpoint();
+    if (this.setupInfo.options.loraRank !== null) saveLora(this.net, path.join(this.out, 'lora'), { metadata: { [ADAPTER_RECORD_KEY]: JSON.stringify(this.record) } });
+    return meta;
   }
 
   /** Loads the teacher and builds the stage; with `resume`, restores the stage's checkpoint in setup.out. */
@@ -321,19 +368,23 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
   describe(): string {
     const { plan, options: o } = this.setupInfo;
     const r = this.record;
+    const g = r.guidance;
+    const lora = o.loraRank !== null ? `, LoRA r ${o.loraRank} alpha ${o.loraAlpha ?? o.loraRank} on ${o.loraTargets} (${this.optimizerParameterCount().toLocaleString('en-US')} trained)` : '';
     const curriculum =
       o.method === 'cd'
         ? `N = ${o.discretization}, teacher ${o.solver} steps, target EMA mu = ${o.mu}`
-        : o.method === 'ct'
-          ? 'N(k) from 2 to 150, target EMA mu(k)'
-          : 'N(k) doubling from 10, no EMA target, log-normal n';
+        : o.method === 'lcm'
+          ? `skipping-step k = ${o.skip}, teacher DDIM steps under cfg ${g.embedded ? `w in [${g.embedded.join(', ')}] (embedded)` : `w = ${g.teacherScale}`}, target EMA mu = ${o.mu}${lora}`
+          : o.method === 'ct'
+            ? 'N(k) from 2 to 150, target EMA mu(k)'
+            : 'N(k) doubling from 10, no EMA target, log-normal n';
     const what =
       plan.kind === 'consistency'
-        ? `consistency ${o.method}: ${curriculum}, sigma_min ${r.consistency!.sigmaMin.toPrecision(4)}, ${o.distance ?? (o.method === 'ict' ? 'pseudo-huber' : 'l2')} distance, sampled in ${plan.studentSteps} step(s)`
+        ? `consistency ${o.method}: ${curriculum}, sigma_min ${r.consistency!.sigmaMin.toPrecision(4)}, ${o.distance ?? defaultDistance(o.method as ConsistencyMethod)} distance, sampled in ${plan.studentSteps} step(s)`
         : plan.kind === 'guidance'
           ? `guided distillation stage 1: a w-conditioned student (w in [${o.guidanceRange.join(', ')}]) learns the teacher's cfg output`
           : `progressive round ${plan.round}/${this.setupInfo.rounds}: ${plan.teacherSteps} teacher DDIM steps -> ${plan.studentSteps} student steps${r.guidance.teacherScale !== null ? ` (teacher cfg w = ${r.guidance.teacherScale})` : ''}${r.guidance.embedded ? ` (w in [${r.guidance.embedded.join(', ')}])` : ''}`;
-    return `${what}; teacher ${this.setupInfo.teacherDir} (step ${this.#teacher.meta.step}); ${o.parameterization} student, ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${o.batchSize}, ${plan.steps} steps, lr ${o.lr}${plan.kind === 'consistency' ? ' (constant)' : ' annealed to 0'}; out ${this.out}`;
+    return `${what}; teacher ${this.setupInfo.teacherDir} (step ${this.#teacher.meta.step}); ${r.parameterization} student, ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${o.batchSize}, ${plan.steps} steps, lr ${o.lr}${plan.kind === 'consistency' ? ' (constant)' : ' annealed to 0'}; out ${this.out}`;
   }
 
   protected checkpointFormat(): CheckpointFormat {

@@ -21,7 +21,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadSafetensors, saveSafetensors } from '../engine/safetensors';
+import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../engine/safetensors';
 import { dispose, noGrad, tidy } from '../engine/scope';
 import { Generator } from '../engine/random';
 import { Tensor } from '../engine/tensor';
@@ -306,13 +306,14 @@ const isFolder = (p: string) => !p.endsWith('.safetensors');
 /**
  * Writes only the adapters: to `FILE.safetensors` (the config in its metadata, key
  * lora_config), or to a folder as PEFT's save_pretrained does (adapter_model.safetensors +
- * adapter_config.json). Returns the weights file.
+ * adapter_config.json). `metadata` adds string entries to the safetensors header (e.g. what
+ * sampling with the adapter needs). Returns the weights file.
  *
  * @example
  *   saveLora(unet, 'runs/x/lora');              // runs/x/lora/adapter_model.safetensors, adapter_config.json
  *   saveLora(unet, 'adapter.safetensors');
  */
-export function saveLora(module: Module, file: string): string {
+export function saveLora(module: Module, file: string, { metadata = {} }: { metadata?: Record<string, string> } = {}): string {
   const { tensors, config } = loraStateDict(module);
   const json = JSON.stringify(config, null, 2);
   let weights = file;
@@ -320,9 +321,22 @@ export function saveLora(module: Module, file: string): string {
     fs.mkdirSync(file, { recursive: true });
     weights = path.join(file, ADAPTER_WEIGHTS);
   }
-  saveSafetensors(weights, tensors, { format: 'pt', lora_config: json });
+  saveSafetensors(weights, tensors, { ...metadata, format: 'pt', lora_config: json });
   if (isFolder(file)) writeFileAtomic(path.join(file, ADAPTER_CONFIG), json + '\n');
   return weights;
+}
+
+/**
+ * The safetensors header metadata of an adapter (a folder or a .safetensors file), without reading its weights.
+ *
+ * @example
+ *   loraMetadata('runs/x/lora').lora_config;   // the PEFT config as JSON
+ */
+export function loraMetadata(file: string): Record<string, string> {
+  if (!fs.existsSync(file)) throw new Error(`loadLora: ${file} does not exist`);
+  const weights = fs.statSync(file).isDirectory() ? path.join(file, ADAPTER_WEIGHTS) : file;
+  if (!fs.existsSync(weights)) throw new Error(`loadLora: ${file} has no ${ADAPTER_WEIGHTS}`);
+  return readSafetensorsHeader(weights).metadata;
 }
 
 /** Reads an adapter (a folder or a .safetensors file): its weights by layer path and its rank/alpha. */

@@ -17,9 +17,10 @@
  */
 import { Generator } from '../engine/random';
 import { tidy } from '../engine/scope';
+import { tensor } from '../engine/create';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
-import { discreteTimestep, edmDenoiser, fromCoefficients, logSigmaNoise, Network, NoiseLevel, Prediction, vConsistencyCoefficients, vpCoefficients } from '../core/precond';
+import { boundaryCoefficients, discreteTimestep, edmDenoiser, fromCoefficients, logSigmaNoise, Network, NoiseLevel, Prediction, vConsistencyCoefficients, vpCoefficients } from '../core/precond';
 import { cosineBetas, discreteVP, DiscreteVP, linearBetas, resolutionShift, shiftDiscreteVP, sigmoidBetas } from '../core/schedules';
 import { epochSeed, DataLoader } from '../data/loader';
 import { loadFashionMNIST } from '../data/fashion-mnist';
@@ -37,6 +38,7 @@ export { DEFAULT_BATCH_SIZE, initialNoise } from '../sampling/generate';
 import { cosineSchedule, edm2Schedule, linearWarmupSchedule, LrSchedule } from '../optim/schedule';
 import { ConfigError, TRAIN_MODELS, TrainConfig } from './config';
 import { LoraOptions } from '../nn/lora';
+import type { ConsistencyForm } from '../distillation/record';
 import { ddpmLoss, edm2Loss, edmLoss, LossResult, vLoss, x0Loss } from './losses';
 import { discreteSigma } from './sigma-sampling';
 import { minSnrWeighting, snrWeighting, Weighting } from './weighting';
@@ -63,6 +65,23 @@ export interface TrainData {
   /** The batch of a step: pure, so a resumed run sees the batches of an uninterrupted one. */
   batchAt(step: number): { x: Tensor; labels?: Tensor };
   dispose(): void;
+}
+
+/** The samples of the classes `ids` lists ('5,7,9'; config dataClasses) only, in their order; the class names stay (the model keeps every class). Frees `ds`'s tensors. */
+function keepClasses(ds: { images: Tensor; labels: Tensor; classNames: string[] }, ids: string): { images: Tensor; labels: Tensor; classNames: string[] } {
+  const want = ids.split(',').map((t) => Number(t.trim()));
+  if (want.length === 0 || !want.every((c) => Number.isSafeInteger(c) && c >= 0 && c < ds.classNames.length))
+    throw new ConfigError('dataClasses', `expected comma-separated class ids in 0..${ds.classNames.length - 1}, got ${JSON.stringify(ids)}`);
+  const keep: number[] = [];
+  ds.labels.toFloat64Array().forEach((y, i) => want.includes(y) && keep.push(i));
+  if (keep.length === 0) throw new ConfigError('dataClasses', `${JSON.stringify(ids)} selects no sample`);
+  const cut = tidy(() => {
+    const idx = tensor(keep, { dtype: 'int64' });
+    return { images: ds.images.indexSelect(0, idx), labels: ds.labels.indexSelect(0, idx) };
+  });
+  ds.images.dispose();
+  ds.labels.dispose();
+  return { ...cut, classNames: ds.classNames };
 }
 
 /** The dataset a config names, with a batch function for its batchSize and seed. */
@@ -96,6 +115,7 @@ export function loadTrainData(config: TrainConfig): TrainData {
   } else {
     throw new ConfigError('data', `expected 'fashion-mnist', 'emoji', 'emoji:google', 'emoji:twitter', 'folder:PATH' or a toy (${Object.keys(TOYS).join(', ')}), got ${JSON.stringify(data)}`);
   }
+  if (config.dataClasses !== null) ds = keepClasses(ds, config.dataClasses);
   if (config.dataLimit !== null && config.dataLimit < ds.images.dim(0)) {
     const n = config.dataLimit;
     const cut = tidy(() => ({ images: ds.images.narrow(0, 0, n).contiguous(), labels: ds.labels.narrow(0, 0, n).contiguous() }));
@@ -239,7 +259,7 @@ export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSched
  * (the network told the timestep index, or ln(sigma) / 4 for EDM2's network, whose Fourier
  * features expect it), or EDM's (edm, edm2).
  */
-export function buildDenoiser(config: TrainConfig, net: DenoiserNet, { consistency = null }: { consistency?: { sigmaMin: number } | null } = {}): Denoiser {
+export function buildDenoiser(config: TrainConfig, net: DenoiserNet, { consistency = null }: { consistency?: ConsistencyForm | null } = {}): Denoiser {
   const F: Network = (xIn, cNoise, cond) => {
     if (net instanceof UNet) return net.forward(xIn, cNoise, cond?.classLabels, cond?.guidance);
     if (cond?.guidance !== undefined) throw new TypeError(`buildDenoiser: cond.guidance is for a U-Net with guidanceEmbedding, not a ${net.constructor.name}`);
@@ -249,6 +269,10 @@ export function buildDenoiser(config: TrainConfig, net: DenoiserNet, { consisten
   const target = prediction(config.objective);
   if (schedule && target) {
     const cNoise: NoiseLevel = net instanceof EDM2UNet ? logSigmaNoise : discreteTimestep(schedule);
+    if (consistency?.form === 'denoiser') {
+      const c = consistency; // LCM: the network's own prediction with the boundary on top
+      return fromCoefficients(F, (sigma) => tidy(() => boundaryCoefficients(vpCoefficients(target, sigma, cNoise), sigma, c)));
+    }
     if (consistency) {
       if (target !== 'v') throw new ConfigError('objective', `a consistency model here is read with the v row of coefficients (vConsistencyCoefficients), got ${target}`);
       return fromCoefficients(F, (sigma) => vConsistencyCoefficients(sigma, consistency.sigmaMin, cNoise));

@@ -27,13 +27,13 @@ import { Tensor } from '../engine/tensor';
 import { DType } from '../engine/dtype';
 import { writeFileAtomic } from '../util/image';
 import { ConfigError, resolveTrainConfig, TrainConfig } from './config';
-import { buildDenoiser, buildNetwork, DenoiserNet, loraOptions, NetworkSpec } from './build';
-import { applyLora, loadLora, removeLora } from '../nn/lora';
+import { buildDenoiser, buildNetwork, DenoiserNet, loraOptions, NetworkSpec, prediction } from './build';
+import { applyLora, loadLora, loraMetadata, removeLora } from '../nn/lora';
 import { Denoiser } from '../core/denoiser';
 import { resolveUNetConfig } from '../models/unet';
 import { resolveMLPDenoiserConfig } from '../models/mlp';
 import { EDM2Config, resolveEDM2Config } from '../models/edm2';
-import { DistillationRecord, distillationProblem } from '../distillation/record';
+import { adapterRecord, DistillationRecord, distillationProblem } from '../distillation/record';
 
 export const CHECKPOINT_FILE = 'checkpoint.json';
 export const CHECKPOINT_FORMAT = 'diffuse-checkpoint';
@@ -362,11 +362,13 @@ export function exportCheckpoint(
     // A LoRA run's adapters, and an adapter given here, merged into the base: a plain network (LoRA's merged W').
     const net = networkFromWeights(ck.meta, ck[part]!.tensors, file);
     try {
+      let meta = ck.meta;
       if (lora) {
         loadLora(net, lora.path, { scale: lora.scale ?? 1 });
         removeLora(net, { merge: true });
+        meta = withAdapterRecord(meta, adapterRecord(loraMetadata(lora.path), lora.path));
       }
-      return saveSamplingCheckpoint(dst, ck.meta, { part, tensors: net.stateDict(), metadata: ck[part]!.metadata, dtype });
+      return saveSamplingCheckpoint(dst, meta, { part, tensors: net.stateDict(), metadata: ck[part]!.metadata, dtype });
     } finally {
       net.dispose();
     }
@@ -422,6 +424,22 @@ export function saveSamplingCheckpoint(
   } finally {
     dispose(cast);
   }
+}
+
+/**
+ * A base model's meta with an adapter's student record (LCM-LoRA: the merged network is a consistency
+ * student); the meta itself when the adapter carries none. The base must be an undistilled model whose
+ * prediction the record's student keeps.
+ *
+ * @example
+ *   const m = withAdapterRecord(loadModel('models/fashion-mnist').meta, adapterRecord(loraMetadata(dir), dir));
+ */
+export function withAdapterRecord(meta: CheckpointMeta, rec: DistillationRecord | null): CheckpointMeta {
+  if (!rec) return meta;
+  if (meta.distillation) throw new Error(`loadLora: the adapter is a distilled student's (${rec.method}); load it on an undistilled base model, not on a ${meta.distillation.method} student`);
+  const p = prediction(meta.config.objective);
+  if (p !== rec.parameterization) throw new Error(`loadLora: the adapter's student reads the network as ${rec.parameterization} prediction; this model's objective is ${meta.config.objective}`);
+  return { ...meta, distillation: rec };
 }
 
 /** Whether a state dict holds LoRA adapters (a LoRA run's weights: `<path>.lora_A.weight`, ...). */

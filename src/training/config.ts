@@ -47,6 +47,8 @@ export interface TrainConfig {
   data: string;
   /** Train on the first N samples of the dataset only (null: all). */
   dataLimit: number | null;
+  /** Train on these classes only: comma-separated class ids, e.g. '5,7,9' (null: all). The model keeps every class. */
+  dataClasses: string | null;
   /** Image side: Fashion-MNIST is 28, or 32 padded; emoji 16, 32 or 64; folders are resized to it. */
   imageSize: number;
   /** Folder images: 'gray' or 'rgb' (emoji are always RGB, Fashion-MNIST gray). */
@@ -174,6 +176,7 @@ export const TRAIN_MODELS: Readonly<Record<ModelType, Readonly<Record<string, un
 export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   data: 'fashion-mnist',
   dataLimit: null,
+  dataClasses: null,
   imageSize: 32,
   channels: 'gray',
   flip: false,
@@ -239,6 +242,7 @@ type TopKey = Exclude<keyof TrainConfig, 'model'>;
 const FIELDS: Record<TopKey, FieldSpec> = {
   data: { kind: 'string' },
   dataLimit: { kind: 'int', nullable: true, min: 1 },
+  dataClasses: { kind: 'string', nullable: true },
   imageSize: { kind: 'int', min: 1 },
   channels: { kind: 'enum', values: ['gray', 'rgb'] },
   flip: { kind: 'bool' },
