@@ -178,7 +178,10 @@ export function readManifest(dir: string): PairsManifest {
   try {
     m = JSON.parse(fs.readFileSync(file, 'utf8')) as PairsManifest;
   } catch (e) {
-    throw new ConfigError('pairs', `${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found: this folder holds no DMD pairs (make them with diffuse distill dmd-pairs)' : `unreadable (${(e as Error).message})`}`);
+    throw new ConfigError(
+      'pairs',
+      `${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found: this folder holds no DMD pairs (make them with diffuse distill dmd-pairs)' : `unreadable (${(e as Error).message})`}`,
+    );
   }
   if (m?.format !== PAIRS_FORMAT) throw new ConfigError('pairs', `${file}: not a DMD pairs file (format ${JSON.stringify(m?.format)})`);
   return m;
@@ -198,7 +201,8 @@ export function readPairs(dir: string): Pairs {
   const m = readManifest(dir);
   const chunks = Math.ceil(m.n / m.chunk);
   const missing = Array.from({ length: chunks }, (_, c) => c).filter((c) => !fs.existsSync(chunkFile(dir, c)));
-  if (missing.length) throw new ConfigError('pairs', `${dir}: ${missing.length} of ${chunks} chunks are missing (a stopped run): finish them with diffuse distill dmd-pairs --out ${dir} and the same settings`);
+  if (missing.length)
+    throw new ConfigError('pairs', `${dir}: ${missing.length} of ${chunks} chunks are missing (a stopped run): finish them with diffuse distill dmd-pairs --out ${dir} and the same settings`);
   const parts = Array.from({ length: chunks }, (_, c) => loadSafetensors(chunkFile(dir, c)).tensors);
   try {
     const join = (k: string) => cat(parts.map((p) => p[k]));

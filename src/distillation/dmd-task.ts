@@ -216,7 +216,9 @@ export class DmdTask extends TrainingLoop<CheckpointMeta> {
 function checkPairs(p: Pairs, s: StageSetup, tm: CheckpointMeta, sigmaMax: number): void {
   const m = p.manifest;
   const fail = (why: string) => new ConfigError('pairs', `${s.options.pairs}: ${why}`);
-  if (m.teacher.step !== tm.step || JSON.stringify(m.shape) !== JSON.stringify(tm.sampleShape)) throw fail(`were made by ${m.teacher.checkpoint} at step ${m.teacher.step}, not by this teacher ${s.teacherDir} (step ${tm.step})`);
+  if (m.teacher.step !== tm.step || JSON.stringify(m.shape) !== JSON.stringify(tm.sampleShape))
+    throw fail(`were made by ${m.teacher.checkpoint} at step ${m.teacher.step}, not by this teacher ${s.teacherDir} (step ${tm.step})`);
   if (m.guidance !== s.options.guidance) throw fail(`were made with guidance ${m.guidance}, this run's real score has ${s.options.guidance}`);
-  if (Math.abs(m.sigmaMax - sigmaMax) > 1e-9 * sigmaMax) throw fail(`start at sigma_max ${m.sigmaMax}, the generator reads ${sigmaMax} (make them on a grid that starts at the teacher's largest sigma)`);
+  if (Math.abs(m.sigmaMax - sigmaMax) > 1e-9 * sigmaMax)
+    throw fail(`start at sigma_max ${m.sigmaMax}, the generator reads ${sigmaMax} (make them on a grid that starts at the teacher's largest sigma)`);
 }

@@ -47,7 +47,11 @@ export function dmdSigma(schedule: DiscreteVP, [lo, hi]: readonly [number, numbe
 }
 
 /** Mean over every dim but the first, kept: [B, ...] -> [B, 1, ...]. */
-const meanKeep = (t: Tensor) => t.mean(Array.from({ length: t.ndim - 1 }, (_, i) => i + 1), true);
+const meanKeep = (t: Tensor) =>
+  t.mean(
+    Array.from({ length: t.ndim - 1 }, (_, i) => i + 1),
+    true,
+  );
 
 /** Yin et al. 2023, Eq. 7-8: (D_fake(x_t) - D_real(x_t)) / mean|x0 - D_real(x_t)| per sample, without gradient. */
 export function dmdGradient(real: Denoiser, fake: Denoiser, x0: Tensor, xt: Tensor, sigma: Tensor, cond?: Conditioning): Tensor {
@@ -55,7 +59,10 @@ export function dmdGradient(real: Denoiser, fake: Denoiser, x0: Tensor, xt: Tens
     tidy(() => {
       const dReal = real(xt, sigma, cond);
       const dFake = fake(xt, sigma, cond);
-      return dFake.sub(dReal).div(meanKeep(x0.detach().sub(dReal).abs())).to({ dtype: x0.dtype });
+      return dFake
+        .sub(dReal)
+        .div(meanKeep(x0.detach().sub(dReal).abs()))
+        .to({ dtype: x0.dtype });
     }),
   );
 }

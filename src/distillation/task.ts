@@ -447,7 +447,9 @@ export function readStageCheckpoint(dir: string, record: DistillationRecord, spe
   if (!meta.state || meta.exportedFrom) throw fail('is an export for sampling (no optimizer or generator state)');
   const rec = meta.distillation;
   if (!rec || rec.method !== record.method || rec.stage !== record.stage || rec.round !== record.round || rec.teacher.checkpoint !== record.teacher.checkpoint)
-    throw fail(`holds another stage (${rec ? `${rec.method} ${rec.stage} ${rec.round}, teacher ${rec.teacher.checkpoint}` : 'no distillation record'}) than this run's ${record.method} ${record.stage} ${record.round}`);
+    throw fail(
+      `holds another stage (${rec ? `${rec.method} ${rec.stage} ${rec.round}, teacher ${rec.teacher.checkpoint}` : 'no distillation record'}) than this run's ${record.method} ${record.stage} ${record.round}`,
+    );
   if (JSON.stringify(meta.network) !== JSON.stringify(spec)) throw fail("the checkpoint's network is not the student this stage builds");
   return meta;
 }
