@@ -1,28 +1,49 @@
 // Shared by the distillation CLI tests: a stage resumed from a checkpoint written after 2 steps
-// takes the same steps as an uninterrupted 4-step one, bit for bit (losses and student weights).
+// takes the same steps as an uninterrupted 4-step one, bit for bit (losses and every network's weights).
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
+import { Module } from '../src/nn/module';
 import { DistillOptions, DistillTask, StageSetup } from '../src/distillation/task';
 import { planStages } from '../src/distillation/run';
 
-/** Runs stage 0 of `options` uninterrupted in ROOT/ra (checkpointed at its end) and interrupted + resumed in ROOT/rb; asserts they agree. */
-export async function assertResumeBitExact(options: DistillOptions, teacher: string, root: string): Promise<void> {
+/** What the check needs of a stage's task (DistillTask, DmdTask). */
+export interface ResumableStage {
+  step: number;
+  readonly losses: number[];
+  readonly history: Record<string, number[]>;
+  trainStep(): number;
+  checkpoint(): unknown;
+  run(): Promise<{ losses: number[] }>;
+  dispose(): void;
+}
+
+/** Runs stage 0 of `options` uninterrupted in ROOT/ra (checkpointed at its end) and interrupted + resumed in ROOT/rb; asserts they agree (every phase's losses; the weights of nets(task), default its net). */
+export async function assertResumeBitExact<T extends ResumableStage = DistillTask>(
+  options: DistillOptions,
+  teacher: string,
+  root: string,
+  {
+    create = (s, run) => DistillTask.create(s, run) as unknown as T,
+    nets = (t) => [(t as unknown as DistillTask).net],
+  }: { create?: (s: StageSetup, run: { log: null; resume?: boolean }) => T; nets?: (t: T) => Module[] } = {},
+): Promise<void> {
   const setup = (out: string): StageSetup => ({ plan: planStages(options)[0], rounds: 1, options, teacherDir: teacher, out });
-  const a = DistillTask.create(setup(path.join(root, 'ra')), { log: null });
+  const a = create(setup(path.join(root, 'ra')), { log: null });
   for (let i = 0; i < 4; i++) a.trainStep();
   a.checkpoint();
-  const b = DistillTask.create(setup(path.join(root, 'rb')), { log: null });
+  const b = create(setup(path.join(root, 'rb')), { log: null });
   b.trainStep();
   b.trainStep();
   b.checkpoint();
   b.dispose();
-  const c = DistillTask.create(setup(path.join(root, 'rb')), { log: null, resume: true });
+  const c = create(setup(path.join(root, 'rb')), { log: null, resume: true });
   try {
     assert.equal(c.step, 2);
     const r = await c.run();
     assert.deepEqual(r.losses, a.losses);
-    assert.ok(a.losses.every((l) => Number.isFinite(l) && l > 0));
-    const w = (t: DistillTask) => Object.entries(t.net.stateDict()).map(([k, v]) => [k, Buffer.from(v.bytes()).toString('base64')]);
+    assert.deepEqual(c.history, a.history);
+    assert.ok(a.losses.every((l) => Number.isFinite(l)));
+    const w = (t: T) => nets(t).map((m) => Object.entries(m.stateDict()).map(([k, v]) => [k, Buffer.from(v.bytes()).toString('base64')]));
     assert.deepEqual(w(c), w(a));
   } finally {
     a.dispose();

@@ -1,5 +1,5 @@
 /**
- * `diffuse distill progressive|guided|cd|ct|ict|lcm`: distils a teacher checkpoint into a few-step student
+ * `diffuse distill progressive|guided|cd|ct|ict|lcm|dmd|dmd2`: distils a teacher checkpoint into a few-step student
  * (src/distillation/), one student checkpoint per stage, with checkpoints, resume, Ctrl-C and
  * progress from the shared training loop; `diffuse distill yardstick` measures students against
  * their teacher (src/distillation/yardstick.ts).
@@ -11,9 +11,10 @@
  */
 import * as fs from 'node:fs';
 import { INTERRUPTED_EXIT_CODE } from '../training/interrupt';
-import { DISTILL_DEFAULTS, DistillOptions } from '../distillation/task';
+import { DISTILL_DEFAULTS, DistillOptions, DMD_LR } from '../distillation/task';
 import { distill, planStages, readDistillRun, resolveDistillOptions } from '../distillation/run';
-import { DISTILL_METHODS, DistillMethod, GUIDANCE_CONVENTION, isConsistencyMethod, STUDENT_PARAMETERIZATIONS } from '../distillation/record';
+import { DISTILL_METHODS, DistillMethod, GUIDANCE_CONVENTION, isConsistencyMethod, isDmdMethod, STUDENT_PARAMETERIZATIONS } from '../distillation/record';
+import { dmdPairsCommand } from './dmd-pairs';
 import { CD_SOLVERS } from '../distillation/consistency';
 import { LCM_LR } from '../distillation/lcm';
 import { choiceFlag, intFlag, numberFlag, parseArgs, parseNumber, ParsedArgs, table, UsageError } from './args';
@@ -23,8 +24,9 @@ import { yardstickCommand, yardstickHelpRows, YARDSTICK_FLAGS } from './yardstic
 const D = DISTILL_DEFAULTS;
 
 export function distillHelp(): string {
-  return `Usage: diffuse distill progressive|guided|cd|ct|ict|lcm [--teacher DIR] [--out DIR] [options]
+  return `Usage: diffuse distill progressive|guided|cd|ct|ict|lcm|dmd|dmd2 [--teacher DIR] [--out DIR] [options]
        diffuse distill --resume DIR
+       diffuse distill dmd-pairs [--teacher DIR] --n N --out DIR [options]
        diffuse distill yardstick STUDENT... [--teacher DIR] [options]
 
 Distils a teacher into a student that samples in a few steps (docs/distillation.md). The
@@ -60,6 +62,14 @@ checkpoint under --out that diffuse sample and diffuse eval use with the steps, 
                --lora-rank R: LCM-LoRA, only adapters on the frozen teacher train (needs
                --guidance W); folder lcm/lora holds the adapter, which makes any model
                fine-tuned from the teacher a few-step sampler: diffuse sample MODEL --lora DIR.
+  dmd          Yin et al. 2023: a one-step generator G (the teacher's network read at sigma_max)
+               trained by distribution matching, grad = (D_fake - D_real) / mean|x0 - D_real| at
+               a random t, D_real the frozen teacher (--guidance W: behind CFG), D_fake a fake
+               score network trained online on G's samples; plus --reg-weight times an L2
+               regression loss (LPIPS in the paper) on the pairs of --pairs DIR (make them with
+               diffuse distill dmd-pairs). Folder dmd; sampled in 1 step.
+  dmd2         Yin et al. 2024: no regression loss, --fake-updates fake-score updates per
+               generator update (two time-scale). Folder dmd2. (The GAN head is not done.)
 
 Guidance scales are Diffuse's: ${GUIDANCE_CONVENTION} (Meng et al.'s w is ours
 minus 1); every student records it, and a checkpoint with another convention is refused.
@@ -73,7 +83,7 @@ ${table([
   ['--student-steps N', `the final student's steps; N / it a power of 2 (default ${D.studentSteps}; cd, ct, ict: consistency sampling points, default 1; lcm: 4)`],
   ['--round-steps K', `optimizer steps per progressive round (default ${D.roundSteps})`],
   ['--guidance-steps K', `guided: optimizer steps of stage 1 (default ${D.guidanceSteps})`],
-  ['--guidance W', 'progressive, lcm: distil the teacher under classifier-free guidance w = W (built into the student)'],
+  ['--guidance W', 'progressive, lcm, dmd, dmd2: distil the teacher under classifier-free guidance w = W (built into the student)'],
   ['--guidance-range LO,HI', `guided, lcm: the w the student learns (default ${D.guidanceRange.join(',')}, Meng et al.'s [0, 4])`],
   ['--consistency-steps K', `cd, ct, ict, lcm: optimizer steps (default ${D.consistencySteps}; K of the N(k) curricula)`],
   ['--sigma-min S', "cd, ct, ict: the boundary f(x, S) = x and the grid's low end (default: the teacher's smallest sigma)"],
@@ -85,8 +95,15 @@ ${table([
   ['--lora-rank R', 'lcm: LCM-LoRA, train only rank-R adapters on the frozen teacher (needs --guidance W)'],
   ['--lora-alpha A', "lcm: the adapters' alpha (default R)"],
   ['--lora-targets LIST', `lcm: the adapted layers (default ${D.loraTargets}; docs/lora.md)`],
+  ['--dmd-steps K', `dmd, dmd2: generator updates (default ${D.dmdSteps})`],
+  ['--fake-updates N', 'dmd, dmd2: fake-score updates per generator update (default: dmd 1, dmd2 5)'],
+  ['--pairs DIR', 'dmd: the regression pairs (diffuse distill dmd-pairs --out DIR)'],
+  ['--reg-weight L', `dmd: lambda_reg, the regression loss's weight (default ${D.regWeight})`],
   ['--batch-size B', `images per step (default ${D.batchSize})`],
-  ['--lr LR', `learning rate at the start of each stage, annealed linearly to 0 (default ${D.lr}; lcm: ${LCM_LR.full}, with --lora-rank ${LCM_LR.lora}, constant)`],
+  [
+    '--lr LR',
+    `learning rate at the start of each stage, annealed linearly to 0 (default ${D.lr}; lcm: ${LCM_LR.full}, with --lora-rank ${LCM_LR.lora}, constant; dmd, dmd2: ${DMD_LR}, constant, both networks)`,
+  ],
   ['--seed S', `seed of the batches, noise and w (default ${D.seed})`],
   ['--checkpoint-every K', `steps between checkpoints (default ${D.checkpointEvery}; 0: end of stage and Ctrl-C only)`],
   ['--threads N', 'CPU threads (default: all cores)'],
@@ -108,6 +125,9 @@ Examples:
   diffuse sample runs/lcm/lcm --guidance 3 --steps 2          # w = 3, 2 evaluations
   diffuse distill lcm --lora-rank 8 --guidance 3 --out runs/lcm-lora
   diffuse sample runs/finetuned --lora runs/lcm-lora/lcm/lora --steps 4
+  diffuse distill dmd2 --dmd-steps 500 --out runs/dmd2
+  diffuse sample runs/dmd2/dmd2 --class Bag                   # 1 step, 1 evaluation
+  diffuse distill dmd-pairs --n 10000 --out runs/pairs && diffuse distill dmd --pairs runs/pairs
   diffuse distill yardstick runs/pd/steps-8 runs/pd/steps-4 --n 1000
 `;
 }
@@ -136,6 +156,10 @@ const RUN_FLAGS = {
   'lora-rank': 'value',
   'lora-alpha': 'value',
   'lora-targets': 'value',
+  'dmd-steps': 'value',
+  'fake-updates': 'value',
+  pairs: 'value',
+  'reg-weight': 'value',
   threads: 'value',
   resume: 'value',
   help: 'switch',
@@ -143,6 +167,7 @@ const RUN_FLAGS = {
 
 export async function distillCommand(argv: readonly string[]): Promise<number> {
   if (argv[0] === 'yardstick') return yardstickCommand(argv.slice(1));
+  if (argv[0] === 'dmd-pairs') return dmdPairsCommand(argv.slice(1));
   const args = parseArgs(argv, { ...RUN_FLAGS, ...(argv.includes('--help') || argv.includes('-h') ? YARDSTICK_FLAGS : {}) });
   if (args.flags.has('help')) {
     process.stdout.write(distillHelp());
@@ -186,7 +211,7 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     roundSteps: int('round-steps', D.roundSteps),
     guidanceSteps: int('guidance-steps', D.guidanceSteps),
     batchSize: int('batch-size', D.batchSize),
-    lr: numberFlag(args, 'lr', { greaterThan: 0 }) ?? (method !== 'lcm' ? D.lr : args.flags.has('lora-rank') ? LCM_LR.lora : LCM_LR.full),
+    lr: numberFlag(args, 'lr', { greaterThan: 0 }) ?? (isDmdMethod(method) ? DMD_LR : method !== 'lcm' ? D.lr : args.flags.has('lora-rank') ? LCM_LR.lora : LCM_LR.full),
     seed: int('seed', D.seed, 0),
     checkpointEvery: int('checkpoint-every', D.checkpointEvery, 0),
     threads: args.flags.has('threads') ? int('threads', 1) : null,
@@ -202,6 +227,10 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     loraRank: args.flags.has('lora-rank') ? int('lora-rank', 1) : null,
     loraAlpha: numberFlag(args, 'lora-alpha', { greaterThan: 0 }) ?? null,
     loraTargets: args.flags.get('lora-targets') ?? D.loraTargets,
+    dmdSteps: int('dmd-steps', D.dmdSteps),
+    fakeUpdates: args.flags.has('fake-updates') ? int('fake-updates', 1) : null,
+    pairs: args.flags.get('pairs') ?? null,
+    regWeight: numberFlag(args, 'reg-weight', { min: 0 }) ?? D.regWeight,
   };
   const only = (flags: string[], methods: DistillMethod[]) => {
     for (const f of flags) if (args.flags.has(f) && !methods.includes(method)) throw new UsageError(`--${f} is for ${methods.join(', ')} (not ${method})`);
@@ -216,13 +245,19 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
   if (method === 'lcm' && o.loraRank !== null && o.guidance === null) throw new UsageError('--lora-rank: LCM-LoRA bakes one w into the adapter (the base has no w embedding); give --guidance W');
   if (method === 'lcm' && o.guidance !== null && args.flags.has('guidance-range')) throw new UsageError('--guidance W bakes one w in; --guidance-range is for a student that embeds w');
   only(['round-steps', 'teacher-steps'], ['progressive', 'guided']);
+  only(['dmd-steps', 'fake-updates'], ['dmd', 'dmd2']);
+  only(['pairs', 'reg-weight'], ['dmd']);
+  for (const f of ['guidance-range', 'guidance-steps']) if (isDmdMethod(method) && args.flags.has(f)) throw new UsageError(`--${f} is for guided distillation (not ${method})`);
+  if (isDmdMethod(method) && args.flags.has('student-steps')) throw new UsageError(`--student-steps: a ${method} student is a one-step generator`);
+  if (method === 'dmd' && o.pairs === null) throw new UsageError('dmd needs --pairs DIR, the regression pairs (make them with diffuse distill dmd-pairs --out DIR)');
+  if (o.pairs !== null && !fs.existsSync(o.pairs)) throw new UsageError(`--pairs ${o.pairs}: no such folder`);
   if (o.mu >= 1) throw new UsageError(`--mu: expected a number in [0, 1), got ${o.mu}`);
   if (method === 'guided' && o.guidance !== null)
     throw new UsageError(`--guidance ${o.guidance}: guided distillation learns every w of --guidance-range; --guidance is for progressive distillation of a guided teacher`);
   if (method === 'progressive' && args.flags.has('guidance-range')) throw new UsageError('--guidance-range is for guided distillation (progressive takes one --guidance W)');
   if (method === 'progressive' && args.flags.has('guidance-steps')) throw new UsageError('--guidance-steps is for guided distillation (its stage 1)');
   const ratio = o.teacherSteps / o.studentSteps;
-  if (!isConsistencyMethod(method) && !(ratio >= 2 && Number.isInteger(Math.log2(ratio))))
+  if (!isConsistencyMethod(method) && !isDmdMethod(method) && !(ratio >= 2 && Number.isInteger(Math.log2(ratio))))
     throw new UsageError(`--teacher-steps ${o.teacherSteps} / --student-steps ${o.studentSteps}: the ratio must be a power of 2 of at least 2 (each round halves the steps)`);
   const resolved = resolveDistillOptions(o);
   planStages(resolved);

@@ -9,6 +9,7 @@
  *   guided:      w-conditioned (stage 1), then the same rounds of it      (Meng et al. 2023)
  *   cd, ct, ict: one stage, folder <method>                              (Song et al. 2023; Song & Dhariwal 2023)
  *   lcm:         one stage, folder lcm (+ lcm/lora with --lora-rank)       (Luo et al. 2023)
+ *   dmd, dmd2:   one stage, folder <method>: a one-step generator        (Yin et al. 2023, 2024; dmd-task.ts)
  *
  * @example
  *   const r = await distill(resolveDistillOptions({ method: 'progressive', teacher: 'models/fashion-mnist', out: 'runs/pd', teacherSteps: 16, studentSteps: 4 }));
@@ -21,14 +22,16 @@ import { ConfigError } from '../training/config';
 import { writeFileAtomic } from '../util/image';
 import { halvingRounds } from './progressive';
 import { CD_SOLVERS } from './consistency';
-import { DISTILL_METHODS, isConsistencyMethod, STUDENT_PARAMETERIZATIONS } from './record';
-import { DISTILL_DEFAULTS, DistillOptions, DistillTask, StagePlan } from './task';
+import { DISTILL_METHODS, isConsistencyMethod, isDmdMethod, STUDENT_PARAMETERIZATIONS } from './record';
+import { DISTILL_DEFAULTS, DistillOptions, DistillTask, DMD_LR, StagePlan } from './task';
+import { DmdTask } from './dmd-task';
 
 export const DISTILL_RUN_FILE = 'distill.json';
 const RUN_FORMAT = 'diffuse-distill-run';
 
 /** The stages of a run, in order. */
-export function planStages(o: Pick<DistillOptions, 'method' | 'teacherSteps' | 'studentSteps' | 'roundSteps' | 'guidanceSteps' | 'consistencySteps' | 'discretization'>): StagePlan[] {
+export function planStages(o: Pick<DistillOptions, 'method' | 'teacherSteps' | 'studentSteps' | 'roundSteps' | 'guidanceSteps' | 'consistencySteps' | 'discretization' | 'dmdSteps'>): StagePlan[] {
+  if (isDmdMethod(o.method)) return [{ name: o.method, kind: 'dmd', round: 1, teacherSteps: null, studentSteps: 1, steps: o.dmdSteps }];
   if (isConsistencyMethod(o.method))
     return [{ name: o.method, kind: 'consistency', round: 1, teacherSteps: o.method === 'cd' ? o.discretization : null, studentSteps: o.studentSteps, steps: o.consistencySteps }]; // lcm: the grid is T / skip + 1 points
   const rounds: StagePlan[] = halvingRounds(o.teacherSteps, o.studentSteps).map((n, i) => ({
@@ -45,7 +48,7 @@ export function planStages(o: Pick<DistillOptions, 'method' | 'teacherSteps' | '
 
 /** Options from a partial object: defaults filled in, each value checked (errors name the option and the value). */
 export function resolveDistillOptions(partial: Partial<DistillOptions> & Pick<DistillOptions, 'method' | 'teacher' | 'out'>): DistillOptions {
-  const o: DistillOptions = { ...DISTILL_DEFAULTS, guidanceRange: [...DISTILL_DEFAULTS.guidanceRange], ...partial };
+  const o: DistillOptions = { ...DISTILL_DEFAULTS, guidanceRange: [...DISTILL_DEFAULTS.guidanceRange], ...(isDmdMethod(partial.method) ? { lr: DMD_LR } : {}), ...partial };
   const fail = (key: string, why: string) => new ConfigError(key, `${why}, got ${JSON.stringify((o as unknown as Record<string, unknown>)[key])}`);
   if (!(DISTILL_METHODS as readonly string[]).includes(o.method)) throw fail('method', `expected ${DISTILL_METHODS.join(' or ')}`);
   if (!(STUDENT_PARAMETERIZATIONS as readonly string[]).includes(o.parameterization)) throw fail('parameterization', "expected 'v' or 'x0' (eps fails at few steps: Salimans & Ho 2022, Sec. 4)");
@@ -60,6 +63,14 @@ export function resolveDistillOptions(partial: Partial<DistillOptions> & Pick<Di
   if (!(o.guidanceRange.length === 2 && Number.isFinite(lo) && Number.isFinite(hi) && lo <= hi)) throw fail('guidanceRange', 'expected [wMin, wMax] with wMin <= wMax');
   if (o.method !== 'lcm') for (const k of ['loraRank', 'loraAlpha'] as const) if (o[k] !== null) throw fail(k, 'is for lcm (LCM-LoRA); expected null');
   if (o.method === 'lcm') return checkLcm(o, fail);
+  if (isDmdMethod(o.method)) {
+    if (!(Number.isSafeInteger(o.dmdSteps) && o.dmdSteps >= 1)) throw fail('dmdSteps', 'expected a positive integer');
+    if (!(o.fakeUpdates === null || (Number.isSafeInteger(o.fakeUpdates) && o.fakeUpdates >= 1))) throw fail('fakeUpdates', 'expected a positive integer or null');
+    if (!(Number.isFinite(o.regWeight) && o.regWeight >= 0)) throw fail('regWeight', 'expected a number >= 0');
+    if (o.method === 'dmd' && typeof o.pairs !== 'string') throw fail('pairs', 'dmd needs the regression pairs folder (diffuse distill dmd-pairs)');
+    if (o.method === 'dmd2' && o.pairs !== null) throw fail('pairs', 'dmd2 has no regression loss (Yin et al. 2024, Sec. 4.1): expected null');
+    return o;
+  }
   if (isConsistencyMethod(o.method)) {
     if (o.parameterization !== 'v') throw fail('parameterization', 'a consistency student is read with the v coefficients with its boundary built in (vConsistencyCoefficients): expected v');
     if (o.guidance !== null) throw fail('guidance', 'is not for consistency models here (consistency distillation of a guided teacher is LCM)');
@@ -119,10 +130,9 @@ export async function distill(o: DistillOptions, run: { resume?: boolean; log?: 
     const dir = path.join(o.out, p.name);
     const teacherDir = i === 0 ? o.teacher : path.join(o.out, plan[i - 1].name);
     const has = fs.existsSync(path.join(dir, 'checkpoint.json'));
-    const task = DistillTask.create(
-      { plan: p, rounds: plan.filter((s) => s.kind !== 'guidance').length, options: o, teacherDir, out: dir },
-      { resume: has, log: run.log, handleSigint: run.handleSigint },
-    );
+    const setup = { plan: p, rounds: plan.filter((s) => s.kind !== 'guidance').length, options: o, teacherDir, out: dir };
+    const how = { resume: has, log: run.log, handleSigint: run.handleSigint };
+    const task = p.kind === 'dmd' ? DmdTask.create(setup, how) : DistillTask.create(setup, how);
     try {
       const r = await task.run();
       stages.push({ name: p.name, dir, step: r.step, imagesPerSecond: task.seconds > 0 ? (r.step * o.batchSize) / task.seconds : null });

@@ -93,6 +93,14 @@ export interface DistillOptions {
   loraAlpha: number | null;
   /** lcm: the adapted layers (LoraOptions.targets, comma-separated). */
   loraTargets: string;
+  /** dmd, dmd2: generator updates (loop steps). */
+  dmdSteps: number;
+  /** dmd, dmd2: fake-score updates per generator update (null: dmd 1, dmd2 5). */
+  fakeUpdates: number | null;
+  /** dmd: the folder of regression pairs (diffuse distill dmd-pairs). */
+  pairs: string | null;
+  /** dmd: lambda_reg, the regression loss's weight (Yin et al. 2023: 0.25). */
+  regWeight: number;
 }
 
 /** The defaults (docs/distillation.md says why). */
@@ -119,13 +127,20 @@ export const DISTILL_DEFAULTS: Readonly<Omit<DistillOptions, 'teacher' | 'out' |
   loraRank: null,
   loraAlpha: null,
   loraTargets: 'all',
+  dmdSteps: 1000,
+  fakeUpdates: null,
+  pairs: null,
+  regWeight: 0.25,
 });
+
+/** dmd, dmd2: the learning rate when none is given (both networks; DISTILL_DEFAULTS.lr is progressive's). */
+export const DMD_LR = 2e-5;
 
 /** One stage of a run: guided distillation's stage 1 ('guidance') or a progressive round. */
 export interface StagePlan {
   /** Its folder under the run's out. */
   name: string;
-  kind: 'guidance' | 'round' | 'consistency';
+  kind: 'guidance' | 'round' | 'consistency' | 'dmd';
   /** 1-based round (0 for 'guidance'). */
   round: number;
   /** The teacher's DDIM steps (null for 'guidance'), and the student's. */
@@ -155,6 +170,37 @@ export function consistencyRange(o: Pick<DistillOptions, 'sigmaMin'>, schedule: 
   const sigmaMin = o.sigmaMin ?? lo;
   if (!(sigmaMin >= lo && sigmaMin < hi)) throw new ConfigError('sigmaMin', `must be within the teacher's sigmas [${lo}, ${hi}) (its network has seen no smaller noise level), got ${sigmaMin}`);
   return { sigmaMin, sigmaMax: hi };
+}
+
+/** A stage's student config: the teacher's, read with the student's parameterization, with the stage's batch, steps, rate and seed (label dropout off for a guided pair). */
+export function studentConfig(
+  s: StageSetup,
+  tm: CheckpointMeta,
+  { steps, sampleSteps, guided, objective }: { steps: number; sampleSteps: number; guided: boolean; objective?: TrainConfig['objective'] },
+): TrainConfig {
+  const o = s.options;
+  return resolveTrainConfig(
+    {
+      ...tm.config,
+      objective: objective ?? o.parameterization,
+      weighting: 'auto',
+      minSnrGamma: TRAIN_DEFAULTS.minSnrGamma,
+      labelDropout: guided ? 0 : tm.config.labelDropout,
+      batchSize: o.batchSize,
+      steps,
+      lr: o.lr,
+      warmupSteps: 0,
+      lrSchedule: 'constant',
+      seed: o.seed,
+      sampleEvery: 0,
+      sampleSteps,
+      checkpointEvery: o.checkpointEvery,
+      out: s.out,
+      threads: o.threads,
+      ...(o.loraRank !== null ? { loraRank: o.loraRank, loraAlpha: o.loraAlpha, loraTargets: o.loraTargets } : {}), // loadModel merges the adapters
+    },
+    `${s.teacherDir}: config`,
+  );
 }
 
 /** A distillation stage on the shared loop (see the module comment). */
@@ -205,28 +251,7 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     const consistency = plan.kind === 'consistency' ? consistencyRange(o, buildSchedule({ ...tm.config, objective })!) : null;
 
     this.spec = embedW && tm.network.type === 'unet' ? { type: 'unet', config: { ...tm.network.config, guidanceEmbedding: true } } : tm.network;
-    this.config = resolveTrainConfig(
-      {
-        ...tm.config,
-        objective,
-        weighting: 'auto',
-        minSnrGamma: TRAIN_DEFAULTS.minSnrGamma,
-        labelDropout: guided ? 0 : tm.config.labelDropout,
-        batchSize: o.batchSize,
-        steps: plan.steps,
-        lr: o.lr,
-        warmupSteps: 0,
-        lrSchedule: 'constant',
-        seed: o.seed,
-        sampleEvery: 0,
-        sampleSteps: plan.studentSteps,
-        checkpointEvery: o.checkpointEvery,
-        out: s.out,
-        threads: o.threads,
-        ...(o.loraRank !== null ? { loraRank: o.loraRank, loraAlpha: o.loraAlpha, loraTargets: o.loraTargets } : {}), // loadModel merges the adapters
-      },
-      `${s.teacherDir}: config`,
-    );
+    this.config = studentConfig(s, tm, { steps: plan.steps, sampleSteps: plan.studentSteps, guided, objective });
     if (o.threads !== null) setNumThreads(o.threads);
     this.record = {
       method: o.method,
@@ -388,54 +413,12 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
   }
 
   protected checkpointFormat(): CheckpointFormat {
-    return {
-      json: CHECKPOINT_FILE,
-      format: CHECKPOINT_FORMAT,
-      version: CHECKPOINT_VERSION,
-      prefix: '',
-      fields: () => ({
-        config: this.config,
-        network: this.spec,
-        numParameters: this.net.numParameters(),
-        classNames: this.#teacher.meta.classNames,
-        sampleShape: this.#teacher.meta.sampleShape,
-        distillation: this.record,
-        distillRun: { options: this.setupInfo.options, stage: this.setupInfo.plan },
-      }),
-      state: () => ({ ema: { nimg: 0, updates: 0 } }),
-    };
+    return studentCheckpointFormat({ config: this.config, spec: this.spec, net: this.net, teacher: this.#teacher.meta, record: this.record, setup: this.setupInfo });
   }
 
   /** The student as a denoiser in eval mode at the stage's sampling (a w student at the middle of its range). */
   protected override writePreviews(): string[] {
-    const file = path.join(this.out, 'samples.png');
-    const k = this.#teacher.meta.classNames?.length ?? null;
-    const n = k !== null ? 2 * k : 16;
-    const e = this.record.guidance.embedded;
-    this.net.eval();
-    try {
-      const D = e ? withGuidance(this.#student, (e[0] + e[1]) / 2) : this.#student;
-      const x = noGrad(() =>
-        generateSamples(D, this.config, {
-          shape: this.#teacher.meta.sampleShape,
-          n,
-          seed: 0,
-          steps: this.record.sampling.steps,
-          sampler: this.record.sampling.sampler,
-          grid: this.record.sampling.grid,
-          sigmaMin: this.record.consistency?.sigmaMin,
-          labels: k !== null ? Array.from({ length: n }, (_, i) => i % k) : null,
-        }),
-      );
-      try {
-        if (x.ndim === 4) writePNG(file, imageGrid(x, { ncol: k ?? undefined, scale: 2 }));
-      } finally {
-        x.dispose();
-      }
-    } finally {
-      this.net.train();
-    }
-    return this.#teacher.meta.sampleShape.length === 3 ? [file] : [];
+    return writeStudentPreviews({ net: this.net, denoiser: this.#student, config: this.config, record: this.record, teacher: this.#teacher.meta }, this.out);
   }
 
   /** Frees the student, its optimizer, the target network, the teacher and the data. */
@@ -447,14 +430,81 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
   }
 
   #restore(): void {
-    const dir = this.out;
-    const meta = readCheckpointMeta(dir);
-    const fail = (why: string) => new ConfigError('resume', `${dir}: ${why}`);
-    if (!meta.state || meta.exportedFrom) throw fail('is an export for sampling (no optimizer or generator state)');
-    const rec = meta.distillation;
-    if (!rec || rec.stage !== this.record.stage || rec.round !== this.record.round || rec.teacher.checkpoint !== this.record.teacher.checkpoint)
-      throw fail(`holds another stage (${rec ? `${rec.stage} ${rec.round}, teacher ${rec.teacher.checkpoint}` : 'no distillation record'}) than this run's ${this.record.stage} ${this.record.round}`);
-    if (JSON.stringify(meta.network) !== JSON.stringify(this.spec)) throw fail("the checkpoint's network is not the student this stage builds");
-    this.restore(checkpointJsonPath(dir), meta as unknown as LoopCheckpoint);
+    const meta = readStageCheckpoint(this.out, this.record, this.spec);
+    this.restore(checkpointJsonPath(this.out), meta as unknown as LoopCheckpoint);
   }
+}
+
+/** What a student checkpoint is made of: the student's network, config and record, and the teacher's data description. */
+export interface StudentParts {
+  net: DenoiserNet;
+  config: TrainConfig;
+  record: DistillationRecord;
+  teacher: CheckpointMeta;
+}
+
+/** A student's checkpoint: an ordinary checkpoint.json (`diffuse sample` loads it) with its distillation record and the run's options. */
+export function studentCheckpointFormat(s: StudentParts & { spec: NetworkSpec; setup: StageSetup }): CheckpointFormat {
+  return {
+    json: CHECKPOINT_FILE,
+    format: CHECKPOINT_FORMAT,
+    version: CHECKPOINT_VERSION,
+    prefix: '',
+    fields: () => ({
+      config: s.config,
+      network: s.spec,
+      numParameters: s.net.numParameters(),
+      classNames: s.teacher.classNames,
+      sampleShape: s.teacher.sampleShape,
+      distillation: s.record,
+      distillRun: { options: s.setup.options, stage: s.setup.plan },
+    }),
+    state: () => ({ ema: { nimg: 0, updates: 0 } }),
+  };
+}
+
+/** samples.png in `out`: the student (in eval mode) sampled as its record says, two per class (a w student at the middle of its range); returns the files written. */
+export function writeStudentPreviews(s: StudentParts & { denoiser: Denoiser }, out: string): string[] {
+  const file = path.join(out, 'samples.png');
+  const k = s.teacher.classNames?.length ?? null;
+  const n = k !== null ? 2 * k : 16;
+  const e = s.record.guidance.embedded;
+  s.net.eval();
+  try {
+    const D = e ? withGuidance(s.denoiser, (e[0] + e[1]) / 2) : s.denoiser;
+    const x = noGrad(() =>
+      generateSamples(D, s.config, {
+        shape: s.teacher.sampleShape,
+        n,
+        seed: 0,
+        steps: s.record.sampling.steps,
+        sampler: s.record.sampling.sampler,
+        grid: s.record.sampling.grid,
+        sigmaMin: s.record.consistency?.sigmaMin,
+        labels: k !== null ? Array.from({ length: n }, (_, i) => i % k) : null,
+      }),
+    );
+    try {
+      if (x.ndim === 4) writePNG(file, imageGrid(x, { ncol: k ?? undefined, scale: 2 }));
+    } finally {
+      x.dispose();
+    }
+  } finally {
+    s.net.train();
+  }
+  return s.teacher.sampleShape.length === 3 ? [file] : [];
+}
+
+/** The checkpoint in `dir` checked to be this stage's (same stage, round, teacher and network) before a resume; errors name the folder. */
+export function readStageCheckpoint(dir: string, record: DistillationRecord, spec: NetworkSpec): CheckpointMeta {
+  const meta = readCheckpointMeta(dir);
+  const fail = (why: string) => new ConfigError('resume', `${dir}: ${why}`);
+  if (!meta.state || meta.exportedFrom) throw fail('is an export for sampling (no optimizer or generator state)');
+  const rec = meta.distillation;
+  if (!rec || rec.method !== record.method || rec.stage !== record.stage || rec.round !== record.round || rec.teacher.checkpoint !== record.teacher.checkpoint)
+    throw fail(
+      `holds another stage (${rec ? `${rec.method} ${rec.stage} ${rec.round}, teacher ${rec.teacher.checkpoint}` : 'no distillation record'}) than this run's ${record.method} ${record.stage} ${record.round}`,
+    );
+  if (JSON.stringify(meta.network) !== JSON.stringify(spec)) throw fail("the checkpoint's network is not the student this stage builds");
+  return meta;
 }

@@ -39,9 +39,9 @@ export const CHECKPOINT_FILE = 'checkpoint.json';
 export const CHECKPOINT_FORMAT = 'diffuse-checkpoint';
 export const CHECKPOINT_VERSION = 1;
 
-/** The tensor files a checkpoint may hold ('phema': the power-function EMAs of a run with ema 'phema'; 'target': the EMA target network of a cd or ct student). */
-export type Part = 'model' | 'ema' | 'optimizer' | 'phema' | 'target';
-export const PARTS: readonly Part[] = ['model', 'ema', 'optimizer', 'phema', 'target'];
+/** The tensor files a checkpoint may hold ('phema': the power-function EMAs of a run with ema 'phema'; 'target': the EMA target network of a cd or ct student; 'fake', 'fake-optimizer': the fake score network of a dmd or dmd2 student). */
+export type Part = 'model' | 'ema' | 'optimizer' | 'phema' | 'target' | 'fake' | 'fake-optimizer';
+export const PARTS: readonly Part[] = ['model', 'ema', 'optimizer', 'phema', 'target', 'fake', 'fake-optimizer'];
 
 /** A tensor file as checkpoint.json records it. */
 export interface FileRecord {
