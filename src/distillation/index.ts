@@ -13,3 +13,4 @@ export * from './guided';
 export * from './task';
 export * from './run';
 export * from './consistency';
+export * from './add';
