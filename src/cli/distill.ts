@@ -22,7 +22,7 @@ import { yardstickCommand, yardstickHelpRows, YARDSTICK_FLAGS } from './yardstic
 const D = DISTILL_DEFAULTS;
 
 export function distillHelp(): string {
-  return `Usage: diffuse distill progressive|guided|cd|ct|ict [--teacher DIR] [--out DIR] [options]
+  return `Usage: diffuse distill progressive|guided|cd|ct|ict|add [--teacher DIR] [--out DIR] [options]
        diffuse distill --resume DIR
        diffuse distill yardstick STUDENT... [--teacher DIR] [options]
 
@@ -51,6 +51,12 @@ checkpoint under --out that diffuse sample and diffuse eval use with the steps, 
   ict          improved CT (Song & Dhariwal 2023): no EMA target, N(k) doubling from 10 to
                1280, log-normal index, weights 1 / (sigma_{n+1} - sigma_n), pseudo-Huber loss
                on the whole sample (c = 0.00054 sqrt(d)).
+  add          Sauer et al. 2023, adversarial diffusion distillation: a 1-4 step student
+               (folder add; its first point, sigma_max, pure noise) trained with a hinge GAN
+               loss against heads on the teacher U-Net's frozen encoder features (R1 penalty
+               --r1-gamma) plus --distill-weight times the teacher's x0 estimate of the
+               re-noised student output, weighted alpha-bar_t. Sampled by denoising and
+               re-noising (--sampler consistency) on the --student-steps trailing grid.
 
 Guidance scales are Diffuse's: ${GUIDANCE_CONVENTION} (Meng et al.'s w is ours
 minus 1); every student records it, and a checkpoint with another convention is refused.
@@ -72,6 +78,9 @@ ${table([
   ['--solver S', `cd: the teacher's ODE step, ${CD_SOLVERS.join(' or ')} (default ${D.solver})`],
   ['--mu M', `cd: the target network's EMA rate (default ${D.mu})`],
   ['--distance D', 'cd, ct, ict: l2 or pseudo-huber (default l2 for cd and ct, pseudo-huber for ict)'],
+  ['--adversarial-steps K', `add: optimizer steps, each a student and a discriminator update (default ${D.adversarialSteps})`],
+  ['--distill-weight L', `add: lambda of L_adv + lambda L_distill (default ${D.distillWeight}, the paper's)`],
+  ['--r1-gamma G', `add: the R1 penalty on the discriminator's inputs (default ${D.r1Gamma}; 0: none)`],
   ['--batch-size B', `images per step (default ${D.batchSize})`],
   ['--lr LR', `learning rate at the start of each stage, annealed linearly to 0 (default ${D.lr})`],
   ['--seed S', `seed of the batches, noise and w (default ${D.seed})`],
@@ -91,6 +100,8 @@ Examples:
   diffuse sample runs/gd/steps-4 --guidance 3                  # w = 3 in one pass per step
   diffuse distill cd --consistency-steps 500 --out runs/cd
   diffuse sample runs/cd/cd --steps 2                         # Algorithm 1 at 2 points, 2 evaluations
+  diffuse distill add --student-steps 4 --adversarial-steps 500 --out runs/add
+  diffuse sample runs/add/add --steps 1                        # one evaluation
   diffuse distill yardstick runs/pd/steps-8 runs/pd/steps-4 --n 1000
 `;
 }
@@ -115,6 +126,9 @@ const RUN_FLAGS = {
   solver: 'value',
   mu: 'value',
   distance: 'value',
+  'adversarial-steps': 'value',
+  'distill-weight': 'value',
+  'r1-gamma': 'value',
   threads: 'value',
   resume: 'value',
   help: 'switch',
@@ -177,6 +191,9 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     solver: choiceFlag(args, 'solver', CD_SOLVERS, D.solver),
     mu: numberFlag(args, 'mu', { min: 0 }) ?? D.mu,
     distance: args.flags.has('distance') ? choiceFlag(args, 'distance', ['l2', 'pseudo-huber'] as const, 'l2') : null,
+    adversarialSteps: int('adversarial-steps', D.adversarialSteps),
+    distillWeight: numberFlag(args, 'distill-weight', { min: 0 }) ?? D.distillWeight,
+    r1Gamma: numberFlag(args, 'r1-gamma', { min: 0 }) ?? D.r1Gamma,
   };
   const only = (flags: string[], methods: DistillMethod[]) => {
     for (const f of flags) if (args.flags.has(f) && !methods.includes(method)) throw new UsageError(`--${f} is for ${methods.join(', ')} (not ${method})`);
@@ -184,13 +201,15 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
   only(['consistency-steps', 'sigma-min', 'distance'], ['cd', 'ct', 'ict']);
   only(['discretization', 'solver', 'mu'], ['cd']);
   only(['round-steps', 'teacher-steps'], ['progressive', 'guided']);
+  only(['adversarial-steps', 'distill-weight', 'r1-gamma'], ['add']);
+  if (method === 'add' && args.flags.has('guidance')) throw new UsageError('--guidance is not for add here (it distils an unguided teacher)');
   if (o.mu >= 1) throw new UsageError(`--mu: expected a number in [0, 1), got ${o.mu}`);
   if (method === 'guided' && o.guidance !== null)
     throw new UsageError(`--guidance ${o.guidance}: guided distillation learns every w of --guidance-range; --guidance is for progressive distillation of a guided teacher`);
   if (method === 'progressive' && args.flags.has('guidance-range')) throw new UsageError('--guidance-range is for guided distillation (progressive takes one --guidance W)');
   if (method === 'progressive' && args.flags.has('guidance-steps')) throw new UsageError('--guidance-steps is for guided distillation (its stage 1)');
   const ratio = o.teacherSteps / o.studentSteps;
-  if (!isConsistencyMethod(method) && !(ratio >= 2 && Number.isInteger(Math.log2(ratio))))
+  if (!isConsistencyMethod(method) && method !== 'add' && !(ratio >= 2 && Number.isInteger(Math.log2(ratio))))
     throw new UsageError(`--teacher-steps ${o.teacherSteps} / --student-steps ${o.studentSteps}: the ratio must be a power of 2 of at least 2 (each round halves the steps)`);
   const resolved = resolveDistillOptions(o);
   planStages(resolved);

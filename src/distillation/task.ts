@@ -361,6 +361,11 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     return t;
   }
 
+  /** The frozen teacher's network (ADD: also its feature network). */
+  get teacherNet(): DenoiserNet {
+    return this.#teacher.net;
+  }
+
   override get out(): string {
     return this.setupInfo.out;
   }
