@@ -186,6 +186,12 @@ describe('diffuse distill add', () => {
       assert.notDeepEqual(s1, s0, 'the student trains');
       assert.notDeepEqual(h1, h0, 'the heads train');
       assert.equal(task.history.discriminator.length, 3);
+      const heads = task.parts[1].module as AddHeads;
+      assert.deepEqual(
+        heads.convs.map((c) => c.inChannels),
+        [8, 16],
+        "one head per feature map of the teacher's encoder (level 0's last block, 8 x 32^2) and middle (16 x 16^2)",
+      );
       assert.ok(task.history.discriminator.every((l) => Number.isFinite(l) && l >= 0));
     } finally {
       task.dispose();
