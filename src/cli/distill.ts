@@ -1,5 +1,5 @@
 /**
- * `diffuse distill progressive|guided|cd|ct|ict|lcm|dmd|dmd2`: distils a teacher checkpoint into a few-step student
+ * `diffuse distill progressive|guided|cd|ct|ict|lcm|add|dmd|dmd2`: distils a teacher checkpoint into a few-step student
  * (src/distillation/), one student checkpoint per stage, with checkpoints, resume, Ctrl-C and
  * progress from the shared training loop; `diffuse distill yardstick` measures students against
  * their teacher (src/distillation/yardstick.ts).
@@ -24,7 +24,7 @@ import { yardstickCommand, yardstickHelpRows, YARDSTICK_FLAGS } from './yardstic
 const D = DISTILL_DEFAULTS;
 
 export function distillHelp(): string {
-  return `Usage: diffuse distill progressive|guided|cd|ct|ict|lcm|dmd|dmd2 [--teacher DIR] [--out DIR] [options]
+  return `Usage: diffuse distill progressive|guided|cd|ct|ict|lcm|add|dmd|dmd2 [--teacher DIR] [--out DIR] [options]
        diffuse distill --resume DIR
        diffuse distill dmd-pairs [--teacher DIR] --n N --out DIR [options]
        diffuse distill yardstick STUDENT... [--teacher DIR] [options]
@@ -70,6 +70,12 @@ checkpoint under --out that diffuse sample and diffuse eval use with the steps, 
                diffuse distill dmd-pairs). Folder dmd; sampled in 1 step.
   dmd2         Yin et al. 2024: no regression loss, --fake-updates fake-score updates per
                generator update (two time-scale). Folder dmd2. (The GAN head is not done.)
+  add          Sauer et al. 2023, adversarial diffusion distillation: a 1-4 step student
+               (folder add; its first point, sigma_max, pure noise) trained with a hinge GAN
+               loss against heads on the teacher U-Net's frozen encoder features (R1 penalty
+               --r1-gamma) plus --distill-weight times the teacher's x0 estimate of the
+               re-noised student output, weighted alpha-bar_t. Sampled by denoising and
+               re-noising (--sampler consistency) on the --student-steps trailing grid.
 
 Guidance scales are Diffuse's: ${GUIDANCE_CONVENTION} (Meng et al.'s w is ours
 minus 1); every student records it, and a checkpoint with another convention is refused.
@@ -99,6 +105,9 @@ ${table([
   ['--fake-updates N', 'dmd, dmd2: fake-score updates per generator update (default: dmd 1, dmd2 5)'],
   ['--pairs DIR', 'dmd: the regression pairs (diffuse distill dmd-pairs --out DIR)'],
   ['--reg-weight L', `dmd: lambda_reg, the regression loss's weight (default ${D.regWeight})`],
+  ['--adversarial-steps K', `add: optimizer steps, each a student and a discriminator update (default ${D.adversarialSteps})`],
+  ['--distill-weight L', `add: lambda of L_adv + lambda L_distill (default ${D.distillWeight}, the paper's)`],
+  ['--r1-gamma G', `add: the R1 penalty on the discriminator's inputs (default ${D.r1Gamma}; 0: none)`],
   ['--batch-size B', `images per step (default ${D.batchSize})`],
   [
     '--lr LR',
@@ -128,6 +137,8 @@ Examples:
   diffuse distill dmd2 --dmd-steps 500 --out runs/dmd2
   diffuse sample runs/dmd2/dmd2 --class Bag                   # 1 step, 1 evaluation
   diffuse distill dmd-pairs --n 10000 --out runs/pairs && diffuse distill dmd --pairs runs/pairs
+  diffuse distill add --student-steps 4 --adversarial-steps 500 --out runs/add
+  diffuse sample runs/add/add --steps 1                        # one evaluation
   diffuse distill yardstick runs/pd/steps-8 runs/pd/steps-4 --n 1000
 `;
 }
@@ -160,6 +171,9 @@ const RUN_FLAGS = {
   'fake-updates': 'value',
   pairs: 'value',
   'reg-weight': 'value',
+  'adversarial-steps': 'value',
+  'distill-weight': 'value',
+  'r1-gamma': 'value',
   threads: 'value',
   resume: 'value',
   help: 'switch',
@@ -231,6 +245,9 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     fakeUpdates: args.flags.has('fake-updates') ? int('fake-updates', 1) : null,
     pairs: args.flags.get('pairs') ?? null,
     regWeight: numberFlag(args, 'reg-weight', { min: 0 }) ?? D.regWeight,
+    adversarialSteps: int('adversarial-steps', D.adversarialSteps),
+    distillWeight: numberFlag(args, 'distill-weight', { min: 0 }) ?? D.distillWeight,
+    r1Gamma: numberFlag(args, 'r1-gamma', { min: 0 }) ?? D.r1Gamma,
   };
   const only = (flags: string[], methods: DistillMethod[]) => {
     for (const f of flags) if (args.flags.has(f) && !methods.includes(method)) throw new UsageError(`--${f} is for ${methods.join(', ')} (not ${method})`);
@@ -251,13 +268,15 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
   if (isDmdMethod(method) && args.flags.has('student-steps')) throw new UsageError(`--student-steps: a ${method} student is a one-step generator`);
   if (method === 'dmd' && o.pairs === null) throw new UsageError('dmd needs --pairs DIR, the regression pairs (make them with diffuse distill dmd-pairs --out DIR)');
   if (o.pairs !== null && !fs.existsSync(o.pairs)) throw new UsageError(`--pairs ${o.pairs}: no such folder`);
+  only(['adversarial-steps', 'distill-weight', 'r1-gamma'], ['add']);
+  if (method === 'add' && args.flags.has('guidance')) throw new UsageError('--guidance is not for add here (it distils an unguided teacher)');
   if (o.mu >= 1) throw new UsageError(`--mu: expected a number in [0, 1), got ${o.mu}`);
   if (method === 'guided' && o.guidance !== null)
     throw new UsageError(`--guidance ${o.guidance}: guided distillation learns every w of --guidance-range; --guidance is for progressive distillation of a guided teacher`);
   if (method === 'progressive' && args.flags.has('guidance-range')) throw new UsageError('--guidance-range is for guided distillation (progressive takes one --guidance W)');
   if (method === 'progressive' && args.flags.has('guidance-steps')) throw new UsageError('--guidance-steps is for guided distillation (its stage 1)');
   const ratio = o.teacherSteps / o.studentSteps;
-  if (!isConsistencyMethod(method) && !isDmdMethod(method) && !(ratio >= 2 && Number.isInteger(Math.log2(ratio))))
+  if (!isConsistencyMethod(method) && !isDmdMethod(method) && method !== 'add' && !(ratio >= 2 && Number.isInteger(Math.log2(ratio))))
     throw new UsageError(`--teacher-steps ${o.teacherSteps} / --student-steps ${o.studentSteps}: the ratio must be a power of 2 of at least 2 (each round halves the steps)`);
   const resolved = resolveDistillOptions(o);
   planStages(resolved);

@@ -14,3 +14,4 @@ export * from './task';
 export * from './run';
 export * from './consistency';
 export * from './lcm';
+export * from './add';

@@ -26,7 +26,7 @@ export const GUIDANCE_CONVENTION = 'D_u + w (D_c - D_u), w = 1 conditional';
 export const ADAPTER_RECORD_KEY = 'diffuse_distillation';
 
 /** The distillation methods. */
-export const DISTILL_METHODS = ['progressive', 'guided', 'cd', 'ct', 'ict', 'lcm', 'dmd', 'dmd2'] as const;
+export const DISTILL_METHODS = ['progressive', 'guided', 'cd', 'ct', 'ict', 'lcm', 'add', 'dmd', 'dmd2'] as const;
 export type DistillMethod = (typeof DISTILL_METHODS)[number];
 
 /** The consistency-model methods (Song et al. 2023; Song & Dhariwal 2023; Luo et al. 2023, LCM): their students are consistency functions. */
@@ -54,8 +54,8 @@ export type StudentParameterization = (typeof STUDENT_PARAMETERIZATIONS)[number]
 /** The distillation record of a student checkpoint. */
 export interface DistillationRecord {
   method: DistillMethod;
-  /** 'guidance': guided distillation's stage 1 (matching the teacher's CFG output, w embedded); 'round': a progressive round; 'consistency': cd, ct or ict; 'dmd': a one-step generator (dmd, dmd2). */
-  stage: 'guidance' | 'round' | 'consistency' | 'dmd';
+  /** 'guidance': guided distillation's stage 1 (matching the teacher's CFG output, w embedded); 'round': a progressive round; 'consistency': cd, ct, ict or lcm; 'adversarial': add; 'dmd': a one-step generator (dmd, dmd2). */
+  stage: 'guidance' | 'round' | 'consistency' | 'adversarial' | 'dmd';
   /** The round (1-based; 0 for stage 'guidance') and the rounds of the run. */
   round: number;
   rounds: number;
@@ -96,7 +96,8 @@ export function distillationProblem(raw: unknown): string | null {
   if (g.convention !== GUIDANCE_CONVENTION)
     return `"distillation.guidance.convention" is ${JSON.stringify(g.convention)}, but Diffuse samples with ${JSON.stringify(GUIDANCE_CONVENTION)}: a student trained with (1 + w) D_c - w D_u needs its scales moved by 1 (w_diffuse = w_paper + 1) before it is used`;
   if (!(DISTILL_METHODS as readonly unknown[]).includes(raw.method)) return `"distillation.method" must be one of ${DISTILL_METHODS.join(', ')}, got ${JSON.stringify(raw.method)}`;
-  if (!['guidance', 'round', 'consistency', 'dmd'].includes(raw.stage as string)) return `"distillation.stage" must be "guidance", "round", "consistency" or "dmd", got ${JSON.stringify(raw.stage)}`;
+  if (!['guidance', 'round', 'consistency', 'adversarial', 'dmd'].includes(raw.stage as string))
+    return `"distillation.stage" must be "guidance", "round", "consistency", "adversarial" or "dmd", got ${JSON.stringify(raw.stage)}`;
   const c = raw.consistency;
   if ((raw.stage === 'consistency') !== (c !== undefined))
     return `"distillation.consistency" must be given exactly for stage "consistency", got ${JSON.stringify(c)} for stage ${JSON.stringify(raw.stage)}`;

@@ -10,6 +10,7 @@
  *   cd, ct, ict: one stage, folder <method>                              (Song et al. 2023; Song & Dhariwal 2023)
  *   lcm:         one stage, folder lcm (+ lcm/lora with --lora-rank)       (Luo et al. 2023)
  *   dmd, dmd2:   one stage, folder <method>: a one-step generator        (Yin et al. 2023, 2024; dmd-task.ts)
+ *   add:         one stage, folder add                                   (Sauer et al. 2023)
  *
  * @example
  *   const r = await distill(resolveDistillOptions({ method: 'progressive', teacher: 'models/fashion-mnist', out: 'runs/pd', teacherSteps: 16, studentSteps: 4 }));
@@ -30,8 +31,11 @@ export const DISTILL_RUN_FILE = 'distill.json';
 const RUN_FORMAT = 'diffuse-distill-run';
 
 /** The stages of a run, in order. */
-export function planStages(o: Pick<DistillOptions, 'method' | 'teacherSteps' | 'studentSteps' | 'roundSteps' | 'guidanceSteps' | 'consistencySteps' | 'discretization' | 'dmdSteps'>): StagePlan[] {
+export function planStages(
+  o: Pick<DistillOptions, 'method' | 'teacherSteps' | 'studentSteps' | 'roundSteps' | 'guidanceSteps' | 'consistencySteps' | 'discretization' | 'dmdSteps' | 'adversarialSteps'>,
+): StagePlan[] {
   if (isDmdMethod(o.method)) return [{ name: o.method, kind: 'dmd', round: 1, teacherSteps: null, studentSteps: 1, steps: o.dmdSteps }];
+  if (o.method === 'add') return [{ name: 'add', kind: 'adversarial', round: 1, teacherSteps: null, studentSteps: o.studentSteps, steps: o.adversarialSteps }];
   if (isConsistencyMethod(o.method))
     return [{ name: o.method, kind: 'consistency', round: 1, teacherSteps: o.method === 'cd' ? o.discretization : null, studentSteps: o.studentSteps, steps: o.consistencySteps }]; // lcm: the grid is T / skip + 1 points
   const rounds: StagePlan[] = halvingRounds(o.teacherSteps, o.studentSteps).map((n, i) => ({
@@ -52,7 +56,7 @@ export function resolveDistillOptions(partial: Partial<DistillOptions> & Pick<Di
   const fail = (key: string, why: string) => new ConfigError(key, `${why}, got ${JSON.stringify((o as unknown as Record<string, unknown>)[key])}`);
   if (!(DISTILL_METHODS as readonly string[]).includes(o.method)) throw fail('method', `expected ${DISTILL_METHODS.join(' or ')}`);
   if (!(STUDENT_PARAMETERIZATIONS as readonly string[]).includes(o.parameterization)) throw fail('parameterization', "expected 'v' or 'x0' (eps fails at few steps: Salimans & Ho 2022, Sec. 4)");
-  for (const k of ['teacherSteps', 'studentSteps', 'roundSteps', 'guidanceSteps', 'batchSize', 'consistencySteps'] as const)
+  for (const k of ['teacherSteps', 'studentSteps', 'roundSteps', 'guidanceSteps', 'batchSize', 'consistencySteps', 'adversarialSteps'] as const)
     if (!(Number.isSafeInteger(o[k]) && o[k] >= 1)) throw fail(k, 'expected a positive integer');
   if (!(Number.isSafeInteger(o.seed) && o.seed >= 0)) throw fail('seed', 'expected an integer >= 0');
   if (!(Number.isSafeInteger(o.checkpointEvery) && o.checkpointEvery >= 0)) throw fail('checkpointEvery', 'expected an integer >= 0');
@@ -69,6 +73,13 @@ export function resolveDistillOptions(partial: Partial<DistillOptions> & Pick<Di
     if (!(Number.isFinite(o.regWeight) && o.regWeight >= 0)) throw fail('regWeight', 'expected a number >= 0');
     if (o.method === 'dmd' && typeof o.pairs !== 'string') throw fail('pairs', 'dmd needs the regression pairs folder (diffuse distill dmd-pairs)');
     if (o.method === 'dmd2' && o.pairs !== null) throw fail('pairs', 'dmd2 has no regression loss (Yin et al. 2024, Sec. 4.1): expected null');
+    return o;
+  }
+  if (o.method === 'add') {
+    if (o.studentSteps > 4) throw fail('studentSteps', 'ADD trains a student for 1 to 4 steps (Sauer et al. 2023): expected at most 4');
+    if (o.guidance !== null) throw fail('guidance', 'is not for ADD here (it distils an unguided teacher)');
+    if (!(Number.isFinite(o.distillWeight) && o.distillWeight >= 0)) throw fail('distillWeight', 'expected a number >= 0');
+    if (!(Number.isFinite(o.r1Gamma) && o.r1Gamma >= 0)) throw fail('r1Gamma', 'expected a number >= 0');
     return o;
   }
   if (isConsistencyMethod(o.method)) {

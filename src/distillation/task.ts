@@ -22,7 +22,8 @@
 import * as path from 'node:path';
 import { Generator } from '../engine/random';
 import { setNumThreads } from '../engine/runtime';
-import { noGrad } from '../engine/scope';
+import { zeros } from '../engine/create';
+import { noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 import { classifierFreeGuidance } from '../guidance/cfg';
@@ -39,6 +40,8 @@ import { CDSolver, consistencyLoss, defaultDistance, ConsistencyTarget, ctDiscre
 import { guidedLoss, sampleGuidance, withGuidance } from './guided';
 import { progressiveLoss } from './progressive';
 import { ADAPTER_RECORD_KEY, ConsistencyMethod, DistillationRecord, DistillMethod, GUIDANCE_CONVENTION, StudentParameterization } from './record';
+import { ADD_LAMBDA, addDiscriminatorLoss, addGeneratorLoss, AddHeads, teacherFeatures } from './add';
+import { UNet } from '../models/unet';
 import { Tracker } from '../training/loop';
 import { guidedTeacher, LCM_DEFAULT_SKIP, lcmBoundary, lcmLoss, skippingGrid } from './lcm';
 import { applyLora, loraNamedParameters, saveLora } from '../nn/lora';
@@ -101,6 +104,12 @@ export interface DistillOptions {
   pairs: string | null;
   /** dmd: lambda_reg, the regression loss's weight (Yin et al. 2023: 0.25). */
   regWeight: number;
+  /** add: optimizer steps (each a student update, then a discriminator update). */
+  adversarialSteps: number;
+  /** add: lambda of L = L_adv + lambda L_distill (Sauer et al. 2023: 2.5). */
+  distillWeight: number;
+  /** add: the R1 penalty's gamma on the discriminator's inputs (0: none). */
+  r1Gamma: number;
 }
 
 /** The defaults (docs/distillation.md says why). */
@@ -131,6 +140,9 @@ export const DISTILL_DEFAULTS: Readonly<Omit<DistillOptions, 'teacher' | 'out' |
   fakeUpdates: null,
   pairs: null,
   regWeight: 0.25,
+  adversarialSteps: 1000,
+  distillWeight: ADD_LAMBDA,
+  r1Gamma: 1.5e-3, // ADD's 1e-5 on 3x224x224 inputs, scaled by the input size ratio 150528 / 1024 (docs/distillation.md)
 });
 
 /** dmd, dmd2: the learning rate when none is given (both networks; DISTILL_DEFAULTS.lr is progressive's). */
@@ -140,7 +152,7 @@ export const DMD_LR = 2e-5;
 export interface StagePlan {
   /** Its folder under the run's out. */
   name: string;
-  kind: 'guidance' | 'round' | 'consistency' | 'dmd';
+  kind: 'guidance' | 'round' | 'consistency' | 'adversarial' | 'dmd';
   /** 1-based round (0 for 'guidance'). */
   round: number;
   /** The teacher's DDIM steps (null for 'guidance'), and the student's. */
@@ -249,6 +261,10 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     if (plan.kind === 'consistency' && !lcm && embedded) throw bad('embeds the guidance weight w (a guided student); consistency distillation of a guided teacher is LCM, not done here');
     const objective = lcm ? tm.config.objective : o.parameterization; // an LCM student keeps its teacher's prediction
     const consistency = plan.kind === 'consistency' ? consistencyRange(o, buildSchedule({ ...tm.config, objective })!) : null;
+    const adversarial = plan.kind === 'adversarial';
+    if (adversarial && (tm.network.type !== 'unet' || tm.sampleShape.length !== 3))
+      throw bad(`ADD's discriminator reads the teacher U-Net's encoder features of images; this teacher is a ${tm.network.type}`);
+    if (adversarial && guided) throw bad('has classifier-free guidance built in or embedded (a guided student); ADD here distils an unguided teacher');
 
     this.spec = embedW && tm.network.type === 'unet' ? { type: 'unet', config: { ...tm.network.config, guidanceEmbedding: true } } : tm.network;
     this.config = studentConfig(s, tm, { steps: plan.steps, sampleSteps: plan.studentSteps, guided, objective });
@@ -260,7 +276,8 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
       rounds: s.rounds,
       parameterization: lcm ? prediction(objective)! : o.parameterization,
       teacher: { checkpoint: s.teacherDir, step: tm.step, objective: tm.config.objective, steps: plan.teacherSteps },
-      sampling: consistency ? { sampler: 'consistency', grid: 'consistency', steps: plan.studentSteps } : { sampler: 'ddim', grid: 'trailing', steps: plan.studentSteps },
+      // ADD samples as multistep consistency sampling does: x0 at each point, re-noised with fresh noise to the next (sigma_min 0).
+      sampling: consistency ? { sampler: 'consistency', grid: 'consistency', steps: plan.studentSteps } : { sampler: adversarial ? 'consistency' : 'ddim', grid: 'trailing', steps: plan.studentSteps },
       guidance: { convention: GUIDANCE_CONVENTION, teacherScale: cfgScale ?? teacherRec?.guidance.teacherScale ?? null, embedded },
       ...(consistency ? { consistency: lcm ? lcmBoundary(consistency.sigmaMin) : { sigmaMin: consistency.sigmaMin } } : {}),
     };
@@ -287,7 +304,35 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     };
     let loss: (k: number) => Tensor;
     const trackers: Tracker[] = [];
-    if (consistency) {
+    let discriminator: { part: TrainPart; loss: (k: number) => Tensor } | null = null;
+    if (adversarial) {
+      const studentGrid = samplingSigmas(this.config, plan.studentSteps, 'trailing');
+      const studentSigmas = Array.from(studentGrid.toFloat64Array()).slice(0, -1); // without the final 0
+      studentGrid.dispose();
+      const teacherSigmas = Array.from(schedule.sigmas);
+      const features = teacherFeatures(teacher.net as UNet, schedule);
+      const channels = noGrad(() => tidy(() => features(zeros([1, ...tm.sampleShape])).map((f) => f.dim(1))));
+      const heads = new AddHeads(channels, { numClasses: tm.classNames?.length ?? null, generator: new Generator(deriveSeed(o.seed, 300)) });
+      const disc = { features, heads };
+      loss = (k) => {
+        const { x, labels } = this.#data.batchAt(k);
+        return addGeneratorLoss(this.#student, teacherD, disc, x, { studentSigmas, teacherSigmas, generator: gen, cond: condOf(x, labels), lambda: o.distillWeight }).loss;
+      };
+      const part: TrainPart = {
+        name: 'discriminator',
+        module: heads,
+        optimizer: new Adam(heads.namedParameters(), { lr: o.lr, betas: [0, 0.99] }), // StyleGAN-T's betas for the heads
+        lr: () => o.lr,
+        files: { weights: 'discriminator', optimizer: 'discriminator-optimizer' },
+      };
+      discriminator = {
+        part,
+        loss: (k) => {
+          const { x, labels } = this.#data.batchAt(k);
+          return addDiscriminatorLoss(this.#student, disc, x, { studentSigmas, generator: gen, cond: condOf(x, labels), r1Gamma: o.r1Gamma }).loss;
+        },
+      };
+    } else if (consistency) {
       const method = o.method as ConsistencyMethod;
       const K = plan.steps;
       let how: ConsistencyTarget = { method: 'ict' };
@@ -332,14 +377,16 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
       name: 'model',
       module: this.net,
       optimizer: new Adam(lora ? loraNamedParameters(this.net) : this.net.namedParameters(), { lr: o.lr }), // LCM-LoRA: only the adapters train
-      lr: consistency ? () => o.lr : linearAnneal(o.lr, plan.steps), // consistency models: a constant rate (Song et al. 2023, App. C)
+      lr: consistency || adversarial ? () => o.lr : linearAnneal(o.lr, plan.steps), // consistency models: a constant rate (Song et al. 2023, App. C); ADD too
       gradClip: tm.config.gradClip,
       files: { weights: 'model', optimizer: 'optimizer' },
       metadata: { network: JSON.stringify(this.spec) },
       trackers,
     };
-    const phase = consistency ? `consistency ${o.method}` : plan.kind === 'guidance' ? 'guided distillation' : 'progressive distillation';
-    this.setup({ parts: [part], phases: [{ name: phase, part, loss }], generators: { train: gen, dropout: dropoutGen } });
+    const phase = consistency ? `consistency ${o.method}` : adversarial ? 'adversarial distillation' : plan.kind === 'guidance' ? 'guided distillation' : 'progressive distillation';
+    const parts = [part, ...(discriminator ? [discriminator.part] : [])];
+    const phases = [{ name: phase, part, loss }, ...(discriminator ? [{ name: 'discriminator', part: discriminator.part, loss: discriminator.loss }] : [])]; // ADD: the student's update, then the heads'
+    this.setup({ parts, phases, generators: { train: gen, dropout: dropoutGen } });
   }
 
   /** The number of trained parameters (the adapters' alone in LCM-LoRA). */
@@ -386,6 +433,11 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     return t;
   }
 
+  /** The frozen teacher's network (ADD: also its feature network). */
+  get teacherNet(): DenoiserNet {
+    return this.#teacher.net;
+  }
+
   override get out(): string {
     return this.setupInfo.out;
   }
@@ -404,12 +456,14 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
             ? 'N(k) from 2 to 150, target EMA mu(k)'
             : 'N(k) doubling from 10, no EMA target, log-normal n';
     const what =
-      plan.kind === 'consistency'
-        ? `consistency ${o.method}: ${curriculum}, sigma_min ${r.consistency!.sigmaMin.toPrecision(4)}, ${o.distance ?? defaultDistance(o.method as ConsistencyMethod)} distance, sampled in ${plan.studentSteps} step(s)`
-        : plan.kind === 'guidance'
-          ? `guided distillation stage 1: a w-conditioned student (w in [${o.guidanceRange.join(', ')}]) learns the teacher's cfg output`
-          : `progressive round ${plan.round}/${this.setupInfo.rounds}: ${plan.teacherSteps} teacher DDIM steps -> ${plan.studentSteps} student steps${r.guidance.teacherScale !== null ? ` (teacher cfg w = ${r.guidance.teacherScale})` : ''}${r.guidance.embedded ? ` (w in [${r.guidance.embedded.join(', ')}])` : ''}`;
-    return `${what}; teacher ${this.setupInfo.teacherDir} (step ${this.#teacher.meta.step}); ${r.parameterization} student, ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${o.batchSize}, ${plan.steps} steps, lr ${o.lr}${plan.kind === 'consistency' ? ' (constant)' : ' annealed to 0'}; out ${this.out}`;
+      plan.kind === 'adversarial'
+        ? `adversarial distillation (ADD): hinge GAN on the teacher's encoder features, R1 gamma ${o.r1Gamma}, lambda ${o.distillWeight}, sampled in ${plan.studentSteps} step(s)`
+        : plan.kind === 'consistency'
+          ? `consistency ${o.method}: ${curriculum}, sigma_min ${r.consistency!.sigmaMin.toPrecision(4)}, ${o.distance ?? defaultDistance(o.method as ConsistencyMethod)} distance, sampled in ${plan.studentSteps} step(s)`
+          : plan.kind === 'guidance'
+            ? `guided distillation stage 1: a w-conditioned student (w in [${o.guidanceRange.join(', ')}]) learns the teacher's cfg output`
+            : `progressive round ${plan.round}/${this.setupInfo.rounds}: ${plan.teacherSteps} teacher DDIM steps -> ${plan.studentSteps} student steps${r.guidance.teacherScale !== null ? ` (teacher cfg w = ${r.guidance.teacherScale})` : ''}${r.guidance.embedded ? ` (w in [${r.guidance.embedded.join(', ')}])` : ''}`;
+    return `${what}; teacher ${this.setupInfo.teacherDir} (step ${this.#teacher.meta.step}); ${r.parameterization} student, ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${o.batchSize}, ${plan.steps} steps, lr ${o.lr}${plan.kind === 'consistency' || plan.kind === 'adversarial' ? ' (constant)' : ' annealed to 0'}; out ${this.out}`;
   }
 
   protected checkpointFormat(): CheckpointFormat {

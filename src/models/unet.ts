@@ -391,6 +391,31 @@ export class UNet extends Module {
     });
   }
 
+  /**
+   * The encoder's and middle's feature maps: the output of each level's last block (before its
+   * downsampling), then the middle's, coarsest last. x and cNoise as in forward(). ADD's frozen
+   * discriminator features (src/distillation/add.ts; Sauer et al. 2023 use DINOv2, the teacher's
+   * own encoder stands in for it here).
+   *
+   * @example
+   *   net.features(x, cNoise); // shipped model: [B, 16, 32, 32], [B, 32, 16, 16], [B, 32, 8, 8]
+   */
+  features(x: Tensor, cNoise: Tensor, classLabels?: Tensor, guidance?: Tensor): Tensor[] {
+    this.checkInput(x);
+    return tidy(() => {
+      const emb = this.embed(cNoise, classLabels, x, guidance); // [B, 4C]
+      let h = this.conv_in.forward(x);
+      const out: Tensor[] = [];
+      for (const b of this.enc) {
+        if (b instanceof Downsample) out.push(h); // a level's last block
+        h = b instanceof Downsample ? b.forward(h) : b.forward(h, emb);
+      }
+      for (const b of this.mid) h = b.forward(h, emb);
+      out.push(h);
+      return out;
+    });
+  }
+
   /** The conditioning vector: MLP(embedding(c_noise)) + class embedding (+ guidance embedding). [B, 4C]. */
   embed(cNoise: Tensor, classLabels: Tensor | undefined, x: Tensor, guidance?: Tensor): Tensor {
     return tidy(() => {

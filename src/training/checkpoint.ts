@@ -39,9 +39,12 @@ export const CHECKPOINT_FILE = 'checkpoint.json';
 export const CHECKPOINT_FORMAT = 'diffuse-checkpoint';
 export const CHECKPOINT_VERSION = 1;
 
-/** The tensor files a checkpoint may hold ('phema': the power-function EMAs of a run with ema 'phema'; 'target': the EMA target network of a cd or ct student; 'fake', 'fake-optimizer': the fake score network of a dmd or dmd2 student). */
-export type Part = 'model' | 'ema' | 'optimizer' | 'phema' | 'target' | 'fake' | 'fake-optimizer';
-export const PARTS: readonly Part[] = ['model', 'ema', 'optimizer', 'phema', 'target', 'fake', 'fake-optimizer'];
+/**
+ * The tensor files a checkpoint may hold ('phema': the power-function EMAs of a run with ema 'phema'; 'target': the EMA target network of a cd or ct student;
+ * 'discriminator' and its optimizer: the trainable heads of an ADD student's discriminator; 'fake', 'fake-optimizer': the fake score network of a dmd or dmd2 student).
+ */
+export type Part = 'model' | 'ema' | 'optimizer' | 'phema' | 'target' | 'discriminator' | 'discriminator-optimizer' | 'fake' | 'fake-optimizer';
+export const PARTS: readonly Part[] = ['model', 'ema', 'optimizer', 'phema', 'target', 'discriminator', 'discriminator-optimizer', 'fake', 'fake-optimizer'];
 
 /** A tensor file as checkpoint.json records it. */
 export interface FileRecord {
