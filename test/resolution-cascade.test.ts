@@ -15,6 +15,7 @@ import * as F from '../src/engine/functional';
 import { Conditioning, Denoiser, expandSigma } from '../src/core/denoiser';
 import { karrasSigmas } from '../src/core/schedules';
 import { UNet } from '../src/models/unet';
+import { unetFlops } from '../src/models/flops';
 import { SAMPLERS } from '../src/sampling';
 import { sampleInBatches } from '../src/sampling/generate';
 import { seededNoise } from '../src/sampling/noise';
@@ -319,6 +320,22 @@ describe('the super-resolution U-Net', () => {
       net.dispose();
       plain.dispose();
     }));
+});
+
+describe('unetFlops: the cost of a forward pass (training compute = images x 3 x it)', () => {
+  test('a one-level U-Net by hand; condChannels adds conv_in input channels only', () => {
+    const cfg = { inChannels: 1, imageSize: 4, modelChannels: 2, groups: 1, channelMult: [1], numResBlocks: 1, attentionResolutions: [], midAttention: false };
+    const net = new UNet(cfg);
+    // conv_in 1->2 and out_conv 2->1 (3x3 at 4x4): 576 each; map_layer0 2->8: 32, map_layer1 8->8: 128;
+    // res 2->2: conv1 + conv2 1152 each + emb_proj 8->4 64 = 2368, once in the encoder and twice in the middle;
+    // decoder res 4->2 (skip concatenated): conv1 2304 + conv2 1152 + 1x1 skip 256 + emb 64 = 3776, twice
+    assert.equal(unetFlops(net, 4), 576 + 576 + 32 + 128 + 3 * 2368 + 2 * 3776);
+    const sr = new UNet({ ...cfg, condChannels: 1 });
+    assert.equal(unetFlops(sr, 4) - unetFlops(net, 4), 1152 - 576, 'conv_in 2->2 instead of 1->2');
+    assert.equal(unetFlops(net, 8), unetFlops(net, 4) * 4 - 3 * (32 + 128 + 5 * 64), 'convs scale with the pixels, the embeddings do not');
+    net.dispose();
+    sr.dispose();
+  });
 });
 
 describe('a trained super-resolution stage and the cascade', () => {
