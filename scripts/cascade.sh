@@ -5,17 +5,19 @@
 # v prediction, cosine schedule shifted from 16 px), one trained with noise-conditioning
 # augmentation (s ~ U[0, AUG_MAX]) and one without. Then: the base alone, each cascade's FD against
 # the augmentation level s at sampling (Ho et al. 2021, Fig. 5 / Table 4), and low-res -> high-res
-# panels. Training wall times go to ROOT/times.txt (compute: training images x network cost;
-# `npm run bench:unet` gives the per-image cost of each network).
+# panels. Training wall times go to ROOT/times.txt; `diffuse info RUN` prints each network's
+# forward GFLOP per image (unetFlops) and its training compute. Matched compute: the direct model
+# took 2000 steps x 32 images x 0.745 GFLOP; base16 is 0.132 GFLOP per image and the SR stage
+# 0.748, so BASE_STEPS=2000 + SR_STEPS=1640 spend the same (+0.1%) per cascade.
 # Usage: scripts/cascade.sh [RUN ...]   (runs: base16 sr64-aug sr64-noaug eval panels; default all)
-# Env: ROOT (runs/cascade), BASE_STEPS (2000), SR_STEPS (1500), AUG_MAX (0.5), N (1000),
+# Env: ROOT (runs/cascade), BASE_STEPS (2000), SR_STEPS (1640), AUG_MAX (0.5), N (1000),
 #      LEVELS (the swept s: 0,0.05,0.1,0.2,0.3,0.5), THREADS (default: all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 diffuse() { node dist/src/cli/main.js "$@" ${THREADS:+--threads "$THREADS"}; }
 root=${ROOT:-runs/cascade}
 base_steps=${BASE_STEPS:-2000}
-sr_steps=${SR_STEPS:-1500}
+sr_steps=${SR_STEPS:-1640}
 aug_max=${AUG_MAX:-0.5}
 n=${N:-1000}
 levels=${LEVELS:-0,0.05,0.1,0.2,0.3,0.5}

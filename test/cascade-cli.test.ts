@@ -45,6 +45,9 @@ test('train a base and two SR stages, then sample and eval the cascade', async (
     network: { config: { condChannels: number } };
   };
   assert.deepEqual([ckpt.config.lowRes, ckpt.config.augMax, ckpt.config.augBlur, ckpt.network.config.condChannels], [16, 0.5, true, 3]);
+  r = await quick('info', 'sr32');
+  assert.match(r.out, /super-resolution from 16 px \(the low-res image concatenated; augmentation s ~ U\[0, 0.5\], blur/);
+  assert.match(r.out, /[\d.]+ GFLOP per image forward/);
 
   // 16 -> 32 -> 64, a sampler and steps per stage, CFG on the base only, every stage saved
   // prettier-ignore
