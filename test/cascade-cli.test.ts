@@ -68,6 +68,13 @@ test('train a base and two SR stages, then sample and eval the cascade', async (
   assert.equal(r.code, 0, r.err);
   for (const f of ['000000.png', '000002.png']) assert.deepEqual(fs.readFileSync(path.join(root, 'each3', f)), fs.readFileSync(path.join(root, 'each', f)), f);
 
+  // a float16 export of an SR stage is a stage too (as shipped models are)
+  r = await quick('export', 'sr32', 'sr32-f16');
+  assert.equal(r.code, 0, r.err);
+  r = await quick('sample', '--cascade', 'base,sr32-f16', '--n', '2', '--steps', '2', '--aug-level', '0.2', '--out-dir', 'f16');
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(size('f16/000001.png'), [32, 32]);
+
   // eval: a sweep over s, measured at 64 px
   r = await quick('eval', '--cascade', 'base,sr32,sr64', '--n', '8', '--steps', '2', '--aug-level', '0,0.4', '--threads', '1', '--out', 'ev');
   assert.equal(r.code, 0, r.err);
