@@ -57,6 +57,8 @@ test('train a base and two SR stages, then sample and eval the cascade', async (
   const [w, h] = size('c.png'); // one row of three 64 px images
   assert.ok(w >= 3 * 64 && h >= 64 && h < 2 * 64, `grid ${w} x ${h}`);
   assert.ok(fs.existsSync(path.join(root, 'c-16px.png')) && fs.existsSync(path.join(root, 'c-32px.png')));
+  const [pw, ph] = size('c-panel.png'); // three rows (16, 32, 64 px, all shown at 64) of three columns
+  assert.ok(pw >= 3 * 64 && ph >= 3 * 64 && ph < 4 * 64, `panel ${pw} x ${ph}`);
 
   // one PNG per sample: the final images at 64 px and the base's at 16 px; the same images in any batching
   r = await quick('sample', '--cascade', 'base,sr32,sr64', '--n', '3', '--steps', '2', '--aug-level', '0.2', '--save-low-res', '--out-dir', 'each', '--batch-size', '2');

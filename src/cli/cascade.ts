@@ -18,6 +18,7 @@ import { Denoiser } from '../core/denoiser';
 import { cycleLabels, quantize } from '../eval/evaluate';
 import { formatColumns, formatMetric, MetricValue } from '../eval/report';
 import { CascadeStage, sampleCascade } from '../resolution/cascade';
+import { superResPanel } from '../resolution/super-res';
 import { CheckpointMeta, loadModel } from '../training/checkpoint';
 import { buildSchedule, DEFAULT_BATCH_SIZE } from '../training/build';
 import { writeFileAtomic, writePNG } from '../util/image';
@@ -40,7 +41,14 @@ export function cascadeHelpRows({ sweep }: { sweep: boolean }): [string, string]
       "a base model and its super-resolution stages (trained with --low-res), run in turn; give no CHECKPOINT. Sampler and guidance flags apply to every stage, or one per stage with '/': --steps 100/25, --guidance 3/ (guide the base only)",
     ],
     ['--aug-level S', `the augmentation level s in [0, 1] of each SR stage's low-res condition (default 0; S1/S2 for one per SR stage)${sweep ? '; a comma list sweeps it' : ''}`],
-    ...(sweep ? [] : ([['--save-low-res', "also write each earlier stage's images: OUT-<size>px.png, or DIR/<size>px/ with --out-dir"]] as [string, string][])),
+    ...(sweep
+      ? []
+      : ([
+          [
+            '--save-low-res',
+            "also write each earlier stage's images (OUT-<size>px.png, or DIR/<size>px/ with --out-dir) and, with --out, OUT-panel.png: one column per sample, every stage from low to high resolution",
+          ],
+        ] as [string, string][])),
   ];
 }
 
@@ -186,6 +194,14 @@ export function cascadeSampleCommand(
       const out = args.flags.get('out') ?? 'samples.png';
       const what = `${o.n} sample${o.n > 1 ? 's' : ''} from the cascade ${c.describe}; aug level ${augLevels.join('/')}, seed ${o.seed}, ${secs} s`;
       process.stdout.write(`wrote ${o.write(outs[outs.length - 1], { outDir, out, ncol })}: ${what}\n`);
+      if (args.flags.has('save-low-res') && !outDir) {
+        const panel = superResPanel(...outs); // one column per sample: every stage, low to high
+        try {
+          process.stdout.write(`wrote ${o.write(panel, { out: out.replace(/(\.png)?$/i, '-panel.png'), ncol: o.n })}: the low-res -> high-res panel\n`);
+        } finally {
+          panel.dispose();
+        }
+      }
       if (args.flags.has('save-low-res'))
         outs.slice(0, -1).forEach((x, i) => {
           const size = `${c.metas[i].sampleShape[1]}px`;

@@ -138,17 +138,19 @@ export function samplingCondition(lowRes: Tensor, s: number, noise: Noise): Supe
 }
 
 /**
- * Rows for an image grid (ncol = B): the low-res images [B, C, h, w] upsampled (nearest, so their
- * pixels show) to the size of `rows` [B, C, H, W], then each of rows: [(1 + rows) B, C, H, W].
+ * Rows for an image grid (ncol = B): each row [B, C, h, w] upsampled (nearest, so the low-res
+ * pixels show) to the size of the last row, stacked: [rows B, C, H, W] — a low-res -> high-res panel.
  *
  * @example
- *   writePNG('panel.png', imageGrid(superResPanel(low, samples, truth), { ncol: B }));
+ *   writePNG('panel.png', imageGrid(superResPanel(low16, samples64, truth64), { ncol: B }));
  */
-export function superResPanel(lowRes: Tensor, ...rows: Tensor[]): Tensor {
-  if (rows.length === 0) throw new TypeError('superResPanel: give at least one row of high-resolution images');
+export function superResPanel(...rows: Tensor[]): Tensor {
+  if (rows.length === 0) throw new TypeError('superResPanel: give at least one row of images');
   return tidy(() => {
-    const [H, W] = [rows[0].dim(2), rows[0].dim(3)];
-    return cat([interpolate(lowRes.to({ dtype: rows[0].dtype }), { size: [H, W], mode: 'nearest' }), ...rows], 0);
+    const last = rows[rows.length - 1];
+    const [H, W] = [last.dim(2), last.dim(3)];
+    const at = (r: Tensor) => (r.dim(2) === H && r.dim(3) === W ? r : interpolate(r.to({ dtype: 'float32' }), { size: [H, W], mode: 'nearest' }).to({ dtype: last.dtype }));
+    return cat(rows.map(at), 0);
   });
 }
 
