@@ -9,5 +9,6 @@ export * as training from './training';
 export * as sampling from './sampling';
 export * as guidance from './guidance';
 export * as evaluation from './eval';
+export * as resolution from './resolution';
 export * as distillation from './distillation';
 export * as distributed from './distributed';

@@ -89,6 +89,8 @@ describe('resume', () => {
     resumeMatches({ ...TINY_UNET, shiftBase: 16, betaSchedule: 'sigmoid' }, 'unet-shift'));
   test('equals an uninterrupted run with a shifted P_mean (edm2: shiftBase 64 at 32 px)', () => resumeMatches({ ...TINY_EDM2, shiftBase: 64 }, 'edm2-shift'));
   test('equals an uninterrupted run with input scaling (2-D toy, v, inputScale 0.5)', () => resumeMatches({ ...TOY, objective: 'v', inputScale: 0.5 }, 'toy-scale'));
+  test('equals an uninterrupted run for a super-resolution stage (16 -> 32 px emoji, augmentation noise and blur drawn from the train generator)', () =>
+    resumeMatches({ ...TINY_UNET, steps: 4, data: 'emoji:google', imageSize: 32, lowRes: 16, augMax: 0.5, augBlur: true }, 'sr'));
   test('a changed option is refused, naming it; steps may change', () => {
     const dir = path.join(root, 'toy-b');
     assert.throws(() => Trainer.create(resolveTrainConfig({ ...TOY, lr: 0.5, out: dir }), { resume: dir, log: null }), /differs from the checkpoint's in lr: 0.001 -> 0.5/);

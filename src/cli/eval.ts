@@ -45,6 +45,7 @@ import { parseClass, shippedModelDir } from './sample';
 import { batchSizeFlag, SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 import { NLL_FLAGS, nllCommand, nllHelpRows } from './eval-nll';
 import { studentDefaults } from './student-flags';
+import { cascadeEvalCommand, cascadeHelpRows } from './cascade';
 
 export function evalHelp(): string {
   return `Usage: diffuse eval [CHECKPOINT] [options]
@@ -68,6 +69,7 @@ ${table([
   ['--steps K[,K...]', "sampler steps (default 100, the model's default sampling); a list sweeps them"],
   ...samplingHelpRows(),
   ...guidanceHelpRows({ sweep: true }),
+  ...cascadeHelpRows({ sweep: true }),
   ['--class C', 'a class name or id for every sample, or "none" (unconditional); default: cycle through the classes'],
   ...nllHelpRows(),
   ['--seed S', 'sample i draws its noise from seed S + i (default 0)'],
@@ -86,6 +88,7 @@ Examples:
   diffuse eval --n 10000                                  # the shipped model's numbers
   diffuse eval --sampler dpmpp-2m --grid karras --steps 5,10,20,50
   diffuse eval --guidance 1,2,3,5 --sampler dpmpp-2m --steps 20
+  diffuse eval --cascade runs/emoji-16,runs/emoji-sr64 --aug-level 0,0.1,0.2,0.4 --steps 100/25
   diffuse eval --baseline test --n 10000
   diffuse eval --baseline test --data emoji --n 700        # the emoji floor (the test split has 704 images)
   diffuse eval --nll both --n 100                         # bits/dim: variational bound and probability-flow ODE
@@ -110,6 +113,8 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
     ...SAMPLING_FLAGS,
     ...GUIDANCE_FLAGS,
     ...NLL_FLAGS,
+    cascade: 'value',
+    'aug-level': 'value',
   });
   if (args.flags.has('help')) {
     process.stdout.write(evalHelp());
@@ -124,6 +129,8 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   const baseline = args.flags.get('baseline');
   if (baseline !== undefined) return baselineCommand(args, baseline, n, seed);
   if (args.flags.has('data')) throw new UsageError('--data goes with --baseline (a checkpoint is measured against its own data)');
+  if (args.flags.has('aug-level') && !args.flags.has('cascade')) throw new UsageError("--aug-level goes with --cascade BASE,SR (a cascade's super-resolution stages)");
+  if (args.flags.has('cascade')) return cascadeEvalCommand(args, { n, seed, batchSize, measure: (meta, labels) => disposableMeasure(labels, referenceCache(args), meta.config.data) });
 
   let dir = args.positionals[0];
   if (!dir) {
@@ -204,6 +211,12 @@ function imageMeasure(
   const ref = datasetReference(fnet, { cache, data: isEmojiData(data) ? (data as ClassifierDataName) : 'fashion-mnist' });
   cleanup.push(ref);
   return { what: `features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`, space: fnet.name, reference: ref.name, metrics: (x) => imageMetrics(fnet, ref, x, { labels }) };
+}
+
+/** imageMeasure with its own cleanup list (diffuse eval --cascade). */
+function disposableMeasure(labels: number[] | null, cache: string | false, data: string): ReturnType<typeof imageMeasure> & { dispose(): void } {
+  const cleanup: { dispose(): void }[] = [];
+  return { ...imageMeasure(cleanup, labels, cache, data), dispose: () => cleanup.reverse().forEach((c) => c.dispose()) };
 }
 
 /** The 2-D metrics against held-out points of the model's toy (drawn from their own seed stream). */

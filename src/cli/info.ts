@@ -4,6 +4,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { UNet, UNetConfig } from '../models/unet';
+import { unetFlops } from '../models/flops';
 import { CheckpointMeta, checkpointJsonPath, decodeFloats, exportCheckpoint, PARTS, readCheckpointMeta } from '../training/checkpoint';
 import { formatSeconds } from '../util/progress';
 import { choiceFlag, numberFlag, parseArgs, table, UsageError } from './args';
@@ -68,7 +70,7 @@ export function infoCommand(argv: readonly string[]): number {
   const params = `${meta.numParameters.toLocaleString('en-US')} parameters`;
   const netDesc =
     net.type === 'unet'
-      ? `unet, ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numResBlocks} res block(s) per level, attention at [${net.config.attentionResolutions}], ${net.config.noiseEmbedding} noise embedding`
+      ? `unet, ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numResBlocks} res block(s) per level, attention at [${net.config.attentionResolutions}], ${net.config.noiseEmbedding} noise embedding${superRes(c)}; ${(forwardFlops(net.config, meta.sampleShape) / 1e9).toFixed(3)} GFLOP per image forward`
       : net.type === 'edm2'
         ? `edm2 (magnitude-preserving), ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numBlocks} block(s) per encoder level, attention at [${net.config.attnResolutions}]`
         : `mlp, ${params}: width ${net.config.hidden}, depth ${net.config.depth}`;
@@ -101,11 +103,30 @@ export function infoCommand(argv: readonly string[]): number {
       'training',
       `batch ${c.batchSize}, ${c.optimizer} lr ${c.lr} (${c.lrSchedule}${c.lrSchedule === 'inv-sqrt' ? ` from step ${c.lrRefSteps}` : ''}, warm-up ${c.warmupSteps}), EMA ${c.ema === 'phema' ? `post-hoc (power-function sigma_rel ${c.phemaStds.join(', ')}, snapshots every ${c.phemaSnapshotEvery} steps)` : c.emaDecay !== null ? `decay ${c.emaDecay}` : `half-life ${c.emaHalfLifeImages} images`}, ${(meta.step * c.batchSize).toLocaleString('en-US')} images seen${meta.state ? `, ${formatSeconds(meta.state.trainSeconds)} of training` : ''}`,
     ],
+    ...(net.type === 'unet'
+      ? [['compute', `~${((3 * forwardFlops(net.config, meta.sampleShape) * meta.step * c.batchSize) / 1e15).toFixed(3)} PFLOP of training (3 x forward x images seen)`] as [string, string]]
+      : []),
     ['loss', lossLine],
     ...files.map(([f, s], i): [string, string] => [i === 0 ? 'files' : '', `${f}  ${s}`]),
   ];
   process.stdout.write(`${table(rows, 0)}\nconfig\n${JSON.stringify(c, null, 2)}\n`);
   return 0;
+}
+
+/** ', super-resolution from N px (...)' for an SR stage, else ''. */
+function superRes(c: CheckpointMeta['config']): string {
+  if (c.lowRes === null) return '';
+  return `, super-resolution from ${c.lowRes} px (the low-res image concatenated; augmentation s ~ U[0, ${c.augMax}]${c.augBlur ? ', blur' : ''}; docs/resolution.md)`;
+}
+
+/** unetFlops of the network a config builds, at the sample size. */
+function forwardFlops(config: UNetConfig, shape: number[]): number {
+  const net = new UNet(config);
+  try {
+    return unetFlops(net, shape[1], shape[2]);
+  } finally {
+    net.dispose();
+  }
 }
 
 export function exportCommand(argv: readonly string[]): number {

@@ -24,6 +24,7 @@ import { shippedDir } from '../util/shipped';
 import { loadLora, loraMetadata, mergeLora } from '../nn/lora';
 import { adapterRecord } from '../distillation/record';
 import { studentDefaults } from './student-flags';
+import { CASCADE_FLAGS, cascadeHelpRows, cascadeSampleCommand } from './cascade';
 
 /** The model shipped in the repository (models/fashion-mnist). */
 export function shippedModelDir(): string {
@@ -47,6 +48,7 @@ ${table([
   ['--steps K', "sampler steps, at most the model's T (default 100; with ddpm on the trailing grid, 1000 = every step of Algorithm 2)"],
   ...samplingHelpRows(),
   ...guidanceHelpRows({ sweep: false }),
+  ...cascadeHelpRows({ sweep: false }),
   ['--out FILE', 'write one grid PNG (default samples.png)'],
   ['--out-dir DIR', 'write one PNG per sample instead: DIR/000000.png, ...'],
   ['--ncol N', 'grid columns (default: the number of classes, or sqrt(n))'],
@@ -67,6 +69,7 @@ Examples:
   diffuse sample --sampler heun --churn 10 --steps 18
   diffuse sample --class Bag --guidance 3 --n 16                # classifier-free guidance, w = 3
   diffuse sample --guidance 3 --guidance-type auto --guide-checkpoint models/fashion-mnist-guide
+  diffuse sample --cascade runs/emoji-16,runs/emoji-sr64 --aug-level 0.2 --steps 100/25 --save-low-res
 `;
 }
 
@@ -88,6 +91,24 @@ export function parseClass(raw: string, classNames: string[] | null): number {
   throw new UsageError(`--class ${raw}: not a class of this model; classes: ${classNames.map((c, i) => `${i} ${c}`).join(', ')} (or none)`);
 }
 
+/**
+ * Writes samples [n, ...] as one grid PNG (`out`) or one PNG per sample (`outDir`/<seed + i>.png);
+ * 2-D points as a scatter plot or points.json. Returns where they went.
+ */
+export function writeSampleFiles(x: Tensor, { outDir, out, seed, ncol, scale }: { outDir?: string; out: string; seed: number; ncol?: number; scale: number }): string {
+  const images = x.ndim === 4;
+  if (outDir) {
+    fs.mkdirSync(outDir, { recursive: true });
+    if (images) toImages(x).forEach((img, i) => writePNG(path.join(outDir, `${String(seed + i).padStart(6, '0')}.png`), img));
+    else writeFileAtomic(path.join(outDir, 'points.json'), JSON.stringify(Array.from(x.toFloat64Array())));
+    return `${outDir}/`;
+  }
+  if (path.dirname(out) !== '.') fs.mkdirSync(path.dirname(out), { recursive: true });
+  if (images) writePNG(out, imageGrid(x, { ncol, scale }));
+  else writeFileAtomic(out, encodePNG(scatterImage(x.toFloat64Array())));
+  return out;
+}
+
 export async function sampleCommand(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, {
     n: 'value',
@@ -106,11 +127,13 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     help: 'switch',
     ...SAMPLING_FLAGS,
     ...GUIDANCE_FLAGS,
+    ...CASCADE_FLAGS,
   });
   if (args.flags.has('help')) {
     process.stdout.write(sampleHelp());
     return 0;
   }
+  for (const f of ['aug-level', 'save-low-res']) if (args.flags.has(f) && !args.flags.has('cascade')) throw new UsageError(`--${f} goes with --cascade BASE,SR (a cascade's super-resolution stages)`);
   if (args.positionals.length > 1) throw new UsageError(`expected at most one CHECKPOINT, got ${args.positionals.length} arguments: ${args.positionals.join(' ')}`);
   if (args.flags.has('out') && args.flags.has('out-dir')) throw new UsageError('give --out (one grid) or --out-dir (one PNG per sample), not both');
   const n = intFlag(args, 'n', 64, { min: 1, max: 100_000 });
@@ -119,6 +142,11 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
   const scale = intFlag(args, 'scale', 1, { min: 1, max: 16 });
   const weightsFlag = args.flags.has('weights') ? choiceFlag(args, 'weights', ['ema', 'model'] as const, 'ema') : undefined;
   if (args.flags.has('threads')) setNumThreads(intFlag(args, 'threads', 1, { min: 1 }));
+  if (args.flags.has('cascade')) {
+    for (const f of ['lora', 'lora-scale', 'weights']) if (args.flags.has(f)) throw new UsageError(`--${f} does not apply to --cascade (each stage samples with its EMA weights)`);
+    const batchSize = batchSizeFlag(args) ?? DEFAULT_BATCH_SIZE;
+    return cascadeSampleCommand(args, { n, seed, batchSize, ncol: ncolFlag, scale, write: (x, w) => writeSampleFiles(x, { ...w, seed, scale }) });
+  }
   let dir = args.positionals[0];
   if (!dir) {
     dir = shippedModelDir();
@@ -171,19 +199,14 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     try {
       const adapter = lora !== undefined ? ` + LoRA ${lora} x ${loraScale}` : '';
       const what = `${n} sample${n > 1 ? 's' : ''} from ${dir} (step ${meta.step}, ${weights} weights${adapter}), ${steps} steps, seed ${seed}, sampler ${sampler} on the ${grid} grid${guided ? `, ${guided.describe}` : ''}, ${counted.nfe(n)} denoiser evaluations (NFE), ${secs} s`;
-      const outDir = args.flags.get('out-dir');
-      if (outDir) {
-        fs.mkdirSync(outDir, { recursive: true });
-        if (meta.sampleShape.length === 3) toImages(x).forEach((img, i) => writePNG(path.join(outDir, `${String(seed + i).padStart(6, '0')}.png`), img));
-        else writeFileAtomic(path.join(outDir, 'points.json'), JSON.stringify(Array.from(x.toFloat64Array())));
-        process.stdout.write(`wrote ${outDir}/: ${what}\n`);
-      } else {
-        const out = args.flags.get('out') ?? 'samples.png';
-        if (path.dirname(out) !== '.') fs.mkdirSync(path.dirname(out), { recursive: true });
-        if (meta.sampleShape.length === 3) writePNG(out, imageGrid(x, { ncol: ncolFlag ?? (labels && classFlag === undefined ? k : undefined), scale }));
-        else writeFileAtomic(out, encodePNG(scatterImage(x.toFloat64Array())));
-        process.stdout.write(`wrote ${out}: ${what}\n`);
-      }
+      const where = writeSampleFiles(x, {
+        outDir: args.flags.get('out-dir'),
+        out: args.flags.get('out') ?? 'samples.png',
+        seed,
+        ncol: ncolFlag ?? (labels && classFlag === undefined ? k : undefined),
+        scale,
+      });
+      process.stdout.write(`wrote ${where}: ${what}\n`);
     } finally {
       x.dispose();
     }

@@ -34,10 +34,10 @@ export function trainFlags(): Map<string, string> {
   return m;
 }
 
-const BOOL_KEYS = new Set(['flip', 'classConditional', 'midAttention']);
+const BOOL_KEYS = new Set(['flip', 'classConditional', 'midAttention', 'augBlur']);
 
 export function trainHelp(): string {
-  const opts = optionTable().map(([k, what, d]): [string, string] => [`--${kebab(k)} ${k === 'flip' ? '[BOOL]' : 'VALUE'}`, `${what}; default ${d}`]);
+  const opts = optionTable().map(([k, what, d]): [string, string] => [`--${kebab(k)} ${k === 'flip' || k === 'augBlur' ? '[BOOL]' : 'VALUE'}`, `${what}; default ${d}`]);
   const unet = modelOptionTable('unet').map(([k, d]): [string, string] => [`--${kebab(k)}`, `default ${d}`]);
   const mlp = modelOptionTable('mlp').map(([k, d]): [string, string] => [`--${kebab(k)}`, `default ${d}`]);
   const edm2 = modelOptionTable('edm2').map(([k, d]): [string, string] => [`--${kebab(k)}`, `default ${d}`]);

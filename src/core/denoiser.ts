@@ -21,6 +21,13 @@ export interface Conditioning {
    * instead of running two passes; the project's convention: D_u + w (D_c - D_u), w = 1 conditional.
    */
   guidance?: Tensor;
+  /**
+   * [B, C, h, w] the low-resolution image a super-resolution stage is conditioned on (Ho et al.
+   * 2021, "Cascaded Diffusion Models"), already noise-augmented at `augLevel`; the network upsamples it.
+   */
+  lowRes?: Tensor;
+  /** [B] the augmentation level s in [0, 1] of `lowRes` (CDM's noise-conditioning augmentation, given to the network as a second noise level). */
+  augLevel?: Tensor;
 }
 
 /** x [B, ...], sigma [B] -> estimate of x0 [B, ...]. */

@@ -43,7 +43,8 @@ export interface CFGOptions {
 
 /**
  * The conditional and unconditional estimates [B, ...]: one call on cat([x, x]) with labels
- * cat([c, null]) (only classLabels is doubled: other cond fields are not passed), or two calls.
+ * cat([c, null]) and every other per-sample field of cond (a super-resolution stage's lowRes and
+ * augLevel, a student's guidance) doubled, or two calls.
  */
 export function conditionalPair(D: Denoiser, x: Tensor, sigma: Tensor, cond: Conditioning, nullClass: number, batched: boolean): { cond: Tensor; uncond: Tensor } {
   const labels = requireLabels('classifierFreeGuidance', cond);
@@ -51,9 +52,19 @@ export function conditionalPair(D: Denoiser, x: Tensor, sigma: Tensor, cond: Con
     const nulls = full([labels.size], nullClass, { dtype: labels.dtype, device: labels.device }); // [B]
     if (!batched) return { cond: D(x, sigma, cond), uncond: D(x, sigma, { ...cond, classLabels: nulls }) };
     const B = x.dim(0);
-    const out = D(cat([x, x]), cat([sigma.reshape([-1]), sigma.reshape([-1])]), { classLabels: cat([labels.reshape([-1]), nulls]) }); // [2B, ...]
+    const out = D(cat([x, x]), cat([sigma.reshape([-1]), sigma.reshape([-1])]), { ...doubled(cond), classLabels: cat([labels.reshape([-1]), nulls]) }); // [2B, ...]
     return { cond: out.narrow(0, 0, B), uncond: out.narrow(0, B, B) };
   });
+}
+
+/** cond's tensors other than the labels, each stacked on itself along the batch: [2B, ...]. */
+function doubled(cond: Conditioning): Omit<Conditioning, 'classLabels'> {
+  const out: Omit<Conditioning, 'classLabels'> = {};
+  for (const k of ['guidance', 'lowRes', 'augLevel'] as const) {
+    const t = cond[k];
+    if (t !== undefined) out[k] = cat([t, t]);
+  }
+  return out;
 }
 
 /** Per-sample standard deviation over all but the batch dim, shaped [B, 1, ..., 1]. */

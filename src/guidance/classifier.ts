@@ -59,9 +59,10 @@ export function classifierGuidance(D: Denoiser, logProb: ClassLogProb, { scale =
   if (typeof logProb !== 'function') throw new TypeError(`classifierGuidance: logProb must be a function (x, sigma, labels) => [N] log p(y | x, sigma), got ${typeof logProb}`);
   return (x, sigma, cond) => {
     const labels = requireLabels('classifierGuidance', cond);
-    if (s === 0) return conditional ? D(x, sigma, cond) : D(x, sigma);
+    const unlabeled = { ...cond, classLabels: undefined }; // without the label, but with a super-resolution stage's lowRes
+    if (s === 0) return conditional ? D(x, sigma, cond) : D(x, sigma, unlabeled);
     return tidy(() => {
-      const d = conditional ? D(x, sigma, cond) : D(x, sigma);
+      const d = conditional ? D(x, sigma, cond) : D(x, sigma, unlabeled);
       const g = classifierGradient(logProb, x, sigma, labels); // [N, ...]
       return d.add(g.mul(expandSigma(sigma, x).square().mul(s).to({ dtype: d.dtype }))); // D + s sigma^2 grad log p(y | x)
     });

@@ -60,10 +60,22 @@ export interface UNetConfig {
    * default: a config without it (every checkpoint before it) resolves to the same JSON and network.
    */
   guidanceEmbedding?: boolean;
+  /**
+   * Super-resolution (Ho et al. 2021, "Cascaded Diffusion Models", Sec. 3): the channels of a
+   * low-resolution condition, upsampled (bilinear) to the input's size and concatenated to it
+   * before conv_in. Optional and off (0) by default, like guidanceEmbedding.
+   */
+  condChannels?: number;
+  /**
+   * Super-resolution: embed the condition's augmentation level s in [0, 1] as a second noise level
+   * (CDM Sec. 4.2): sinusoids of 1000 s -> Linear -> SiLU -> Linear, added to the
+   * noise embedding. Optional and off by default.
+   */
+  augEmbedding?: boolean;
 }
 
 /** The optional fields: known to resolveUNetConfig, absent from the resolved config when off. */
-const UNET_OPTIONAL = Object.freeze({ guidanceEmbedding: false });
+const UNET_OPTIONAL = Object.freeze({ guidanceEmbedding: false, condChannels: 0, augEmbedding: false });
 
 /** The documented defaults: a 32x32 grayscale U-Net. */
 export const UNET_DEFAULTS: Readonly<UNetConfig> = Object.freeze({
@@ -113,6 +125,11 @@ export function resolveUNetConfig(config: Partial<UNetConfig> = {}): UNetConfig 
   const c: UNetConfig = { ...UNET_DEFAULTS, ...config };
   if (c.guidanceEmbedding !== undefined && typeof c.guidanceEmbedding !== 'boolean') throw new TypeError(`${who}: guidanceEmbedding must be true or false, got ${JSON.stringify(c.guidanceEmbedding)}`);
   if (c.guidanceEmbedding === false) delete c.guidanceEmbedding; // off: the config of every earlier checkpoint
+  if (c.augEmbedding !== undefined && typeof c.augEmbedding !== 'boolean') throw new TypeError(`${who}: augEmbedding must be true or false, got ${JSON.stringify(c.augEmbedding)}`);
+  if (c.augEmbedding === false) delete c.augEmbedding;
+  if (c.condChannels !== undefined && !(Number.isSafeInteger(c.condChannels) && c.condChannels >= 0))
+    throw new TypeError(`${who}: condChannels must be a non-negative integer, got ${JSON.stringify(c.condChannels)}`);
+  if (c.condChannels === 0) delete c.condChannels;
   for (const f of ['channelMult', 'attentionResolutions'] as const)
     if (!Array.isArray(c[f])) throw new TypeError(`${who}: ${f} must be a list of numbers, got ${JSON.stringify(c[f])}`);
   c.channelMult = [...c.channelMult];
@@ -303,6 +320,10 @@ export class UNet extends Module {
   map_guidance: SinusoidalEmbedding | null = null;
   map_guidance0: Linear | null = null;
   map_guidance1: Linear | null = null;
+  /** The augmentation-level embedding (config.augEmbedding): sinusoids of 1000 s, then two layers. */
+  map_aug: SinusoidalEmbedding | null = null;
+  map_aug0: Linear | null = null;
+  map_aug1: Linear | null = null;
   conv_in: Conv2d;
   enc: (UNetBlock | Downsample)[];
   mid: UNetBlock[];
@@ -327,7 +348,7 @@ export class UNet extends Module {
 
     const res = (i: number, o: number) => new ResBlock(i, o, E, { generator, groups, dropout: c.dropout, dropoutGenerator });
     const attn = (ch: number) => new AttentionBlock(ch, headsFor(c, ch), { generator, groups });
-    this.conv_in = this.child('conv_in', new Conv2d(c.inChannels, C * c.channelMult[0], 3, { padding: 1, generator }));
+    this.conv_in = this.child('conv_in', new Conv2d(c.inChannels + (c.condChannels ?? 0), C * c.channelMult[0], 3, { padding: 1, generator }));
     let ch = C * c.channelMult[0];
     const skips = [ch];
     const enc: (UNetBlock | Downsample)[] = [];
@@ -362,6 +383,11 @@ export class UNet extends Module {
       this.map_guidance0 = this.child('map_guidance0', new Linear(C, E, { generator }));
       this.map_guidance1 = this.child('map_guidance1', zeroInit(new Linear(E, E, { generator })));
     }
+    if (c.augEmbedding) {
+      this.map_aug = this.child('map_aug', new SinusoidalEmbedding(C));
+      this.map_aug0 = this.child('map_aug0', new Linear(C, E, { generator }));
+      this.map_aug1 = this.child('map_aug1', new Linear(E, E, { generator }));
+    }
   }
 
   /** The class id that means "no label" (classifier-free guidance's unconditional branch); null without classes. */
@@ -373,13 +399,15 @@ export class UNet extends Module {
    * x: [B, inChannels, H, W] with H and W multiples of 2^(levels-1); cNoise: [B] float
    * (the preconditioner's c_noise); classLabels: [B] int64 in [0, numClasses]
    * (default: the null class); guidance: [B] float guidance weights w, required by (and only
-   * taken by) a network with guidanceEmbedding. Returns [B, outChannels, H, W].
+   * taken by) a network with guidanceEmbedding; lowRes: [B, condChannels, h, w], required by (and
+   * only taken by) a network with condChannels; augLevel: [B] in [0, 1], required by a network with
+   * augEmbedding. Returns [B, outChannels, H, W].
    */
-  forward(x: Tensor, cNoise: Tensor, classLabels?: Tensor, guidance?: Tensor): Tensor {
+  forward(x: Tensor, cNoise: Tensor, classLabels?: Tensor, guidance?: Tensor, lowRes?: Tensor, augLevel?: Tensor): Tensor {
     this.checkInput(x);
     return tidy(() => {
-      const emb = this.embed(cNoise, classLabels, x, guidance); // [B, 4C]
-      let h = this.conv_in.forward(x); // [B, C mult_0, H, W]
+      const emb = this.embed(cNoise, classLabels, x, guidance, augLevel); // [B, 4C]
+      let h = this.conv_in.forward(this.withCondition(x, lowRes)); // [B, C mult_0, H, W]
       const skips = [h];
       for (const b of this.enc) {
         h = b instanceof Downsample ? b.forward(h) : b.forward(h, emb);
@@ -416,8 +444,25 @@ export class UNet extends Module {
     });
   }
 
-  /** The conditioning vector: MLP(embedding(c_noise)) + class embedding (+ guidance embedding). [B, 4C]. */
-  embed(cNoise: Tensor, classLabels: Tensor | undefined, x: Tensor, guidance?: Tensor): Tensor {
+  /** CDM Sec. 3: x with the low-resolution condition upsampled (bilinear) to its size concatenated, [B, inChannels + condChannels, H, W]. */
+  withCondition(x: Tensor, lowRes: Tensor | undefined): Tensor {
+    const k = this.config.condChannels ?? 0;
+    if (k === 0) {
+      if (lowRes !== undefined) throw new TypeError('UNet: a low-resolution condition was given, but this network takes none (condChannels is 0)');
+      return x;
+    }
+    if (lowRes === undefined) throw new TypeError(`UNet: this network is a super-resolution stage: pass the low-resolution image (cond.lowRes), [B, ${k}, h, w]`);
+    if (lowRes.ndim !== 4 || lowRes.dim(0) !== x.dim(0) || lowRes.dim(1) !== k)
+      throw new TypeError(`UNet: lowRes must have shape [${x.dim(0)}, ${k}, h, w], got [${lowRes.shape.join(', ')}]`);
+    return tidy(() => {
+      const same = lowRes.dim(2) === x.dim(2) && lowRes.dim(3) === x.dim(3);
+      const up = same ? lowRes : F.interpolate(lowRes, { size: [x.dim(2), x.dim(3)], mode: 'bilinear' }); // [B, k, H, W]
+      return cat([x, up.to({ dtype: x.dtype })], 1);
+    });
+  }
+
+  /** The conditioning vector: MLP(embedding(c_noise)) + class embedding (+ guidance and augmentation-level embeddings). [B, 4C]. */
+  embed(cNoise: Tensor, classLabels: Tensor | undefined, x: Tensor, guidance?: Tensor, augLevel?: Tensor): Tensor {
     return tidy(() => {
       const B = x.dim(0);
       const c = checkNoiseLevel(cNoise, B, 'UNet');
@@ -427,6 +472,7 @@ export class UNet extends Module {
       const phi = this.map_noise.forward(c).to({ dtype }); // [B, C]
       let emb = this.map_layer1.forward(this.map_layer0.forward(phi).silu()); // [B, 4C]
       if (this.map_label && labels) emb = emb.add(this.map_label.forward(labels));
+      emb = this.#addAugLevel(emb, augLevel, B);
       if (!this.map_guidance) {
         if (guidance !== undefined) throw new TypeError('UNet: a guidance weight was given, but this network does not embed one (guidanceEmbedding is off)');
         return emb;
@@ -435,6 +481,20 @@ export class UNet extends Module {
       const w = checkNoiseLevel(guidance, B, 'UNet (guidance)');
       const psi = this.map_guidance.forward(w).to({ dtype }); // [B, C]
       return emb.add(this.map_guidance1!.forward(this.map_guidance0!.forward(psi).silu())); // Meng et al. 2023: w's embedding added to the noise embedding
+    });
+  }
+
+  /** CDM Sec. 4.2: the augmentation level s as a second noise embedding, added to the first. */
+  #addAugLevel(emb: Tensor, augLevel: Tensor | undefined, B: number): Tensor {
+    if (!this.map_aug) {
+      if (augLevel !== undefined) throw new TypeError('UNet: an augmentation level was given, but this network does not embed one (augEmbedding is off)');
+      return emb;
+    }
+    if (augLevel === undefined) throw new TypeError('UNet: this network embeds the augmentation level s of its low-resolution condition (augEmbedding): pass it, [B] floats in [0, 1] (cond.augLevel)');
+    return tidy(() => {
+      const s = checkNoiseLevel(augLevel, B, 'UNet (augLevel)');
+      const psi = this.map_aug!.forward(s.mul(1000)).to({ dtype: emb.dtype }); // [B, C]: s on DDPM's timestep scale
+      return emb.add(this.map_aug1!.forward(this.map_aug0!.forward(psi).silu()));
     });
   }
 

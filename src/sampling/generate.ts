@@ -16,7 +16,7 @@
 import { empty, tensor, zeros } from '../engine/create';
 import { noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
-import { Denoiser } from '../core/denoiser';
+import { Conditioning, Denoiser } from '../core/denoiser';
 import { ChurnOptions, StepInfo } from './common';
 import { getSampler } from './index';
 import { Noise, randnLike, seededNoise } from './noise';
@@ -71,11 +71,13 @@ export interface SampleInBatchesOptions {
   onStep?: (i: number, steps: number, batch: BatchProgress, info: StepInfo) => void;
   /** Applied to each batch's samples before they are stored (e.g. quantize to uint8, to hold a quarter of the bytes); it may dispose its argument. */
   perBatch?: (x: Tensor) => Tensor;
+  /** More conditioning for samples start .. start + size - 1 besides the labels (a super-resolution stage's cond.lowRes and cond.augLevel); made inside the batch's scope, freed with it. */
+  condAt?: (start: number, size: number) => Omit<Conditioning, 'classLabels'>;
 }
 
 /** n samples [n, ...shape] (or perBatch's shape) from sigmas[0] down the grid, in batches of batchSize; the caller owns the result. */
 export function sampleInBatches(D: Denoiser, sigmas: Tensor, opts: SampleInBatchesOptions): Tensor {
-  const { shape, n, seed, labels, sampler = 'ddpm', eta, churn, variance, sigmaMin, clip = null, batchSize = DEFAULT_BATCH_SIZE, onStep, perBatch } = opts;
+  const { shape, n, seed, labels, sampler = 'ddpm', eta, churn, variance, sigmaMin, clip = null, batchSize = DEFAULT_BATCH_SIZE, onStep, perBatch, condAt } = opts;
   if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`sampleInBatches: n must be a positive integer, got ${n}`);
   if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new RangeError(`sampleInBatches: batchSize must be a positive integer, got ${batchSize}`);
   if (labels && labels.length !== n) throw new RangeError(`sampleInBatches: ${labels.length} labels for ${n} samples`);
@@ -92,7 +94,8 @@ export function sampleInBatches(D: Denoiser, sigmas: Tensor, opts: SampleInBatch
       const x = noGrad(() =>
         tidy(() => {
           const xT = initialNoise(noise, size, shape, sigmaMax); // x_T ~ N(0, sigma_max^2 I)
-          const cond = labels ? { classLabels: tensor(labels.slice(start, start + size), { dtype: 'int64' }) } : undefined;
+          const classLabels = labels ? tensor(labels.slice(start, start + size), { dtype: 'int64' }) : undefined;
+          const cond: Conditioning | undefined = classLabels || condAt ? { ...condAt?.(start, size), ...(classLabels && { classLabels }) } : undefined;
           const x0 = runSampler(sampler, D, xT, sigmas, { generator: noise, cond, eta, churn, variance, sigmaMin, clip, callback: onStep ? (info) => onStep(info.i, steps, batch, info) : undefined });
           return perBatch ? perBatch(x0) : x0;
         }),

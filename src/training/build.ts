@@ -174,7 +174,10 @@ export function networkSpec(config: TrainConfig, data: Pick<TrainData, 'shape' |
   const numClasses = config.classConditional === true && data.classNames ? data.classNames.length : null;
   const { type, ...fields } = config.model;
   try {
-    if (type === 'unet') return { type, config: resolveUNetConfig({ ...(fields as Partial<UNetConfig>), inChannels: data.shape[0], imageSize: data.shape[1], numClasses }) };
+    if (type === 'unet') {
+      const sr: Partial<UNetConfig> = config.lowRes !== null ? { condChannels: data.shape[0], augEmbedding: true } : {}; // a super-resolution stage (src/resolution/super-res.ts)
+      return { type, config: resolveUNetConfig({ ...(fields as Partial<UNetConfig>), inChannels: data.shape[0], imageSize: data.shape[1], numClasses, ...sr }) };
+    }
     if (type === 'edm2') return { type, config: resolveEDM2Config({ ...fields, imgChannels: data.shape[0], imgResolution: data.shape[1], labelDim: numClasses ?? 0 }) };
     return { type, config: resolveMLPDenoiserConfig({ ...(fields as Partial<MLPDenoiserConfig>), dim: data.shape[0], numClasses }) };
   } catch (e) {
@@ -261,8 +264,9 @@ export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSched
  */
 export function buildDenoiser(config: TrainConfig, net: DenoiserNet, { consistency = null }: { consistency?: ConsistencyForm | null } = {}): Denoiser {
   const F: Network = (xIn, cNoise, cond) => {
-    if (net instanceof UNet) return net.forward(xIn, cNoise, cond?.classLabels, cond?.guidance);
+    if (net instanceof UNet) return net.forward(xIn, cNoise, cond?.classLabels, cond?.guidance, cond?.lowRes, cond?.augLevel);
     if (cond?.guidance !== undefined) throw new TypeError(`buildDenoiser: cond.guidance is for a U-Net with guidanceEmbedding, not a ${net.constructor.name}`);
+    if (cond?.lowRes !== undefined) throw new TypeError(`buildDenoiser: cond.lowRes is for a super-resolution U-Net (condChannels), not a ${net.constructor.name}`);
     return net.forward(xIn, cNoise, cond?.classLabels);
   };
   const schedule = buildSchedule(config);
@@ -406,6 +410,8 @@ export interface GenerateOptions {
   onStep?: (i: number, steps: number, batch: BatchProgress, info: StepInfo) => void;
   /** Applied to each batch before it is stored (e.g. quantize); see sampleInBatches. */
   perBatch?: (x: Tensor) => Tensor;
+  /** Conditioning besides the labels for samples start .. start + size - 1 (a super-resolution stage's); see sampleInBatches. */
+  condAt?: (start: number, size: number) => Omit<Conditioning, 'classLabels'>;
 }
 
 /**

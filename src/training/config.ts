@@ -88,6 +88,16 @@ export interface TrainConfig {
    * resolution s weighted by 1/s (weights normalized to sum 1). imageSize / B must be a power of 2.
    */
   multiscaleBase: number | null;
+  /**
+   * Super-resolution (Ho et al. 2021, "Cascaded Diffusion Models"; null: off): train a stage that
+   * makes imageSize px images from lowRes px ones (the training images average-pooled), given to
+   * the U-Net upsampled and concatenated (docs/resolution.md). imageSize / lowRes must be an integer > 1.
+   */
+  lowRes: number | null;
+  /** Noise-conditioning augmentation (CDM Sec. 4.2): the low-res condition is corrupted at s ~ U[0, augMax], s in [0, 1] (0: none). */
+  augMax: number;
+  /** Also blur half the low-res conditions (3 x 3 Gaussian, std ~ U[0.4, 0.6] low-res pixels; CDM's blurring augmentation). */
+  augBlur: boolean;
   /** DDPM's T. */
   timesteps: number;
   /** EDM's sigma_data (0.5 for images in [-1, 1]; 1 suits the 2-D toys). */
@@ -188,6 +198,9 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   shiftBase: null,
   inputScale: 1,
   multiscaleBase: null,
+  lowRes: null,
+  augMax: 0,
+  augBlur: false,
   timesteps: 1000,
   sigmaData: 0.5,
   classConditional: 'auto',
@@ -253,6 +266,9 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   shiftBase: { kind: 'int', nullable: true, min: 1 },
   inputScale: { kind: 'number', min: 0, above: true },
   multiscaleBase: { kind: 'int', nullable: true, min: 1 },
+  lowRes: { kind: 'int', nullable: true, min: 1 },
+  augMax: { kind: 'number', min: 0, max: 1 },
+  augBlur: { kind: 'bool' },
   timesteps: { kind: 'int', min: 2 },
   sigmaData: { kind: 'number', min: 0, above: true },
   classConditional: { kind: 'bool', auto: true },
@@ -429,6 +445,11 @@ function crossCheck(c: TrainConfig, where: (key: string) => string, all = where(
     );
   if (c.weighting !== 'min-snr' && c.minSnrGamma !== TRAIN_DEFAULTS.minSnrGamma)
     throw new ConfigError(where('minSnrGamma'), `is ${c.minSnrGamma}, but gamma only applies to weighting min-snr (the weighting is ${show(c.weighting)})`);
+  if (c.lowRes === null && (c.augMax !== 0 || c.augBlur))
+    throw new ConfigError(where(c.augMax !== 0 ? 'augMax' : 'augBlur'), 'augments the low-res condition of a super-resolution stage: set lowRes too');
+  if (c.lowRes !== null && !(c.imageSize % c.lowRes === 0 && c.imageSize / c.lowRes > 1))
+    throw new ConfigError(where('lowRes'), `must divide imageSize (${c.imageSize}) by an integer > 1, got ${c.lowRes}`);
+  if (c.lowRes !== null && c.model.type !== 'unet') throw new ConfigError(where('lowRes'), `a super-resolution stage is a U-Net with a low-res input (condChannels); the model is ${c.model.type}`);
   if (c.objective === 'edm2' && c.model.type !== 'edm2')
     throw new ConfigError(where('objective'), `edm2 learns u(sigma) with the log-variance head of EDM2's network: use model edm2 (the model is ${c.model.type})`);
   return c;

@@ -26,7 +26,10 @@ import { Generator } from '../engine/random';
 import { setNumThreads } from '../engine/runtime';
 import { noGrad } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
-import { Conditioning } from '../core/denoiser';
+import { Conditioning, Denoiser } from '../core/denoiser';
+import { tidy } from '../engine/scope';
+import { downsample, samplingCondition, superResPanel, trainingCondition } from '../resolution/super-res';
+import { seededNoise } from '../sampling/noise';
 import { Adam, AdamW } from '../optim/adam';
 import { EMA } from '../optim/ema';
 import { imageGrid, writeFileAtomic, writePNG } from '../util/image';
@@ -162,6 +165,8 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       const drop = gen.rand([x.dim(0)]).lt(this.config.labelDropout); // [B]
       cond = { classLabels: labels!.maskedFill(drop, this.#nullClass) };
     }
+    const { lowRes, augMax, augBlur } = this.config;
+    if (lowRes !== null) cond = { ...cond, ...trainingCondition(x, lowRes, { augMax, blur: augBlur, generator: gen }) }; // CDM Sec. 4.2: a super-resolution stage
     return lossOf(x, gen, cond).loss;
   }
 
@@ -271,6 +276,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     const c = this.config;
     const file = path.join(this.out, `samples-${pad(this.step)}.png`);
     const D = buildDenoiser(c, this.emaNetwork());
+    if (c.lowRes !== null) return this.#writeSuperResSamples(D, file, c.lowRes);
     const k = this.#nullClass;
     const n = this.data.kind === 'points' ? Math.max(c.sampleCount, 2000) : c.sampleCount;
     const labels = k !== null ? Array.from({ length: n }, (_, i) => i % k) : null;
@@ -280,6 +286,36 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       else writePNG(file, imageGrid(x, { ncol: k ?? undefined, scale: 2 }));
     } finally {
       x.dispose();
+    }
+    return file;
+  }
+
+  /**
+   * A super-resolution run's preview: the first images of the first batch, as three rows of a grid
+   * (their low-res condition at s = 0, upsampled; the stage's samples from it; the originals).
+   */
+  #writeSuperResSamples(D: Denoiser, file: string, lowRes: number): string {
+    const c = this.config;
+    const batch = this.data.batchAt(0);
+    try {
+      const n = Math.min(c.sampleCount, batch.x.dim(0));
+      const truth = batch.x.narrow(0, 0, n);
+      const low = downsample(truth, lowRes);
+      const labels = this.#nullClass !== null && batch.labels ? Array.from(batch.labels.narrow(0, 0, n).toFloat64Array()) : null;
+      const seed = deriveSeed(c.seed, SEED_STREAMS.samples) % 2 ** 31;
+      const condAt = (start: number, size: number) => samplingCondition(low.narrow(0, start, size), 0, seededNoise(seed, size));
+      const x = generateSamples(D, c, { shape: this.data.shape, n, seed, steps: c.sampleSteps, labels, condAt });
+      const panel = tidy(() => superResPanel(low, x, truth));
+      x.dispose();
+      [truth, low].forEach((t) => t.dispose());
+      try {
+        writePNG(file, imageGrid(panel, { ncol: n, scale: 2 }));
+      } finally {
+        panel.dispose();
+      }
+    } finally {
+      batch.x.dispose();
+      batch.labels?.dispose();
     }
     return file;
   }
