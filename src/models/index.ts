@@ -14,3 +14,4 @@ export * from './mlp';
 export * from './unet';
 export * from './edm2';
 export * from './classifier';
+export * from './nested-unet';

@@ -162,7 +162,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       const drop = gen.rand([x.dim(0)]).lt(this.config.labelDropout); // [B]
       cond = { classLabels: labels!.maskedFill(drop, this.#nullClass) };
     }
-    return lossOf(x, gen, cond).loss;
+    return lossOf(x, gen, cond, k).loss;
   }
 
   /** Loads the data and builds the run (restoring every state from `resume` when given). */
