@@ -6,6 +6,7 @@
 // posterior, s = 1 is Bayes' exact conditional denoiser; autoguidance with itself is the
 // identity; every wrapper runs with every sampler without growing memory; and the trainer's
 // label dropout hands the network the null class with the configured probability.
+import { UNet } from '../src/models/unet';
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -447,7 +448,7 @@ describe('condition dropout in training', () => {
   function seen(labelDropout: number): { given: number[]; data: number[]; nullClass: number; embeddings: number } {
     const t = Trainer.create(resolveTrainConfig({ ...TINY, labelDropout, out: path.join(root, `p${labelDropout}`) }), { log: null });
     try {
-      const net = t.net;
+      const net = t.net as UNet; // the U-Net of TINY
       const forward = net.forward.bind(net);
       const given: number[] = [];
       net.forward = (x: Tensor, c: Tensor, labels?: Tensor) => (given.push(...Array.from(labels!.toFloat64Array())), forward(x, c, labels));

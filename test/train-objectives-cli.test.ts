@@ -2,6 +2,7 @@
 // own objective on a slice of Fashion-MNIST): a few steps with a finite, falling loss, a
 // checkpoint that `diffuse sample` and `diffuse info` read back; and the shipped model,
 // whose config says "ddpm", still loads as the same epsilon denoiser.
+import { UNet } from '../src/models/unet';
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -142,7 +143,7 @@ describe('the shipped model (config "ddpm")', () => {
     const { meta, net, denoiser } = loadModel(shipped);
     try {
       assert.equal(meta.config.objective, 'eps');
-      const F: Network = (xIn, cNoise, cond) => net.forward(xIn, cNoise, cond?.classLabels);
+      const F: Network = (xIn, cNoise, cond) => (net as UNet).forward(xIn, cNoise, cond?.classLabels);
       const before = discreteVPDenoiser(F, discreteVP(linearBetas(1000)), { prediction: 'eps' }); // what build.ts built for 'ddpm'
       noGrad(() =>
         tidy(() => {

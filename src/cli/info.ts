@@ -73,7 +73,9 @@ export function infoCommand(argv: readonly string[]): number {
       ? `unet, ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numResBlocks} res block(s) per level, attention at [${net.config.attentionResolutions}], ${net.config.noiseEmbedding} noise embedding${superRes(c)}; ${(forwardFlops(net.config, meta.sampleShape) / 1e9).toFixed(3)} GFLOP per image forward`
       : net.type === 'edm2'
         ? `edm2 (magnitude-preserving), ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numBlocks} block(s) per encoder level, attention at [${net.config.attnResolutions}]`
-        : `mlp, ${params}: width ${net.config.hidden}, depth ${net.config.depth}`;
+        : net.type === 'nested'
+          ? `nested unet (Matryoshka), ${params}: resolutions [${net.config.resolutions}], core ${net.config.core.modelChannels} channels x [${net.config.core.channelMult}] at ${net.config.resolutions[0]} px`
+          : `mlp, ${params}: width ${net.config.hidden}, depth ${net.config.depth}`;
   const weighting = c.weighting === 'auto' ? '' : `, ${c.weighting === 'min-snr' ? `min-SNR-${c.minSnrGamma}` : c.weighting} weighting`;
   const shift = logSnrShift(c);
   const shiftText =

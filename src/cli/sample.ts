@@ -56,6 +56,7 @@ ${table([
   ['--weights W', '"ema" (default when present) or "model" (the raw weights)'],
   ['--lora PATH', "apply a LoRA adapter (a folder with adapter_model.safetensors, PEFT's layout, or a .safetensors file; docs/lora.md), merged into the weights"],
   ['--lora-scale S', 'scale the adapter by S (default 1; 0 = the base model)'],
+  ['--resolution R', 'a nested (Matryoshka) model: sample at R px, one of its nested resolutions (default the largest; docs/resolution.md)'],
   ['--threads N', 'CPU threads (default: all cores)'],
   ['-h, --help', 'this help'],
 ])}
@@ -124,6 +125,7 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     threads: 'value',
     lora: 'value',
     'lora-scale': 'value',
+    resolution: 'value',
     help: 'switch',
     ...SAMPLING_FLAGS,
     ...GUIDANCE_FLAGS,
@@ -187,10 +189,11 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     const batchSize = batchSizeFlag(args) ?? DEFAULT_BATCH_SIZE;
     const batches = Math.ceil(n / batchSize);
     const bar = new Progress(batches * steps, batches > 1 ? `sample (${batches} batches of ${batchSize})` : 'sample');
+    const shape = sampleShapeAt(args.flags.get('resolution'), meta.config.nested, meta.sampleShape);
     const t0 = performance.now();
     let x: Tensor;
     try {
-      x = generateSamples(guided?.denoiser ?? counted.denoiser, meta.config, { ...choice, shape: meta.sampleShape, n, seed, steps, labels, batchSize, onStep: () => bar.tick() });
+      x = generateSamples(guided?.denoiser ?? counted.denoiser, meta.config, { ...choice, shape, n, seed, steps, labels, batchSize, onStep: () => bar.tick() });
     } finally {
       prepared?.dispose();
     }
@@ -214,4 +217,13 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     net.dispose();
   }
   return 0;
+}
+
+/** The shape to sample: the checkpoint's, or a nested model's at --resolution R (one of its resolutions). */
+function sampleShapeAt(raw: string | undefined, nested: number[], shape: number[]): number[] {
+  if (raw === undefined) return shape;
+  if (!nested.length) throw new UsageError(`--resolution ${raw}: only a nested (Matryoshka) model samples at several resolutions; this one is ${shape.slice(1).join('x')}`);
+  const r = Number(raw);
+  if (!nested.includes(r)) throw new UsageError(`--resolution ${raw}: expected one of this model's resolutions, ${nested.join(', ')}`);
+  return [shape[0], r, r];
 }

@@ -15,3 +15,4 @@ export * from './unet';
 export * from './edm2';
 export * from './classifier';
 export { unetFlops } from './flops';
+export * from './nested-unet';

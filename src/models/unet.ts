@@ -179,7 +179,7 @@ function headsFor(c: UNetConfig, channels: number): number {
 }
 
 /** ADM's GroupNorm32: normalizes in the weights' precision (float32 under autocast) and returns x's dtype. */
-class GroupNorm32 extends GroupNorm {
+export class GroupNorm32 extends GroupNorm {
   override forward(x: Tensor): Tensor {
     const w = this.weight;
     if (!w || w.dtype === x.dtype) return super.forward(x);
@@ -188,7 +188,7 @@ class GroupNorm32 extends GroupNorm {
 }
 
 /** Zeroes a layer's weights and bias, as ADM's zero_module: the block starts as the identity. */
-function zeroInit<M extends Conv2d | Linear>(m: M): M {
+export function zeroInit<M extends Conv2d | Linear>(m: M): M {
   noGrad(() => {
     m.weight.zero_();
     m.bias?.zero_();

@@ -20,7 +20,19 @@ import { tidy } from '../engine/scope';
 import { tensor } from '../engine/create';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
-import { boundaryCoefficients, discreteTimestep, edmDenoiser, fromCoefficients, logSigmaNoise, Network, NoiseLevel, Prediction, vConsistencyCoefficients, vpCoefficients } from '../core/precond';
+import {
+  boundaryCoefficients,
+  discreteTimestep,
+  edmCoefficients,
+  edmDenoiser,
+  fromCoefficients,
+  logSigmaNoise,
+  Network,
+  NoiseLevel,
+  Prediction,
+  vConsistencyCoefficients,
+  vpCoefficients,
+} from '../core/precond';
 import { cosineBetas, discreteVP, DiscreteVP, linearBetas, resolutionShift, shiftDiscreteVP, sigmoidBetas } from '../core/schedules';
 import { epochSeed, DataLoader } from '../data/loader';
 import { loadFashionMNIST } from '../data/fashion-mnist';
@@ -30,6 +42,8 @@ import { TOYS, ToySampler } from '../data/toys';
 import { EDM2UNet, resolveEDM2Config, ResolvedEDM2Config } from '../models/edm2';
 import { MLPDenoiserConfig, MLPDenoiserNet, resolveMLPDenoiserConfig } from '../models/mlp';
 import { resolveUNetConfig, UNet, UNetConfig } from '../models/unet';
+import { NestedUNet, NestedUNetConfig, resolveNestedUNetConfig } from '../models/nested-unet';
+import { activeLevels, clipNested, jointDenoiser, nestedLayout, nestedLoss, NestedPrecond, packedSize, pyramid, unpack } from '../resolution/matryoshka';
 import { ChurnOptions, StepInfo } from '../sampling/common';
 import { gridModel, GRIDS, gridSigmas } from '../sampling/grids';
 import { getSampler } from '../sampling/index';
@@ -40,8 +54,8 @@ import { ConfigError, TRAIN_MODELS, TrainConfig } from './config';
 import { LoraOptions } from '../nn/lora';
 import type { ConsistencyForm } from '../distillation/record';
 import { ddpmLoss, edm2Loss, edmLoss, LossResult, vLoss, x0Loss } from './losses';
-import { discreteSigma } from './sigma-sampling';
-import { minSnrWeighting, snrWeighting, Weighting } from './weighting';
+import { discreteSigma, logNormalSigma } from './sigma-sampling';
+import { edmWeighting, minSnrWeighting, snrWeighting, Weighting } from './weighting';
 
 /** A stream of seeds derived from the run's seed: one independent Generator per purpose. */
 export function deriveSeed(seed: number, stream: number): number {
@@ -146,9 +160,10 @@ export function loadTrainData(config: TrainConfig): TrainData {
 // ---- the network -------------------------------------------------------------------
 
 /** An exact network description: what a checkpoint needs to rebuild the network. */
-export type NetworkSpec = { type: 'unet'; config: UNetConfig } | { type: 'mlp'; config: MLPDenoiserConfig } | { type: 'edm2'; config: ResolvedEDM2Config };
+export type NetworkSpec =
+  { type: 'unet'; config: UNetConfig } | { type: 'mlp'; config: MLPDenoiserConfig } | { type: 'edm2'; config: ResolvedEDM2Config } | { type: 'nested'; config: NestedUNetConfig };
 
-export type DenoiserNet = UNet | MLPDenoiserNet | EDM2UNet;
+export type DenoiserNet = UNet | MLPDenoiserNet | EDM2UNet | NestedUNet;
 
 /**
  * The config with its choices made concrete: classConditional true or false (from the
@@ -164,6 +179,7 @@ export function materializeConfig(config: TrainConfig, data: Pick<TrainData, 'cl
     throw new ConfigError('shiftBase', `shifts the schedule by the image size, but ${config.data} is 2-D point data (got shiftBase ${config.shiftBase}; use inputScale to move a toy's schedule)`);
   if (config.multiscaleBase !== null) multiscaleScales(config.multiscaleBase, data.kind === 'points' ? null : config.imageSize);
   if (data.kind === 'images' && config.model.type === 'mlp') throw new ConfigError('model', `${config.data} is image data: use the unet or edm2 model, not ${config.model.type}`);
+  if (config.nested.length) checkNested(config, data.kind);
   const { type, ...given } = config.model;
   const model = { type, ...TRAIN_MODELS[type], ...given };
   return { ...config, classConditional: cond, model };
@@ -174,6 +190,11 @@ export function networkSpec(config: TrainConfig, data: Pick<TrainData, 'shape' |
   const numClasses = config.classConditional === true && data.classNames ? data.classNames.length : null;
   const { type, ...fields } = config.model;
   try {
+    if (type === 'unet' && config.nested.length)
+      return {
+        type: 'nested',
+        config: resolveNestedUNetConfig({ core: { ...(fields as Partial<UNetConfig>), inChannels: data.shape[0], imageSize: config.nested[0], numClasses }, resolutions: config.nested }),
+      };
     if (type === 'unet') {
       const sr: Partial<UNetConfig> = config.lowRes !== null ? { condChannels: data.shape[0], augEmbedding: true } : {}; // a super-resolution stage (src/resolution/super-res.ts)
       return { type, config: resolveUNetConfig({ ...(fields as Partial<UNetConfig>), inChannels: data.shape[0], imageSize: data.shape[1], numClasses, ...sr }) };
@@ -190,6 +211,7 @@ export function buildNetwork(spec: NetworkSpec, { generator, dropoutGenerator }:
   if (spec.type === 'unet') return new UNet(spec.config, { generator, dropoutGenerator });
   if (spec.type === 'mlp') return new MLPDenoiserNet(spec.config, { generator });
   if (spec.type === 'edm2') return new EDM2UNet(spec.config, { generator, dropoutGenerator });
+  if (spec.type === 'nested') return new NestedUNet(spec.config, { generator, dropoutGenerator });
   throw new TypeError(`buildNetwork: unknown network type ${JSON.stringify((spec as { type: unknown }).type)}`);
 }
 
@@ -244,13 +266,14 @@ export type ShiftKeys = 'shiftBase' | 'imageSize' | 'inputScale';
  *   logSnrShift({ shiftBase: 32, imageSize: 64, inputScale: 1 }); // 2 ln(1/2): sigma x 2
  *   logSnrShift({ shiftBase: null, imageSize: 64, inputScale: 0.5 }); // the same move
  */
-export function logSnrShift(config: Pick<TrainConfig, ShiftKeys>): number {
-  const res = config.shiftBase === null ? 0 : resolutionShift({ base: config.shiftBase, resolution: config.imageSize });
+export function logSnrShift(config: Pick<TrainConfig, ShiftKeys> & { nested?: number[] }): number {
+  const size = config.nested?.length ? config.nested[0] : config.imageSize; // a nested model's sigma is its smallest resolution's
+  const res = config.shiftBase === null ? 0 : resolutionShift({ base: config.shiftBase, resolution: size });
   return res + 2 * Math.log(config.inputScale);
 }
 
 /** The discrete VP schedule of an eps / x0 / v config, shifted by logSnrShift (null for edm and edm2). */
-export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSchedule' | 'timesteps' | ShiftKeys>): DiscreteVP | null {
+export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSchedule' | 'timesteps' | ShiftKeys> & { nested?: number[] }): DiscreteVP | null {
   if (prediction(config.objective) === null) return null;
   const T = config.timesteps;
   const betas = config.betaSchedule === 'cosine' ? cosineBetas(T) : config.betaSchedule === 'sigmoid' ? sigmoidBetas(T) : linearBetas(T);
@@ -263,6 +286,10 @@ export function buildSchedule(config: Pick<TrainConfig, 'objective' | 'betaSched
  * features expect it), or EDM's (edm, edm2).
  */
 export function buildDenoiser(config: TrainConfig, net: DenoiserNet, { consistency = null }: { consistency?: ConsistencyForm | null } = {}): Denoiser {
+  if (net instanceof NestedUNet) {
+    if (consistency) throw new ConfigError('nested', 'a nested model is not a consistency model');
+    return jointDenoiser(net, nestedPrecond(config), nestedLayout(net.config.core.inChannels, net.resolutions));
+  }
   const F: Network = (xIn, cNoise, cond) => {
     if (net instanceof UNet) return net.forward(xIn, cNoise, cond?.classLabels, cond?.guidance, cond?.lowRes, cond?.augLevel);
     if (cond?.guidance !== undefined) throw new TypeError(`buildDenoiser: cond.guidance is for a U-Net with guidanceEmbedding, not a ${net.constructor.name}`);
@@ -302,12 +329,12 @@ export const EDM_SIGMA = Object.freeze({ pMean: -1.2, pStd: 1.2 });
  * the config's shift, P_mean - logSnrShift / 2 (lambda = -2 ln sigma; with shiftBase that is
  * P_mean + ln(imageSize / shiftBase): simple diffusion's shift in sigma coordinates).
  */
-export function edmSigma(config: Pick<TrainConfig, ShiftKeys>): { pMean: number; pStd: number } {
+export function edmSigma(config: Pick<TrainConfig, ShiftKeys> & { nested?: number[] }): { pMean: number; pStd: number } {
   return { pMean: EDM_SIGMA.pMean - logSnrShift(config) / 2, pStd: EDM_SIGMA.pStd };
 }
 
-/** A training loss: the clean batch [B, ...] -> a LossResult, drawing sigma and noise from `generator`. */
-export type TrainLoss = (x0: Tensor, generator: Generator, cond?: Conditioning) => LossResult;
+/** A training loss: the clean batch [B, ...] -> a LossResult, drawing sigma and noise from `generator`; `step` (the training step) matters to progressive nested training only. */
+export type TrainLoss = (x0: Tensor, generator: Generator, cond?: Conditioning, step?: number) => LossResult;
 
 /**
  * The config's objective (docs/training.md, section 4) for a denoiser D; `logvar` is u(sigma)
@@ -337,6 +364,7 @@ export function objectiveLoss(config: TrainConfig, D: Denoiser, logvar?: (sigma:
 
 /** The config's objective as a function of the clean batch, for the denoiser D of `net` (edm2 reads u(sigma) from net's log-variance head). */
 export function buildLoss(config: TrainConfig, D: Denoiser, net: DenoiserNet): TrainLoss {
+  if (net instanceof NestedUNet) return nestedTrainLoss(config, net);
   if (config.objective !== 'edm2') return objectiveLoss(config, D);
   if (!(net instanceof EDM2UNet)) throw new ConfigError('objective', `edm2 learns u(sigma) with the log-variance head of EDM2's network: use model edm2 (the network is ${net.constructor.name})`);
   return objectiveLoss(config, D, (sigma) => tidy(() => net.logvar(logSigmaNoise(sigma)).reshape([-1]))); // EDM2's Precond: u(c_noise)
@@ -424,9 +452,86 @@ export function generateSamples(D: Denoiser, config: TrainConfig, opts: Generate
   if (opts.labels && opts.labels.length !== opts.n) throw new RangeError(`generateSamples: ${opts.labels.length} labels for ${opts.n} samples`);
   getSampler(opts.sampler ?? 'ddpm'); // an unknown name fails before any work
   const clip = (clipOpt ?? true) && opts.shape.length === 3;
+  if (config.nested.length) return generateNested(D, config, { ...opts, clip });
   const sigmas = samplingSigmas(config, steps, grid);
   try {
     return sampleInBatches(D, sigmas, { ...rest, clip: clip ? [-1, 1] : null });
+  } finally {
+    sigmas.dispose();
+  }
+}
+
+// ---- Matryoshka diffusion (resolution/matryoshka.ts) ------------------------------------
+
+/** The nested options' cross-checks (docs/resolution.md): a U-Net on images, resolutions doubling up to imageSize, one weight each. */
+function checkNested(config: TrainConfig, kind: TrainData['kind']): void {
+  const r = config.nested;
+  if (kind !== 'images') throw new ConfigError('nested', `nests image resolutions, but ${config.data} is 2-D point data`);
+  if (config.model.type !== 'unet') throw new ConfigError('nested', `the nested network is built around a U-Net core: use model unet, not ${config.model.type}`);
+  if (config.objective === 'edm2') throw new ConfigError('nested', "objective edm2 needs EDM2's network; use eps, x0, v or edm");
+  if (config.multiscaleBase !== null) throw new ConfigError('nested', 'and multiscaleBase both weigh resolutions: use one of them');
+  if (r.some((v, i) => !(v >= 1) || (i > 0 && v !== 2 * r[i - 1]))) throw new ConfigError('nested', `each resolution must be twice the one before, smallest first (e.g. 16,32,64), got ${r.join(',')}`);
+  if (r[r.length - 1] !== config.imageSize) throw new ConfigError('nested', `the largest resolution must be imageSize (${config.imageSize}), got ${r.join(',')}`);
+  nestedWeights(config);
+}
+
+/** The nested loss's weights w_r (config nestedWeights; default all 1). */
+export function nestedWeights(config: Pick<TrainConfig, 'nested' | 'nestedWeights'>): number[] {
+  if (config.nestedWeights === null) return config.nested.map(() => 1);
+  const w = config.nestedWeights.split(',').map((t) => Number(t.trim()));
+  if (w.length !== config.nested.length || w.some((v) => !Number.isFinite(v) || v < 0))
+    throw new ConfigError('nestedWeights', `expected ${config.nested.length} non-negative numbers (one per resolution ${config.nested.join(', ')}), got ${JSON.stringify(config.nestedWeights)}`);
+  return w;
+}
+
+/** A nested model's preconditioning: the objective's coefficients at each sigma_r, and its c_noise of the base sigma (the shared t). */
+export function nestedPrecond(config: TrainConfig): NestedPrecond {
+  const schedule = buildSchedule(config);
+  const target = prediction(config.objective);
+  const same: NoiseLevel = (s) => s; // c_noise comes from noiseLevel instead
+  if (schedule && target) return { coefficients: (s) => vpCoefficients(target, s, same), noiseLevel: discreteTimestep(schedule) };
+  return { coefficients: (s) => edmCoefficients(s, { sigmaData: config.sigmaData, cNoise: same }), noiseLevel: logSigmaNoise };
+}
+
+/** MDM's loss for the config (nestedLoss on the batch's pyramid), over the levels grown by `step` (activeLevels; all without a step). */
+function nestedTrainLoss(config: TrainConfig, net: NestedUNet): TrainLoss {
+  const layout = nestedLayout(net.config.core.inChannels, net.resolutions);
+  const precond = nestedPrecond(config);
+  const schedule = buildSchedule(config);
+  const target = prediction(config.objective) ?? 'x0';
+  const sampleSigma = schedule ? discreteSigma(schedule) : logNormalSigma(edmSigma(config));
+  const weighting = schedule ? buildWeighting(config) : edmWeighting(config.sigmaData);
+  const weights = nestedWeights(config);
+  return (x0, generator, cond, step) => {
+    const L = step === undefined ? layout.resolutions.length : activeLevels(step, config.nestedGrow, layout.resolutions.length);
+    const x0s = pyramid(x0, layout.resolutions.slice(0, L));
+    try {
+      const r = nestedLoss(net, precond, layout, x0s, { generator, cond, target, sampleSigma, weighting, weights });
+      for (const t of r.terms) t.dispose();
+      return { loss: r.loss, perSample: r.perSample, sigma: r.sigma };
+    } finally {
+      for (const x of x0s) x.dispose();
+    }
+  };
+}
+
+/** generateSamples for a nested model: the joint state of every level, sampled as one Denoiser's, then opts.shape's level unpacked. */
+function generateNested(D: Denoiser, config: TrainConfig, opts: GenerateOptions & { clip: boolean }): Tensor {
+  const { steps = 100, grid, clip, shape, perBatch, ...rest } = opts;
+  const layout = nestedLayout(shape[0], config.nested);
+  const L = config.nested.indexOf(shape[1]) + 1;
+  if (L === 0 || shape.length !== 3 || shape[2] !== shape[1]) throw new RangeError(`a nested model samples at ${config.nested.join(', ')} px (square), got shape [${shape.join(', ')}]`);
+  const sigmas = samplingSigmas(config, steps, grid);
+  try {
+    return sampleInBatches(clip ? clipNested(D, layout) : D, sigmas, {
+      ...rest,
+      shape: [packedSize(layout)],
+      clip: null,
+      perBatch: (y) => {
+        const x = tidy(() => unpack(y, layout)[L - 1]); // [b, C, r, r]
+        return perBatch ? perBatch(x) : x;
+      },
+    });
   } finally {
     sigmas.dispose();
   }

@@ -30,6 +30,7 @@ import { ConfigError, resolveTrainConfig, TrainConfig } from './config';
 import { buildDenoiser, buildNetwork, DenoiserNet, loraOptions, NetworkSpec, prediction } from './build';
 import { applyLora, loadLora, loraMetadata, removeLora } from '../nn/lora';
 import { Denoiser } from '../core/denoiser';
+import { resolveNestedUNetConfig } from '../models/nested-unet';
 import { resolveUNetConfig } from '../models/unet';
 import { resolveMLPDenoiserConfig } from '../models/mlp';
 import { EDM2Config, resolveEDM2Config } from '../models/edm2';
@@ -262,11 +263,12 @@ export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
     throw e instanceof ConfigError ? new CheckpointError(file, `has an invalid config: ${e.message.slice(file.length + 2)}`) : e;
   }
   const net = raw.network;
-  if (!isObj(net) || (net.type !== 'unet' && net.type !== 'mlp' && net.type !== 'edm2') || !isObj(net.config))
-    throw bad(`"network" must be {"type": "unet" | "mlp" | "edm2", "config": {...}}, got ${JSON.stringify(net)?.slice(0, 80)}`);
+  if (!isObj(net) || (net.type !== 'unet' && net.type !== 'mlp' && net.type !== 'edm2' && net.type !== 'nested') || !isObj(net.config))
+    throw bad(`"network" must be {"type": "unet" | "mlp" | "edm2" | "nested", "config": {...}}, got ${JSON.stringify(net)?.slice(0, 80)}`);
   try {
     if (net.type === 'unet') resolveUNetConfig(net.config);
     else if (net.type === 'edm2') resolveEDM2Config(net.config as unknown as EDM2Config);
+    else if (net.type === 'nested') resolveNestedUNetConfig(net.config);
     else resolveMLPDenoiserConfig(net.config);
   } catch (e) {
     throw bad(`has an invalid network config: ${(e as Error).message}`);

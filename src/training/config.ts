@@ -98,6 +98,16 @@ export interface TrainConfig {
   augMax: number;
   /** Also blur half the low-res conditions (3 x 3 Gaussian, std ~ U[0.4, 0.6] low-res pixels; CDM's blurring augmentation). */
   augBlur: boolean;
+  /**
+   * Matryoshka diffusion (Gu et al. 2023; docs/resolution.md): the nested resolutions, smallest
+   * first, each twice the one before, the largest = imageSize (e.g. [16, 32, 64]); the model
+   * fields describe the core U-Net at the smallest. Empty: off (one resolution, as before).
+   */
+  nested: number[];
+  /** Progressive nested training: train the core alone, then add one outer level every this many steps (0: all levels from the start). */
+  nestedGrow: number;
+  /** The nested loss's weight per resolution, comma-separated, smallest first (e.g. '1,1,1'; null: all 1). */
+  nestedWeights: string | null;
   /** DDPM's T. */
   timesteps: number;
   /** EDM's sigma_data (0.5 for images in [-1, 1]; 1 suits the 2-D toys). */
@@ -201,6 +211,9 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   lowRes: null,
   augMax: 0,
   augBlur: false,
+  nested: [],
+  nestedGrow: 0,
+  nestedWeights: null,
   timesteps: 1000,
   sigmaData: 0.5,
   classConditional: 'auto',
@@ -269,6 +282,9 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   lowRes: { kind: 'int', nullable: true, min: 1 },
   augMax: { kind: 'number', min: 0, max: 1 },
   augBlur: { kind: 'bool' },
+  nested: { kind: 'ints' },
+  nestedGrow: { kind: 'int', min: 0 },
+  nestedWeights: { kind: 'string', nullable: true },
   timesteps: { kind: 'int', min: 2 },
   sigmaData: { kind: 'number', min: 0, above: true },
   classConditional: { kind: 'bool', auto: true },

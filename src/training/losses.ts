@@ -39,8 +39,8 @@ export interface LossOptions {
   scales?: readonly number[];
 }
 
-/** Mean over every dim but the first: [B, ...] -> [B]. */
-const meanFlat = (t: Tensor) => (t.ndim > 1 ? t.mean(Array.from({ length: t.ndim - 1 }, (_, i) => i + 1)) : t);
+/** Mean over every dim but the first: [B, ...] -> [B] (DDPM's mean_flat). */
+export const meanFlat = (t: Tensor) => (t.ndim > 1 ? t.mean(Array.from({ length: t.ndim - 1 }, (_, i) => i + 1)) : t);
 
 /**
  * Simple diffusion's multiscale loss (Hoogeboom et al. 2023, Sec. 3.3): for an error image
@@ -70,6 +70,29 @@ export function multiscaleMeanSquare(err: Tensor, scales: readonly number[]): Te
 }
 
 /**
+ * The error of a denoiser's estimate x0Hat of x0 from x = x0 + s n, measured in `target` space
+ * (s the noise level broadcast to x's shape; see denoisingLoss for the three spaces).
+ *
+ * @example
+ *   const err = targetError('eps', { x0, n, s, x, x0Hat }); // (x - x0Hat) / s - n
+ */
+export function targetError(target: Target, { x0, n, s, x, x0Hat }: { x0: Tensor; n: Tensor; s: Tensor; x: Tensor; x0Hat: Tensor }): Tensor {
+  return tidy(() => {
+    if (target === 'x0') return x0Hat.sub(x0);
+    if (target === 'eps') return x.sub(x0Hat).div(s).sub(n);
+    if (target === 'v') {
+      const { alpha, sigmaVp } = vpFromSigma(s);
+      const epsHat = x.sub(x0Hat).div(s);
+      return alpha
+        .mul(epsHat)
+        .sub(sigmaVp.mul(x0Hat))
+        .sub(alpha.mul(n).sub(sigmaVp.mul(x0)));
+    }
+    throw new TypeError(`denoisingLoss: target must be 'eps', 'x0' or 'v', got ${JSON.stringify(target)}`);
+  });
+}
+
+/**
  * The shared unit: n ~ N(0, I), x = x0 + sigma n, x0_hat = D(x, sigma), and
  * weight(sigma) * mean((prediction - truth)^2) in `target` space, where
  *   x0:  x0_hat vs x0
@@ -81,18 +104,7 @@ export function denoisingLoss(D: Denoiser, x0: Tensor, sigma: Tensor, { target =
     const s = expandSigma(sigma, x0); // [B, 1, ...]
     const n = generator.randnLike(x0);
     const x = x0.add(n.mul(s));
-    const x0Hat = D(x, sigma, cond);
-    let err: Tensor;
-    if (target === 'x0') err = x0Hat.sub(x0);
-    else if (target === 'eps') err = x.sub(x0Hat).div(s).sub(n);
-    else if (target === 'v') {
-      const { alpha, sigmaVp } = vpFromSigma(s);
-      const epsHat = x.sub(x0Hat).div(s);
-      err = alpha
-        .mul(epsHat)
-        .sub(sigmaVp.mul(x0Hat))
-        .sub(alpha.mul(n).sub(sigmaVp.mul(x0)));
-    } else throw new TypeError(`denoisingLoss: target must be 'eps', 'x0' or 'v', got ${JSON.stringify(target)}`);
+    const err = targetError(target, { x0, n, s, x, x0Hat: D(x, sigma, cond) });
     let perSample = scales ? multiscaleMeanSquare(err, scales) : meanFlat(err.square()); // [B]
     if (weight) perSample = perSample.mul(weight(sigma).to({ dtype: perSample.dtype }));
     return { loss: perSample.mean(), perSample, sigma };

@@ -167,7 +167,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     }
     const { lowRes, augMax, augBlur } = this.config;
     if (lowRes !== null) cond = { ...cond, ...trainingCondition(x, lowRes, { augMax, blur: augBlur, generator: gen }) }; // CDM Sec. 4.2: a super-resolution stage
-    return lossOf(x, gen, cond).loss;
+    return lossOf(x, gen, cond, k).loss;
   }
 
   /** Loads the data and builds the run (restoring every state from `resume` when given). */
