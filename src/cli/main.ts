@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `diffuse` command: train, train-classifier, sample, eval, samplers, info, export, phema, distill, lab. Exit codes: 0 success, 1 a
+ * The `diffuse` command: train, train-classifier, train-autoencoder, eval-autoencoder, sample, eval, samplers, info, export, phema, distill, lab. Exit codes: 0 success, 1 a
  * runtime failure (a corrupt checkpoint, a missing dataset, a NaN loss), 2 a usage
  * error (unknown command, flag or value), 130 interrupted by Ctrl-C.
  *
@@ -15,12 +15,15 @@ import { samplersCommand, samplersHelp } from './samplers';
 import { phemaCommand, phemaHelp } from './phema';
 import { trainCommand, trainHelp } from './train';
 import { trainClassifierCommand, trainClassifierHelp } from './train-classifier';
+import { evalAutoencoderCommand, evalAutoencoderHelp, trainAutoencoderCommand, trainAutoencoderHelp } from './autoencoder';
 import { distillCommand, distillHelp } from './distill';
 import { labCommand, labHelp } from './lab';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<number>; help: () => string; summary: string }> = {
   train: { run: trainCommand, help: trainHelp, summary: 'train a model (no options: the default Fashion-MNIST run)' },
   'train-classifier': { run: trainClassifierCommand, help: trainClassifierHelp, summary: 'train the Fashion-MNIST classifier / feature net (--noise ddpm: for guidance)' },
+  'train-autoencoder': { run: trainAutoencoderCommand, help: trainAutoencoderHelp, summary: 'train the KL autoencoder of latent diffusion on the emoji (L1 + multi-scale SSIM + KL)' },
+  'eval-autoencoder': { run: evalAutoencoderCommand, help: evalAutoencoderHelp, summary: 'an autoencoder on the emoji test split: PSNR, SSIM, reconstruction FD, latent statistics' },
   sample: { run: sampleCommand, help: sampleHelp, summary: 'draw samples from a checkpoint (default: the shipped Fashion-MNIST model)' },
   eval: { run: evalCommand, help: evalHelp, summary: 'measure sample quality: Frechet distance, KID, precision/recall, class accuracy (sweeps steps or guidance)' },
   samplers: { run: samplersCommand, help: samplersHelp, summary: 'list the samplers and grids of diffuse sample' },
