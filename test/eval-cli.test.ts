@@ -199,7 +199,13 @@ describe('diffuse eval on the shipped model', () => {
     const out = path.join(root, 'ev');
     const r = await quick('eval', '--n', '20', '--batch', '10', '--steps', '3', '--sampler', 'dpmpp-2m', '--guidance', '1,2', '--threads', '1', '--out', out);
     assert.equal(r.code, 0, r.err);
-    const rows = JSON.parse(fs.readFileSync(/wrote (\S+\.json)/.exec(r.out)![1], 'utf8')) as { guidance: number; guidanceType: string; nfe: number; space: string; metrics: Record<string, { value: number }> }[];
+    const rows = JSON.parse(fs.readFileSync(/wrote (\S+\.json)/.exec(r.out)![1], 'utf8')) as {
+      guidance: number;
+      guidanceType: string;
+      nfe: number;
+      space: string;
+      metrics: Record<string, { value: number }>;
+    }[];
     assert.deepEqual(
       rows.map((x) => [x.guidance, x.guidanceType, x.nfe]),
       [

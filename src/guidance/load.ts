@@ -99,7 +99,10 @@ export function prepareGuidance(D: Denoiser, meta: Pick<CheckpointMeta, 'classNa
       throw new GuideMismatchError(`guide ${spec.guide}: not a model of the same task (classes or sample shape differ)`);
     }
     return {
-      at: (scale, base = D) => ({ denoiser: autoguidance(base, guide.denoiser, { scale, interval: spec.interval }), describe: `autoguidance w = ${scale} (guide ${spec.guide}, step ${guide.meta.step})` }),
+      at: (scale, base = D) => ({
+        denoiser: autoguidance(base, guide.denoiser, { scale, interval: spec.interval }),
+        describe: `autoguidance w = ${scale} (guide ${spec.guide}, step ${guide.meta.step})`,
+      }),
       dispose: () => guide.net.dispose(),
     };
   }
