@@ -59,12 +59,9 @@ export function formatNumber(v: number): string {
 
 export function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '?';
-  if (s < 60) return `${s.toFixed(0)}s`;
-  if (s < 3600)
-    return `${Math.floor(s / 60)}m${Math.round(s % 60)
-      .toString()
-      .padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${Math.round((s % 3600) / 60)
-    .toString()
-    .padStart(2, '0')}m`;
+  const r = Math.round(s); // round once, so 239.6 s is 4m00s, not 3m60s
+  if (r < 60) return `${r}s`;
+  if (r < 3600) return `${Math.floor(r / 60)}m${(r % 60).toString().padStart(2, '0')}s`;
+  const m = Math.round(r / 60);
+  return `${Math.floor(m / 60)}h${(m % 60).toString().padStart(2, '0')}m`;
 }
