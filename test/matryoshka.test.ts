@@ -16,6 +16,7 @@ import { keep, noGrad, tidy } from '../src/engine/scope';
 import { Tensor } from '../src/engine/tensor';
 import { resolutionShift, shiftDiscreteVP } from '../src/core/schedules';
 import { NestedUNet } from '../src/models/nested-unet';
+import { nestedUnetFlops, unetFlops } from '../src/models/flops';
 import { activeLevels, nestedLayout, nestedLoss, NestedNetwork, NestedPrecond, pack, packedSize, pyramid, unpack } from '../src/resolution/matryoshka';
 import { buildDenoiser, buildSchedule, generateSamples } from '../src/training/build';
 import { loadModel } from '../src/training/checkpoint';
@@ -184,6 +185,20 @@ test('pack / unpack: y^r = x^r / k_r, and a prefix of the levels packs alone', (
   });
 });
 
+test('nestedUnetFlops: the core plus each outer level, by hand', () => {
+  const net = new NestedUNet({
+    core: { inChannels: 1, imageSize: 4, modelChannels: 2, groups: 1, channelMult: [1], numResBlocks: 1, attentionResolutions: [], midAttention: false },
+    resolutions: [4, 8],
+  });
+  // The core alone is unetFlops' hand-checked one-level U-Net (test/resolution-cascade.test.ts): 15,968.
+  assert.equal(nestedUnetFlops(net, 1), unetFlops(net.core, 4));
+  assert.equal(unetFlops(net.core, 4), 15968);
+  // The 8 px level (2 channels, 1 block): conv_in 1->2 2304; encoder res 2->2 2 x 4608 + emb 64; strided down conv at 4x4 1152;
+  // to_inner 1x1 128; up conv at 8x8 4608; two decoder res 4->2: 9216 + 4608 + 1x1 skip 1024 + emb 64 each; out_conv 2->1 2304.
+  assert.equal(nestedUnetFlops(net), 15968 + 2304 + 9280 + 1152 + 128 + 4608 + 2 * 14912 + 2304);
+  net.dispose();
+});
+
 test('progressive growth: levels grow every nestedGrow steps', () => {
   assert.deepEqual(
     [0, 1, 2, 3, 4, 5, 99].map((k) => activeLevels(k, 2, 3)),
@@ -233,6 +248,17 @@ test('progressive training: the outer level is frozen (not updated) before its g
   const straight = await u.run();
   assert.deepEqual(straight.losses.slice(2), resumed.losses.slice(2));
   assert.ok(!changed(resumedWeights, u.net.parameters()));
+  // Each level's loss term per step: NaN before its growth, summing to the loss (weights 1), and restored exactly on resume.
+  const levels = u.levelLosses!;
+  assert.deepEqual(
+    levels.map((h) => h.map(Number.isNaN)),
+    [
+      [false, false, false, false],
+      [true, true, false, false],
+    ],
+  );
+  for (let k = 0; k < 4; k++) assert.ok(Math.abs(levels[0][k] + (k < 2 ? 0 : levels[1][k]) - straight.losses[k]) < 1e-5, `step ${k + 1}: the terms sum to the loss`);
+  assert.deepEqual(r.levelLosses, levels);
   u.dispose();
 });
 
@@ -279,6 +305,11 @@ test('CLI: train --nested 8,16 --nested-grow 1, then sample --resolution 8 and 1
     const png = fs.readFileSync(path.join(root, `each${res}`, '000000.png'));
     assert.equal(png.readUInt32BE(16), size); // the IHDR width
   }
+  // info: the nested network's cost and one loss line per resolution (the 16 px level grew at step 2, so it has 1 step)
+  r = await runQuick(root, 'info', run);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /nested unet \(Matryoshka\).*; \d+\.\d{3} GFLOP per sample forward \(every level\)/);
+  assert.match(r.out, /loss 8 px +first 100 steps [\d.]+, .*\(2 steps\)\nloss 16 px +first 100 steps [\d.]+, .*\(1 steps\)/);
   r = await runQuick(root, 'sample', run, '--n', '1', '--steps', '2', '--resolution', '32');
   assert.equal(r.code, 2);
   assert.match(r.err, /--resolution 32: expected one of this model's resolutions, 8, 16/);

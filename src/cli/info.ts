@@ -4,8 +4,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { UNet, UNetConfig } from '../models/unet';
-import { unetFlops } from '../models/flops';
+import { UNet } from '../models/unet';
+import { NestedUNet } from '../models/nested-unet';
+import { nestedUnetFlops, unetFlops } from '../models/flops';
+import { levelHistory } from '../training/trainer';
 import { CheckpointMeta, checkpointJsonPath, decodeFloats, exportCheckpoint, PARTS, readCheckpointMeta } from '../training/checkpoint';
 import { formatSeconds } from '../util/progress';
 import { choiceFlag, numberFlag, parseArgs, table, UsageError } from './args';
@@ -47,7 +49,19 @@ export function infoCommand(argv: readonly string[]): number {
   if (args.flags.has('json')) {
     const { state, ...rest } = meta;
     process.stdout.write(
-      JSON.stringify({ ...rest, state: state && { ...state, losses: `<${decodeFloats(state.losses).length} float32>`, generators: Object.keys(state.generators) } }, null, 2) + '\n',
+      JSON.stringify(
+        {
+          ...rest,
+          state: state && {
+            ...state,
+            losses: `<${decodeFloats(state.losses).length} float32>`,
+            ...(state.levelLosses ? { levelLosses: Object.keys(state.levelLosses) } : {}),
+            generators: Object.keys(state.generators),
+          },
+        },
+        null,
+        2,
+      ) + '\n',
     );
     return 0;
   }
@@ -63,18 +77,18 @@ export function infoCommand(argv: readonly string[]): number {
     const status = !st ? 'MISSING' : st.size !== rec.bytes ? `WRONG SIZE (${st.size} bytes, recorded ${rec.bytes})` : kb(st.size);
     files.push([rec.file, `${status} (${part})`]);
   }
-  const lossLine = losses.length
-    ? `first 100 steps ${mean(losses.slice(0, 100)).toFixed(4)}, last 100 ${mean(losses.slice(-100)).toFixed(4)}, min ${Math.min(...losses).toFixed(4)}, max ${Math.max(...losses).toFixed(4)} (${losses.length} steps)`
-    : 'no history';
+  const lossLine = losses.length ? lossSummary(losses) : 'no history';
+  const levelRows = meta.state?.levelLosses ? meta.config.nested.map((r): [string, string] => [`loss ${r} px`, lossSummary(levelHistory(meta, r).filter((v) => !Number.isNaN(v)))]) : [];
+  const flops = forwardFlops(meta);
   const net = meta.network;
   const params = `${meta.numParameters.toLocaleString('en-US')} parameters`;
   const netDesc =
     net.type === 'unet'
-      ? `unet, ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numResBlocks} res block(s) per level, attention at [${net.config.attentionResolutions}], ${net.config.noiseEmbedding} noise embedding${superRes(c)}; ${(forwardFlops(net.config, meta.sampleShape) / 1e9).toFixed(3)} GFLOP per image forward`
+      ? `unet, ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numResBlocks} res block(s) per level, attention at [${net.config.attentionResolutions}], ${net.config.noiseEmbedding} noise embedding${superRes(c)}; ${(flops! / 1e9).toFixed(3)} GFLOP per image forward`
       : net.type === 'edm2'
         ? `edm2 (magnitude-preserving), ${params}: ${net.config.modelChannels} channels x [${net.config.channelMult}], ${net.config.numBlocks} block(s) per encoder level, attention at [${net.config.attnResolutions}]`
         : net.type === 'nested'
-          ? `nested unet (Matryoshka), ${params}: resolutions [${net.config.resolutions}], core ${net.config.core.modelChannels} channels x [${net.config.core.channelMult}] at ${net.config.resolutions[0]} px`
+          ? `nested unet (Matryoshka), ${params}: resolutions [${net.config.resolutions}], core ${net.config.core.modelChannels} channels x [${net.config.core.channelMult}] at ${net.config.resolutions[0]} px; ${(flops! / 1e9).toFixed(3)} GFLOP per sample forward (every level)`
           : `mlp, ${params}: width ${net.config.hidden}, depth ${net.config.depth}`;
   const weighting = c.weighting === 'auto' ? '' : `, ${c.weighting === 'min-snr' ? `min-SNR-${c.minSnrGamma}` : c.weighting} weighting`;
   const shift = logSnrShift(c);
@@ -105,10 +119,16 @@ export function infoCommand(argv: readonly string[]): number {
       'training',
       `batch ${c.batchSize}, ${c.optimizer} lr ${c.lr} (${c.lrSchedule}${c.lrSchedule === 'inv-sqrt' ? ` from step ${c.lrRefSteps}` : ''}, warm-up ${c.warmupSteps}), EMA ${c.ema === 'phema' ? `post-hoc (power-function sigma_rel ${c.phemaStds.join(', ')}, snapshots every ${c.phemaSnapshotEvery} steps)` : c.emaDecay !== null ? `decay ${c.emaDecay}` : `half-life ${c.emaHalfLifeImages} images`}, ${(meta.step * c.batchSize).toLocaleString('en-US')} images seen${meta.state ? `, ${formatSeconds(meta.state.trainSeconds)} of training` : ''}`,
     ],
-    ...(net.type === 'unet'
-      ? [['compute', `~${((3 * forwardFlops(net.config, meta.sampleShape) * meta.step * c.batchSize) / 1e15).toFixed(3)} PFLOP of training (3 x forward x images seen)`] as [string, string]]
+    ...(flops !== null
+      ? [
+          [
+            'compute',
+            `~${((3 * flops * meta.step * c.batchSize) / 1e15).toFixed(3)} PFLOP of training (3 x forward x images seen${c.nestedGrow > 0 ? ', counting every level from the start' : ''})`,
+          ] as [string, string],
+        ]
       : []),
     ['loss', lossLine],
+    ...levelRows,
     ...files.map(([f, s], i): [string, string] => [i === 0 ? 'files' : '', `${f}  ${s}`]),
   ];
   process.stdout.write(`${table(rows, 0)}\nconfig\n${JSON.stringify(c, null, 2)}\n`);
@@ -121,14 +141,21 @@ function superRes(c: CheckpointMeta['config']): string {
   return `, super-resolution from ${c.lowRes} px (the low-res image concatenated; augmentation s ~ U[0, ${c.augMax}]${c.augBlur ? ', blur' : ''}; docs/resolution.md)`;
 }
 
-/** unetFlops of the network a config builds, at the sample size. */
-function forwardFlops(config: UNetConfig, shape: number[]): number {
-  const net = new UNet(config);
+/** The forward FLOPs of one sample of the checkpoint's network (unetFlops, nestedUnetFlops), or null for other networks. */
+function forwardFlops(meta: CheckpointMeta): number | null {
+  const spec = meta.network;
+  const net = spec.type === 'unet' ? new UNet(spec.config) : spec.type === 'nested' ? new NestedUNet(spec.config) : null;
   try {
-    return unetFlops(net, shape[1], shape[2]);
+    return net instanceof UNet ? unetFlops(net, meta.sampleShape[1], meta.sampleShape[2]) : net instanceof NestedUNet ? nestedUnetFlops(net) : null;
   } finally {
-    net.dispose();
+    net?.dispose();
   }
+}
+
+/** "first 100 steps ..., last 100 ..., min, max (n steps)" of a loss history. */
+function lossSummary(losses: readonly number[]): string {
+  if (!losses.length) return 'no history';
+  return `first 100 steps ${mean(losses.slice(0, 100)).toFixed(4)}, last 100 ${mean(losses.slice(-100)).toFixed(4)}, min ${Math.min(...losses).toFixed(4)}, max ${Math.max(...losses).toFixed(4)} (${losses.length} steps)`;
 }
 
 export function exportCommand(argv: readonly string[]): number {

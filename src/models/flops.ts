@@ -10,6 +10,7 @@
  *   unetFlops(new UNet({ inChannels: 3, imageSize: 64, modelChannels: 16, channelMult: [1, 2, 4, 4] }), 64); // ~1e9
  */
 import { Conv2d, Linear } from '../nn/layers';
+import { NestedUNet } from './nested-unet';
 import { Downsample } from '../nn/resample';
 import { AttentionBlock, ResBlock, UNet, UNetBlock } from './unet';
 
@@ -39,8 +40,34 @@ function blockFlops(b: UNetBlock, h: number, w: number): number {
 
 /** Forward FLOPs of one image of size H x W (batch 1), the noise, class, guidance and augmentation embeddings included. */
 export function unetFlops(net: UNet, H: number, W = H): number {
+  return coreFlops(net, H, W) + convFlops(net.out_conv, H, W);
+}
+
+/**
+ * Forward FLOPs of a nested (Matryoshka) U-Net on one sample of its first `levels` resolutions
+ * (default all): the core at the smallest, plus each outer level's convolutions and output head.
+ *
+ * @example
+ *   nestedUnetFlops(new NestedUNet({ core: { inChannels: 3, imageSize: 16, modelChannels: 32, channelMult: [1, 2, 2] }, resolutions: [16, 32, 64] })); // ~1.1e9
+ */
+export function nestedUnetFlops(net: NestedUNet, levels = net.resolutions.length): number {
+  const r = net.resolutions;
+  let total = unetFlops(net.core, r[0]);
+  for (let l = 1; l < levels; l++) {
+    const o = net.outer[l - 1];
+    const [h, half] = [r[l], r[l] / 2];
+    total += convFlops(o.conv_in, h, h) + convFlops(o.out_conv, h, h) + convFlops(o.to_inner, half, half);
+    for (const b of [...o.enc, ...o.dec]) total += resFlops(b, h, h);
+    if (o.down.conv) total += convFlops(o.down.conv, half, half);
+    if (o.up.conv) total += convFlops(o.up.conv, h, h);
+  }
+  return total;
+}
+
+/** The U-Net without its output conv (the nested network's core shares this count). */
+function coreFlops(net: UNet, H: number, W: number): number {
   let [h, w] = [H, W];
-  let total = convFlops(net.conv_in, h, w) + convFlops(net.out_conv, h, w);
+  let total = convFlops(net.conv_in, h, w);
   for (const m of [net.map_layer0, net.map_layer1, net.map_guidance0, net.map_guidance1, net.map_aug0, net.map_aug1]) total += linearFlops(m);
   for (const b of net.enc) {
     if (b instanceof Downsample) {

@@ -334,7 +334,8 @@ export function edmSigma(config: Pick<TrainConfig, ShiftKeys> & { nested?: numbe
 }
 
 /** A training loss: the clean batch [B, ...] -> a LossResult, drawing sigma and noise from `generator`; `step` (the training step) matters to progressive nested training only. */
-export type TrainLoss = (x0: Tensor, generator: Generator, cond?: Conditioning, step?: number) => LossResult;
+/** A training loss; a nested (Matryoshka) run's also gives each grown level's mean loss term, smallest first (`levels`). */
+export type TrainLoss = (x0: Tensor, generator: Generator, cond?: Conditioning, step?: number) => LossResult & { levels?: number[] };
 
 /**
  * The config's objective (docs/training.md, section 4) for a denoiser D; `logvar` is u(sigma)
@@ -507,8 +508,9 @@ function nestedTrainLoss(config: TrainConfig, net: NestedUNet): TrainLoss {
     const x0s = pyramid(x0, layout.resolutions.slice(0, L));
     try {
       const r = nestedLoss(net, precond, layout, x0s, { generator, cond, target, sampleSigma, weighting, weights });
+      const levels = r.terms.map((t) => t.item());
       for (const t of r.terms) t.dispose();
-      return { loss: r.loss, perSample: r.perSample, sigma: r.sigma };
+      return { loss: r.loss, perSample: r.perSample, sigma: r.sigma, levels };
     } finally {
       for (const x of x0s) x.dispose();
     }

@@ -86,6 +86,8 @@ export interface CheckpointMeta {
     worldSize?: number;
     /** Seconds spent training so far. */
     trainSeconds: number;
+    /** A nested run's per-step loss term at each resolution (keyed by it), float32 base64 like `losses`. */
+    levelLosses?: Record<string, string>;
   } | null;
   /** Set on an export: where it came from (posthocEma: reconstructed by `diffuse phema` from that many snapshots). */
   exportedFrom?: { step: number; part: Part; dtype: DType; posthocEma?: { sigmaRel: number; snapshots: number } };

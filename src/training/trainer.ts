@@ -51,7 +51,7 @@ import {
   SEED_STREAMS,
   TrainData,
 } from './build';
-import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta, checkpointJsonPath, loadModel, readCheckpointMeta } from './checkpoint';
+import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta, checkpointJsonPath, decodeFloats, encodeFloats, loadModel, readCheckpointMeta } from './checkpoint';
 import { applyLora, LoraOptions, loraNamedParameters, loraParameters, saveLora } from '../nn/lora';
 import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
 import { CheckpointFormat, emaStateDict, LoopCheckpoint, LoopResult, NonFiniteLossError, Tracker, TrainingLoop, TrainPart } from './loop';
@@ -89,6 +89,8 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
   readonly phema: PhemaTracker | null;
   /** A LoRA run's adapter options (only the adapters train; their EMA is written to OUT/lora at each checkpoint), or null. */
   readonly lora: LoraOptions | null;
+  /** A nested (Matryoshka) run's loss term per resolution at every step, smallest first (NaN before a level has grown); null for other runs. */
+  readonly levelLosses: number[][] | null;
   readonly #gen: Generator;
   readonly #dropoutGen: Generator;
   readonly #nullClass: number | null;
@@ -127,6 +129,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       }
     }
     this.#nullClass = this.net.nullClass;
+    this.levelLosses = c.nested.length ? c.nested.map(() => []) : null;
     const lossOf = buildLoss(c, buildDenoiser(c, this.net), this.net);
     const params = this.lora ? loraNamedParameters(this.net) : this.net.namedParameters();
     this.optimizer = c.optimizer === 'adamw' ? new AdamW(params, { lr: c.lr, weightDecay: c.weightDecay }) : new Adam(params, { lr: c.lr, weightDecay: c.weightDecay });
@@ -167,7 +170,9 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     }
     const { lowRes, augMax, augBlur } = this.config;
     if (lowRes !== null) cond = { ...cond, ...trainingCondition(x, lowRes, { augMax, blur: augBlur, generator: gen }) }; // CDM Sec. 4.2: a super-resolution stage
-    return lossOf(x, gen, cond, k).loss;
+    const r = lossOf(x, gen, cond, k);
+    this.levelLosses?.forEach((h, l) => h.push(r.levels?.[l] ?? NaN)); // MDM: each resolution's term, for the per-level curves
+    return r.loss;
   }
 
   /** Loads the data and builds the run (restoring every state from `resume` when given). */
@@ -234,7 +239,11 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
         classNames: this.#nullClass !== null ? this.data.classNames : null,
         sampleShape: this.data.shape,
       }),
-      state: () => ({ ema: this.ema ? { nimg: this.ema.nimg, updates: this.ema.updates } : { nimg: 0, updates: this.phema!.step }, worldSize: this.parallel?.worldSize ?? 1 }),
+      state: () => ({
+        ema: this.ema ? { nimg: this.ema.nimg, updates: this.ema.updates } : { nimg: 0, updates: this.phema!.step },
+        worldSize: this.parallel?.worldSize ?? 1,
+        ...(this.levelLosses ? { levelLosses: Object.fromEntries(this.config.nested.map((r, l) => [String(r), encodeFloats(this.levelLosses![l].slice(0, this.step))])) } : {}),
+      }),
       // With ema 'phema', the EMA weights that sample and eval load are the first power-function average.
       files: () => {
         const files: Record<string, { tensors: Record<string, Tensor>; metadata: Record<string, string> }> = {};
@@ -343,7 +352,15 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
         `${dir} was trained by ${written} rank${written === 1 ? '' : 's'} (global batch ${this.config.batchSize * written}) and this run has ${world}: resume with the same world size (--nproc-per-node x --nnodes)`,
       );
     this.restore(checkpointJsonPath(dir), meta as unknown as LoopCheckpoint);
+    this.levelLosses?.forEach((h, l) => h.splice(0, Infinity, ...levelHistory(meta, this.config.nested[l])));
   }
+}
+
+/** A nested run's loss term at resolution r for each of the checkpoint's steps (NaN where it was not recorded). */
+export function levelHistory(meta: CheckpointMeta, r: number): number[] {
+  const b64 = meta.state?.levelLosses?.[String(r)];
+  const h = b64 === undefined ? [] : decodeFloats(b64).slice(0, meta.step);
+  return [...h, ...Array<number>(meta.step - h.length).fill(NaN)];
 }
 
 /** Fine-tuning: copies the EMA weights of the run in `dir` into `net` (whose network must be the run's). */
