@@ -76,8 +76,12 @@ export interface CheckpointMeta {
   files: Partial<Record<Part, FileRecord>>;
   /** Training state (absent in an export for sampling). */
   state: {
-    /** Per-step losses, float32 little-endian, base64. */
+    /** Per-step losses, float32 little-endian, base64 (a multi-phase run: its first phase's). */
     losses: string;
+    /** A multi-phase run's other phases' losses, by phase name (training/loop.ts). */
+    phaseLosses?: Record<string, string>;
+    /** A multi-phase run's phase names in order, the first the one of `losses` (absent in older checkpoints). */
+    phases?: string[];
     /** Generator states, base64 (Generator.state()). */
     generators: Record<string, string>;
     loader: { step: number };
