@@ -100,6 +100,7 @@ export function infoCommand(argv: readonly string[]): number {
       'data',
       `${c.data}${c.dataLimit !== null ? ` (first ${c.dataLimit})` : ''}, samples [${meta.sampleShape}]${meta.classNames ? `, ${meta.classNames.length} classes: ${meta.classNames.join(', ')} (label dropout ${c.labelDropout})` : ', unconditional'}`,
     ],
+    ...(meta.latent ? [['latent', latentLine(meta.latent)] as [string, string]] : []),
     ['objective', objective[c.objective]],
     [
       'training',
@@ -113,6 +114,13 @@ export function infoCommand(argv: readonly string[]): number {
   ];
   process.stdout.write(`${table(rows, 0)}\nconfig\n${JSON.stringify(c, null, 2)}\n`);
   return 0;
+}
+
+/** What a latent model decodes with: the autoencoder, the shapes, the normalization. */
+function latentLine(r: NonNullable<CheckpointMeta['latent']>): string {
+  const f = (xs: number[]) => xs.map((v) => Number(v.toPrecision(4))).join(', ');
+  const norm = r.norm === 'scalar' ? `z x ${Number(r.scale[0].toPrecision(4))} (scale factor 1 / std(z))` : `(z - [${f(r.shift)}]) x [${f(r.scale)}] (per channel)`;
+  return `latent diffusion: samples are latents [${r.latentShape}] of the KL-f${r.factor} autoencoder ${r.autoencoder}, decoded to [3, ${r.imageSize}, ${r.imageSize}] images; normalized ${norm}`;
 }
 
 /** ', super-resolution from N px (...)' for an SR stage, else ''. */
