@@ -230,6 +230,7 @@ describe('sampling a latent model', () => {
       assert.ok(inRange(g));
       g.dispose();
       assert.throws(() => generateSamples(m.denoiser, m.meta.config, { ...opts, decode: undefined }), /a latent model .* samples latents: pass decode/);
+      assert.throws(() => generateSamples(m.denoiser, m.meta.config, { ...opts, clip: true }), /a latent model samples unbounded latents/);
     } finally {
       m.net.dispose();
       m.latent?.dispose();
@@ -248,6 +249,11 @@ describe('sampling a latent model', () => {
     assert.deepEqual(readCheckpointMeta(path.join(root, 'exported')).latent, readCheckpointMeta(run).latent);
     const se = await runQuick(root, 'sample', 'exported', '-n', '2', '--steps', '2', '--sampler', 'euler', '--out', 'e.png', '--threads', '1');
     assert.equal(se.code, 0, se.err);
+    const ev = await runQuick(root, 'eval', 'run', '--n', '4', '--steps', '2', '--no-cache', '--threads', '1');
+    assert.equal(ev.code, 0, ev.err);
+    assert.match(ev.out, /features emoji-cnn-v1/);
+    const report = JSON.parse(fs.readFileSync(path.join(run, 'eval', 'ddpm_trailing_steps2_n4_seed0.json'), 'utf8'));
+    assert.ok(Number.isFinite(report.metrics.fd.value), 'decoded samples measured like any emoji model');
     const info = await runQuick(root, 'info', 'run');
     assert.equal(info.code, 0, info.err);
     assert.match(info.out, /latent {6}latent diffusion: samples are latents \[4,4,4\] of the KL-f4 autoencoder .*ae, decoded to \[3, 16, 16\] images; normalized z x [\d.]+ \(scale factor/);

@@ -513,6 +513,8 @@ export function generateSamples(D: Denoiser, config: TrainConfig, opts: Generate
   getSampler(opts.sampler ?? 'ddpm'); // an unknown name fails before any work
   if (config.latent !== null && !decode) throw new TypeError(`generateSamples: a latent model (latent ${JSON.stringify(config.latent)}) samples latents: pass decode (loadModel's latent.decode)`);
   if (config.latent === null && decode) throw new TypeError('generateSamples: decode is for a latent model (config latent), this one samples pixels');
+  if (config.latent !== null && clipOpt === true)
+    throw new RangeError('clip clamps x0 estimates to [-1, 1], the range of pixels; a latent model samples unbounded latents (drop --clip; the decoded images are clamped)');
   const clip = (clipOpt ?? true) && opts.shape.length === 3 && config.latent === null; // latents are unbounded: never clipped
   if (config.nested.length) return generateNested(D, config, { ...opts, clip });
   const sigmas = samplingSigmas(config, steps, grid);
