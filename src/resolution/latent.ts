@@ -173,7 +173,12 @@ export interface LatentRecord extends LatentNormalization {
   latentShape: number[];
 }
 
-/** What is wrong with a LatentRecord read from a file (null: nothing). */
+/**
+ * What is wrong with a LatentRecord read from a file (null: nothing).
+ *
+ * @example
+ *   latentRecordProblem(JSON.parse(text).latent); // null, or e.g. '"latent.norm" must be ...'
+ */
 export function latentRecordProblem(v: unknown): string | null {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return `"latent" must be an object, got ${JSON.stringify(v)}`;
   const r = v as Record<string, unknown>;

@@ -6,6 +6,7 @@
  *
  * @example
  *   const data = loadTrainData(config);
+ *   const latentData = loadTrainData(config, { latent: openLatentCodec(config.latent!, config.latentNorm) }); // a latent run's normalized latents
  *   const c = materializeConfig(config, data);                 // the model config filled in
  *   const net = buildNetwork(networkSpec(c, data), { generator: new Generator(0) });
  *   const D = buildDenoiser(c, net);
