@@ -20,6 +20,7 @@ import { loadModel, readCheckpointMeta } from '../src/training/checkpoint';
 import { generateSamples } from '../src/training/build';
 import { SAMPLERS } from '../src/sampling';
 import { classifierFreeGuidance } from '../src/guidance/cfg';
+import { prepareGuidance } from '../src/guidance/load';
 import { runQuick } from './cli-run';
 
 setNumThreads(1);
@@ -229,6 +230,15 @@ describe('sampling a latent model', () => {
       assert.deepEqual(g.shape, [2, 3, 16, 16]);
       assert.ok(inRange(g));
       g.dispose();
+      // Autoguidance with a weaker latent model of the same space; a guide in another space (other normalization) is refused.
+      const auto = prepareGuidance(m.denoiser, m.meta, { type: 'auto', guide: path.join(root, 'run-b') });
+      const ag = generateSamples(auto.at(2).denoiser, m.meta.config, { ...opts, sampler: 'euler' });
+      assert.deepEqual(ag.shape, [2, 3, 16, 16]);
+      assert.ok(inRange(ag));
+      ag.dispose();
+      auto.dispose();
+      assert.throws(() => prepareGuidance(m.denoiser, m.meta, { type: 'auto', guide: path.join(root, 'run-channel') }), /not in the same space as the model/);
+      assert.throws(() => prepareGuidance(m.denoiser, m.meta, { type: 'classifier' }), /classifier reads noisy pixels, but this latent model denoises latents/);
       assert.throws(() => generateSamples(m.denoiser, m.meta.config, { ...opts, decode: undefined }), /a latent model .* samples latents: pass decode/);
       assert.throws(() => generateSamples(m.denoiser, m.meta.config, { ...opts, clip: true }), /a latent model samples unbounded latents/);
     } finally {
@@ -246,7 +256,20 @@ describe('sampling a latent model', () => {
     assert.deepEqual([img.width, img.height], [16, 16]);
     const e = await runQuick(root, 'export', 'run', 'exported');
     assert.equal(e.code, 0, e.err);
-    assert.deepEqual(readCheckpointMeta(path.join(root, 'exported')).latent, readCheckpointMeta(run).latent);
+    const exported = path.join(root, 'exported', 'checkpoint.json');
+    assert.deepEqual(readCheckpointMeta(exported).latent, readCheckpointMeta(run).latent);
+    // checkpoint.json's latent record is checked when read.
+    const text = fs.readFileSync(exported, 'utf8');
+    const broken = (edit: (j: Record<string, unknown> & { latent: Record<string, unknown> }) => void, re: RegExp) => {
+      const j = JSON.parse(text);
+      edit(j);
+      fs.writeFileSync(exported, JSON.stringify(j));
+      assert.throws(() => readCheckpointMeta(exported), re);
+    };
+    broken((j) => delete (j as Record<string, unknown>).latent, /its config trains on latents \(latent ".*ae"\) but it has no "latent" record/);
+    broken((j) => (j.latent.norm = 'pixel'), /"latent.norm" must be 'scalar' or 'channel', got "pixel"/);
+    broken((j) => (j.latent.scale = [1, 2]), /"latent.shift" and "latent.scale" must be 4 finite numbers each/);
+    fs.writeFileSync(exported, text);
     const se = await runQuick(root, 'sample', 'exported', '-n', '2', '--steps', '2', '--sampler', 'euler', '--out', 'e.png', '--threads', '1');
     assert.equal(se.code, 0, se.err);
     const ev = await runQuick(root, 'eval', 'run', '--n', '4', '--steps', '2', '--no-cache', '--threads', '1');
