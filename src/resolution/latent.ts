@@ -93,7 +93,11 @@ export function measureLatents(net: Autoencoder, images: Tensor, { batchSize = 6
  * @example
  *   const [mean, logvar] = encodePosteriors(ae, images).chunk(2, 1);
  */
-export function encodePosteriors(net: Autoencoder, images: Tensor, { batchSize = 64 }: { batchSize?: number } = {}): Tensor {
+export function encodePosteriors(
+  net: Autoencoder,
+  images: Tensor,
+  { batchSize = 64, onBatch }: { batchSize?: number; /** Called after each batch with its size (progress). */ onBatch?: (size: number) => void } = {},
+): Tensor {
   return noGrad(() =>
     tidy(() => {
       const parts: Tensor[] = [];
@@ -102,6 +106,7 @@ export function encodePosteriors(net: Autoencoder, images: Tensor, { batchSize =
         const x = raw.dtype === 'uint8' ? raw.float().div(127.5).sub(1) : raw.float();
         const { mean, logvar } = net.encode(x);
         parts.push(cat([mean, logvar], 1));
+        onBatch?.(raw.dim(0));
       }
       return cat(parts, 0);
     }),
@@ -212,7 +217,7 @@ export class LatentCodec {
   }
 
   /** The posteriors of uint8 images (encodePosteriors): [N, 2C, h, w], mean and logvar. */
-  encodePosteriors(images: Tensor, opts: { batchSize?: number } = {}): Tensor {
+  encodePosteriors(images: Tensor, opts: { batchSize?: number; onBatch?: (size: number) => void } = {}): Tensor {
     return encodePosteriors(this.net, images, opts);
   }
 

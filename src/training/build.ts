@@ -20,6 +20,7 @@ import { Generator } from '../engine/random';
 import { dispose, tidy } from '../engine/scope';
 import { tensor } from '../engine/create';
 import { LatentCodec } from '../resolution/latent';
+import { Progress } from '../util/progress';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 import {
@@ -104,7 +105,7 @@ function keepClasses(ds: { images: Tensor; labels: Tensor; classNames: string[] 
  * The dataset a config names, with a batch function for its batchSize and seed. With `latent`
  * (a latent run's codec, config latent) the samples are the images' normalized latents (latentTrainData).
  */
-export function loadTrainData(config: TrainConfig, { latent = null }: { latent?: LatentCodec | null } = {}): TrainData {
+export function loadTrainData(config: TrainConfig, { latent = null, log = null }: { latent?: LatentCodec | null; log?: NodeJS.WritableStream | null } = {}): TrainData {
   const { data, batchSize, seed } = config;
   if (Object.hasOwn(TOYS, data) && latent) throw new ConfigError('latent', `encodes images, but ${data} is 2-D point data`);
   if (Object.hasOwn(TOYS, data)) {
@@ -145,7 +146,7 @@ export function loadTrainData(config: TrainConfig, { latent = null }: { latent?:
   }
   if (latent) {
     try {
-      return latentTrainData(ds, latent, config);
+      return latentTrainData(ds, latent, config, log);
     } catch (e) {
       dispose([ds.images, ds.labels]);
       throw e;
@@ -173,12 +174,12 @@ export function loadTrainData(config: TrainConfig, { latent = null }: { latent?:
 
 /**
  * A latent run's data (docs/latent.md): every training image is encoded once up front to its
- * posterior (mean and logvar; with flips, the flipped image's too), and the batch of step k is a
+ * posterior (mean and logvar; with flips, the flipped image's too; a progress bar on `log`), and the batch of step k is a
  * posterior sample of the images the DataLoader picks for k, drawn from a generator seeded by
  * (seed, k) and normalized by the codec: a pure function of the step, so resume stays bit-exact.
  * Takes ownership of ds's tensors.
  */
-function latentTrainData(ds: { images: Tensor; labels: Tensor; classNames: string[] }, codec: LatentCodec, config: TrainConfig): TrainData {
+function latentTrainData(ds: { images: Tensor; labels: Tensor; classNames: string[] }, codec: LatentCodec, config: TrainConfig, log: NodeJS.WritableStream | null): TrainData {
   const r = codec.record;
   if (config.imageSize !== r.imageSize)
     throw new ConfigError(
@@ -189,8 +190,12 @@ function latentTrainData(ds: { images: Tensor; labels: Tensor; classNames: strin
   if (ds.images.dim(1) !== c)
     throw new ConfigError('data', `${config.data} has ${ds.images.dim(1)} channel(s), but the autoencoder of latent ${JSON.stringify(config.latent)} encodes ${c}-channel images`);
   const { images, labels } = ds;
-  const moments = codec.encodePosteriors(images); // [N, 2C, h, w]
-  const flipped = config.flip ? tidy(() => codec.encodePosteriors(images.flip(-1))) : null;
+  const n = images.dim(0);
+  const bar = log ? new Progress(config.flip ? 2 * n : n, `encode ${n} training images${config.flip ? ' and their flips' : ''} (once)`, log as NodeJS.WriteStream) : null;
+  const onBatch = bar ? (size: number) => bar.tick({}, size) : undefined;
+  const moments = codec.encodePosteriors(images, { onBatch }); // [N, 2C, h, w]
+  const flipped = config.flip ? tidy(() => codec.encodePosteriors(images.flip(-1), { onBatch })) : null;
+  bar?.done();
   const loader = new DataLoader({ images, labels }, { batchSize: config.batchSize, seed: config.seed, flip: config.flip });
   const base = deriveSeed(config.seed, SEED_STREAMS.latent);
   return {

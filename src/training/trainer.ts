@@ -183,7 +183,10 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     const latent = config.latent !== null ? openLatent(config.latent, config.latentNorm) : null;
     let data: TrainData;
     try {
-      data = loadTrainData(world === 1 ? config : { ...config, batchSize: config.batchSize * world }, { latent });
+      data = loadTrainData(world === 1 ? config : { ...config, batchSize: config.batchSize * world }, {
+        latent,
+        log: (opts.parallel?.rank ?? 0) !== 0 ? null : opts.log === undefined ? process.stderr : opts.log,
+      }); // only rank 0 logs
     } catch (e) {
       latent?.dispose();
       throw e;
