@@ -326,8 +326,11 @@ describe('checkpoints and resume', () => {
     const e = await runQuick(cwd, 'eval-autoencoder', 'ae', '--n', '16', '--show', '8', '--fd', 'false');
     assert.equal(e.code, 0, e.err);
     assert.match(e.out, /16 emoji test images at 16 px, KL-f4:\n {2}PSNR [\d.]+ dB, SSIM -?[\d.]+\n {2}latent mean per channel \[.*\], std \[.*\]/);
+    assert.match(e.out, /scale factor 1 \/ std = [\d.]+ on this split; stored \(train split, what train --latent uses\): [\d.]+\n/);
+    const small = await runQuick(cwd, 'eval-autoencoder', 'ae', '--n', '8', '--fd', 'false'); // fewer images than the default --show 32
+    assert.equal(small.code, 0, small.err);
     const report = JSON.parse(fs.readFileSync(path.join(cwd, 'ae', 'eval.json'), 'utf8'));
-    assert.equal(report.n, 16);
+    assert.equal(report.n, 8);
     assert.ok(report.psnr > 0 && report.ssim <= 1 && report.latent.std.length === 4 && report.reconstructionFD === null);
     assert.ok(fs.existsSync(path.join(cwd, 'ae', 'reconstructions.png')));
     for (const [args, re] of [

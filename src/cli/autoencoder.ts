@@ -166,7 +166,7 @@ export function evalAutoencoderCommand(argv: readonly string[]): number {
   try {
     const total = test.images.dim(0);
     const n = intFlag(args, 'n', total, { min: 1, max: total });
-    const show = intFlag(args, 'show', 32, { min: 1, max: n });
+    const show = intFlag(args, 'show', Math.min(32, n), { min: 1, max: n });
     const images = test.images.narrow(0, 0, n);
     const r = evaluateAutoencoder(net, images);
     try {
@@ -188,7 +188,7 @@ export function evalAutoencoderCommand(argv: readonly string[]): number {
         `${n} ${dataset} test images at ${meta.imageSize} px, KL-f${meta.config.factor}:\n` +
           `  PSNR ${r.psnr.toFixed(2)} dB, SSIM ${r.ssim.toFixed(4)}${fd === null ? '' : `, reconstruction FD ${fd.toFixed(2)} (${EMOJI_FEATURE_NET_NAME})`}\n` +
           `  latent mean per channel [${f(r.latent.mean)}], std [${f(r.latent.std)}], posterior std [${f(r.latent.posteriorStd)}]\n` +
-          `  scale factor 1 / std = ${r.latent.scaleFactor.toFixed(4)}\n` +
+          `  scale factor 1 / std = ${r.latent.scaleFactor.toFixed(4)} on this split${meta.scaleFactor === undefined ? ' (none stored yet: diffuse train-autoencoder --resume DIR stores one)' : `; stored (train split, what train --latent uses): ${meta.scaleFactor.toFixed(4)}`}\n` +
           `wrote ${dir}/eval.json and ${dir}/reconstructions.png\n`,
       );
     } finally {
