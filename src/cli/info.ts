@@ -113,6 +113,7 @@ export function infoCommand(argv: readonly string[]): number {
       'data',
       `${c.data}${c.dataLimit !== null ? ` (first ${c.dataLimit})` : ''}, samples [${meta.sampleShape}]${meta.classNames ? `, ${meta.classNames.length} classes: ${meta.classNames.join(', ')} (label dropout ${c.labelDropout})` : ', unconditional'}`,
     ],
+    ...(meta.latent ? [['latent', latentLine(meta.latent)] as [string, string]] : []),
     ['objective', objective[c.objective]],
     [
       'training',
@@ -153,6 +154,13 @@ function summarize(losses: number[]): string {
   return losses.length
     ? `first 100 steps ${mean(losses.slice(0, 100)).toFixed(4)}, last 100 ${mean(losses.slice(-100)).toFixed(4)}, min ${Math.min(...losses).toFixed(4)}, max ${Math.max(...losses).toFixed(4)} (${losses.length} steps)`
     : 'no history';
+}
+
+/** What a latent model decodes with: the autoencoder, the shapes, the normalization. */
+function latentLine(r: NonNullable<CheckpointMeta['latent']>): string {
+  const f = (xs: number[]) => xs.map((v) => Number(v.toPrecision(4))).join(', ');
+  const norm = r.norm === 'scalar' ? `z x ${Number(r.scale[0].toPrecision(4))} (scale factor 1 / std(z))` : `(z - [${f(r.shift)}]) x [${f(r.scale)}] (per channel)`;
+  return `latent diffusion: samples are latents [${r.latentShape}] of the KL-f${r.factor} autoencoder ${r.autoencoder}, decoded to [3, ${r.imageSize}, ${r.imageSize}] images; normalized ${norm}`;
 }
 
 /** ', super-resolution from N px (...)' for an SR stage, else ''. */
