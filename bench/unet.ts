@@ -406,7 +406,7 @@ function compareCurves(a: number[], b: number[], last = 10): { n: number; maxRel
 }
 
 /** The peer's profile of one step: rows [name, kind, calls, self us, total us], wall and inside (us). */
-interface PeerProfile {
+export interface PeerProfile {
   rows: [string, 'op' | 'backward', number, number, number][];
   wall: number;
   inside: number;
@@ -427,7 +427,7 @@ async function profileStep(weights: string, config: Partial<UNetConfig>, data: S
 }
 
 /** Self time per op of one step, ours and PyTorch's side by side: the `top` largest, the rest, the time outside ATen, the wall time. */
-function profileTable(ours: ProfileReport, theirs: PeerProfile, top = 16): string {
+export function profileTable(ours: ProfileReport, theirs: PeerProfile, top = 16): string {
   type Cell = { calls: number; ms: number };
   const rows = new Map<string, { name: string; kind: string; ours?: Cell; theirs?: Cell }>();
   const at = (name: string, kind: string) => rows.get(`${kind} ${name}`) ?? rows.set(`${kind} ${name}`, { name, kind }).get(`${kind} ${name}`)!;
