@@ -42,6 +42,7 @@ import { formatSeconds, Progress } from '../util/progress';
 import { asUsage, intFlag, numberList, parseArgs, ParsedArgs, table, UsageError } from './args';
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, GuidanceSpec, parseGuidance, prepareGuidance } from './guidance-flags';
 import { parseClass, shippedModelDir } from './sample';
+import { borderTouchRate } from '../eval/border';
 import { batchSizeFlag, SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 import { NLL_FLAGS, nllCommand, nllHelpRows } from './eval-nll';
 import { studentDefaults } from './student-flags';
@@ -210,7 +211,12 @@ function imageMeasure(
   cleanup.push(fnet.net);
   const ref = datasetReference(fnet, { cache, data: isEmojiData(data) ? (data as ClassifierDataName) : 'fashion-mnist' });
   cleanup.push(ref);
-  return { what: `features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`, space: fnet.name, reference: ref.name, metrics: (x) => imageMetrics(fnet, ref, x, { labels }) };
+  return {
+    what: `features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`,
+    space: fnet.name,
+    reference: ref.name,
+    metrics: (x) => ({ ...imageMetrics(fnet, ref, x, { labels }), ...(isEmojiData(data) ? { border: { value: borderTouchRate(x) } } : {}) }),
+  }; // border: the share of samples cut by the frame (src/eval/border.ts)
 }
 
 /** imageMeasure with its own cleanup list (diffuse eval --cascade). */

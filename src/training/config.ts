@@ -104,6 +104,19 @@ export interface TrainConfig {
    * fields describe the core U-Net at the smallest. Empty: off (one resolution, as before).
    */
   nested: number[];
+  /**
+   * SDXL's micro-conditioning (Podell et al. 2023, Sec. 2.2; docs/resolution.md): the U-Net embeds
+   * each training image's original size and crop offsets, (h, w, top, left) in pixels, and sampling
+   * asks for (imageSize, imageSize, 0, 0): uncropped, full size. The crops and rescales themselves
+   * are cropZoom, cropProb and sizeMin (they apply with or without microCond, for the control run).
+   */
+  microCond: boolean;
+  /** Random crops: with probability cropProb an image is enlarged by z ~ U[1, cropZoom] and cropped back to imageSize at a random offset (1: off). */
+  cropZoom: number;
+  /** The share of images cropped when cropZoom > 1. */
+  cropProb: number;
+  /** Random rescales: each image is reduced to s ~ U{sizeMin..imageSize} px and enlarged back (bilinear), like a small original upscaled (null: off). */
+  sizeMin: number | null;
   /** Progressive nested training: train the core alone, then add one outer level every this many steps (0: all levels from the start). */
   nestedGrow: number;
   /** The nested loss's weight per resolution, comma-separated, smallest first (e.g. '1,1,1'; null: all 1). */
@@ -212,6 +225,10 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   augMax: 0,
   augBlur: false,
   nested: [],
+  microCond: false,
+  cropZoom: 1,
+  cropProb: 0.5,
+  sizeMin: null,
   nestedGrow: 0,
   nestedWeights: null,
   timesteps: 1000,
@@ -283,6 +300,10 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   augMax: { kind: 'number', min: 0, max: 1 },
   augBlur: { kind: 'bool' },
   nested: { kind: 'ints' },
+  microCond: { kind: 'bool' },
+  cropZoom: { kind: 'number', min: 1, max: 4 },
+  cropProb: { kind: 'number', min: 0, max: 1 },
+  sizeMin: { kind: 'int', nullable: true, min: 1 },
   nestedGrow: { kind: 'int', min: 0 },
   nestedWeights: { kind: 'string', nullable: true },
   timesteps: { kind: 'int', min: 2 },
@@ -466,6 +487,11 @@ function crossCheck(c: TrainConfig, where: (key: string) => string, all = where(
   if (c.lowRes !== null && !(c.imageSize % c.lowRes === 0 && c.imageSize / c.lowRes > 1))
     throw new ConfigError(where('lowRes'), `must divide imageSize (${c.imageSize}) by an integer > 1, got ${c.lowRes}`);
   if (c.lowRes !== null && c.model.type !== 'unet') throw new ConfigError(where('lowRes'), `a super-resolution stage is a U-Net with a low-res input (condChannels); the model is ${c.model.type}`);
+  if (c.sizeMin !== null && c.sizeMin > c.imageSize) throw new ConfigError(where('sizeMin'), `must be at most imageSize (${c.imageSize}), got ${c.sizeMin}`);
+  const micro = (['microCond', 'cropZoom', 'sizeMin'] as const).find((k) => c[k] !== TRAIN_DEFAULTS[k]);
+  if (micro && c.model.type !== 'unet') throw new ConfigError(where(micro), `micro-conditioning and its crops are built for the U-Net; the model is ${c.model.type}`);
+  if (micro && (c.lowRes !== null || c.nested.length))
+    throw new ConfigError(where(micro), `micro-conditioning and its crops do not combine with ${c.lowRes !== null ? 'lowRes (a super-resolution stage)' : 'nested (Matryoshka)'}`);
   if (c.objective === 'edm2' && c.model.type !== 'edm2')
     throw new ConfigError(where('objective'), `edm2 learns u(sigma) with the log-variance head of EDM2's network: use model edm2 (the model is ${c.model.type})`);
   return c;
