@@ -165,6 +165,47 @@ describe('PSNR and SSIM', () => {
   });
 });
 
+describe('the latent scale factor (latent diffusion, part 2)', () => {
+  test('measured over the training data: 1 / std of posterior samples, as a direct computation gives it; per-channel mean and std; stored in autoencoder.json', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-ae-scale-'));
+    const data = blobs(20);
+    const t = AutoencoderTrainer.create({ steps: 2, batchSize: 4, imageSize: 16, config: TINY, seed: 3 }, { data, log: null });
+    try {
+      t.runSync();
+      const stats = t.measureLatents({ seed: 7 });
+      assert.equal(t.net.training, true, 'the net goes back to training mode');
+      // The reference's way, written out: posterior samples of every training image, their std over every element.
+      tidy(() => {
+        t.net.eval();
+        const x = data.images.float().div(127.5).sub(1);
+        const { mean, logvar } = t.net.encode(x);
+        const z = mean.add(logvar.mul(0.5).exp().mul(new Generator(7).randnLike(mean))); // [20, 4, 4, 4]
+        const n = z.size;
+        const mu = z.sum().item() / n;
+        const std = Math.sqrt(z.sub(mu).square().sum().item() / (n - 1));
+        assert.ok(Math.abs(stats.globalStd - std) < 1e-5, `${stats.globalStd} vs ${std}`);
+        assert.ok(Math.abs(stats.scaleFactor - 1 / std) < 1e-4);
+        const c1 = z.select(1, 1);
+        assert.ok(Math.abs(stats.mean[1] - c1.mean().item()) < 1e-5);
+        assert.ok(Math.abs(stats.std[1] - c1.std().item()) < 1e-5);
+        t.net.train();
+      });
+      assert.equal(stats.n, 20);
+      assert.equal(stats.seed, 7);
+      assert.equal(stats.data, 'the training data passed in');
+      const meta = saveAutoencoder(root, t.net, { imageSize: 16, training: {}, latentStats: stats });
+      const stored = JSON.parse(fs.readFileSync(path.join(root, 'autoencoder.json'), 'utf8'));
+      assert.equal(stored.scaleFactor, stats.scaleFactor);
+      assert.deepEqual(stored.latentStats, JSON.parse(JSON.stringify(stats)));
+      assert.equal(meta.scaleFactor, stats.scaleFactor);
+    } finally {
+      t.dispose();
+      dispose([data.images, data.labels]);
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the loss and the discriminator', () => {
   test('the adaptive weight is ||grad_L rec|| / (||grad_L g|| + 1e-4): the hand value for linear losses', () => {
     tidy(() => {
@@ -265,14 +306,31 @@ describe('checkpoints and resume', () => {
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /wrote ae\/autoencoder.json \(KL-f4, \d+ parameters/);
     for (const f of ['autoencoder.json', 'autoencoder.safetensors', AUTOENCODER_CHECKPOINT_FILE, 'loss.png']) assert.ok(fs.existsSync(path.join(cwd, 'ae', f)), f);
+    const stored = JSON.parse(fs.readFileSync(path.join(cwd, 'ae', 'autoencoder.json'), 'utf8'));
+    assert.equal(stored.latentStats.data, 'emoji train split');
+    assert.ok(stored.latentStats.n > 1000 && stored.latentStats.std.length === 4 && stored.scaleFactor === 1 / stored.latentStats.globalStd);
+    assert.match(r.out, new RegExp(`latent scale factor 1 / std\\(z\\) = ${stored.scaleFactor.toFixed(4)} over ${stored.latentStats.n} training images`));
     const more = await runQuick(cwd, 'train-autoencoder', '--resume', 'ae', '--steps', '3', '--threads', '1');
     assert.equal(more.code, 0, more.err);
     assert.equal(readAutoencoderCheckpoint(path.join(cwd, 'ae')).step, 3);
+    // A folder written before the factor was stored gets it from a resume that takes no step.
+    const json = path.join(cwd, 'ae', 'autoencoder.json');
+    const old = JSON.parse(fs.readFileSync(json, 'utf8'));
+    delete old.scaleFactor;
+    delete old.latentStats;
+    fs.writeFileSync(json, JSON.stringify(old));
+    const again = await runQuick(cwd, 'train-autoencoder', '--resume', 'ae', '--threads', '1');
+    assert.equal(again.code, 0, again.err);
+    assert.equal(readAutoencoderCheckpoint(path.join(cwd, 'ae')).step, 3);
+    assert.equal(typeof JSON.parse(fs.readFileSync(json, 'utf8')).scaleFactor, 'number');
     const e = await runQuick(cwd, 'eval-autoencoder', 'ae', '--n', '16', '--show', '8', '--fd', 'false');
     assert.equal(e.code, 0, e.err);
     assert.match(e.out, /16 emoji test images at 16 px, KL-f4:\n {2}PSNR [\d.]+ dB, SSIM -?[\d.]+\n {2}latent mean per channel \[.*\], std \[.*\]/);
+    assert.match(e.out, /scale factor 1 \/ std = [\d.]+ on this split; stored \(train split, what train --latent uses\): [\d.]+\n/);
+    const small = await runQuick(cwd, 'eval-autoencoder', 'ae', '--n', '8', '--fd', 'false'); // fewer images than the default --show 32
+    assert.equal(small.code, 0, small.err);
     const report = JSON.parse(fs.readFileSync(path.join(cwd, 'ae', 'eval.json'), 'utf8'));
-    assert.equal(report.n, 16);
+    assert.equal(report.n, 8);
     assert.ok(report.psnr > 0 && report.ssim <= 1 && report.latent.std.length === 4 && report.reconstructionFD === null);
     assert.ok(fs.existsSync(path.join(cwd, 'ae', 'reconstructions.png')));
     for (const [args, re] of [

@@ -91,11 +91,14 @@ test('flips are exact left-right mirror images, about half of the samples, per e
     const mirror = p.x.flip(-1).data() as Float32Array;
     const [px, fx] = [p.x.data() as Float32Array, f.x.data() as Float32Array];
     let n = 0;
+    assert.equal(p.flipped, undefined, 'no flips: no flipped mask');
+    const said = ints(f.flipped!); // Batch.flipped: which samples the loader mirrored
     for (let k = 0; k < N; k++) {
       const row = Array.from(fx.subarray(6 * k, 6 * k + 6));
       const isPlain = row.every((v, j) => v === px[6 * k + j]);
       const isMirror = row.every((v, j) => v === mirror[6 * k + j]);
       assert.ok(isPlain !== isMirror, `sample ${k} is neither the image nor its mirror`);
+      assert.equal(said[k] === 1, isMirror, `sample ${k}: Batch.flipped says ${said[k]}`);
       if (isMirror) n++;
     }
     counts.push(n);

@@ -186,6 +186,8 @@ describe('diffuse distill add', () => {
       assert.notDeepEqual(s1, s0, 'the student trains');
       assert.notDeepEqual(h1, h0, 'the heads train');
       assert.equal(task.history.discriminator.length, 3);
+      assert.equal(task.history['adversarial distillation'].length, 3);
+      assert.notDeepEqual(task.history.discriminator, task.history['adversarial distillation'], "both phases' losses are recorded, each its own (not copies)");
       const heads = task.parts[1].module as AddHeads;
       assert.deepEqual(
         heads.convs.map((c) => c.inChannels),

@@ -8,10 +8,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Writable } from 'node:stream';
 import { Generator, Tensor, tidy } from '../src/engine';
 import { TRAIN_DEFAULTS } from '../src/training/config';
 import { Trainer } from '../src/training/trainer';
-import { CheckpointFormat, LoopCheckpoint, TrainingLoop, TrainPart } from '../src/training/loop';
+import { CheckpointFormat, LoopCheckpoint, phaseLossInfo, TrainingLoop, TrainPart } from '../src/training/loop';
 import { readCheckpointJson } from '../src/training/checkpoint';
 import { Linear } from '../src/nn/layers';
 import { Adam } from '../src/optim/adam';
@@ -49,8 +50,8 @@ class TwoPartTask extends TrainingLoop {
   readonly gen = new Linear(2, 2, { generator: new Generator(1) });
   readonly critic = new Linear(2, 1, { generator: new Generator(2) });
   readonly noise = new Generator(3);
-  constructor(out: string, steps: number) {
-    super({ steps, out, checkpointEvery: 0, previewEvery: 0, label: 'two parts', log: null, handleSigint: false, lossPlot: true });
+  constructor(out: string, steps: number, log: NodeJS.WritableStream | null = null) {
+    super({ steps, out, checkpointEvery: 0, previewEvery: 0, label: 'two parts', log, handleSigint: false, lossPlot: true });
     const g: TrainPart = {
       name: 'generator',
       module: this.gen,
@@ -137,4 +138,31 @@ test('a NaN in the second phase names that phase and its step', () => {
   } finally {
     t.dispose();
   }
+});
+
+test("the progress line: a one-phase run shows loss=, a multi-phase run every phase's loss by its name", () => {
+  assert.deepEqual(phaseLossInfo(['model'], { model: 0.25 }), { loss: 0.25 });
+  assert.deepEqual(phaseLossInfo(['generator', 'fake score'], { generator: 0.125, 'fake score': 0.5 }), { generator: 0.125, 'fake-score': 0.5 });
+  assert.deepEqual(phaseLossInfo(['generator', 'critic'], { generator: 0.125 }), { generator: 0.125 }, 'a phase not yet run has no entry');
+  assert.deepEqual(phaseLossInfo(['model'], {}), {});
+
+  let text = '';
+  const log = new Writable({ write: (chunk: Buffer, _enc, done) => ((text += chunk.toString()), done()) });
+  const t = new TwoPartTask(path.join(root, 'two-log'), 4, log);
+  try {
+    t.runSync();
+  } finally {
+    t.dispose();
+  }
+  const lines = text.split('\n').filter((l) => l.startsWith('two parts ['));
+  assert.ok(lines.length > 0, text);
+  for (const l of lines) assert.match(l, /ETA \S+ generator=-?[\d.e+-]+ critic=[\d.e+-]+ lr=/, l);
+  // The smoothed values: an EMA (0.98) of each phase's recorded losses (the critic's every other step).
+  const ema = (xs: number[]) => xs.reduce((s, v, i) => (i === 0 ? v : 0.98 * s + 0.02 * v), NaN);
+  const last = lines[lines.length - 1];
+  const num = (k: string) => Number(new RegExp(` ${k}=(\\S+)`).exec(last)![1]);
+  assert.ok(Math.abs(num('generator') - ema(t.history.generator)) < 1e-3, last);
+  assert.ok(Math.abs(num('critic') - ema(t.history.critic)) < 1e-3, last);
+  const json = readCheckpointJson(path.join(root, 'two-log', 'two.json'), { format: 'two-part-test', version: 1, what: 'a test checkpoint', missing: 'missing' }) as unknown as LoopCheckpoint;
+  assert.deepEqual(json.state.phases, ['generator', 'critic'], 'the checkpoint names its phases (diffuse info labels the losses)');
 });

@@ -30,7 +30,11 @@ emoji train split: images 3 x S x S <-> latents 4 x S/f x S/f. Loss per pixel: L
 --ssim-weight x (1 - multi-scale SSIM; the stand-in for LPIPS, whose VGG weights are not
 available here) + --kl-weight x KL / pixels (the reference's 1e-6 on per-image sums), and
 with --disc-weight > 0 a PatchGAN with the adaptive weight from step --disc-start.
-Writes DIR/autoencoder.json and DIR/autoencoder.safetensors; DIR keeps the checkpoint
+Writes DIR/autoencoder.json and DIR/autoencoder.safetensors. At the end it measures latent
+diffusion's scale factor 1 / std(z) over the training split (posterior samples, seeded by
+--seed) with the per-channel mean and std, and stores them in autoencoder.json
+("scaleFactor", "latentStats"): diffuse train --latent DIR reads them. --resume DIR with
+no more --steps takes no step and only rewrites them. DIR keeps the checkpoint
 (${AUTOENCODER_CHECKPOINT_FILE}), so Ctrl-C (exit 130) and --resume continue exactly, and
 --resume DIR --steps N trains a finished run further. Then: diffuse eval-autoencoder DIR.
 
@@ -58,6 +62,7 @@ ${table([
 Examples:
   diffuse train-autoencoder --data emoji --out runs/ae --factor 4
   diffuse train-autoencoder --resume runs/ae --steps 4000
+  diffuse train-autoencoder --resume runs/ae          # no more steps: store the scale factor again
 `;
 }
 
@@ -88,12 +93,14 @@ export async function trainAutoencoderCommand(argv: readonly string[]): Promise<
     }
     const { losses, seconds } = trainer;
     const tail = losses.slice(-50);
+    const latentStats = trainer.measureLatents({ seed: trainer.options.seed }); // latent diffusion's scale factor, over the training split
     saveAutoencoder(out, trainer.net, {
       imageSize: trainer.options.imageSize,
       training: { ...trainer.options, config: undefined, stepsTaken: trainer.step, seconds: Math.round(seconds), finalLoss: tail.reduce((a, b) => a + b, 0) / tail.length },
+      latentStats,
     });
     process.stdout.write(
-      `wrote ${out}/autoencoder.json (KL-f${trainer.options.factor}, ${trainer.net.numParameters()} parameters, ${seconds.toFixed(0)} s of training); measure it with: diffuse eval-autoencoder ${out}\n`,
+      `wrote ${out}/autoencoder.json (KL-f${trainer.options.factor}, ${trainer.net.numParameters()} parameters, ${seconds.toFixed(0)} s of training; latent scale factor 1 / std(z) = ${latentStats.scaleFactor.toFixed(4)} over ${latentStats.n} training images); measure it with: diffuse eval-autoencoder ${out}\n`,
     );
   } finally {
     trainer.dispose();
@@ -159,7 +166,7 @@ export function evalAutoencoderCommand(argv: readonly string[]): number {
   try {
     const total = test.images.dim(0);
     const n = intFlag(args, 'n', total, { min: 1, max: total });
-    const show = intFlag(args, 'show', 32, { min: 1, max: n });
+    const show = intFlag(args, 'show', Math.min(32, n), { min: 1, max: n });
     const images = test.images.narrow(0, 0, n);
     const r = evaluateAutoencoder(net, images);
     try {
@@ -181,7 +188,7 @@ export function evalAutoencoderCommand(argv: readonly string[]): number {
         `${n} ${dataset} test images at ${meta.imageSize} px, KL-f${meta.config.factor}:\n` +
           `  PSNR ${r.psnr.toFixed(2)} dB, SSIM ${r.ssim.toFixed(4)}${fd === null ? '' : `, reconstruction FD ${fd.toFixed(2)} (${EMOJI_FEATURE_NET_NAME})`}\n` +
           `  latent mean per channel [${f(r.latent.mean)}], std [${f(r.latent.std)}], posterior std [${f(r.latent.posteriorStd)}]\n` +
-          `  scale factor 1 / std = ${r.latent.scaleFactor.toFixed(4)}\n` +
+          `  scale factor 1 / std = ${r.latent.scaleFactor.toFixed(4)} on this split${meta.scaleFactor === undefined ? ' (none stored yet: diffuse train-autoencoder --resume DIR stores one)' : `; stored (train split, what train --latent uses): ${meta.scaleFactor.toFixed(4)}`}\n` +
           `wrote ${dir}/eval.json and ${dir}/reconstructions.png\n`,
       );
     } finally {

@@ -17,6 +17,7 @@ import { DISTILL_METHODS, DistillMethod, GUIDANCE_CONVENTION, isConsistencyMetho
 import { dmdPairsCommand } from './dmd-pairs';
 import { CD_SOLVERS } from '../distillation/consistency';
 import { LCM_LR } from '../distillation/lcm';
+import { DMD2_GAN_DISC_WEIGHT, DMD2_GAN_WEIGHT } from '../distillation/dmd-gan';
 import { choiceFlag, intFlag, numberFlag, parseArgs, parseNumber, ParsedArgs, table, UsageError } from './args';
 import { shippedModelDir } from './sample';
 import { yardstickCommand, yardstickHelpRows, YARDSTICK_FLAGS } from './yardstick';
@@ -69,7 +70,10 @@ checkpoint under --out that diffuse sample and diffuse eval use with the steps, 
                regression loss (LPIPS in the paper) on the pairs of --pairs DIR (make them with
                diffuse distill dmd-pairs). Folder dmd; sampled in 1 step.
   dmd2         Yin et al. 2024: no regression loss, --fake-updates fake-score updates per
-               generator update (two time-scale). Folder dmd2. (The GAN head is not done.)
+               generator update (two time-scale). Folder dmd2. --gan-weight L adds the GAN head:
+               a classifier on the fake score's bottleneck features tells noised training data
+               from noised samples of G (logistic loss, weight --gan-disc-weight, on the fake
+               score's side); the generator adds L times the non-saturating GAN loss.
   add          Sauer et al. 2023, adversarial diffusion distillation: a 1-4 step student
                (folder add; its first point, sigma_max, pure noise) trained with a hinge GAN
                loss against heads on the teacher U-Net's frozen encoder features (R1 penalty
@@ -105,6 +109,8 @@ ${table([
   ['--fake-updates N', 'dmd, dmd2: fake-score updates per generator update (default: dmd 1, dmd2 5)'],
   ['--pairs DIR', 'dmd: the regression pairs (diffuse distill dmd-pairs --out DIR)'],
   ['--reg-weight L', `dmd: lambda_reg, the regression loss's weight (default ${D.regWeight})`],
+  ['--gan-weight L', `dmd2: the generator's weight of the GAN head's loss (default 0: no head; DMD2's ImageNet-64 script used ${DMD2_GAN_WEIGHT})`],
+  ['--gan-disc-weight L', `dmd2 with --gan-weight: the fake score's weight of the head's discriminator loss (default ${DMD2_GAN_DISC_WEIGHT}, as DMD2's script)`],
   ['--adversarial-steps K', `add: optimizer steps, each a student and a discriminator update (default ${D.adversarialSteps})`],
   ['--distill-weight L', `add: lambda of L_adv + lambda L_distill (default ${D.distillWeight}, the paper's)`],
   ['--r1-gamma G', `add: the R1 penalty on the discriminator's inputs (default ${D.r1Gamma}; 0: none)`],
@@ -135,6 +141,7 @@ Examples:
   diffuse distill lcm --lora-rank 8 --guidance 3 --out runs/lcm-lora
   diffuse sample runs/finetuned --lora runs/lcm-lora/lcm/lora --steps 4
   diffuse distill dmd2 --dmd-steps 500 --out runs/dmd2
+  diffuse distill dmd2 --gan-weight 3e-3 --out runs/dmd2-gan    # with the GAN head
   diffuse sample runs/dmd2/dmd2 --class Bag                   # 1 step, 1 evaluation
   diffuse distill dmd-pairs --n 10000 --out runs/pairs && diffuse distill dmd --pairs runs/pairs
   diffuse distill add --student-steps 4 --adversarial-steps 500 --out runs/add
@@ -171,6 +178,8 @@ const RUN_FLAGS = {
   'fake-updates': 'value',
   pairs: 'value',
   'reg-weight': 'value',
+  'gan-weight': 'value',
+  'gan-disc-weight': 'value',
   'adversarial-steps': 'value',
   'distill-weight': 'value',
   'r1-gamma': 'value',
@@ -245,6 +254,8 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
     fakeUpdates: args.flags.has('fake-updates') ? int('fake-updates', 1) : null,
     pairs: args.flags.get('pairs') ?? null,
     regWeight: numberFlag(args, 'reg-weight', { min: 0 }) ?? D.regWeight,
+    ganWeight: numberFlag(args, 'gan-weight') ?? D.ganWeight, // checked by resolveDistillOptions (a ConfigError naming the option and value)
+    ganDiscWeight: numberFlag(args, 'gan-disc-weight') ?? D.ganDiscWeight,
     adversarialSteps: int('adversarial-steps', D.adversarialSteps),
     distillWeight: numberFlag(args, 'distill-weight', { min: 0 }) ?? D.distillWeight,
     r1Gamma: numberFlag(args, 'r1-gamma', { min: 0 }) ?? D.r1Gamma,
@@ -264,6 +275,7 @@ function parseRunFlags(args: ParsedArgs, method: DistillMethod): DistillOptions 
   only(['round-steps', 'teacher-steps'], ['progressive', 'guided']);
   only(['dmd-steps', 'fake-updates'], ['dmd', 'dmd2']);
   only(['pairs', 'reg-weight'], ['dmd']);
+  if (method !== 'dmd') only(['gan-weight', 'gan-disc-weight'], ['dmd2']); // dmd: resolveDistillOptions says why (a ConfigError naming the value)
   for (const f of ['guidance-range', 'guidance-steps']) if (isDmdMethod(method) && args.flags.has(f)) throw new UsageError(`--${f} is for guided distillation (not ${method})`);
   if (isDmdMethod(method) && args.flags.has('student-steps')) throw new UsageError(`--student-steps: a ${method} student is a one-step generator`);
   if (method === 'dmd' && o.pairs === null) throw new UsageError('dmd needs --pairs DIR, the regression pairs (make them with diffuse distill dmd-pairs --out DIR)');

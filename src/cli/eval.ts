@@ -140,8 +140,8 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
   }
   const weightsFlag = args.flags.get('weights');
   if (weightsFlag !== undefined && weightsFlag !== 'ema' && weightsFlag !== 'model') throw new UsageError(`--weights: expected 'ema' or 'model', got ${JSON.stringify(weightsFlag)}`);
-  const { meta, net, denoiser, weights } = loadModel(dir, { weights: weightsFlag });
-  const cleanup: { dispose(): void }[] = [net];
+  const { meta, net, denoiser, weights, latent } = loadModel(dir, { weights: weightsFlag, latent: true }); // a latent model's samples are decoded (docs/latent.md)
+  const cleanup: { dispose(): void }[] = [net, ...(latent ? [latent] : [])];
   try {
     studentDefaults(args, meta, dir); // a distilled student: its own steps, sampler and grid
     const T = buildSchedule(meta.config)?.T ?? 100_000;
@@ -168,7 +168,7 @@ export async function evalCommand(argv: readonly string[]): Promise<number> {
       meta,
       settings: sweepSettings(stepsList, scales),
       measure: (x) => measure.metrics(x),
-      spec: { ...choice, n, seed, labels, batchSize },
+      spec: { ...choice, n, seed, labels, batchSize, decode: latent ? (z) => latent.decode(z) : null },
       onSetting: ({ steps }, label) => (bar = new Progress(Math.ceil(n / (batchSize ?? DEFAULT_BATCH_SIZE)) * steps, label)),
       onStep: () => bar?.tick(),
       onRow: (row) => {

@@ -56,6 +56,7 @@ export function infoCommand(argv: readonly string[]): number {
             ...state,
             losses: `<${decodeFloats(state.losses).length} float32>`,
             ...(state.levelLosses ? { levelLosses: Object.keys(state.levelLosses) } : {}),
+            ...(state.phaseLosses ? { phaseLosses: Object.fromEntries(Object.entries(state.phaseLosses).map(([k, v]) => [k, `<${decodeFloats(v).length} float32>`])) } : {}),
             generators: Object.keys(state.generators),
           },
         },
@@ -66,7 +67,6 @@ export function infoCommand(argv: readonly string[]): number {
     return 0;
   }
   const c = meta.config;
-  const losses = meta.state ? decodeFloats(meta.state.losses) : [];
   const json = checkpointJsonPath(dir);
   const base = path.dirname(json);
   const files: [string, string][] = [[path.basename(json), kb(fs.statSync(json).size)]];
@@ -77,8 +77,7 @@ export function infoCommand(argv: readonly string[]): number {
     const status = !st ? 'MISSING' : st.size !== rec.bytes ? `WRONG SIZE (${st.size} bytes, recorded ${rec.bytes})` : kb(st.size);
     files.push([rec.file, `${status} (${part})`]);
   }
-  const lossLine = losses.length ? lossSummary(losses) : 'no history';
-  const levelRows = meta.state?.levelLosses ? meta.config.nested.map((r): [string, string] => [`loss ${r} px`, lossSummary(levelHistory(meta, r).filter((v) => !Number.isNaN(v)))]) : [];
+  const levelRows = meta.state?.levelLosses ? meta.config.nested.map((r): [string, string] => [`loss ${r} px`, summarize(levelHistory(meta, r).filter((v) => !Number.isNaN(v)))]) : [];
   const flops = forwardFlops(meta);
   const net = meta.network;
   const params = `${meta.numParameters.toLocaleString('en-US')} parameters`;
@@ -114,6 +113,7 @@ export function infoCommand(argv: readonly string[]): number {
       'data',
       `${c.data}${c.dataLimit !== null ? ` (first ${c.dataLimit})` : ''}, samples [${meta.sampleShape}]${meta.classNames ? `, ${meta.classNames.length} classes: ${meta.classNames.join(', ')} (label dropout ${c.labelDropout})` : ', unconditional'}`,
     ],
+    ...(meta.latent ? [['latent', latentLine(meta.latent)] as [string, string]] : []),
     ['objective', objective[c.objective]],
     [
       'training',
@@ -127,12 +127,40 @@ export function infoCommand(argv: readonly string[]): number {
           ] as [string, string],
         ]
       : []),
-    ['loss', lossLine],
+    ...lossLines(meta.state).map(([name, line], i): [string, string] => [i === 0 ? 'loss' : '', name === null ? line : `${name}: ${line}`]),
     ...levelRows,
     ...files.map(([f, s], i): [string, string] => [i === 0 ? 'files' : '', `${f}  ${s}`]),
   ];
   process.stdout.write(`${table(rows, 0)}\nconfig\n${JSON.stringify(c, null, 2)}\n`);
   return 0;
+}
+
+/**
+ * The loss history summarized, one line per phase: [phase name (null for a one-phase run), summary].
+ * A multi-phase checkpoint older than `state.phases` names its first phase 'first phase'.
+ *
+ * @example
+ *   lossLines(meta.state); // [['generator', 'first 100 steps 0.0000, ...'], ['fake score', '...']]
+ */
+export function lossLines(state: CheckpointMeta['state']): [string | null, string][] {
+  if (!state) return [[null, 'no history']];
+  const others = Object.entries(state.phaseLosses ?? {});
+  const first: [string | null, string] = [others.length ? (state.phases?.[0] ?? 'first phase') : null, summarize(decodeFloats(state.losses))];
+  return [first, ...others.map(([name, enc]): [string, string] => [name, summarize(decodeFloats(enc))])];
+}
+
+/** One loss history in a line: the means of the first and last 100 values, min, max, count. */
+function summarize(losses: number[]): string {
+  return losses.length
+    ? `first 100 steps ${mean(losses.slice(0, 100)).toFixed(4)}, last 100 ${mean(losses.slice(-100)).toFixed(4)}, min ${Math.min(...losses).toFixed(4)}, max ${Math.max(...losses).toFixed(4)} (${losses.length} steps)`
+    : 'no history';
+}
+
+/** What a latent model decodes with: the autoencoder, the shapes, the normalization. */
+function latentLine(r: NonNullable<CheckpointMeta['latent']>): string {
+  const f = (xs: number[]) => xs.map((v) => Number(v.toPrecision(4))).join(', ');
+  const norm = r.norm === 'scalar' ? `z x ${Number(r.scale[0].toPrecision(4))} (scale factor 1 / std(z))` : `(z - [${f(r.shift)}]) x [${f(r.scale)}] (per channel)`;
+  return `latent diffusion: samples are latents [${r.latentShape}] of the KL-f${r.factor} autoencoder ${r.autoencoder}, decoded to [3, ${r.imageSize}, ${r.imageSize}] images; normalized ${norm}`;
 }
 
 /** ', super-resolution from N px (...)' for an SR stage, else ''. */
@@ -150,12 +178,6 @@ function forwardFlops(meta: CheckpointMeta): number | null {
   } finally {
     net?.dispose();
   }
-}
-
-/** "first 100 steps ..., last 100 ..., min, max (n steps)" of a loss history. */
-function lossSummary(losses: readonly number[]): string {
-  if (!losses.length) return 'no history';
-  return `first 100 steps ${mean(losses.slice(0, 100)).toFixed(4)}, last 100 ${mean(losses.slice(-100)).toFixed(4)}, min ${Math.min(...losses).toFixed(4)}, max ${Math.max(...losses).toFixed(4)} (${losses.length} steps)`;
 }
 
 export function exportCommand(argv: readonly string[]): number {

@@ -156,8 +156,8 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
   }
   if (args.flags.has('lora-scale') && !args.flags.has('lora')) throw new UsageError('--lora-scale needs --lora (the adapter to scale)');
   const loraScale = numberFlag(args, 'lora-scale') ?? 1;
-  const loaded = loadModel(dir, { weights: weightsFlag });
-  const { net, weights } = loaded;
+  const loaded = loadModel(dir, { weights: weightsFlag, latent: true }); // a latent model's samples are decoded (docs/latent.md)
+  const { net, weights, latent } = loaded;
   let { meta, denoiser } = loaded;
   try {
     const lora = args.flags.get('lora');
@@ -193,7 +193,8 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     const t0 = performance.now();
     let x: Tensor;
     try {
-      x = generateSamples(guided?.denoiser ?? counted.denoiser, meta.config, { ...choice, shape, n, seed, steps, labels, batchSize, onStep: () => bar.tick() });
+      const decode = latent ? (z: Tensor) => latent.decode(z) : null;
+      x = generateSamples(guided?.denoiser ?? counted.denoiser, meta.config, { ...choice, shape, n, seed, steps, labels, batchSize, decode, onStep: () => bar.tick() });
     } finally {
       prepared?.dispose();
     }
@@ -201,7 +202,8 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     try {
       const adapter = lora !== undefined ? ` + LoRA ${lora} x ${loraScale}` : '';
-      const what = `${n} sample${n > 1 ? 's' : ''} from ${dir} (step ${meta.step}, ${weights} weights${adapter}), ${steps} steps, seed ${seed}, sampler ${sampler} on the ${grid} grid${guided ? `, ${guided.describe}` : ''}, ${counted.nfe(n)} denoiser evaluations (NFE), ${secs} s`;
+      const decoded = latent ? `, latents [${meta.sampleShape}] decoded by ${latent.record.autoencoder}` : '';
+      const what = `${n} sample${n > 1 ? 's' : ''} from ${dir} (step ${meta.step}, ${weights} weights${adapter}${decoded}), ${steps} steps, seed ${seed}, sampler ${sampler} on the ${grid} grid${guided ? `, ${guided.describe}` : ''}, ${counted.nfe(n)} denoiser evaluations (NFE), ${secs} s`;
       const where = writeSampleFiles(x, {
         outDir: args.flags.get('out-dir'),
         out: args.flags.get('out') ?? 'samples.png',
@@ -215,6 +217,7 @@ export async function sampleCommand(argv: readonly string[]): Promise<number> {
     }
   } finally {
     net.dispose();
+    latent?.dispose();
   }
   return 0;
 }

@@ -91,6 +91,7 @@ Examples:
   diffuse train --model edm2 --out runs/edm2       # EDM2's network, loss and lr schedule
   diffuse train --resume runs/fashion-mnist --steps 6000
   diffuse train --init runs/emoji --data emoji:google --lora-rank 8 --steps 300 --out runs/emoji-lora
+  diffuse train --latent runs/ae --data emoji --image-size 64 --out runs/latent   # latent diffusion (docs/latent.md)
   diffuse train --nproc-per-node 2 --batch-size 64 --out runs/dp   # 2 ranks here, global batch 128
 `;
 }

@@ -74,6 +74,8 @@ export interface Batch {
   labels?: Tensor;
   /** [B] int64 dataset indices of the samples. */
   indices: Tensor;
+  /** [B] bool: which samples were flipped left-right (present with flip on; a latent run picks the flipped image's cached encoding by it). */
+  flipped?: Tensor;
   /** Epoch of this batch. */
   epoch: number;
 }
@@ -142,14 +144,11 @@ export class DataLoader {
       const indices = perm.narrow(0, start, len); // [B]
       const raw = this.#data.indexSelect(0, indices); // [B, C, H, W]
       let x = raw.dtype === 'uint8' ? raw.to({ dtype }).div(127.5).sub(1) : raw.to({ dtype });
-      if (flips)
-        x = flips
-          .narrow(0, start, len)
-          .reshape([len, ...new Array<number>(x.ndim - 1).fill(1)])
-          .where(x.flip(-1), x);
+      const flipped = flips?.narrow(0, start, len); // [B] bool
+      if (flipped) x = flipped.reshape([len, ...new Array<number>(x.ndim - 1).fill(1)]).where(x.flip(-1), x);
       const labels = this.#labels?.indexSelect(0, indices);
       const dev = (t: Tensor) => (device === 'cpu' ? t : t.to({ device }));
-      return labels === undefined ? { x: dev(x), indices, epoch } : { x: dev(x), labels: dev(labels), indices, epoch };
+      return { x: dev(x), ...(labels !== undefined && { labels: dev(labels) }), indices, epoch, ...(flipped && { flipped: flipped.contiguous() }) };
     });
   }
 

@@ -10,6 +10,13 @@
  *   fake score  `fakeUpdates` updates (dmd 1; dmd2 5: the two time-scale rule, Yin et al. 2024,
  *               Sec. 4.2): the teacher's own denoising objective on fresh samples of G, detached (Eq. 6).
  *
+ * dmd2 with ganWeight > 0 adds the GAN head (dmd-gan.ts; Yin et al. 2024, Sec. 4.3): a classifier on
+ * the fake score's bottleneck features (its weights attached to the fake score as `gan_head`, so its
+ * optimizer and checkpoint file hold them) tells noised real data (the teacher's training data, read
+ * by the trainer's loader) from noised samples of G. The fake score's loss adds ganDiscWeight x its
+ * logistic loss, the generator's ganWeight x the non-saturating generator loss. With ganWeight 0 the
+ * stage is exactly the one without a head: no data is read and no random number is drawn for it.
+ *
  * Both networks start from the teacher's weights. G is read with the student parameterization
  * (v or x0) at sigma_max; the fake score keeps the teacher's (eps). The student checkpoint records
  * `sampling: ddim, trailing, 1 step`, so `diffuse sample STUDENT` and the yardstick run it in one
@@ -27,11 +34,15 @@ import { noGrad } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 import { Adam } from '../optim/adam';
-import { buildDenoiser, buildLoss, buildNetwork, buildSchedule, deriveSeed, DenoiserNet, NetworkSpec, prediction, TrainLoss } from '../training/build';
+import { buildDenoiser, buildLoss, buildNetwork, buildSchedule, deriveSeed, DenoiserNet, loadTrainData, NetworkSpec, prediction, TrainData, TrainLoss } from '../training/build';
 import { CheckpointMeta, checkpointJsonPath, loadModel } from '../training/checkpoint';
 import { ConfigError, TrainConfig } from '../training/config';
 import { CheckpointFormat, LoopCheckpoint, Phase, TrainingLoop, TrainPart } from '../training/loop';
+import { UNet } from '../models/unet';
+import { discreteSigma } from '../training/sigma-sampling';
+import { AddHeads } from './add';
 import { distributionMatchingLoss, dmdSigma, generateOneStep, regressionLoss } from './dmd';
+import { bottleneckChannels, bottleneckClassifier, classifyNoised, DMD2_GAN_DISC_WEIGHT, ganDiscriminatorLoss, ganGeneratorLoss } from './dmd-gan';
 import { Pairs, readPairs, teacherDenoiser } from './dmd-pairs';
 import { DistillationRecord, GUIDANCE_CONVENTION } from './record';
 import { readStageCheckpoint, StageSetup, studentCheckpointFormat, studentConfig, writeStudentPreviews } from './task';
@@ -48,12 +59,16 @@ export class DmdTask extends TrainingLoop<CheckpointMeta> {
   readonly spec: NetworkSpec;
   /** The generator G (the student). */
   readonly net: DenoiserNet;
-  /** The fake score network. */
+  /** The fake score network (with ganWeight > 0, the GAN head is its child `gan_head`). */
   readonly fake: DenoiserNet;
+  /** dmd2's GAN head (null: off). */
+  readonly ganHead: AddHeads | null = null;
   readonly record: DistillationRecord;
   readonly #teacher: ReturnType<typeof loadModel>;
   readonly #pairs: Pairs | null;
   readonly #student: Denoiser;
+  /** The teacher's training data (only with the GAN head: its real samples). */
+  readonly #data: TrainData | null = null;
 
   private constructor(s: StageSetup, teacher: ReturnType<typeof loadModel>, pairs: Pairs | null, run: { log?: NodeJS.WritableStream | null; handleSigint?: boolean }) {
     const { plan, options: o } = s;
@@ -111,6 +126,9 @@ export class DmdTask extends TrainingLoop<CheckpointMeta> {
     const sigmaMax = schedule.sigmas[schedule.T - 1];
     const K = tm.classNames?.length ?? null;
     const shape = tm.sampleShape;
+    const gan = o.ganWeight > 0 ? this.#ganHead(s, tm, schedule, gen) : null;
+    this.ganHead = gan?.head ?? null;
+    this.#data = gan?.data ?? null;
 
     /** A batch of G's inputs: z ~ N(0, I) and labels uniform over the classes (dropped to the null class at the teacher's rate unless guided). */
     const inputs = (): { z: Tensor; cond: Conditioning } => {
@@ -124,16 +142,18 @@ export class DmdTask extends TrainingLoop<CheckpointMeta> {
       const { z, cond } = inputs();
       const x0 = generateOneStep(this.#student, z, sigmaMax, cond);
       const { loss } = distributionMatchingLoss(x0, realD, fakeD, { sampleSigma, generator: gen, cond });
+      if (gan) return loss.add(gan.generatorLoss(x0, cond).mul(o.ganWeight)); // Yin et al. 2024, Sec. 4.3: L_DMD + lambda_G L_G
       if (!pairs) return loss;
       const idx = gen.randint(0, pairs.manifest.n, [o.batchSize]);
       const pc: Conditioning = pairs.labels ? { classLabels: pairs.labels.indexSelect(0, idx) } : {};
       const reg = regressionLoss(generateOneStep(this.#student, pairs.noise.indexSelect(0, idx), sigmaMax, pc), pairs.images.indexSelect(0, idx));
       return loss.add(reg.mul(o.regWeight)); // Yin et al. 2023, Eq. 9: L_KL + lambda_reg L_reg
     };
-    const fakeScoreLoss = () => {
+    const fakeScoreLoss = (k: number, i: number) => {
       const { z, cond } = inputs();
       const x0 = noGrad(() => generateOneStep(this.#student, z, sigmaMax, cond)); // G's samples, detached
-      return fakeLoss(x0, gen, cond).loss; // Yin et al. 2023, Eq. 6
+      const loss = fakeLoss(x0, gen, cond).loss; // Yin et al. 2023, Eq. 6
+      return gan ? loss.add(gan.discriminatorLoss(x0, cond, k * fakeUpdatesOf(o) + i).mul(o.ganDiscWeight ?? DMD2_GAN_DISC_WEIGHT)) : loss; // + lambda_D L_D
     };
 
     const part = (name: string, module: DenoiserNet, files: { weights: string; optimizer: string }): TrainPart => ({
@@ -152,6 +172,34 @@ export class DmdTask extends TrainingLoop<CheckpointMeta> {
       { name: 'fake score', part: fakeScore, repeat: fakeUpdatesOf(o), loss: fakeScoreLoss },
     ];
     this.setup({ parts: [generator, fakeScore], phases, generators: { train: gen, dropout: dropoutGen } });
+  }
+
+  /**
+   * dmd2's GAN head (module comment): attached to the fake score as `gan_head` (before the fake
+   * score's optimizer is built, so it trains the head too), and its two losses. The real samples of
+   * the fake-score update `j` (step k, update i: j = k fakeUpdates + i) are the data's batch j.
+   */
+  #ganHead(s: StageSetup, tm: CheckpointMeta, schedule: NonNullable<ReturnType<typeof buildSchedule>>, gen: Generator) {
+    const o = s.options;
+    if (!(this.fake instanceof UNet)) throw new ConfigError('ganWeight', `${o.ganWeight}: the GAN head reads a U-Net's bottleneck features; the teacher ${s.teacherDir} is a ${tm.network.type}`);
+    const fake = this.fake;
+    const head = fake.attach('gan_head', new AddHeads([bottleneckChannels(fake)], { numClasses: null, generator: new Generator(deriveSeed(o.seed, 302)) })); // class-conditional through the U-Net's embedding
+    head.train();
+    const data = loadTrainData(this.config); // the trainer's loader: batch j is a pure function of (seed, j)
+    const D = bottleneckClassifier(fake, head, schedule);
+    const sampleSigma = discreteSigma(schedule); // as the denoising loss draws it (DMD2's diffusion GAN over all timesteps)
+    const K = tm.classNames?.length ?? null;
+    const guided = o.guidance !== null;
+    return {
+      head,
+      data,
+      generatorLoss: (x0: Tensor, cond: Conditioning) => ganGeneratorLoss(classifyNoised(D, x0, { sampleSigma, generator: gen, labels: cond.classLabels })),
+      discriminatorLoss: (x0: Tensor, cond: Conditioning, j: number) => {
+        const { x, labels } = data.batchAt(j);
+        const real = K === null || !labels ? undefined : guided ? labels : labels.maskedFill(gen.rand([x.dim(0)]).lt(this.config.labelDropout), K); // the generator's label distribution
+        return ganDiscriminatorLoss(classifyNoised(D, x, { sampleSigma, generator: gen, labels: real }), classifyNoised(D, x0, { sampleSigma, generator: gen, labels: cond.classLabels }));
+      },
+    };
   }
 
   /** Loads the teacher (and dmd's pairs) and builds the stage; with `resume`, restores the stage's checkpoint in setup.out. */
@@ -189,10 +237,14 @@ export class DmdTask extends TrainingLoop<CheckpointMeta> {
     const o = this.setupInfo.options;
     const r = this.record;
     const reg = this.#pairs ? ` + ${o.regWeight} x L2 regression on ${this.#pairs.manifest.n} pairs (${this.#pairs.manifest.sampler}, ${this.#pairs.manifest.steps} steps)` : '';
+    const head = this.ganHead;
+    const gan = head
+      ? ` + ${o.ganWeight} x GAN loss of a head on the fake score's bottleneck (${head.numParameters().toLocaleString('en-US')} parameters; fake-score side weight ${o.ganDiscWeight ?? DMD2_GAN_DISC_WEIGHT})`
+      : '';
     return (
-      `${o.method}: one-step generator (${o.parameterization} at sigma_max) by distribution matching${reg}, ${fakeUpdatesOf(o)} fake-score update(s) per generator update; ` +
+      `${o.method}: one-step generator (${o.parameterization} at sigma_max) by distribution matching${reg}${gan}, ${fakeUpdatesOf(o)} fake-score update(s) per generator update; ` +
       `teacher ${this.setupInfo.teacherDir} (step ${this.#teacher.meta.step})${r.guidance.teacherScale !== null ? ` with cfg w = ${r.guidance.teacherScale}` : ''}; ` +
-      `2 x ${this.net.numParameters().toLocaleString('en-US')} parameters; batch ${o.batchSize}, ${this.setupInfo.plan.steps} steps, lr ${o.lr} (constant); out ${this.out}`
+      `2 x ${this.net.numParameters().toLocaleString('en-US')} parameters${head ? ' (+ the head)' : ''}; batch ${o.batchSize}, ${this.setupInfo.plan.steps} steps, lr ${o.lr} (constant); out ${this.out}`
     );
   }
 
@@ -204,9 +256,10 @@ export class DmdTask extends TrainingLoop<CheckpointMeta> {
     return writeStudentPreviews({ net: this.net, denoiser: this.#student, config: this.config, record: this.record, teacher: this.#teacher.meta }, this.out);
   }
 
-  /** Frees the generator, the fake score, their optimizers, the teacher and the pairs. */
+  /** Frees the generator, the fake score (and its GAN head), their optimizers, the teacher, the pairs and the data. */
   dispose(): void {
     this.disposeParts();
+    this.#data?.dispose();
     this.#teacher.net.dispose();
     this.#pairs?.dispose();
   }

@@ -73,6 +73,11 @@ export function resolveDistillOptions(partial: Partial<DistillOptions> & Pick<Di
     if (!(Number.isFinite(o.regWeight) && o.regWeight >= 0)) throw fail('regWeight', 'expected a number >= 0');
     if (o.method === 'dmd' && typeof o.pairs !== 'string') throw fail('pairs', 'dmd needs the regression pairs folder (diffuse distill dmd-pairs)');
     if (o.method === 'dmd2' && o.pairs !== null) throw fail('pairs', 'dmd2 has no regression loss (Yin et al. 2024, Sec. 4.1): expected null');
+    if (!(Number.isFinite(o.ganWeight) && o.ganWeight >= 0)) throw fail('ganWeight', 'expected a number >= 0 (0: no GAN head)');
+    if (!(o.ganDiscWeight === null || (Number.isFinite(o.ganDiscWeight) && o.ganDiscWeight > 0))) throw fail('ganDiscWeight', 'expected a number > 0 or null');
+    if (o.method === 'dmd' && o.ganWeight !== 0) throw fail('ganWeight', "the GAN head is DMD2's (Yin et al. 2024, Sec. 4.3), dmd has none: expected 0");
+    if (o.method === 'dmd' && o.ganDiscWeight !== null) throw fail('ganDiscWeight', "the GAN head is DMD2's (Yin et al. 2024, Sec. 4.3), dmd has none: expected null");
+    if (o.ganWeight === 0 && o.ganDiscWeight !== null) throw fail('ganDiscWeight', 'weighs the GAN head, which is on only with ganWeight > 0: expected null');
     return o;
   }
   if (o.method === 'add') {

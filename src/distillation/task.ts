@@ -104,6 +104,10 @@ export interface DistillOptions {
   pairs: string | null;
   /** dmd: lambda_reg, the regression loss's weight (Yin et al. 2023: 0.25). */
   regWeight: number;
+  /** dmd2: lambda_G, the generator's weight of the GAN head's loss (0: no GAN head; DMD2's ImageNet-64 script: 3e-3; dmd-gan.ts). */
+  ganWeight: number;
+  /** dmd2 with ganWeight > 0: lambda_D, the fake score's weight of the head's discriminator loss (null: DMD2_GAN_DISC_WEIGHT = 1e-2). */
+  ganDiscWeight: number | null;
   /** add: optimizer steps (each a student update, then a discriminator update). */
   adversarialSteps: number;
   /** add: lambda of L = L_adv + lambda L_distill (Sauer et al. 2023: 2.5). */
@@ -140,6 +144,8 @@ export const DISTILL_DEFAULTS: Readonly<Omit<DistillOptions, 'teacher' | 'out' |
   fakeUpdates: null,
   pairs: null,
   regWeight: 0.25,
+  ganWeight: 0,
+  ganDiscWeight: null,
   adversarialSteps: 1000,
   distillWeight: ADD_LAMBDA,
   r1Gamma: 1.5e-3, // ADD's 1e-5 on 3x224x224 inputs, scaled by the input size ratio 150528 / 1024 (docs/distillation.md)

@@ -20,19 +20,11 @@ import { Generator } from '../engine/random';
 import { keep, noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { Autoencoder, sampleLatent } from '../models/autoencoder';
+import { LatentStats, summarizeLatents } from '../resolution/latent';
 import { quantize } from './evaluate';
 import { psnr, ssim } from './ssim';
 
-export interface LatentStats {
-  /** Per channel: the mean and std of posterior samples z. */
-  mean: number[];
-  std: number[];
-  /** Per channel: the mean posterior std exp(logvar / 2) (how much the encoder is unsure). */
-  posteriorStd: number[];
-  /** The std of z over all elements and channels, and its inverse: LDM's scale factor. */
-  globalStd: number;
-  scaleFactor: number;
-}
+export type { LatentStats };
 
 export interface AutoencoderEvaluation {
   n: number;
@@ -68,10 +60,7 @@ export function evaluateAutoencoder(net: Autoencoder, images: Tensor, { batchSiz
         zs.push(sampleLatent(mean, logvar, g));
         sds.push(logvar.mul(0.5).exp());
       }
-      const z = cat(zs, 0); // [N, zc, h, w]
-      const perChannel = (t: Tensor, f: 'mean' | 'std') => Array.from((f === 'mean' ? t.transpose(0, 1).flatten(1).mean(1) : t.transpose(0, 1).flatten(1).std(1)).toFloat64Array());
-      const globalStd = z.std().item();
-      const latent: LatentStats = { mean: perChannel(z, 'mean'), std: perChannel(z, 'std'), posteriorStd: perChannel(cat(sds, 0), 'mean'), globalStd, scaleFactor: 1 / globalStd };
+      const latent = summarizeLatents(cat(zs, 0), cat(sds, 0)); // z [N, zc, h, w]
       return { n, psnr: psnrSum / n, ssim: ssimSum / n, latent, reconstructions: keep(cat(recs, 0)) };
     }),
   );

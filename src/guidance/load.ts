@@ -67,8 +67,13 @@ export class GuideMismatchError extends Error {
  * with a weaker checkpoint of the same task (Karras et al. 2024); classifier: classifier guidance
  * with a noise-conditional classifier (Dhariwal & Nichol 2021), conditional model.
  */
-export function prepareGuidance(D: Denoiser, meta: Pick<CheckpointMeta, 'classNames' | 'sampleShape' | 'distillation'>, spec: Omit<GuidanceSpec, 'scale'>): PreparedGuidance {
+export function prepareGuidance(
+  D: Denoiser,
+  meta: Pick<CheckpointMeta, 'classNames' | 'sampleShape' | 'distillation'> & Partial<Pick<CheckpointMeta, 'latent'>>,
+  spec: Omit<GuidanceSpec, 'scale'>,
+): PreparedGuidance {
   if (!meta.classNames) throw new TypeError('prepareGuidance: the model is not class-conditional; guidance needs class labels');
+  if (meta.latent && spec.type === 'classifier') throw new TypeError("prepareGuidance: classifier guidance's classifier reads noisy pixels, but this latent model denoises latents (use cfg or auto)");
   const nullClass = meta.classNames.length;
   const student = meta.distillation;
   if (student && student.guidance.teacherScale !== null) throw new TypeError(`prepareGuidance: ${studentGuidanceProblem(student, spec.type, 0)}`);
@@ -93,10 +98,16 @@ export function prepareGuidance(D: Denoiser, meta: Pick<CheckpointMeta, 'classNa
   }
   if (spec.type === 'auto') {
     if (!spec.guide) throw new TypeError('prepareGuidance: autoguidance needs spec.guide, the folder of a weaker checkpoint of the same task');
-    const guide = loadModel(spec.guide);
+    const guide = loadModel(spec.guide, { latent: true });
+    guide.latent?.dispose(); // the guide denoises in the main model's space; only the main model decodes
     if (JSON.stringify(guide.meta.classNames) !== JSON.stringify(meta.classNames) || JSON.stringify(guide.meta.sampleShape) !== JSON.stringify(meta.sampleShape)) {
       guide.net.dispose();
       throw new GuideMismatchError(`guide ${spec.guide}: not a model of the same task (classes or sample shape differ)`);
+    }
+    const space = (r: CheckpointMeta['latent']) => JSON.stringify(r ? [r.sha256, r.norm, r.shift, r.scale] : null); // a latent model's space: its autoencoder and normalization
+    if (space(guide.meta.latent) !== space(meta.latent)) {
+      guide.net.dispose();
+      throw new GuideMismatchError(`guide ${spec.guide}: not in the same space as the model (pixels or latents, the autoencoder or its normalization differ)`);
     }
     return {
       at: (scale, base = D) => ({

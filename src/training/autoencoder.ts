@@ -49,6 +49,7 @@ import { CheckpointError, diffuseVersion, readCheckpointJson } from './checkpoin
 import { loadClassifierData } from './classifier';
 import { CheckpointFormat, LoopCheckpoint, Phase, TrainingLoop, TrainPart } from './loop';
 import { checkValue, FieldSpec } from './options';
+import { LatentCodec, latentNormalization, LatentNormKind, LatentRecord, LatentStats, measureLatents } from '../resolution/latent';
 
 /** The datasets an autoencoder trains on: the emoji, both styles or one. */
 export const AUTOENCODER_DATA_NAMES = ['emoji', 'emoji:google', 'emoji:twitter'] as const;
@@ -388,6 +389,27 @@ export class AutoencoderTrainer extends TrainingLoop<AutoencoderCheckpointMeta> 
     return t;
   }
 
+  /**
+   * The latent statistics over the training images (unflipped), from posterior samples drawn with
+   * Generator(seed): what latent diffusion's scale factor 1 / std(z) is measured on (Rombach et
+   * al. 2022, Sec. 4.3.2). `diffuse train-autoencoder` stores them in autoencoder.json.
+   *
+   * @example
+   *   const stats = trainer.measureLatents(); // stats.scaleFactor
+   *   saveAutoencoder(dir, trainer.net, { imageSize: 32, training: {}, latentStats: { ...stats, data: 'emoji train split', n: 3408, seed: 0 } });
+   */
+  measureLatents({ seed = 0 }: { seed?: number } = {}): StoredLatentStats {
+    const wasTraining = this.net.training;
+    this.net.eval();
+    try {
+      const stats = measureLatents(this.net, this.#data.images, { seed });
+      const n = this.#data.images.dim(0);
+      return { ...stats, data: this.#ownsData ? `${this.options.dataset} train split` : 'the training data passed in', n, seed };
+    } finally {
+      if (wasTraining) this.net.train();
+    }
+  }
+
   describe(): string {
     const { factor, steps, batchSize, lr, klWeight, ssimWeight, discWeight } = this.options;
     const s = this.net.config;
@@ -459,10 +481,25 @@ export interface AutoencoderMeta {
   /** How it was trained (the run's options, steps taken, seconds, the last 50 steps' mean loss, the command). */
   training: Record<string, unknown>;
   weights: { file: string; bytes: number; sha256: string };
+  /** Latent diffusion's scale factor 1 / std(z) over the training split (absent in folders written before it was measured). */
+  scaleFactor?: number;
+  /** The statistics it comes from, with the per-channel mean and std of EDM2-style normalization. */
+  latentStats?: StoredLatentStats;
+}
+
+/** Latent statistics as autoencoder.json stores them: what they were measured on, and the seed of the posterior samples. */
+export interface StoredLatentStats extends LatentStats {
+  data: string;
+  n: number;
+  seed: number;
 }
 
 /** Writes an autoencoder folder: the weights, then autoencoder.json (atomically, the commit). */
-export function saveAutoencoder(dir: string, net: Autoencoder, { imageSize, training }: { imageSize: number; training: Record<string, unknown> }): AutoencoderMeta {
+export function saveAutoencoder(
+  dir: string,
+  net: Autoencoder,
+  { imageSize, training, latentStats }: { imageSize: number; training: Record<string, unknown>; latentStats?: StoredLatentStats },
+): AutoencoderMeta {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, AUTOENCODER_WEIGHTS);
   saveSafetensors(file, net.stateDict(), { format: AUTOENCODER_FORMAT });
@@ -479,6 +516,7 @@ export function saveAutoencoder(dir: string, net: Autoencoder, { imageSize, trai
     latentShape: [net.config.latentChannels, imageSize / f, imageSize / f],
     training,
     weights: { file: AUTOENCODER_WEIGHTS, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') },
+    ...(latentStats && { scaleFactor: latentStats.scaleFactor, latentStats }),
   };
   writeFileAtomic(path.join(dir, AUTOENCODER_FILE), JSON.stringify(meta, null, 1) + '\n');
   return meta;
@@ -528,4 +566,52 @@ export function encodeImages(net: Autoencoder, images: Tensor, { batchSize = 64 
       return cat(parts, 0);
     }),
   );
+}
+
+// ---- the frozen autoencoder of a latent diffusion run (src/resolution/latent.ts) -----------
+
+/**
+ * The autoencoder in `dir` with the normalization `norm` of its stored latent statistics, as a
+ * latent run uses it; errors say what is missing. The record names the folder by its absolute path.
+ *
+ * @example
+ *   const codec = openLatentCodec('runs/ae', 'scalar'); // codec.record.scale: 1 / std(z), per channel
+ *   codec.dispose();
+ */
+export function openLatentCodec(dir: string, norm: LatentNormKind): LatentCodec {
+  const { meta, net } = loadAutoencoder(dir);
+  const stats = meta.latentStats;
+  if (!stats || typeof meta.scaleFactor !== 'number') {
+    net.dispose();
+    throw new Error(
+      `${path.join(dir, AUTOENCODER_FILE)} records no latent scale factor (written before it was measured): measure and store it with diffuse train-autoencoder --resume ${dir} (no more steps are taken)`,
+    );
+  }
+  const record: LatentRecord = {
+    autoencoder: path.resolve(dir),
+    sha256: meta.weights.sha256,
+    factor: meta.config.factor,
+    imageSize: meta.imageSize,
+    latentShape: meta.latentShape,
+    ...latentNormalization(stats, norm),
+  };
+  return new LatentCodec(net, record);
+}
+
+/**
+ * The codec a latent run's checkpoint records: its autoencoder (whose weights must still be the
+ * ones it trained with, by SHA-256) with the recorded normalization.
+ *
+ * @example
+ *   const codec = loadLatentCodec(readCheckpointMeta('runs/latent').latent!);
+ */
+export function loadLatentCodec(record: LatentRecord): LatentCodec {
+  const dir = record.autoencoder;
+  if (!fs.existsSync(path.join(dir, AUTOENCODER_FILE))) throw new Error(`the autoencoder of this latent model, ${dir}, is missing (no ${AUTOENCODER_FILE}): it is needed to decode the latents`);
+  const { meta, net } = loadAutoencoder(dir);
+  if (meta.weights.sha256 !== record.sha256) {
+    net.dispose();
+    throw new Error(`the autoencoder in ${dir} is not the one this latent model was trained with (its weights' SHA-256 differs): it cannot decode this model's latents`);
+  }
+  return new LatentCodec(net, record);
 }

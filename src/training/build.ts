@@ -6,6 +6,7 @@
  *
  * @example
  *   const data = loadTrainData(config);
+ *   const latentData = loadTrainData(config, { latent: openLatentCodec(config.latent!, config.latentNorm) }); // a latent run's normalized latents
  *   const c = materializeConfig(config, data);                 // the model config filled in
  *   const net = buildNetwork(networkSpec(c, data), { generator: new Generator(0) });
  *   const D = buildDenoiser(c, net);
@@ -16,8 +17,10 @@
  *   const z = generateSamples(D, c, { shape: data.shape, n: 1000, seed: 0, labels: null, batchSize: 100 }); // z[0..15] equal x bit for bit
  */
 import { Generator } from '../engine/random';
-import { tidy } from '../engine/scope';
+import { dispose, tidy } from '../engine/scope';
 import { tensor } from '../engine/create';
+import { LatentCodec } from '../resolution/latent';
+import { Progress } from '../util/progress';
 import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 import {
@@ -64,7 +67,7 @@ export function deriveSeed(seed: number, stream: number): number {
 }
 
 /** Seed streams of a run (deriveSeed's second argument). */
-export const SEED_STREAMS = Object.freeze({ init: 1, train: 2, dropout: 3, toys: 4, samples: 5 });
+export const SEED_STREAMS = Object.freeze({ init: 1, train: 2, dropout: 3, toys: 4, samples: 5, latent: 6 });
 
 // ---- data --------------------------------------------------------------------------
 
@@ -99,9 +102,13 @@ function keepClasses(ds: { images: Tensor; labels: Tensor; classNames: string[] 
   return { ...cut, classNames: ds.classNames };
 }
 
-/** The dataset a config names, with a batch function for its batchSize and seed. */
-export function loadTrainData(config: TrainConfig): TrainData {
+/**
+ * The dataset a config names, with a batch function for its batchSize and seed. With `latent`
+ * (a latent run's codec, config latent) the samples are the images' normalized latents (latentTrainData).
+ */
+export function loadTrainData(config: TrainConfig, { latent = null, log = null }: { latent?: LatentCodec | null; log?: NodeJS.WritableStream | null } = {}): TrainData {
   const { data, batchSize, seed } = config;
+  if (Object.hasOwn(TOYS, data) && latent) throw new ConfigError('latent', `encodes images, but ${data} is 2-D point data`);
   if (Object.hasOwn(TOYS, data)) {
     const toy: ToySampler = TOYS[data as keyof typeof TOYS];
     const base = deriveSeed(seed, SEED_STREAMS.toys);
@@ -138,6 +145,14 @@ export function loadTrainData(config: TrainConfig): TrainData {
     ds.labels.dispose();
     ds = { ...cut, classNames: ds.classNames };
   }
+  if (latent) {
+    try {
+      return latentTrainData(ds, latent, config, log);
+    } catch (e) {
+      dispose([ds.images, ds.labels]);
+      throw e;
+    }
+  }
   const { images, labels } = ds;
   const loader = new DataLoader({ images, labels }, { batchSize, seed, flip: config.flip });
   return {
@@ -154,6 +169,54 @@ export function loadTrainData(config: TrainConfig): TrainData {
       loader.dispose();
       images.dispose();
       labels.dispose();
+    },
+  };
+}
+
+/**
+ * A latent run's data (docs/latent.md): every training image is encoded once up front to its
+ * posterior (mean and logvar; with flips, the flipped image's too; a progress bar on `log`), and the batch of step k is a
+ * posterior sample of the images the DataLoader picks for k, drawn from a generator seeded by
+ * (seed, k) and normalized by the codec: a pure function of the step, so resume stays bit-exact.
+ * Takes ownership of ds's tensors.
+ */
+function latentTrainData(ds: { images: Tensor; labels: Tensor; classNames: string[] }, codec: LatentCodec, config: TrainConfig, log: NodeJS.WritableStream | null): TrainData {
+  const r = codec.record;
+  if (config.imageSize !== r.imageSize)
+    throw new ConfigError(
+      'imageSize',
+      `must be the autoencoder's image size ${r.imageSize} (latent ${JSON.stringify(config.latent)} encodes ${r.imageSize} px images to [${r.latentShape}]), got ${config.imageSize}`,
+    );
+  const c = codec.net.config.inChannels;
+  if (ds.images.dim(1) !== c)
+    throw new ConfigError('data', `${config.data} has ${ds.images.dim(1)} channel(s), but the autoencoder of latent ${JSON.stringify(config.latent)} encodes ${c}-channel images`);
+  const { images, labels } = ds;
+  const n = images.dim(0);
+  const bar = log ? new Progress(config.flip ? 2 * n : n, `encode ${n} training images${config.flip ? ' and their flips' : ''} (once)`, log as NodeJS.WriteStream) : null;
+  const onBatch = bar ? (size: number) => bar.tick({}, size) : undefined;
+  const moments = codec.encodePosteriors(images, { onBatch }); // [N, 2C, h, w]
+  const flipped = config.flip ? tidy(() => codec.encodePosteriors(images.flip(-1), { onBatch })) : null;
+  bar?.done();
+  const loader = new DataLoader({ images, labels }, { batchSize: config.batchSize, seed: config.seed, flip: config.flip });
+  const base = deriveSeed(config.seed, SEED_STREAMS.latent);
+  return {
+    kind: 'images',
+    shape: [...r.latentShape],
+    classNames: ds.classNames.length > 1 ? ds.classNames : null,
+    size: images.dim(0),
+    batchAt: (step) => {
+      const b = loader.batchAt(step);
+      const x = tidy(() => {
+        let m = moments.indexSelect(0, b.indices); // [B, 2C, h, w]
+        if (flipped && b.flipped) m = b.flipped.reshape([-1, 1, 1, 1]).where(flipped.indexSelect(0, b.indices), m);
+        return codec.sample(m, new Generator(epochSeed(base, step))); // [B, C, h, w], normalized
+      });
+      dispose([b.x, b.indices, ...(b.flipped ? [b.flipped] : [])]);
+      return { x, labels: b.labels };
+    },
+    dispose: () => {
+      loader.dispose();
+      dispose([images, labels, moments, ...(flipped ? [flipped] : [])]);
     },
   };
 }
@@ -204,7 +267,8 @@ export function networkSpec(config: TrainConfig, data: Pick<TrainData, 'shape' |
     if (type === 'edm2') return { type, config: resolveEDM2Config({ ...fields, imgChannels: data.shape[0], imgResolution: data.shape[1], labelDim: numClasses ?? 0 }) };
     return { type, config: resolveMLPDenoiserConfig({ ...(fields as Partial<MLPDenoiserConfig>), dim: data.shape[0], numClasses }) };
   } catch (e) {
-    throw new ConfigError('model', (e as Error).message);
+    const latent = config.latent !== null ? ` (a latent model works at the latent side, ${data.shape[1]} px = imageSize ${config.imageSize} / f)` : '';
+    throw new ConfigError('model', (e as Error).message + latent);
   }
 }
 
@@ -445,6 +509,8 @@ export interface GenerateOptions {
   condAt?: (start: number, size: number) => Omit<Conditioning, 'classLabels'>;
   /** A micro-conditioned model's (h, w, top, left) for every sample (default: imageSize, imageSize, 0, 0, uncropped and full size; src/training/micro.ts). */
   micro?: readonly number[];
+  /** A latent model's decoder (loadModel's latent.decode): each batch's latents become images in [-1, 1] before perBatch. Required when config.latent is set. */
+  decode?: ((z: Tensor) => Tensor) | null;
 }
 
 /**
@@ -453,17 +519,22 @@ export interface GenerateOptions {
  * for any batch size, one batch's memory at a time).
  */
 export function generateSamples(D: Denoiser, config: TrainConfig, opts: GenerateOptions): Tensor {
-  const { steps = 100, grid, clip: clipOpt, micro, ...rest } = opts;
+  const { steps = 100, grid, clip: clipOpt, decode, perBatch, micro, ...rest } = opts;
   if (opts.labels && opts.labels.length !== opts.n) throw new RangeError(`generateSamples: ${opts.labels.length} labels for ${opts.n} samples`);
   getSampler(opts.sampler ?? 'ddpm'); // an unknown name fails before any work
-  const clip = (clipOpt ?? true) && opts.shape.length === 3;
+  if (config.latent !== null && !decode) throw new TypeError(`generateSamples: a latent model (latent ${JSON.stringify(config.latent)}) samples latents: pass decode (loadModel's latent.decode)`);
+  if (config.latent === null && decode) throw new TypeError('generateSamples: decode is for a latent model (config latent), this one samples pixels');
+  if (config.latent !== null && clipOpt === true)
+    throw new RangeError('clip clamps x0 estimates to [-1, 1], the range of pixels; a latent model samples unbounded latents (drop --clip; the decoded images are clamped)');
+  const clip = (clipOpt ?? true) && opts.shape.length === 3 && config.latent === null; // latents are unbounded: never clipped
   if (config.nested.length) return generateNested(D, config, { ...opts, clip });
   if (micro !== undefined && !config.microCond) throw new ConfigError('micro', 'this model was not trained with micro-conditioning (microCond)');
   const { condAt } = rest;
   if (config.microCond) rest.condAt = (start, size) => ({ ...condAt?.(start, size), micro: microValues(size, config.imageSize, micro) }); // SDXL: uncropped, full size by default
   const sigmas = samplingSigmas(config, steps, grid);
+  const after = decode ? (z: Tensor) => (perBatch ? perBatch(decode(z)) : decode(z)) : perBatch;
   try {
-    return sampleInBatches(D, sigmas, { ...rest, clip: clip ? [-1, 1] : null });
+    return sampleInBatches(D, sigmas, { ...rest, perBatch: after, clip: clip ? [-1, 1] : null });
   } finally {
     sigmas.dispose();
   }

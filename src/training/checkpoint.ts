@@ -35,6 +35,8 @@ import { resolveUNetConfig } from '../models/unet';
 import { resolveMLPDenoiserConfig } from '../models/mlp';
 import { EDM2Config, resolveEDM2Config } from '../models/edm2';
 import { adapterRecord, DistillationRecord, distillationProblem } from '../distillation/record';
+import { LatentCodec, LatentRecord, latentRecordProblem } from '../resolution/latent';
+import { loadLatentCodec } from './autoencoder';
 
 export const CHECKPOINT_FILE = 'checkpoint.json';
 export const CHECKPOINT_FORMAT = 'diffuse-checkpoint';
@@ -76,8 +78,12 @@ export interface CheckpointMeta {
   files: Partial<Record<Part, FileRecord>>;
   /** Training state (absent in an export for sampling). */
   state: {
-    /** Per-step losses, float32 little-endian, base64. */
+    /** Per-step losses, float32 little-endian, base64 (a multi-phase run: its first phase's). */
     losses: string;
+    /** A multi-phase run's other phases' losses, by phase name (training/loop.ts). */
+    phaseLosses?: Record<string, string>;
+    /** A multi-phase run's phase names in order, the first the one of `losses` (absent in older checkpoints). */
+    phases?: string[];
     /** Generator states, base64 (Generator.state()). */
     generators: Record<string, string>;
     loader: { step: number };
@@ -93,6 +99,8 @@ export interface CheckpointMeta {
   exportedFrom?: { step: number; part: Part; dtype: DType; posthocEma?: { sigmaRel: number; snapshots: number } };
   /** Set on a distilled student: its method, teacher, the sampling it was distilled for and its guidance convention (src/distillation/record.ts). */
   distillation?: DistillationRecord;
+  /** Set on a latent diffusion model (config latent): its autoencoder and the normalization of its latents; sampleShape is then the latent shape (src/resolution/latent.ts). */
+  latent?: LatentRecord;
 }
 
 /** A missing, corrupt or inconsistent checkpoint; `file` is the file at fault. */
@@ -279,6 +287,12 @@ export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
     const problem = distillationProblem(raw.distillation);
     if (problem) throw bad(problem);
   }
+  if (raw.latent !== undefined) {
+    const problem = latentRecordProblem(raw.latent);
+    if (problem) throw bad(problem);
+  }
+  if ((config.latent !== null) !== (raw.latent !== undefined))
+    throw bad(config.latent !== null ? `its config trains on latents (latent ${JSON.stringify(config.latent)}) but it has no "latent" record` : 'has a "latent" record but its config has no latent');
   if (raw.classNames !== null && !(Array.isArray(raw.classNames) && raw.classNames.every((c) => typeof c === 'string'))) throw bad('"classNames" must be a list of strings or null');
   if (!(Array.isArray(raw.sampleShape) && raw.sampleShape.length > 0 && raw.sampleShape.every((d) => Number.isSafeInteger(d) && d > 0)))
     throw bad(`"sampleShape" must be a list of positive integers, got ${JSON.stringify(raw.sampleShape)}`);
@@ -424,6 +438,7 @@ export function saveSamplingCheckpoint(
         state,
         exportedFrom,
         ...(meta.distillation ? { distillation: meta.distillation } : {}),
+        ...(meta.latent ? { latent: meta.latent } : {}),
       },
       { [part]: { tensors: cast, metadata } },
       { fileNames: { [part]: `${part}.safetensors` } },
@@ -471,20 +486,48 @@ function networkFromWeights(meta: CheckpointMeta, tensors: Record<string, Tensor
  * A checkpoint's network with its EMA weights (or the raw ones: weights 'model'), in eval
  * mode and float32, and its denoiser, ready to sample. Dispose the network when done.
  *
+ * A latent diffusion model (meta.latent) loads only with `latent: true`, from a caller that
+ * decodes what it samples: `latent` is then its autoencoder's codec (pass latent.decode to
+ * generateSamples; dispose it too). Without it, such a model is refused with a clear error, so
+ * a command that would treat latents as images never sees one.
+ *
  * @example
  *   const { meta, net, denoiser } = loadModel('models/fashion-mnist');
  *   const x = generateSamples(denoiser, meta.config, { shape: meta.sampleShape, n: 16, seed: 0, labels: null });
+ *   const m = loadModel('runs/latent', { latent: true });    // a latent model: decode its samples
+ *   const y = generateSamples(m.denoiser, m.meta.config, { shape: m.meta.sampleShape, n: 16, seed: 0, labels: null, decode: (z) => m.latent!.decode(z) });
  */
-export function loadModel(dirOrFile: string, { weights }: { weights?: 'ema' | 'model' } = {}): { meta: CheckpointMeta; net: DenoiserNet; denoiser: Denoiser; weights: 'ema' | 'model' } {
+export function loadModel(
+  dirOrFile: string,
+  { weights, latent: acceptLatent = false }: { weights?: 'ema' | 'model'; latent?: boolean } = {},
+): { meta: CheckpointMeta; net: DenoiserNet; denoiser: Denoiser; weights: 'ema' | 'model'; latent: LatentCodec | null } {
   const meta = readCheckpointMeta(dirOrFile);
+  if (meta.latent && !acceptLatent)
+    throw new CheckpointError(
+      checkpointJsonPath(dirOrFile),
+      `is a latent diffusion model (autoencoder ${meta.latent.autoencoder}): this command does not decode latents yet (diffuse sample, eval and info do)`,
+    );
+  let latent: LatentCodec | null = null;
+  if (meta.latent) {
+    try {
+      latent = loadLatentCodec(meta.latent);
+    } catch (e) {
+      throw new CheckpointError(checkpointJsonPath(dirOrFile), (e as Error).message);
+    }
+  }
   const part = weights ?? (meta.files.ema ? 'ema' : 'model');
-  const { tensors } = loadPart(dirOrFile, meta, part);
   let net: DenoiserNet;
   try {
-    net = networkFromWeights(meta, tensors, path.join(path.dirname(checkpointJsonPath(dirOrFile)), meta.files[part]!.file));
-  } finally {
-    dispose(tensors);
+    const { tensors } = loadPart(dirOrFile, meta, part);
+    try {
+      net = networkFromWeights(meta, tensors, path.join(path.dirname(checkpointJsonPath(dirOrFile)), meta.files[part]!.file));
+    } finally {
+      dispose(tensors);
+    }
+  } catch (e) {
+    latent?.dispose();
+    throw e;
   }
   net.eval();
-  return { meta, net, denoiser: buildDenoiser(meta.config, net, { consistency: meta.distillation?.consistency }), weights: part };
+  return { meta, net, denoiser: buildDenoiser(meta.config, net, { consistency: meta.distillation?.consistency }), weights: part, latent };
 }

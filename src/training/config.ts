@@ -121,6 +121,15 @@ export interface TrainConfig {
   nestedGrow: number;
   /** The nested loss's weight per resolution, comma-separated, smallest first (e.g. '1,1,1'; null: all 1). */
   nestedWeights: string | null;
+  /**
+   * Latent diffusion (Rombach et al. 2022; docs/latent.md; null: off): the folder of an autoencoder
+   * from `diffuse train-autoencoder`. The model is trained on its latents [4, S/f, S/f] of the
+   * training images (a posterior sample per step, normalized by latentNorm); sample, eval and info
+   * decode them back to images. imageSize must be the autoencoder's.
+   */
+  latent: string | null;
+  /** How latents are normalized: 'scalar' (LDM's scale factor 1 / std(z)) or 'channel' (EDM2's per-channel (z - mean_c) / std_c). */
+  latentNorm: 'scalar' | 'channel';
   /** DDPM's T. */
   timesteps: number;
   /** EDM's sigma_data (0.5 for images in [-1, 1]; 1 suits the 2-D toys). */
@@ -231,6 +240,8 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   sizeMin: null,
   nestedGrow: 0,
   nestedWeights: null,
+  latent: null,
+  latentNorm: 'scalar',
   timesteps: 1000,
   sigmaData: 0.5,
   classConditional: 'auto',
@@ -306,6 +317,8 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   sizeMin: { kind: 'int', nullable: true, min: 1 },
   nestedGrow: { kind: 'int', min: 0 },
   nestedWeights: { kind: 'string', nullable: true },
+  latent: { kind: 'string', nullable: true },
+  latentNorm: { kind: 'enum', values: ['scalar', 'channel'] },
   timesteps: { kind: 'int', min: 2 },
   sigmaData: { kind: 'number', min: 0, above: true },
   classConditional: { kind: 'bool', auto: true },
@@ -490,8 +503,19 @@ function crossCheck(c: TrainConfig, where: (key: string) => string, all = where(
   if (c.sizeMin !== null && c.sizeMin > c.imageSize) throw new ConfigError(where('sizeMin'), `must be at most imageSize (${c.imageSize}), got ${c.sizeMin}`);
   const micro = (['microCond', 'cropZoom', 'sizeMin'] as const).find((k) => c[k] !== TRAIN_DEFAULTS[k]);
   if (micro && c.model.type !== 'unet') throw new ConfigError(where(micro), `micro-conditioning and its crops are built for the U-Net; the model is ${c.model.type}`);
-  if (micro && (c.lowRes !== null || c.nested.length))
-    throw new ConfigError(where(micro), `micro-conditioning and its crops do not combine with ${c.lowRes !== null ? 'lowRes (a super-resolution stage)' : 'nested (Matryoshka)'}`);
+  if (micro && (c.lowRes !== null || c.nested.length || c.latent !== null))
+    throw new ConfigError(
+      where(micro),
+      `micro-conditioning and its crops do not combine with ${c.lowRes !== null ? 'lowRes (a super-resolution stage)' : c.nested.length ? 'nested (Matryoshka)' : 'latent (the latents are encoded once, before any crop; not built yet)'}`,
+    );
+  if (c.latent === null && c.latentNorm !== TRAIN_DEFAULTS.latentNorm) throw new ConfigError(where('latentNorm'), `normalizes the latents of a latent run (got ${show(c.latentNorm)}): set latent too`);
+  if (c.latent !== null) {
+    const clash = (key: string, why: string) => new ConfigError(where(key), `does not go with latent (${show(c.latent)}): ${why}`);
+    if (c.lowRes !== null) throw clash('lowRes', 'a super-resolution stage conditions on low-res pixels, a latent model denoises latents; train the stage without latent');
+    if (c.nested.length) throw clash('nested', 'nested resolutions are pixel resolutions of one image; a latent model has one latent resolution');
+    if (c.multiscaleBase !== null) throw clash('multiscaleBase', 'the multiscale loss pools pixel errors by imageSize; use it without latent');
+    if (c.shiftBase !== null) throw clash('shiftBase', 'the shift is computed from imageSize, not the latent side; move a latent schedule with inputScale instead');
+  }
   if (c.objective === 'edm2' && c.model.type !== 'edm2')
     throw new ConfigError(where('objective'), `edm2 learns u(sigma) with the log-variance head of EDM2's network: use model edm2 (the model is ${c.model.type})`);
   return c;

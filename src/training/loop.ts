@@ -190,6 +190,8 @@ export interface LoopCheckpoint {
     losses: string;
     /** The other phases' losses (absent with one phase). */
     phaseLosses?: Record<string, string>;
+    /** Every phase's name, in order: the first names `losses` (absent with one phase, and in checkpoints older than it). */
+    phases?: string[];
     /** Generator states, base64 (Generator.state()). */
     generators: Record<string, string>;
     /** The data's position: the batch of step k is a pure function of (seed, k). */
@@ -207,6 +209,19 @@ export interface LoopResult {
 }
 
 const pad = (step: number) => String(step).padStart(8, '0');
+
+/**
+ * The losses of the progress line: `loss` alone for a one-phase run, else one entry per phase that
+ * has a value, keyed by its name (spaces as '-'), in the phases' order.
+ *
+ * @example
+ *   phaseLossInfo(['model'], { model: 0.1 });                                // { loss: 0.1 }
+ *   phaseLossInfo(['generator', 'fake score'], { generator: 0.12, 'fake score': 0.45 }); // { generator: 0.12, 'fake-score': 0.45 }
+ */
+export function phaseLossInfo(phases: readonly string[], values: Readonly<Record<string, number>>): Record<string, number> {
+  if (phases.length === 1) return phases[0] in values ? { loss: values[phases[0]] } : {};
+  return Object.fromEntries(phases.filter((p) => p in values).map((p) => [p.replace(/\s+/g, '-'), values[p]]));
+}
 
 /** The tensor files of older checkpoints of these keys (deleted once a newer checkpoint is committed). */
 function staleFiles(prefix: string, keys: string[]): RegExp {
@@ -410,7 +425,8 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
     return this.#finish();
   }
 
-  #smooth = NaN;
+  /** Every phase's smoothed loss for the progress line (an EMA of its values, 0.98). */
+  readonly #smooth: Record<string, number> = {};
 
   #begin(): Progress | null {
     const { steps, label } = this.settings;
@@ -427,9 +443,21 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
 
   /** One step, its progress tick, its checkpoint and previews when due, the caller's onStep. */
   #advance(bar: Progress | null): void {
+    const before = this.#phases.map((p) => this.history[p.name].length);
     const loss = this.trainStep();
-    this.#smooth = Number.isNaN(this.#smooth) ? loss : 0.98 * this.#smooth + 0.02 * loss;
-    bar?.tick({ loss: this.#smooth, lr: this.#parts[0].optimizer.lr });
+    this.#phases.forEach(({ name }, j) => {
+      const h = this.history[name];
+      if (h.length === before[j]) return; // not due this step
+      const v = h[h.length - 1];
+      this.#smooth[name] = name in this.#smooth ? 0.98 * this.#smooth[name] + 0.02 * v : v;
+    });
+    bar?.tick({
+      ...phaseLossInfo(
+        this.#phases.map((p) => p.name),
+        this.#smooth,
+      ),
+      lr: this.#parts[0].optimizer.lr,
+    });
     const s = this.step;
     const { steps, checkpointEvery, previewEvery } = this.settings;
     const out = this.#writeOut;
@@ -541,7 +569,7 @@ export abstract class TrainingLoop<M = LoopCheckpoint> {
           files: records as Record<string, FileRecord>,
           state: {
             losses: encodeFloats(this.history[main.name]),
-            ...(rest.length ? { phaseLosses: Object.fromEntries(rest.map((p) => [p.name, encodeFloats(this.history[p.name])])) } : {}),
+            ...(rest.length ? { phaseLosses: Object.fromEntries(rest.map((p) => [p.name, encodeFloats(this.history[p.name])])), phases: this.#phases.map((p) => p.name) } : {}),
             generators: Object.fromEntries(Object.entries(this.#generators).map(([n, g]) => [n, Buffer.from(g.state()).toString('base64')])),
             loader: { step: this.step },
             ...fmt.state?.(),

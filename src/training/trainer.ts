@@ -58,6 +58,8 @@ import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
 import { CheckpointFormat, emaStateDict, LoopCheckpoint, LoopResult, NonFiniteLossError, Tracker, TrainingLoop, TrainPart } from './loop';
 import { PhemaTracker } from './phema';
 import { DataParallel } from '../distributed/data-parallel';
+import { LatentCodec } from '../resolution/latent';
+import { openLatentCodec } from './autoencoder';
 
 export { NonFiniteLossError };
 
@@ -92,12 +94,14 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
   readonly lora: LoraOptions | null;
   /** A nested (Matryoshka) run's loss term per resolution at every step, smallest first (NaN before a level has grown); null for other runs. */
   readonly levelLosses: number[][] | null;
+  /** A latent run's frozen autoencoder and normalization (config latent; docs/latent.md), or null. */
+  readonly latent: LatentCodec | null;
   readonly #gen: Generator;
   readonly #dropoutGen: Generator;
   readonly #nullClass: number | null;
   #evalNet: DenoiserNet | null = null;
 
-  private constructor(config: TrainConfig, data: TrainData, opts: TrainerOptions) {
+  private constructor(config: TrainConfig, data: TrainData, latent: LatentCodec | null, opts: TrainerOptions) {
     const c = materializeConfig(config, data);
     super({
       steps: c.steps,
@@ -111,6 +115,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       parallel: opts.parallel ?? null,
     });
     this.data = data;
+    this.latent = latent;
     this.config = c;
     this.spec = networkSpec(c, data);
     if (c.threads !== null) setNumThreads(c.threads);
@@ -183,12 +188,24 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
   static create(config: TrainConfig, opts: TrainerOptions = {}): Trainer {
     // Data parallel: every rank builds the global batch of a step and keeps its shard (src/distributed/data-parallel.ts).
     const world = opts.parallel?.worldSize ?? 1;
-    const data = loadTrainData(world === 1 ? config : { ...config, batchSize: config.batchSize * world });
+    if (config.latent !== null) config = { ...config, latent: path.resolve(config.latent) }; // the run decodes with it from anywhere
+    const latent = config.latent !== null ? openLatent(config.latent, config.latentNorm) : null;
+    let data: TrainData;
+    try {
+      data = loadTrainData(world === 1 ? config : { ...config, batchSize: config.batchSize * world }, {
+        latent,
+        log: (opts.parallel?.rank ?? 0) !== 0 ? null : opts.log === undefined ? process.stderr : opts.log,
+      }); // only rank 0 logs
+    } catch (e) {
+      latent?.dispose();
+      throw e;
+    }
     let t: Trainer;
     try {
-      t = new Trainer(config, data, opts);
+      t = new Trainer(config, data, latent, opts);
     } catch (e) {
       data.dispose();
+      latent?.dispose();
       throw e;
     }
     if (opts.resume) {
@@ -220,7 +237,8 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     const batch = world === 1 ? `batch ${c.batchSize}` : `batch ${c.batchSize} x ${world} ranks`;
     const lora = this.lora ? ` (LoRA r ${this.lora.rank}, alpha ${this.lora.alpha} on ${c.loraTargets}: ${this.optimizer.params.reduce((n, p) => n + p.size, 0).toLocaleString('en-US')} trained)` : '';
     const init = c.init !== null ? `, from ${c.init}` : '';
-    return `${c.objective} on ${c.data} (${size}, ${cond}); ${this.spec.type} with ${this.net.numParameters().toLocaleString('en-US')} parameters${lora}${init}; ${batch}, ${c.steps} steps, lr ${c.lr}; out ${this.out}`;
+    const latent = this.latent ? `, latents [${this.data.shape}] of the KL-f${this.latent.record.factor} autoencoder ${c.latent} (${c.latentNorm} normalization)` : '';
+    return `${c.objective} on ${c.data}${latent} (${size}, ${cond}); ${this.spec.type} with ${this.net.numParameters().toLocaleString('en-US')} parameters${lora}${init}; ${batch}, ${c.steps} steps, lr ${c.lr}; out ${this.out}`;
   }
 
   /** The EMA weights as a state dict of the network (new handles on the averages: no copies). */
@@ -242,6 +260,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
         numParameters: this.net.numParameters(),
         classNames: this.#nullClass !== null ? this.data.classNames : null,
         sampleShape: this.data.shape,
+        ...(this.latent && { latent: this.latent.record }),
       }),
       state: () => ({
         ema: this.ema ? { nimg: this.ema.nimg, updates: this.ema.updates } : { nimg: 0, updates: this.phema!.step },
@@ -293,7 +312,8 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     const k = this.#nullClass;
     const n = this.data.kind === 'points' ? Math.max(c.sampleCount, 2000) : c.sampleCount;
     const labels = k !== null ? Array.from({ length: n }, (_, i) => i % k) : null;
-    const x = generateSamples(D, c, { shape: this.data.shape, n, seed: deriveSeed(c.seed, SEED_STREAMS.samples) % 2 ** 31, steps: c.sampleSteps, labels });
+    const decode = this.latent ? (z: Tensor) => this.latent!.decode(z) : null; // a latent run previews decoded images
+    const x = generateSamples(D, c, { shape: this.data.shape, n, seed: deriveSeed(c.seed, SEED_STREAMS.samples) % 2 ** 31, steps: c.sampleSteps, labels, decode });
     try {
       if (this.data.kind === 'points') writeFileAtomic(file, encodePNG(scatterImage(x.toFloat64Array(), { title: `step ${this.step}` })));
       else writePNG(file, imageGrid(x, { ncol: k ?? undefined, scale: 2 }));
@@ -338,6 +358,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     this.disposeParts();
     this.#evalNet?.dispose();
     this.data.dispose();
+    this.latent?.dispose();
   }
 
   #restore(dir: string): void {
@@ -346,6 +367,9 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
     const changed = configDiff(meta.config, this.config).filter((line) => !RESUMABLE_KEYS.includes(line.split(':')[0]));
     if (changed.length) throw new ConfigError('resume', `the config differs from the checkpoint's in ${changed.join('; ')} (only ${RESUMABLE_KEYS.join(', ')} may change when resuming)`);
     if (JSON.stringify(meta.network) !== JSON.stringify(this.spec)) throw new ConfigError('resume', `the checkpoint's network (${JSON.stringify(meta.network)}) is not the one this config builds`);
+    const [was, now] = [meta.latent, this.latent?.record];
+    if (was && now && (was.sha256 !== now.sha256 || JSON.stringify([was.shift, was.scale]) !== JSON.stringify([now.shift, now.scale])))
+      throw new ConfigError('resume', `the autoencoder in ${now.autoencoder} (its weights or its stored latent statistics) is not the one the checkpoint in ${dir} was trained with`);
     for (const part of ['model', 'ema', 'optimizer', ...(this.phema ? (['phema'] as const) : [])] as const) if (!meta.files[part]) throw new ConfigError('resume', `${dir} has no ${part} file`);
     for (const name of ['train', 'dropout']) if (meta.state.generators[name] === undefined) throw new ConfigError('resume', `the checkpoint has no state for the ${name} generator`);
     const written = meta.state.worldSize ?? 1;
@@ -371,16 +395,26 @@ export function levelHistory(meta: CheckpointMeta, r: number): number[] {
 function loadInitWeights(net: DenoiserNet, dir: string, spec: NetworkSpec): void {
   let src: ReturnType<typeof loadModel>;
   try {
-    src = loadModel(dir);
+    src = loadModel(dir, { latent: true });
   } catch (e) {
     throw new ConfigError('init', `cannot load ${dir}: ${(e as Error).message}`);
   }
+  src.latent?.dispose(); // the weights are all it needs (the run's own config says what it trains on)
   try {
     if (JSON.stringify(src.meta.network) !== JSON.stringify(spec))
       throw new ConfigError('init', `${dir}'s network (${JSON.stringify(src.meta.network)}) is not the one this config builds (${JSON.stringify(spec)})`);
     net.loadStateDict(src.net.stateDict());
   } finally {
     src.net.dispose();
+  }
+}
+
+/** The codec of a latent run's autoencoder, its errors as ConfigErrors of latent. */
+function openLatent(dir: string, norm: TrainConfig['latentNorm']): LatentCodec {
+  try {
+    return openLatentCodec(dir, norm);
+  } catch (e) {
+    throw new ConfigError('latent', (e as Error).message);
   }
 }
 
