@@ -57,7 +57,8 @@ Fashion-MNIST training split in the feature space of the shipped feature network
 emoji training split at 64 px in emoji-cnn-v1's (models/emoji-features), their 16 or 32 px
 samples upsampled to 64 so every resolution is measured in one space: Frechet distance (fd), KID (kid, with
 its standard error), improved precision and recall, and, for class-conditional samples,
-the accuracy of the feature net's classifier on the requested classes. 2-D models are
+the accuracy of the feature net's classifier on the requested classes; emoji models also get
+border, the share of samples whose drawing touches the frame (docs/latent.md). 2-D models are
 compared with held-out data: energy distance, sliced Wasserstein-2 (sw2), and the exact
 negative log-likelihood (nll, nats) of the held-out points. With no CHECKPOINT: the
 shipped Fashion-MNIST model. Seeds are fixed, so a run is reproducible.
