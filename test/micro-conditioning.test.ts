@@ -201,6 +201,20 @@ test('CLI: train --micro-cond with crops and rescales, resume bit-exact, sample 
   r = await quick('eval', 'micro', '--n', '8', '--steps', '2', '--sampler', 'dpmpp-2m', '--out', 'ev');
   assert.equal(r.code, 0, r.err);
   assert.match(r.out, /border \d/);
+  // The floor: the emoji test split itself (Noto's emoji keep a margin: few touch the frame; Twemoji's often fill it).
+  r = await quick('eval', '--baseline', 'test', '--data', 'emoji:google', '--n', '64', '--threads', '1', '--out', 'floor');
+  assert.equal(r.code, 0, r.err);
+  const floor = JSON.parse(
+    fs.readFileSync(
+      path.join(
+        root,
+        'floor',
+        fs.readdirSync(path.join(root, 'floor')).find((f) => f.endsWith('.json'))!,
+      ),
+      'utf8',
+    ),
+  );
+  assert.ok(floor.metrics.border.value > 0 && floor.metrics.border.value < 0.2, `border of Noto's emoji ${floor.metrics.border.value}`);
 });
 
 test('the micro config needs a U-Net without lowRes or nested', () => {

@@ -354,7 +354,7 @@ function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: nu
     const t0 = performance.now();
     const { x, labels } = baseline === 'test' ? asUsage(() => testSubset(data as ClassifierDataName, n, seed)) : { x: noiseImages(fnet, n, seed), labels: null };
     try {
-      const metrics = imageMetrics(fnet, ref, x, { labels });
+      const metrics = { ...imageMetrics(fnet, ref, x, { labels }), ...(isEmojiData(data) ? { border: { value: borderTouchRate(x) } } : {}) };
       const seconds = (performance.now() - t0) / 1000;
       const outDir = args.flags.get('out') ?? 'eval';
       fs.mkdirSync(outDir, { recursive: true });
