@@ -42,6 +42,7 @@ import { formatSeconds, Progress } from '../util/progress';
 import { asUsage, intFlag, numberList, parseArgs, ParsedArgs, table, UsageError } from './args';
 import { GUIDANCE_FLAGS, guidanceHelpRows, guidanceScales, GuidanceSpec, parseGuidance, prepareGuidance } from './guidance-flags';
 import { parseClass, shippedModelDir } from './sample';
+import { borderTouchRate } from '../eval/border';
 import { batchSizeFlag, SAMPLING_FLAGS, samplingFlags, samplingHelpRows } from './sampling-flags';
 import { NLL_FLAGS, nllCommand, nllHelpRows } from './eval-nll';
 import { studentDefaults } from './student-flags';
@@ -56,7 +57,8 @@ Fashion-MNIST training split in the feature space of the shipped feature network
 emoji training split at 64 px in emoji-cnn-v1's (models/emoji-features), their 16 or 32 px
 samples upsampled to 64 so every resolution is measured in one space: Frechet distance (fd), KID (kid, with
 its standard error), improved precision and recall, and, for class-conditional samples,
-the accuracy of the feature net's classifier on the requested classes. 2-D models are
+the accuracy of the feature net's classifier on the requested classes; emoji models also get
+border, the share of samples whose drawing touches the frame (docs/latent.md). 2-D models are
 compared with held-out data: energy distance, sliced Wasserstein-2 (sw2), and the exact
 negative log-likelihood (nll, nats) of the held-out points. With no CHECKPOINT: the
 shipped Fashion-MNIST model. Seeds are fixed, so a run is reproducible.
@@ -210,7 +212,12 @@ function imageMeasure(
   cleanup.push(fnet.net);
   const ref = datasetReference(fnet, { cache, data: isEmojiData(data) ? (data as ClassifierDataName) : 'fashion-mnist' });
   cleanup.push(ref);
-  return { what: `features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`, space: fnet.name, reference: ref.name, metrics: (x) => imageMetrics(fnet, ref, x, { labels }) };
+  return {
+    what: `features ${fnet.name}, reference ${ref.name}${referenceSource(ref)}`,
+    space: fnet.name,
+    reference: ref.name,
+    metrics: (x) => ({ ...imageMetrics(fnet, ref, x, { labels }), ...(isEmojiData(data) ? { border: { value: borderTouchRate(x) } } : {}) }),
+  }; // border: the share of samples cut by the frame (src/eval/border.ts)
 }
 
 /** imageMeasure with its own cleanup list (diffuse eval --cascade). */
@@ -347,7 +354,7 @@ function baselineCommand(args: ParsedArgs, baseline: string, n: number, seed: nu
     const t0 = performance.now();
     const { x, labels } = baseline === 'test' ? asUsage(() => testSubset(data as ClassifierDataName, n, seed)) : { x: noiseImages(fnet, n, seed), labels: null };
     try {
-      const metrics = imageMetrics(fnet, ref, x, { labels });
+      const metrics = { ...imageMetrics(fnet, ref, x, { labels }), ...(isEmojiData(data) ? { border: { value: borderTouchRate(x) } } : {}) };
       const seconds = (performance.now() - t0) / 1000;
       const outDir = args.flags.get('out') ?? 'eval';
       fs.mkdirSync(outDir, { recursive: true });

@@ -25,6 +25,7 @@ export const SAMPLING_FLAGS = {
   variance: 'value',
   'sigma-min': 'value',
   clip: 'bool',
+  micro: 'value',
 } as const;
 
 /** Help rows for the sampler flags. */
@@ -37,6 +38,7 @@ export function samplingHelpRows(): [string, string][] {
     ['--variance V', 'ddpm only: "beta" (sigma_t^2 = beta_t, default) or "posterior" (beta~_t)'],
     ['--sigma-min S', "consistency only: the model's boundary sigma_min; re-noising to tau adds std sqrt(tau^2 - S^2) (default: the student's, else 0)"],
     ['--clip, --no-clip', "clamp every x0 estimate to [-1, 1], for any sampler (default on for images; --no-clip is k-diffusion's behaviour)"],
+    ['--micro H,W,TOP,LEFT', "a micro-conditioned model's original size and crop offsets in pixels (SDXL; default S,S,0,0: uncropped, full size)"],
   ];
 }
 
@@ -49,6 +51,8 @@ export interface SamplingChoice {
   variance?: 'beta' | 'posterior';
   sigmaMin?: number;
   clip?: boolean;
+  /** A micro-conditioned model's (h, w, top, left) (undefined: its default, uncropped and full size). */
+  micro?: number[];
 }
 
 const CHURN_FLAGS = ['churn', 's-tmin', 's-tmax', 's-noise'] as const;
@@ -73,7 +77,17 @@ export function samplingFlags(args: ParsedArgs, config: TrainConfig): SamplingCh
           : `--${bad.param === 'sigmaMin' ? 'sigma-min' : bad.param}`
       }: ${bad.message}`,
     );
-  return { sampler, grid: gridFlag(args, config), eta, churn, variance, sigmaMin, clip };
+  return { sampler, grid: gridFlag(args, config), eta, churn, variance, sigmaMin, clip, micro: microFlag(args, config) };
+}
+
+/** --micro H,W,TOP,LEFT: four non-negative numbers, for a model trained with microCond. */
+function microFlag(args: ParsedArgs, config: TrainConfig): number[] | undefined {
+  const raw = args.flags.get('micro');
+  if (raw === undefined) return undefined;
+  if (!config.microCond) throw new UsageError(`--micro ${raw}: this model was not trained with micro-conditioning (--micro-cond)`);
+  const v = raw.split(',').map((t) => Number(t.trim()));
+  if (v.length !== 4 || v.some((x) => !Number.isFinite(x) || x < 0)) throw new UsageError(`--micro: expected H,W,TOP,LEFT, four non-negative numbers in pixels, got ${JSON.stringify(raw)}`);
+  return v;
 }
 
 /** --sampler: a registered name (default ddpm), or a usage error listing them. */

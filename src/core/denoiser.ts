@@ -28,6 +28,11 @@ export interface Conditioning {
   lowRes?: Tensor;
   /** [B] the augmentation level s in [0, 1] of `lowRes` (CDM's noise-conditioning augmentation, given to the network as a second noise level). */
   augLevel?: Tensor;
+  /**
+   * [B, 4] SDXL's micro-conditioning (Podell et al. 2023, Sec. 2.2): the original image's height and
+   * width and the crop's top and left offset, in pixels; (S, S, 0, 0) asks for an uncropped, full-size image.
+   */
+  micro?: Tensor;
 }
 
 /** x [B, ...], sigma [B] -> estimate of x0 [B, ...]. */

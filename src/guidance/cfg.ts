@@ -44,7 +44,7 @@ export interface CFGOptions {
 /**
  * The conditional and unconditional estimates [B, ...]: one call on cat([x, x]) with labels
  * cat([c, null]) and every other per-sample field of cond (a super-resolution stage's lowRes and
- * augLevel, a student's guidance) doubled, or two calls.
+ * augLevel, a micro-conditioned model's size and crop, a student's guidance) doubled, or two calls.
  */
 export function conditionalPair(D: Denoiser, x: Tensor, sigma: Tensor, cond: Conditioning, nullClass: number, batched: boolean): { cond: Tensor; uncond: Tensor } {
   const labels = requireLabels('classifierFreeGuidance', cond);
@@ -60,7 +60,7 @@ export function conditionalPair(D: Denoiser, x: Tensor, sigma: Tensor, cond: Con
 /** cond's tensors other than the labels, each stacked on itself along the batch: [2B, ...]. */
 function doubled(cond: Conditioning): Omit<Conditioning, 'classLabels'> {
   const out: Omit<Conditioning, 'classLabels'> = {};
-  for (const k of ['guidance', 'lowRes', 'augLevel'] as const) {
+  for (const k of ['guidance', 'lowRes', 'augLevel', 'micro'] as const) {
     const t = cond[k];
     if (t !== undefined) out[k] = cat([t, t]);
   }

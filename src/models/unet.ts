@@ -72,10 +72,19 @@ export interface UNetConfig {
    * noise embedding. Optional and off by default.
    */
   augEmbedding?: boolean;
+  /**
+   * SDXL's micro-conditioning (Podell et al. 2023, Sec. 2.2): embed the original image size and
+   * the crop offsets, (h, w, top, left) in pixels: sinusoids of each -> concatenated -> Linear ->
+   * SiLU -> Linear (zero-initialized), added to the noise embedding. Optional and off by default.
+   */
+  microConditioning?: boolean;
 }
 
 /** The optional fields: known to resolveUNetConfig, absent from the resolved config when off. */
-const UNET_OPTIONAL = Object.freeze({ guidanceEmbedding: false, condChannels: 0, augEmbedding: false });
+const UNET_OPTIONAL = Object.freeze({ guidanceEmbedding: false, condChannels: 0, augEmbedding: false, microConditioning: false });
+
+/** The micro-conditioning values per sample: original height and width, crop top and left (SDXL's c_size and c_crop). */
+export const MICRO_VALUES = 4;
 
 /** The documented defaults: a 32x32 grayscale U-Net. */
 export const UNET_DEFAULTS: Readonly<UNetConfig> = Object.freeze({
@@ -127,6 +136,8 @@ export function resolveUNetConfig(config: Partial<UNetConfig> = {}): UNetConfig 
   if (c.guidanceEmbedding === false) delete c.guidanceEmbedding; // off: the config of every earlier checkpoint
   if (c.augEmbedding !== undefined && typeof c.augEmbedding !== 'boolean') throw new TypeError(`${who}: augEmbedding must be true or false, got ${JSON.stringify(c.augEmbedding)}`);
   if (c.augEmbedding === false) delete c.augEmbedding;
+  if (c.microConditioning !== undefined && typeof c.microConditioning !== 'boolean') throw new TypeError(`${who}: microConditioning must be true or false, got ${JSON.stringify(c.microConditioning)}`);
+  if (c.microConditioning === false) delete c.microConditioning;
   if (c.condChannels !== undefined && !(Number.isSafeInteger(c.condChannels) && c.condChannels >= 0))
     throw new TypeError(`${who}: condChannels must be a non-negative integer, got ${JSON.stringify(c.condChannels)}`);
   if (c.condChannels === 0) delete c.condChannels;
@@ -324,6 +335,10 @@ export class UNet extends Module {
   map_aug: SinusoidalEmbedding | null = null;
   map_aug0: Linear | null = null;
   map_aug1: Linear | null = null;
+  /** SDXL's micro-conditioning embedding (config.microConditioning): sinusoids of (h, w, top, left), then two layers. */
+  map_micro: SinusoidalEmbedding | null = null;
+  map_micro0: Linear | null = null;
+  map_micro1: Linear | null = null;
   conv_in: Conv2d;
   enc: (UNetBlock | Downsample)[];
   mid: UNetBlock[];
@@ -388,6 +403,11 @@ export class UNet extends Module {
       this.map_aug0 = this.child('map_aug0', new Linear(C, E, { generator }));
       this.map_aug1 = this.child('map_aug1', new Linear(E, E, { generator }));
     }
+    if (c.microConditioning) {
+      this.map_micro = this.child('map_micro', new SinusoidalEmbedding(C));
+      this.map_micro0 = this.child('map_micro0', new Linear(MICRO_VALUES * C, E, { generator }));
+      this.map_micro1 = this.child('map_micro1', zeroInit(new Linear(E, E, { generator })));
+    }
   }
 
   /** The class id that means "no label" (classifier-free guidance's unconditional branch); null without classes. */
@@ -401,12 +421,13 @@ export class UNet extends Module {
    * (default: the null class); guidance: [B] float guidance weights w, required by (and only
    * taken by) a network with guidanceEmbedding; lowRes: [B, condChannels, h, w], required by (and
    * only taken by) a network with condChannels; augLevel: [B] in [0, 1], required by a network with
-   * augEmbedding. Returns [B, outChannels, H, W].
+   * augEmbedding; micro: [B, 4] (original h, w, crop top, left in pixels), required by a network
+   * with microConditioning. Returns [B, outChannels, H, W].
    */
-  forward(x: Tensor, cNoise: Tensor, classLabels?: Tensor, guidance?: Tensor, lowRes?: Tensor, augLevel?: Tensor): Tensor {
+  forward(x: Tensor, cNoise: Tensor, classLabels?: Tensor, guidance?: Tensor, lowRes?: Tensor, augLevel?: Tensor, micro?: Tensor): Tensor {
     this.checkInput(x);
     return tidy(() => {
-      const emb = this.embed(cNoise, classLabels, x, guidance, augLevel); // [B, 4C]
+      const emb = this.embed(cNoise, classLabels, x, guidance, augLevel, micro); // [B, 4C]
       let h = this.conv_in.forward(this.withCondition(x, lowRes)); // [B, C mult_0, H, W]
       const skips = [h];
       for (const b of this.enc) {
@@ -462,7 +483,7 @@ export class UNet extends Module {
   }
 
   /** The conditioning vector: MLP(embedding(c_noise)) + class embedding (+ guidance and augmentation-level embeddings). [B, 4C]. */
-  embed(cNoise: Tensor, classLabels: Tensor | undefined, x: Tensor, guidance?: Tensor, augLevel?: Tensor): Tensor {
+  embed(cNoise: Tensor, classLabels: Tensor | undefined, x: Tensor, guidance?: Tensor, augLevel?: Tensor, micro?: Tensor): Tensor {
     return tidy(() => {
       const B = x.dim(0);
       const c = checkNoiseLevel(cNoise, B, 'UNet');
@@ -473,6 +494,7 @@ export class UNet extends Module {
       let emb = this.map_layer1.forward(this.map_layer0.forward(phi).silu()); // [B, 4C]
       if (this.map_label && labels) emb = emb.add(this.map_label.forward(labels));
       emb = this.#addAugLevel(emb, augLevel, B);
+      emb = this.#addMicro(emb, micro, B);
       if (!this.map_guidance) {
         if (guidance !== undefined) throw new TypeError('UNet: a guidance weight was given, but this network does not embed one (guidanceEmbedding is off)');
         return emb;
@@ -481,6 +503,20 @@ export class UNet extends Module {
       const w = checkNoiseLevel(guidance, B, 'UNet (guidance)');
       const psi = this.map_guidance.forward(w).to({ dtype }); // [B, C]
       return emb.add(this.map_guidance1!.forward(this.map_guidance0!.forward(psi).silu())); // Meng et al. 2023: w's embedding added to the noise embedding
+    });
+  }
+
+  /** SDXL Sec. 2.2: Fourier features of (h, w, top, left), concatenated, through two layers, added to the noise embedding. */
+  #addMicro(emb: Tensor, micro: Tensor | undefined, B: number): Tensor {
+    if (!this.map_micro) {
+      if (micro !== undefined) throw new TypeError('UNet: micro-conditioning values were given, but this network does not embed them (microConditioning is off)');
+      return emb;
+    }
+    if (micro === undefined) throw new TypeError('UNet: this network embeds the original size and crop (microConditioning): pass them, [B, 4] floats (h, w, top, left) in pixels (cond.micro)');
+    if (micro.ndim !== 2 || micro.dim(0) !== B || micro.dim(1) !== MICRO_VALUES) throw new TypeError(`UNet: micro must have shape [${B}, ${MICRO_VALUES}] (h, w, top, left), got [${micro.shape.join(', ')}]`);
+    return tidy(() => {
+      const psi = this.map_micro!.forward(micro.reshape([-1])).reshape([B, -1]).to({ dtype: emb.dtype }); // [B, 4C]
+      return emb.add(this.map_micro1!.forward(this.map_micro0!.forward(psi).silu()));
     });
   }
 

@@ -57,6 +57,7 @@ import { ConfigError, TRAIN_MODELS, TrainConfig } from './config';
 import { LoraOptions } from '../nn/lora';
 import type { ConsistencyForm } from '../distillation/record';
 import { ddpmLoss, edm2Loss, edmLoss, LossResult, vLoss, x0Loss } from './losses';
+import { microValues } from './micro';
 import { discreteSigma, logNormalSigma } from './sigma-sampling';
 import { edmWeighting, minSnrWeighting, snrWeighting, Weighting } from './weighting';
 
@@ -260,6 +261,7 @@ export function networkSpec(config: TrainConfig, data: Pick<TrainData, 'shape' |
       };
     if (type === 'unet') {
       const sr: Partial<UNetConfig> = config.lowRes !== null ? { condChannels: data.shape[0], augEmbedding: true } : {}; // a super-resolution stage (src/resolution/super-res.ts)
+      if (config.microCond) sr.microConditioning = true; // SDXL's size and crop embedding (src/training/micro.ts)
       return { type, config: resolveUNetConfig({ ...(fields as Partial<UNetConfig>), inChannels: data.shape[0], imageSize: data.shape[1], numClasses, ...sr }) };
     }
     if (type === 'edm2') return { type, config: resolveEDM2Config({ ...fields, imgChannels: data.shape[0], imgResolution: data.shape[1], labelDim: numClasses ?? 0 }) };
@@ -355,7 +357,7 @@ export function buildDenoiser(config: TrainConfig, net: DenoiserNet, { consisten
     return jointDenoiser(net, nestedPrecond(config), nestedLayout(net.config.core.inChannels, net.resolutions));
   }
   const F: Network = (xIn, cNoise, cond) => {
-    if (net instanceof UNet) return net.forward(xIn, cNoise, cond?.classLabels, cond?.guidance, cond?.lowRes, cond?.augLevel);
+    if (net instanceof UNet) return net.forward(xIn, cNoise, cond?.classLabels, cond?.guidance, cond?.lowRes, cond?.augLevel, cond?.micro);
     if (cond?.guidance !== undefined) throw new TypeError(`buildDenoiser: cond.guidance is for a U-Net with guidanceEmbedding, not a ${net.constructor.name}`);
     if (cond?.lowRes !== undefined) throw new TypeError(`buildDenoiser: cond.lowRes is for a super-resolution U-Net (condChannels), not a ${net.constructor.name}`);
     return net.forward(xIn, cNoise, cond?.classLabels);
@@ -505,6 +507,8 @@ export interface GenerateOptions {
   perBatch?: (x: Tensor) => Tensor;
   /** Conditioning besides the labels for samples start .. start + size - 1 (a super-resolution stage's); see sampleInBatches. */
   condAt?: (start: number, size: number) => Omit<Conditioning, 'classLabels'>;
+  /** A micro-conditioned model's (h, w, top, left) for every sample (default: imageSize, imageSize, 0, 0, uncropped and full size; src/training/micro.ts). */
+  micro?: readonly number[];
   /** A latent model's decoder (loadModel's latent.decode): each batch's latents become images in [-1, 1] before perBatch. Required when config.latent is set. */
   decode?: ((z: Tensor) => Tensor) | null;
 }
@@ -515,7 +519,7 @@ export interface GenerateOptions {
  * for any batch size, one batch's memory at a time).
  */
 export function generateSamples(D: Denoiser, config: TrainConfig, opts: GenerateOptions): Tensor {
-  const { steps = 100, grid, clip: clipOpt, decode, perBatch, ...rest } = opts;
+  const { steps = 100, grid, clip: clipOpt, decode, perBatch, micro, ...rest } = opts;
   if (opts.labels && opts.labels.length !== opts.n) throw new RangeError(`generateSamples: ${opts.labels.length} labels for ${opts.n} samples`);
   getSampler(opts.sampler ?? 'ddpm'); // an unknown name fails before any work
   if (config.latent !== null && !decode) throw new TypeError(`generateSamples: a latent model (latent ${JSON.stringify(config.latent)}) samples latents: pass decode (loadModel's latent.decode)`);
@@ -524,6 +528,9 @@ export function generateSamples(D: Denoiser, config: TrainConfig, opts: Generate
     throw new RangeError('clip clamps x0 estimates to [-1, 1], the range of pixels; a latent model samples unbounded latents (drop --clip; the decoded images are clamped)');
   const clip = (clipOpt ?? true) && opts.shape.length === 3 && config.latent === null; // latents are unbounded: never clipped
   if (config.nested.length) return generateNested(D, config, { ...opts, clip });
+  if (micro !== undefined && !config.microCond) throw new ConfigError('micro', 'this model was not trained with micro-conditioning (microCond)');
+  const { condAt } = rest;
+  if (config.microCond) rest.condAt = (start, size) => ({ ...condAt?.(start, size), micro: microValues(size, config.imageSize, micro) }); // SDXL: uncropped, full size by default
   const sigmas = samplingSigmas(config, steps, grid);
   const after = decode ? (z: Tensor) => (perBatch ? perBatch(decode(z)) : decode(z)) : perBatch;
   try {

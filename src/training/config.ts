@@ -104,6 +104,19 @@ export interface TrainConfig {
    * fields describe the core U-Net at the smallest. Empty: off (one resolution, as before).
    */
   nested: number[];
+  /**
+   * SDXL's micro-conditioning (Podell et al. 2023, Sec. 2.2; docs/resolution.md): the U-Net embeds
+   * each training image's original size and crop offsets, (h, w, top, left) in pixels, and sampling
+   * asks for (imageSize, imageSize, 0, 0): uncropped, full size. The crops and rescales themselves
+   * are cropZoom, cropProb and sizeMin (they apply with or without microCond, for the control run).
+   */
+  microCond: boolean;
+  /** Random crops: with probability cropProb an image is enlarged by z ~ U[1, cropZoom] and cropped back to imageSize at a random offset (1: off). */
+  cropZoom: number;
+  /** The share of images cropped when cropZoom > 1. */
+  cropProb: number;
+  /** Random rescales: each image is reduced to s ~ U{sizeMin..imageSize} px and enlarged back (bilinear), like a small original upscaled (null: off). */
+  sizeMin: number | null;
   /** Progressive nested training: train the core alone, then add one outer level every this many steps (0: all levels from the start). */
   nestedGrow: number;
   /** The nested loss's weight per resolution, comma-separated, smallest first (e.g. '1,1,1'; null: all 1). */
@@ -221,6 +234,10 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = Object.freeze({
   augMax: 0,
   augBlur: false,
   nested: [],
+  microCond: false,
+  cropZoom: 1,
+  cropProb: 0.5,
+  sizeMin: null,
   nestedGrow: 0,
   nestedWeights: null,
   latent: null,
@@ -294,6 +311,10 @@ const FIELDS: Record<TopKey, FieldSpec> = {
   augMax: { kind: 'number', min: 0, max: 1 },
   augBlur: { kind: 'bool' },
   nested: { kind: 'ints' },
+  microCond: { kind: 'bool' },
+  cropZoom: { kind: 'number', min: 1, max: 4 },
+  cropProb: { kind: 'number', min: 0, max: 1 },
+  sizeMin: { kind: 'int', nullable: true, min: 1 },
   nestedGrow: { kind: 'int', min: 0 },
   nestedWeights: { kind: 'string', nullable: true },
   latent: { kind: 'string', nullable: true },
@@ -479,6 +500,14 @@ function crossCheck(c: TrainConfig, where: (key: string) => string, all = where(
   if (c.lowRes !== null && !(c.imageSize % c.lowRes === 0 && c.imageSize / c.lowRes > 1))
     throw new ConfigError(where('lowRes'), `must divide imageSize (${c.imageSize}) by an integer > 1, got ${c.lowRes}`);
   if (c.lowRes !== null && c.model.type !== 'unet') throw new ConfigError(where('lowRes'), `a super-resolution stage is a U-Net with a low-res input (condChannels); the model is ${c.model.type}`);
+  if (c.sizeMin !== null && c.sizeMin > c.imageSize) throw new ConfigError(where('sizeMin'), `must be at most imageSize (${c.imageSize}), got ${c.sizeMin}`);
+  const micro = (['microCond', 'cropZoom', 'sizeMin'] as const).find((k) => c[k] !== TRAIN_DEFAULTS[k]);
+  if (micro && c.model.type !== 'unet') throw new ConfigError(where(micro), `micro-conditioning and its crops are built for the U-Net; the model is ${c.model.type}`);
+  if (micro && (c.lowRes !== null || c.nested.length || c.latent !== null))
+    throw new ConfigError(
+      where(micro),
+      `micro-conditioning and its crops do not combine with ${c.lowRes !== null ? 'lowRes (a super-resolution stage)' : c.nested.length ? 'nested (Matryoshka)' : 'latent (the latents are encoded once, before any crop; not built yet)'}`,
+    );
   if (c.latent === null && c.latentNorm !== TRAIN_DEFAULTS.latentNorm) throw new ConfigError(where('latentNorm'), `normalizes the latents of a latent run (got ${show(c.latentNorm)}): set latent too`);
   if (c.latent !== null) {
     const clash = (key: string, why: string) => new ConfigError(where(key), `does not go with latent (${show(c.latent)}): ${why}`);

@@ -51,6 +51,7 @@ import {
   SEED_STREAMS,
   TrainData,
 } from './build';
+import { microAugment, microAugments, microValues } from './micro';
 import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMeta, checkpointJsonPath, decodeFloats, encodeFloats, loadModel, readCheckpointMeta } from './checkpoint';
 import { applyLora, LoraOptions, loraNamedParameters, loraParameters, saveLora } from '../nn/lora';
 import { ConfigError, configDiff, RESUMABLE_KEYS, TrainConfig } from './config';
@@ -164,7 +165,7 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
   #loss(k: number, lossOf: ReturnType<typeof buildLoss>): Tensor {
     const dp = this.parallel;
     const batch = this.data.batchAt(k);
-    const x = dp ? dp.shard(batch.x) : batch.x; // [B, ...]
+    let x = dp ? dp.shard(batch.x) : batch.x; // [B, ...]
     const labels = dp && batch.labels ? dp.shard(batch.labels) : batch.labels;
     const gen = dp ? dp.shardedGenerator(this.#gen, x.dim(0)) : this.#gen;
     let cond: Conditioning | undefined;
@@ -173,7 +174,10 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       const drop = gen.rand([x.dim(0)]).lt(this.config.labelDropout); // [B]
       cond = { classLabels: labels!.maskedFill(drop, this.#nullClass) };
     }
-    const { lowRes, augMax, augBlur } = this.config;
+    const { lowRes, augMax, augBlur, microCond } = this.config;
+    let micro: Tensor | undefined;
+    if (microAugments(this.config)) ({ x, micro } = microAugment(x, { ...this.config, generator: gen })); // SDXL Sec. 2.2: random crops and rescales
+    if (microCond) cond = { ...cond, micro: micro ?? microValues(x.dim(0), x.dim(2)) };
     if (lowRes !== null) cond = { ...cond, ...trainingCondition(x, lowRes, { augMax, blur: augBlur, generator: gen }) }; // CDM Sec. 4.2: a super-resolution stage
     const r = lossOf(x, gen, cond, k);
     this.levelLosses?.forEach((h, l) => h.push(r.levels?.[l] ?? NaN)); // MDM: each resolution's term, for the per-level curves
