@@ -48,17 +48,7 @@ import { klPerPixel, reconstructionLoss, resolveAutoencoderRunOptions } from '..
 import { loadModule, saveModule } from '../src/nn';
 import { Adam } from '../src/optim';
 import { median, Peer } from './peer';
-import { PeerProfile, profileTable } from './unet';
-
-/** Per-step times (ms), losses and process CPU time of a run of consecutive steps. */
-interface RunResult {
-  losses: number[];
-  total: number[];
-  fwd: number[];
-  bwd: number[];
-  opt: number[];
-  cpu: number[];
-}
+import { compareCurves, cpuModel, emptyRun, emptyTiming, PeerProfile, profileTable, record, RunResult, timedStep, Timing } from './step-timing';
 
 interface Options {
   factor: 4 | 8;
@@ -121,11 +111,6 @@ function parseArgs(argv: string[]): Options {
   };
 }
 
-function cpuModel(): string {
-  const m = os.cpus()[0]?.model?.trim();
-  return m && m.length ? m : 'unknown CPU';
-}
-
 /** Our side: the autoencoder from the saved weights and the trainer's Adam, stepping through the K noise draws in order. */
 class OurTrainer {
   readonly net: Autoencoder;
@@ -145,35 +130,21 @@ class OurTrainer {
   }
 
   run(n: number): RunResult {
-    const r: RunResult = { losses: [], total: [], fwd: [], bwd: [], opt: [], cpu: [] };
+    const r = emptyRun();
     const x = this.x;
     const pixels = x.size / x.dim(0);
     for (let i = 0; i < n; i++) {
       const k = this.k++ % this.eps.dim(0);
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      let t1 = t0;
-      const loss = tidy(() => {
-        // The trainer's #autoencoderLoss without the discriminator; the latent noise is precomputed (Autoencoder.forward draws it).
-        const { mean, logvar } = this.net.encode(x);
-        const z = mean.add(logvar.mul(0.5).exp().mul(this.eps.select(0, k)));
-        const xr = this.net.decode(z);
-        const l = reconstructionLoss(x, xr, RUN.ssimWeight).add(klPerPixel(mean, logvar, pixels).mul(RUN.klWeight));
-        t1 = performance.now();
-        l.backward();
-        return l.item();
-      });
-      const t2 = performance.now();
-      this.opt.step();
-      this.opt.zeroGrad();
-      const t3 = performance.now();
-      const c = process.cpuUsage(c0);
-      r.cpu.push((c.user + c.system) / 1000);
-      r.losses.push(loss);
-      r.total.push(t3 - t0);
-      r.fwd.push(t1 - t0);
-      r.bwd.push(t2 - t1);
-      r.opt.push(t3 - t2);
+      timedStep(
+        r,
+        () => {
+          // The trainer's #autoencoderLoss without the discriminator; the latent noise is precomputed (Autoencoder.forward draws it).
+          const { mean, logvar } = this.net.encode(x);
+          const z = mean.add(logvar.mul(0.5).exp().mul(this.eps.select(0, k)));
+          return reconstructionLoss(x, this.net.decode(z), RUN.ssimWeight).add(klPerPixel(mean, logvar, pixels).mul(RUN.klWeight));
+        },
+        this.opt,
+      );
     }
     return r;
   }
@@ -182,32 +153,6 @@ class OurTrainer {
     this.opt.dispose();
     this.net.dispose();
   }
-}
-
-const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-
-interface Timing {
-  ips: number[];
-  fwd: number[];
-  bwd: number[];
-  opt: number[];
-  total: number[];
-  cpu: number[];
-  losses: number[];
-}
-
-const emptyTiming = (): Timing => ({ ips: [], fwd: [], bwd: [], opt: [], total: [], cpu: [], losses: [] });
-
-function record(into: Timing, r: RunResult, warmup: number, batch: number): void {
-  into.losses.push(...r.losses);
-  const timed = (xs: number[]) => xs.slice(warmup);
-  if (r.total.length === warmup) return;
-  into.ips.push((batch * timed(r.total).length * 1000) / sum(timed(r.total)));
-  into.fwd.push(...timed(r.fwd));
-  into.bwd.push(...timed(r.bwd));
-  into.opt.push(...timed(r.opt));
-  into.total.push(...timed(r.total));
-  into.cpu.push(...timed(r.cpu));
 }
 
 /** The fixed batch in [-1, 1]: a seeded subset of the emoji test split, or uniform noise when asked or when the emoji are not installed. */
@@ -345,9 +290,7 @@ async function main(): Promise<void> {
   console.log(
     `paired: ratios of back-to-back repeats, median ${median(paired).toFixed(3)} [${Math.min(...paired).toFixed(3)}-${Math.max(...paired).toFixed(3)}], ours faster in ${paired.filter((r) => r > 1).length} of ${paired.length}`,
   );
-  const n = Math.min(mine.losses.length, theirs.losses.length);
-  let maxRel = 0;
-  for (let i = 0; i < n; i++) maxRel = Math.max(maxRel, Math.abs(mine.losses[i] - theirs.losses[i]) / Math.abs(theirs.losses[i]));
+  const { n, maxRel } = compareCurves(mine.losses, theirs.losses);
   console.log(`step 1 loss agreement: relative difference ${check.rel.toExponential(2)}; loss curves over ${n} steps: max relative difference ${maxRel.toExponential(2)}`);
   console.log(`  diffuse losses: ${mine.losses.map((v) => v.toFixed(5)).join(' ')}`);
   console.log(`  pytorch losses: ${theirs.losses.map((v) => v.toFixed(5)).join(' ')}`);

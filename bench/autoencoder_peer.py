@@ -25,12 +25,10 @@ import json
 import math
 import os
 import sys
-import time
 
-from peer_common import reply, serve, torch
+from peer_common import load_safetensors as load, reply, serve, timed_steps, torch
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from safetensors_interop import deserialize  # noqa: E402
 from unet_peer import profile_step  # noqa: E402  (imports scripts/fixtures/nn.py, which sets 1 thread; main() sets the count after)
 
 
@@ -229,11 +227,6 @@ def ae_loss(x, xr, mean, logvar, ssim_weight, kl_weight):
 
 
 # ------------------------------------------------------------------ the step
-def load(path):
-    with open(path, "rb") as f:
-        return deserialize(f.read())
-
-
 class Trainer:
     def __init__(self, state, config, data, meta):
         self.net = Autoencoder(config)
@@ -245,32 +238,16 @@ class Trainer:
         self.k = 0
 
     def run(self, n):
-        out = dict(losses=[], total=[], fwd=[], bwd=[], opt=[], cpu=[])
         x = self.x
-        for _ in range(n):
+
+        def loss(_):
             k = self.k % self.eps.shape[0]
             self.k += 1
-            c0 = time.process_time()
-            t0 = time.perf_counter()
             mean, logvar = self.net.encode(x)
             z = mean + (logvar * 0.5).exp() * self.eps[k]
-            xr = self.net.decode(z)
-            loss = ae_loss(x, xr, mean, logvar, self.ssim_weight, self.kl_weight)
-            t1 = time.perf_counter()
-            loss.backward()
-            value = loss.item()
-            del loss, mean, logvar, z, xr
-            t2 = time.perf_counter()
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            t3 = time.perf_counter()
-            out["cpu"].append((time.process_time() - c0) * 1e3)
-            out["losses"].append(value)
-            out["total"].append((t3 - t0) * 1e3)
-            out["fwd"].append((t1 - t0) * 1e3)
-            out["bwd"].append((t2 - t1) * 1e3)
-            out["opt"].append((t3 - t2) * 1e3)
-        return out
+            return ae_loss(x, self.net.decode(z), mean, logvar, self.ssim_weight, self.kl_weight)
+
+        return timed_steps(n, loss, self.opt)
 
 
 def main(argv):

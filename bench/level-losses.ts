@@ -8,9 +8,7 @@
  *
  * Run: node dist/bench/level-losses.js --resolution 64 --out docs/img/mdm-loss.png DIRECT_RUN NESTED_RUN ...
  */
-import { NestedUNet } from '../src/models/nested-unet';
-import { UNet } from '../src/models/unet';
-import { nestedUnetFlops, unetFlops } from '../src/models/flops';
+import { networkFlops } from '../src/training/build';
 import { decodeFloats, readCheckpointMeta } from '../src/training/checkpoint';
 import { levelHistory } from '../src/training/trainer';
 import { linePlotImage, movingAverage, Series } from '../src/util/plot';
@@ -21,18 +19,9 @@ function curve(dir: string, resolution: number, window: number): Series {
   const meta = readCheckpointMeta(dir);
   if (!meta.state) throw new Error(`level-losses: ${dir} has no loss history`);
   const spec = meta.network;
-  let flops: number, losses: number[];
-  if (spec.type === 'nested') {
-    const net = new NestedUNet(spec.config);
-    flops = nestedUnetFlops(net);
-    net.dispose();
-    losses = levelHistory(meta, resolution);
-  } else if (spec.type === 'unet') {
-    const net = new UNet(spec.config);
-    flops = unetFlops(net, meta.sampleShape[1], meta.sampleShape[2]);
-    net.dispose();
-    losses = decodeFloats(meta.state.losses);
-  } else throw new Error(`level-losses: ${dir} is a ${spec.type} network (expected unet or nested)`);
+  if (spec.type !== 'nested' && spec.type !== 'unet') throw new Error(`level-losses: ${dir} is a ${spec.type} network (expected unet or nested)`);
+  const flops = networkFlops(spec, meta.sampleShape)!;
+  const losses = spec.type === 'nested' ? levelHistory(meta, resolution) : decodeFloats(meta.state.losses);
   const smooth = movingAverage(losses, window);
   const perStep = (3 * flops * meta.config.batchSize) / 1e15;
   const points = smooth.map((v, k) => [(k + 1) * perStep, v] as const).filter((_, k) => (k + 1) % 10 === 0);

@@ -44,3 +44,40 @@ def serve(handlers):
             reply(handlers[cmd](req))
         except Exception as e:  # reported to the bench, which stops
             reply(dict(error=f"{type(e).__name__}: {e}"))
+
+
+def load_safetensors(path):
+    """(tensors, metadata) of a safetensors file written by the TypeScript side."""
+    from safetensors_interop import deserialize
+
+    with open(path, "rb") as f:
+        return deserialize(f.read())
+
+
+def timed_steps(n, loss_fn, opt):
+    """n training steps timed as bench/step-timing.ts's timedStep: loss_fn(i) builds step i's loss.
+
+    Returns dict(losses, total, fwd, bwd, opt, cpu), times in ms (cpu: process time of all threads).
+    """
+    import time
+
+    out = dict(losses=[], total=[], fwd=[], bwd=[], opt=[], cpu=[])
+    for i in range(n):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        loss = loss_fn(i)
+        t1 = time.perf_counter()
+        loss.backward()
+        value = loss.item()
+        del loss
+        t2 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        out["cpu"].append((time.process_time() - c0) * 1e3)
+        out["losses"].append(value)
+        out["total"].append((t3 - t0) * 1e3)
+        out["fwd"].append((t1 - t0) * 1e3)
+        out["bwd"].append((t2 - t1) * 1e3)
+        out["opt"].append((t3 - t2) * 1e3)
+    return out

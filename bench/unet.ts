@@ -67,19 +67,9 @@ import { discreteVP, linearBetas } from '../src/core';
 import { loadModule, saveModule } from '../src/nn';
 import { Adam } from '../src/optim';
 import { median, Peer } from './peer';
+import { compareCurves, cpuModel, emptyRun, emptyTiming, PeerProfile, profileTable, record, RunResult, timedStep, Timing } from './step-timing';
 
 type Mode = 'fp32' | 'bf16';
-
-/** Per-step times (ms) and losses of a run of consecutive steps. */
-interface RunResult {
-  losses: number[];
-  total: number[];
-  fwd: number[];
-  bwd: number[];
-  opt: number[];
-  /** Process CPU time (all threads) per step, ms: less sensitive to other jobs than wall time. */
-  cpu: number[];
-}
 
 /** How one precision is timed on each side. */
 interface Plan {
@@ -165,11 +155,6 @@ function cpuFlags(): Set<string> {
   } catch {
     return new Set();
   }
-}
-
-function cpuModel(): string {
-  const m = os.cpus()[0]?.model?.trim();
-  return m && m.length ? m : 'unknown CPU';
 }
 
 function parseArgs(argv: string[]): Options {
@@ -330,32 +315,19 @@ class OurTrainer {
   }
 
   run(n: number): RunResult {
-    const r: RunResult = { losses: [], total: [], fwd: [], bwd: [], opt: [], cpu: [] };
+    const r = emptyRun();
     const K = this.data.xt.dim(0);
     for (let i = 0; i < n; i++) {
       const k = this.k++ % K;
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      let t1 = t0;
-      const loss = tidy(() => {
-        const { xt, eps, t, labels } = this.data;
-        const forward = () => F.mseLoss(this.net.forward(xt.select(0, k), t.select(0, k), labels?.select(0, k)).float(), eps.select(0, k));
-        const l = this.mode === 'bf16' ? autocast(forward) : forward();
-        t1 = performance.now();
-        l.backward();
-        return l.item();
-      });
-      const t2 = performance.now();
-      this.opt.step();
-      this.opt.zeroGrad();
-      const t3 = performance.now();
-      const c = process.cpuUsage(c0);
-      r.cpu.push((c.user + c.system) / 1000);
-      r.losses.push(loss);
-      r.total.push(t3 - t0);
-      r.fwd.push(t1 - t0);
-      r.bwd.push(t2 - t1);
-      r.opt.push(t3 - t2);
+      timedStep(
+        r,
+        () => {
+          const { xt, eps, t, labels } = this.data;
+          const forward = () => F.mseLoss(this.net.forward(xt.select(0, k), t.select(0, k), labels?.select(0, k)).float(), eps.select(0, k));
+          return this.mode === 'bf16' ? autocast(forward) : forward();
+        },
+        this.opt,
+      );
     }
     return r;
   }
@@ -364,52 +336,6 @@ class OurTrainer {
     this.opt.dispose();
     this.net.dispose();
   }
-}
-
-const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-
-interface Timing {
-  /** images/s of each repeat. */
-  ips: number[];
-  /** Timed steps' per-phase times, all repeats. */
-  fwd: number[];
-  bwd: number[];
-  opt: number[];
-  total: number[];
-  cpu: number[];
-  /** Every step's loss (warm-up included), in order. */
-  losses: number[];
-}
-
-const emptyTiming = (): Timing => ({ ips: [], fwd: [], bwd: [], opt: [], total: [], cpu: [], losses: [] });
-
-function record(into: Timing, r: RunResult, warmup: number, batch: number): void {
-  into.losses.push(...r.losses);
-  const timed = (xs: number[]) => xs.slice(warmup);
-  if (r.total.length === warmup) return;
-  into.ips.push((batch * timed(r.total).length * 1000) / sum(timed(r.total)));
-  into.fwd.push(...timed(r.fwd));
-  into.bwd.push(...timed(r.bwd));
-  into.opt.push(...timed(r.opt));
-  into.total.push(...timed(r.total));
-  into.cpu.push(...timed(r.cpu));
-}
-
-/** Largest relative difference per step between two loss curves over their common steps, and the mean of the last m. */
-function compareCurves(a: number[], b: number[], last = 10): { n: number; maxRel: number; lastMeanRel: number } {
-  const n = Math.min(a.length, b.length);
-  let maxRel = 0;
-  for (let i = 0; i < n; i++) maxRel = Math.max(maxRel, Math.abs(a[i] - b[i]) / Math.abs(b[i]));
-  const m = Math.min(last, n);
-  const mean = (xs: number[]) => sum(xs.slice(n - m, n)) / m;
-  return { n, maxRel, lastMeanRel: n ? Math.abs(mean(a) - mean(b)) / Math.abs(mean(b)) : NaN };
-}
-
-/** The peer's profile of one step: rows [name, kind, calls, self us, total us], wall and inside (us). */
-export interface PeerProfile {
-  rows: [string, 'op' | 'backward', number, number, number][];
-  wall: number;
-  inside: number;
 }
 
 /** One more fp32 step per side under the op profilers: fresh models from the saved weights, one warm-up step each. */
@@ -424,29 +350,6 @@ async function profileStep(weights: string, config: Partial<UNetConfig>, data: S
   } finally {
     tr.dispose();
   }
-}
-
-/** Self time per op of one step, ours and PyTorch's side by side: the `top` largest, the rest, the time outside ATen, the wall time. */
-export function profileTable(ours: ProfileReport, theirs: PeerProfile, top = 16): string {
-  type Cell = { calls: number; ms: number };
-  const rows = new Map<string, { name: string; kind: string; ours?: Cell; theirs?: Cell }>();
-  const at = (name: string, kind: string) => rows.get(`${kind} ${name}`) ?? rows.set(`${kind} ${name}`, { name, kind }).get(`${kind} ${name}`)!;
-  for (const o of ours.ops) at(o.name, o.kind).ours = { calls: o.calls, ms: o.selfMs };
-  for (const [name, kind, calls, selfUs] of theirs.rows) at(name, kind).theirs = { calls, ms: selfUs / 1e3 };
-  const size = (r: { ours?: Cell; theirs?: Cell }) => Math.max(r.ours?.ms ?? 0, r.theirs?.ms ?? 0);
-  const sorted = [...rows.values()].sort((a, b) => size(b) - size(a));
-  const ms = (c?: Cell) => (c ? c.ms.toFixed(1) : '-');
-  const calls = (c?: Cell) => (c ? String(c.calls) : '-');
-  const lines = sorted.slice(0, top).map((r) => [r.name, r.kind, calls(r.ours), ms(r.ours), calls(r.theirs), ms(r.theirs)]);
-  const rest = sorted.slice(top);
-  const restMs = (side: 'ours' | 'theirs') => rest.reduce((s, r) => s + (r[side]?.ms ?? 0), 0).toFixed(1);
-  lines.push([`(${rest.length} more ops)`, '', '', restMs('ours'), '', restMs('theirs')]);
-  lines.push(['outside ATen (JS + N-API / Python)', '', '', ours.outsideMs.toFixed(1), '', ((theirs.wall - theirs.inside) / 1e3).toFixed(1)]);
-  lines.push(['wall', '', '', ours.wallMs.toFixed(1), '', (theirs.wall / 1e3).toFixed(1)]);
-  const head = ['op (one fp32 training step, self time)', 'kind', 'diffuse calls', 'diffuse ms', 'pytorch calls', 'pytorch ms'];
-  const w = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const fmt = (l: string[]) => `| ${l.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join(' | ')} |`;
-  return [fmt(head), `|${w.map((x, i) => (i < 2 ? '-'.repeat(x + 2) : '-'.repeat(x + 1) + ':')).join('|')}|`, ...lines.map(fmt)].join('\n');
 }
 
 async function main(): Promise<void> {

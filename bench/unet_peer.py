@@ -33,10 +33,9 @@ import os
 import sys
 import time
 
-from peer_common import reply, serve, torch
+from peer_common import load_safetensors as load, reply, serve, timed_steps, torch
 import torch.nn.functional as F  # noqa: E402
 from nn import UNet  # noqa: E402  (sets 1 thread on import; main() sets the requested count after)
-from safetensors_interop import deserialize  # noqa: E402
 
 
 class GroupNorm32(torch.nn.GroupNorm):
@@ -48,11 +47,6 @@ class GroupNorm32(torch.nn.GroupNorm):
 
     def forward(self, x):
         return super().forward(x.float()).type(x.dtype)
-
-
-def load(path):
-    with open(path, "rb") as f:
-        return deserialize(f.read())
 
 
 class Trainer:
@@ -70,29 +64,14 @@ class Trainer:
 
     def run(self, n):
         xt, eps, t, labels = self.data["xt"], self.data["eps"], self.data["t"], self.data.get("labels")
-        out = dict(losses=[], total=[], fwd=[], bwd=[], opt=[], cpu=[])
-        for _ in range(n):
+
+        def loss(_):
             k = self.k % xt.shape[0]
             self.k += 1
-            c0 = time.process_time()
-            t0 = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.mode == "bf16"):
-                loss = F.mse_loss(self.net(xt[k], t[k], None if labels is None else labels[k]).float(), eps[k])
-            t1 = time.perf_counter()
-            loss.backward()
-            value = loss.item()
-            del loss
-            t2 = time.perf_counter()
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            t3 = time.perf_counter()
-            out["cpu"].append((time.process_time() - c0) * 1e3)
-            out["losses"].append(value)
-            out["total"].append((t3 - t0) * 1e3)
-            out["fwd"].append((t1 - t0) * 1e3)
-            out["bwd"].append((t2 - t1) * 1e3)
-            out["opt"].append((t3 - t2) * 1e3)
-        return out
+                return F.mse_loss(self.net(xt[k], t[k], None if labels is None else labels[k]).float(), eps[k])
+
+        return timed_steps(n, loss, self.opt)
 
 
 # RecordScope values (ATen/record_function.h) that Diffuse's profile() records too.

@@ -15,8 +15,6 @@ import { Generator } from '../src/engine/random';
 import { Tensor } from '../src/engine/tensor';
 import { sigmaToT } from '../src/core/schedules';
 import { UNet } from '../src/models/unet';
-import { resolveTrainConfig } from '../src/training/config';
-import { Trainer } from '../src/training/trainer';
 import { buildDenoiser, buildLoss, buildNetwork, buildSchedule } from '../src/training/build';
 import { loadModel, readCheckpointMeta } from '../src/training/checkpoint';
 import { discreteSigma } from '../src/training/sigma-sampling';
@@ -28,6 +26,7 @@ import { DistillOptions } from '../src/distillation/task';
 import { planStages, resolveDistillOptions } from '../src/distillation/run';
 import { runQuick } from './cli-run';
 import { assertResumeBitExact } from './distill-resume';
+import { trainTinyTeacher } from './tiny-teacher';
 
 setNumThreads(1);
 
@@ -67,26 +66,12 @@ describe('the GAN losses', () => {
   });
 });
 
-const TINY = {
-  dataLimit: 32,
-  batchSize: 4,
-  steps: 2,
-  warmupSteps: 1,
-  model: { type: 'unet', modelChannels: 8, groups: 4, channelMult: [1, 2], attentionResolutions: [], midAttention: false, dropout: 0 },
-  sampleEvery: 0,
-  checkpointEvery: 0,
-  sampleCount: 2,
-  sampleSteps: 2,
-};
 let root: string;
 let teacher: string;
 
 before(async () => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-dmd-gan-'));
-  teacher = path.join(root, 'teacher');
-  const t = Trainer.create(resolveTrainConfig({ ...TINY, out: teacher }), { log: null });
-  await t.run();
-  t.dispose();
+  teacher = await trainTinyTeacher(root);
 });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 

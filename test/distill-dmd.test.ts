@@ -20,8 +20,6 @@ import { MLPDenoiserNet } from '../src/models/mlp';
 import { edmDenoiser } from '../src/core/precond';
 import { edmLoss } from '../src/training/losses';
 import { Adam } from '../src/optim/adam';
-import { resolveTrainConfig } from '../src/training/config';
-import { Trainer } from '../src/training/trainer';
 import { generateSamples, samplingSigmas } from '../src/training/build';
 import { loadModel, readCheckpointMeta } from '../src/training/checkpoint';
 import { runSampler } from '../src/sampling/run';
@@ -32,6 +30,7 @@ import { resolveDistillOptions } from '../src/distillation/run';
 import { discreteVP, linearBetas } from '../src/core/schedules';
 import { runQuick } from './cli-run';
 import { assertResumeBitExact } from './distill-resume';
+import { trainTinyTeacher } from './tiny-teacher';
 
 setNumThreads(1);
 
@@ -190,26 +189,12 @@ describe('the distribution matching gradient on the analytic mixture', () => {
   });
 });
 
-const TINY = {
-  dataLimit: 32,
-  batchSize: 4,
-  steps: 2,
-  warmupSteps: 1,
-  model: { type: 'unet', modelChannels: 8, groups: 4, channelMult: [1, 2], attentionResolutions: [], midAttention: false, dropout: 0 },
-  sampleEvery: 0,
-  checkpointEvery: 0,
-  sampleCount: 2,
-  sampleSteps: 2,
-};
 let root: string;
 let teacher: string;
 
 before(async () => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-dmd-'));
-  teacher = path.join(root, 'teacher');
-  const t = Trainer.create(resolveTrainConfig({ ...TINY, out: teacher }), { log: null });
-  await t.run();
-  t.dispose();
+  teacher = await trainTinyTeacher(root);
 });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 

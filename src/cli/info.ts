@@ -4,14 +4,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { UNet } from '../models/unet';
-import { NestedUNet } from '../models/nested-unet';
-import { nestedUnetFlops, unetFlops } from '../models/flops';
 import { levelHistory } from '../training/trainer';
 import { CheckpointMeta, checkpointJsonPath, decodeFloats, exportCheckpoint, PARTS, readCheckpointMeta } from '../training/checkpoint';
 import { formatSeconds } from '../util/progress';
 import { choiceFlag, numberFlag, parseArgs, table, UsageError } from './args';
-import { edmSigma, logSnrShift } from '../training/build';
+import { edmSigma, logSnrShift, networkFlops } from '../training/build';
 
 export function infoHelp(): string {
   return `Usage: diffuse info CHECKPOINT [--json]
@@ -78,7 +75,7 @@ export function infoCommand(argv: readonly string[]): number {
     files.push([rec.file, `${status} (${part})`]);
   }
   const levelRows = meta.state?.levelLosses ? meta.config.nested.map((r): [string, string] => [`loss ${r} px`, summarize(levelHistory(meta, r).filter((v) => !Number.isNaN(v)))]) : [];
-  const flops = forwardFlops(meta);
+  const flops = networkFlops(meta.network, meta.sampleShape);
   const net = meta.network;
   const params = `${meta.numParameters.toLocaleString('en-US')} parameters`;
   const netDesc =
@@ -167,17 +164,6 @@ function latentLine(r: NonNullable<CheckpointMeta['latent']>): string {
 function superRes(c: CheckpointMeta['config']): string {
   if (c.lowRes === null) return '';
   return `, super-resolution from ${c.lowRes} px (the low-res image concatenated; augmentation s ~ U[0, ${c.augMax}]${c.augBlur ? ', blur' : ''}; docs/resolution.md)`;
-}
-
-/** The forward FLOPs of one sample of the checkpoint's network (unetFlops, nestedUnetFlops), or null for other networks. */
-function forwardFlops(meta: CheckpointMeta): number | null {
-  const spec = meta.network;
-  const net = spec.type === 'unet' ? new UNet(spec.config) : spec.type === 'nested' ? new NestedUNet(spec.config) : null;
-  try {
-    return net instanceof UNet ? unetFlops(net, meta.sampleShape[1], meta.sampleShape[2]) : net instanceof NestedUNet ? nestedUnetFlops(net) : null;
-  } finally {
-    net?.dispose();
-  }
 }
 
 export function exportCommand(argv: readonly string[]): number {

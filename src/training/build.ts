@@ -46,6 +46,7 @@ import { EDM2UNet, resolveEDM2Config, ResolvedEDM2Config } from '../models/edm2'
 import { MLPDenoiserConfig, MLPDenoiserNet, resolveMLPDenoiserConfig } from '../models/mlp';
 import { resolveUNetConfig, UNet, UNetConfig } from '../models/unet';
 import { NestedUNet, NestedUNetConfig, resolveNestedUNetConfig } from '../models/nested-unet';
+import { nestedUnetFlops, unetFlops } from '../models/flops';
 import { activeLevels, clipNested, jointDenoiser, nestedLayout, nestedLoss, NestedPrecond, packedSize, pyramid, unpack } from '../resolution/matryoshka';
 import { ChurnOptions, StepInfo } from '../sampling/common';
 import { gridModel, GRIDS, gridSigmas } from '../sampling/grids';
@@ -269,6 +270,23 @@ export function networkSpec(config: TrainConfig, data: Pick<TrainData, 'shape' |
   } catch (e) {
     const latent = config.latent !== null ? ` (a latent model works at the latent side, ${data.shape[1]} px = imageSize ${config.imageSize} / f)` : '';
     throw new ConfigError('model', (e as Error).message + latent);
+  }
+}
+
+/**
+ * The forward FLOPs of one sample of size shape [C, H, W] for the network a spec builds (unetFlops,
+ * nestedUnetFlops: every level), or null for the networks without a count (mlp, edm2).
+ *
+ * @example
+ *   networkFlops(meta.network, meta.sampleShape); // models/emoji-64: ~0.745e9
+ */
+export function networkFlops(spec: NetworkSpec, shape: readonly number[]): number | null {
+  if (spec.type !== 'unet' && spec.type !== 'nested') return null;
+  const net = buildNetwork(spec) as UNet | NestedUNet;
+  try {
+    return net instanceof NestedUNet ? nestedUnetFlops(net) : unetFlops(net, shape[1], shape[2]);
+  } finally {
+    net.dispose();
   }
 }
 
