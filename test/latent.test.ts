@@ -9,7 +9,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { dispose, Generator, memory, setNumThreads, tensor, Tensor, tidy } from '../src/engine';
-import { ImageDataset } from '../src/data/loader';
 import { Autoencoder } from '../src/models/autoencoder';
 import { decodeImage } from '../src/data/image-codec';
 import { denormalizeLatents, LatentCodec, latentNormalization, measureLatents, normalizeLatents } from '../src/resolution/latent';
@@ -17,7 +16,9 @@ import { AutoencoderTrainer, loadAutoencoder, openLatentCodec, saveAutoencoder }
 import { ConfigError, resolveTrainConfig, TrainConfig } from '../src/training/config';
 import { Trainer } from '../src/training/trainer';
 import { loadModel, readCheckpointMeta } from '../src/training/checkpoint';
-import { generateSamples } from '../src/training/build';
+import { deriveSeed, generateSamples, loadTrainData, SEED_STREAMS } from '../src/training/build';
+import { epochSeed, ImageDataset } from '../src/data/loader';
+import { microAugment } from '../src/training/micro';
 import { SAMPLERS } from '../src/sampling';
 import { classifierFreeGuidance } from '../src/guidance/cfg';
 import { prepareGuidance } from '../src/guidance/load';
@@ -212,6 +213,101 @@ describe('train --latent', () => {
   });
 });
 
+describe('exporting the autoencoder', () => {
+  test('diffuse export casts its weights to float16 (half the file), keeps its statistics, and decodes as the float32 one does', async () => {
+    const r = await runQuick(root, 'export', 'ae', 'ae16');
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /wrote ae16: autoencoder.safetensors \(.*, float16\) and autoencoder.json, from the autoencoder ae/);
+    const a = loadAutoencoder(aeDir);
+    const b = loadAutoencoder(path.join(root, 'ae16'));
+    try {
+      assert.ok(b.meta.weights.bytes < 0.6 * a.meta.weights.bytes, `${b.meta.weights.bytes} bytes against ${a.meta.weights.bytes}`);
+      assert.deepEqual(b.meta.latentStats, a.meta.latentStats);
+      assert.equal(b.meta.scaleFactor, a.meta.scaleFactor);
+      assert.deepEqual(b.meta.exportedFrom, { dtype: 'float16' });
+      assert.equal(a.meta.exportedFrom, undefined);
+      const err = tidy(() => {
+        const z = new Generator(3).randn([2, 4, 4, 4]);
+        return a.net.decode(z).sub(b.net.decode(z)).abs().max().item();
+      });
+      assert.ok(err > 0 && err < 0.02, `float16 weights decode within 0.02 of float32 (max error ${err})`);
+    } finally {
+      a.net.dispose();
+      b.net.dispose();
+    }
+    const bad = await runQuick(root, 'export', 'ae', 'ae-x', '--weights', 'model');
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.err, /--weights is for diffusion checkpoints; ae is an autoencoder/);
+  });
+});
+
+describe('SDXL micro-conditioning on latents', () => {
+  test("the crops are made on step k's pixels and the images they change are encoded afresh; the others keep their stored posterior", () => {
+    const live = memory().tensors;
+    const config = latentConfig({ cropZoom: 1.6, cropProb: 0.5, microCond: true });
+    const codec = openLatentCodec(aeDir, 'scalar');
+    const data = loadTrainData(config, { latent: codec });
+    const plainCodec = openLatentCodec(aeDir, 'scalar');
+    const plain = loadTrainData(latentConfig(), { latent: plainCodec });
+    const pixels = loadTrainData(latentConfig({ latent: null }));
+    const check = (step: number) =>
+      tidy(() => {
+        const b = data.batchAt(step);
+        assert.deepEqual(b.micro!.shape, [8, 4]);
+        // The same pixels (the loader of the same data and seed), cropped as microAugment does with the (seed, k) generator, all encoded; then step k's posterior sample.
+        const a = microAugment(pixels.batchAt(step).x, { ...config, generator: new Generator(epochSeed(deriveSeed(config.seed, SEED_STREAMS.latentCrops), step)) });
+        assert.deepEqual([...b.micro!.toFloat64Array()], [...a.micro.toFloat64Array()], 'each sample carries its (h, w, top, left) in pixels');
+        const want = codec.sample(codec.encodePosteriors(a.x), new Generator(epochSeed(deriveSeed(config.seed, SEED_STREAMS.latent), step)));
+        const err = b.x.sub(want).abs().max().item();
+        assert.ok(err < 1e-4, `step ${step}: the latents of the cropped images (max error ${err})`);
+        const p = plain.batchAt(step).x;
+        const px = pixels.batchAt(step).x;
+        let kept = 0;
+        for (let i = 0; i < 8; i++) {
+          const whole = bytes(a.x.narrow(0, i, 1).contiguous()) === bytes(px.narrow(0, i, 1).contiguous()); // a crop at (0, 0) changes the image too
+          const same = bytes(b.x.narrow(0, i, 1).contiguous()) === bytes(p.narrow(0, i, 1).contiguous());
+          assert.equal(same, whole, `sample ${i}: ${whole ? 'untouched: the stored posterior' : 'cropped: encoded afresh'}`);
+          kept += whole ? 1 : 0;
+        }
+        return kept;
+      });
+    const kept = [0, 1, 2, 3].map(check);
+    assert.ok(
+      kept.some((k) => k > 0 && k < 8),
+      `some samples cropped and some not over 4 steps (uncropped per step: ${kept})`,
+    );
+    data.dispose();
+    plain.dispose();
+    pixels.dispose();
+    codec.dispose();
+    plainCodec.dispose();
+    assert.equal(memory().tensors, live);
+  });
+
+  test('a micro-conditioned latent run takes the crops from its data, resumes bit for bit, and samples with --micro', async () => {
+    const out = path.join(root, 'run-micro');
+    const over = { cropZoom: 1.6, microCond: true, out };
+    const a = Trainer.create(latentConfig({ ...over, out: path.join(root, 'run-micro-a') }), { log: null });
+    const ra = await a.run();
+    a.dispose();
+    const b = Trainer.create(latentConfig({ ...over, steps: 2 }), { log: null });
+    await b.run();
+    b.dispose();
+    const c = Trainer.create(latentConfig(over), { resume: out, log: null });
+    const rc = await c.run();
+    c.dispose();
+    assert.deepEqual(rc.losses, ra.losses, 'the losses of an uninterrupted run');
+    const control = Trainer.create(latentConfig({ cropZoom: 1.6, out: path.join(root, 'run-micro-control') }), { log: null });
+    const rControl = await control.run();
+    control.dispose();
+    assert.notDeepEqual(rControl.losses, ra.losses, 'the network is told the crops');
+    for (const ask of ['16,16,0,0', '16,16,4,4']) {
+      const s = await runQuick(root, 'sample', 'run-micro', '-n', '2', '--steps', '2', '--micro', ask, '--out', `m-${ask}.png`, '--threads', '1');
+      assert.equal(s.code, 0, s.err);
+    }
+  });
+});
+
 describe('sampling a latent model', () => {
   test('every registered sampler, and classifier-free guidance, gives decoded images [n, 3, 16, 16] in [-1, 1]', () => {
     const m = loadModel(run, { latent: true });
@@ -272,6 +368,14 @@ describe('sampling a latent model', () => {
     fs.writeFileSync(exported, text);
     const se = await runQuick(root, 'sample', 'exported', '-n', '2', '--steps', '2', '--sampler', 'euler', '--out', 'e.png', '--threads', '1');
     assert.equal(se.code, 0, se.err);
+    // The export names its autoencoder relative to itself, so the two folders move together (models/emoji-latent and ../emoji-ae-f4).
+    assert.equal(JSON.parse(text).latent.autoencoder, '../ae');
+    assert.equal(JSON.parse(text).config.latent, '../ae');
+    for (const d of ['ae', 'exported']) fs.cpSync(path.join(root, d), path.join(root, 'moved', d), { recursive: true });
+    const sm = await runQuick(root, 'sample', 'moved/exported', '-n', '2', '--steps', '2', '--sampler', 'euler', '--out', 'moved.png', '--threads', '1');
+    assert.equal(sm.code, 0, sm.err);
+    assert.ok(fs.readFileSync(path.join(root, 'moved.png')).equals(fs.readFileSync(path.join(root, 'e.png'))), 'the moved pair samples the same images');
+    assert.equal(readCheckpointMeta(path.join(root, 'moved', 'exported')).latent!.autoencoder, path.join(root, 'moved', 'ae'));
     const ev = await runQuick(root, 'eval', 'run', '--n', '4', '--steps', '2', '--no-cache', '--threads', '1');
     assert.equal(ev.code, 0, ev.err);
     assert.match(ev.out, /features emoji-cnn-v1/);

@@ -9,6 +9,7 @@ import { CheckpointMeta, checkpointJsonPath, decodeFloats, exportCheckpoint, PAR
 import { formatSeconds } from '../util/progress';
 import { choiceFlag, numberFlag, parseArgs, table, UsageError } from './args';
 import { edmSigma, logSnrShift, networkFlops } from '../training/build';
+import { AUTOENCODER_FILE, exportAutoencoder } from '../training/autoencoder';
 
 export function infoHelp(): string {
   return `Usage: diffuse info CHECKPOINT [--json]
@@ -26,6 +27,9 @@ export function exportHelp(): string {
 Writes a sampling-only copy of a checkpoint: the EMA weights (default) cast to float16
 (default; half the size), and a checkpoint.json without optimizer or generator state.
 \`diffuse sample OUT_DIR\` and \`diffuse info OUT_DIR\` read it; it cannot be resumed.
+An autoencoder folder (diffuse train-autoencoder) is exported the same way: its weights
+cast to --dtype, with its latent statistics. A latent model's export names its autoencoder
+by a path relative to OUT_DIR, so the two folders can move together (docs/latent.md).
 A LoRA run's adapters are merged into its weights; --lora PATH merges that adapter (scaled
 by --lora-scale, default 1) into the checkpoint's weights (docs/lora.md).
 `;
@@ -176,6 +180,12 @@ export function exportCommand(argv: readonly string[]): number {
   const [src, dst] = args.positionals;
   if (path.resolve(src) === path.resolve(dst)) throw new UsageError('OUT_DIR must differ from CHECKPOINT');
   const dtype = choiceFlag(args, 'dtype', ['float16', 'bfloat16', 'float32'] as const, 'float16');
+  if (fs.existsSync(path.join(src, AUTOENCODER_FILE))) {
+    for (const flag of ['weights', 'lora', 'lora-scale']) if (args.flags.has(flag)) throw new UsageError(`--${flag} is for diffusion checkpoints; ${src} is an autoencoder`);
+    const ae = exportAutoencoder(src, dst, { dtype });
+    process.stdout.write(`wrote ${dst}: ${ae.weights.file} (${kb(ae.weights.bytes)}, ${dtype}) and ${AUTOENCODER_FILE}, from the autoencoder ${src}\n`);
+    return 0;
+  }
   const part = choiceFlag(args, 'weights', ['ema', 'model'] as const, 'ema');
   if (args.flags.has('lora-scale') && !args.flags.has('lora')) throw new UsageError('--lora-scale needs --lora (the adapter to merge)');
   const loraPath = args.flags.get('lora');

@@ -36,6 +36,7 @@ import { Generator } from '../engine/random';
 import { loadSafetensors, saveSafetensors } from '../engine/safetensors';
 import { dispose, keep, noGrad, tidy } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
+import { DType } from '../engine/dtype';
 import { EMOJI_SIZES } from '../data/emoji';
 import { DataLoader, ImageDataset } from '../data/loader';
 import { msSSIM } from '../eval/ssim';
@@ -483,6 +484,8 @@ export interface AutoencoderMeta {
   weights: { file: string; bytes: number; sha256: string };
   /** Latent diffusion's scale factor 1 / std(z) over the training split (absent in folders written before it was measured). */
   scaleFactor?: number;
+  /** Set by `diffuse export`: the weights were cast to this dtype from the float32 run (the statistics are the run's). */
+  exportedFrom?: { dtype: DType };
   /** The statistics it comes from, with the per-channel mean and std of EDM2-style normalization. */
   latentStats?: StoredLatentStats;
 }
@@ -498,11 +501,16 @@ export interface StoredLatentStats extends LatentStats {
 export function saveAutoencoder(
   dir: string,
   net: Autoencoder,
-  { imageSize, training, latentStats }: { imageSize: number; training: Record<string, unknown>; latentStats?: StoredLatentStats },
+  { imageSize, training, latentStats, dtype = 'float32' }: { imageSize: number; training: Record<string, unknown>; latentStats?: StoredLatentStats; dtype?: 'float32' | 'float16' | 'bfloat16' },
 ): AutoencoderMeta {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, AUTOENCODER_WEIGHTS);
-  saveSafetensors(file, net.stateDict(), { format: AUTOENCODER_FORMAT });
+  const weights = tidy(() => Object.fromEntries(Object.entries(net.stateDict()).map(([k, t]) => [k, t.to({ dtype })])));
+  try {
+    saveSafetensors(file, weights, { format: AUTOENCODER_FORMAT });
+  } finally {
+    dispose(weights);
+  }
   const bytes = fs.readFileSync(file);
   const f = net.config.factor;
   const meta: AutoencoderMeta = {
@@ -517,6 +525,7 @@ export function saveAutoencoder(
     training,
     weights: { file: AUTOENCODER_WEIGHTS, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') },
     ...(latentStats && { scaleFactor: latentStats.scaleFactor, latentStats }),
+    ...(dtype !== 'float32' && { exportedFrom: { dtype } }),
   };
   writeFileAtomic(path.join(dir, AUTOENCODER_FILE), JSON.stringify(meta, null, 1) + '\n');
   return meta;
@@ -548,6 +557,24 @@ export function loadAutoencoder(dir: string): { meta: AutoencoderMeta; net: Auto
     dispose(tensors);
   }
   return { meta, net: net.eval() };
+}
+
+/**
+ * `diffuse export` of an autoencoder folder: the same network, its weights cast to `dtype`
+ * (float16 halves the file), with the source's training record and latent statistics. A latent
+ * model trained on the export (train --latent OUT) decodes with exactly the weights it shipped with.
+ *
+ * @example
+ *   exportAutoencoder('runs/ae', 'models/emoji-ae-f4', { dtype: 'float16' });
+ */
+export function exportAutoencoder(src: string, dst: string, { dtype }: { dtype: 'float32' | 'float16' | 'bfloat16' }): AutoencoderMeta {
+  if (path.resolve(src) === path.resolve(dst)) throw new Error('exportAutoencoder: the output folder must differ from the source');
+  const { meta, net } = loadAutoencoder(src);
+  try {
+    return saveAutoencoder(dst, net, { imageSize: meta.imageSize, training: meta.training, latentStats: meta.latentStats, dtype });
+  } finally {
+    net.dispose();
+  }
 }
 
 /** Encodes uint8 images [N, C, H, W] in batches to their posterior means (noGrad), [N, latentChannels, H/f, W/f]. */

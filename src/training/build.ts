@@ -18,7 +18,7 @@
  */
 import { Generator } from '../engine/random';
 import { dispose, tidy } from '../engine/scope';
-import { tensor } from '../engine/create';
+import { cat, tensor } from '../engine/create';
 import { LatentCodec } from '../resolution/latent';
 import { Progress } from '../util/progress';
 import { Tensor } from '../engine/tensor';
@@ -58,7 +58,7 @@ import { ConfigError, TRAIN_MODELS, TrainConfig } from './config';
 import { LoraOptions } from '../nn/lora';
 import type { ConsistencyForm } from '../distillation/record';
 import { ddpmLoss, edm2Loss, edmLoss, LossResult, vLoss, x0Loss } from './losses';
-import { microValues } from './micro';
+import { microAugment, microAugments, microValues } from './micro';
 import { discreteSigma, logNormalSigma } from './sigma-sampling';
 import { edmWeighting, minSnrWeighting, snrWeighting, Weighting } from './weighting';
 
@@ -68,7 +68,7 @@ export function deriveSeed(seed: number, stream: number): number {
 }
 
 /** Seed streams of a run (deriveSeed's second argument). */
-export const SEED_STREAMS = Object.freeze({ init: 1, train: 2, dropout: 3, toys: 4, samples: 5, latent: 6 });
+export const SEED_STREAMS = Object.freeze({ init: 1, train: 2, dropout: 3, toys: 4, samples: 5, latent: 6, latentCrops: 7 });
 
 // ---- data --------------------------------------------------------------------------
 
@@ -82,7 +82,7 @@ export interface TrainData {
   /** Samples in the dataset (null for the endless toys). */
   size: number | null;
   /** The batch of a step: pure, so a resumed run sees the batches of an uninterrupted one. */
-  batchAt(step: number): { x: Tensor; labels?: Tensor };
+  batchAt(step: number): { x: Tensor; labels?: Tensor; /** SDXL's (h, w, top, left) [B, 4] in pixels, when the data made the crops (a latent run). */ micro?: Tensor };
   dispose(): void;
 }
 
@@ -179,7 +179,9 @@ export function loadTrainData(config: TrainConfig, { latent = null, log = null }
  * posterior (mean and logvar; with flips, the flipped image's too; a progress bar on `log`), and the batch of step k is a
  * posterior sample of the images the DataLoader picks for k, drawn from a generator seeded by
  * (seed, k) and normalized by the codec: a pure function of the step, so resume stays bit-exact.
- * Takes ownership of ds's tensors.
+ * With SDXL's crops or rescales (cropZoom, sizeMin), they are made on the pixels of step k's
+ * images (a generator seeded by (seed, k)) and the images they changed are encoded afresh; the
+ * batch then carries each sample's (h, w, top, left). Takes ownership of ds's tensors.
  */
 function latentTrainData(ds: { images: Tensor; labels: Tensor; classNames: string[] }, codec: LatentCodec, config: TrainConfig, log: NodeJS.WritableStream | null): TrainData {
   const r = codec.record;
@@ -200,6 +202,22 @@ function latentTrainData(ds: { images: Tensor; labels: Tensor; classNames: strin
   bar?.done();
   const loader = new DataLoader({ images, labels }, { batchSize: config.batchSize, seed: config.seed, flip: config.flip });
   const base = deriveSeed(config.seed, SEED_STREAMS.latent);
+  const cropBase = microAugments(config) ? deriveSeed(config.seed, SEED_STREAMS.latentCrops) : null;
+  /** Step k's moments with SDXL's crops and rescales made in pixel space: only the images they changed are encoded again. */
+  const augmented = (m: Tensor, pixels: Tensor, step: number) => {
+    const a = microAugment(pixels, { ...config, generator: new Generator(epochSeed(cropBase!, step)) });
+    const diff = a.x
+      .sub(pixels)
+      .abs()
+      .reshape([pixels.dim(0), -1])
+      .max(1)
+      .toFloat64Array(); // a crop at (0, 0) changes the image too
+    const changed = [...diff.keys()].filter((i) => diff[i] > 0);
+    if (!changed.length) return { m, micro: a.micro };
+    const fresh = codec.encodePosteriors(a.x.indexSelect(0, tensor(changed, { dtype: 'int64' })));
+    const at = [...Array(pixels.dim(0)).keys()].map((i) => (changed.includes(i) ? pixels.dim(0) + changed.indexOf(i) : i)); // row i: its fresh encoding, or the stored one
+    return { m: cat([m, fresh], 0).indexSelect(0, tensor(at, { dtype: 'int64' })), micro: a.micro };
+  };
   return {
     kind: 'images',
     shape: [...r.latentShape],
@@ -207,13 +225,14 @@ function latentTrainData(ds: { images: Tensor; labels: Tensor; classNames: strin
     size: images.dim(0),
     batchAt: (step) => {
       const b = loader.batchAt(step);
-      const x = tidy(() => {
+      const { x, micro } = tidy(() => {
         let m = moments.indexSelect(0, b.indices); // [B, 2C, h, w]
         if (flipped && b.flipped) m = b.flipped.reshape([-1, 1, 1, 1]).where(flipped.indexSelect(0, b.indices), m);
-        return codec.sample(m, new Generator(epochSeed(base, step))); // [B, C, h, w], normalized
+        const crops = cropBase !== null ? augmented(m, b.x, step) : null; // SDXL Sec. 2.2, on the pixels (b.x is flipped as m is)
+        return { x: codec.sample(crops?.m ?? m, new Generator(epochSeed(base, step))), micro: crops?.micro }; // [B, C, h, w], normalized
       });
       dispose([b.x, b.indices, ...(b.flipped ? [b.flipped] : [])]);
-      return { x, labels: b.labels };
+      return { x, labels: b.labels, ...(micro && { micro }) };
     },
     dispose: () => {
       loader.dispose();

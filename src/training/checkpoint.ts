@@ -317,7 +317,7 @@ export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
     if (!isObj(st.ema) || typeof st.ema.nimg !== 'number' || !nonNegInt(st.ema.updates)) throw bad('"state.ema" must be {"nimg": n, "updates": n}');
     if (typeof st.trainSeconds !== 'number') throw bad('"state.trainSeconds" must be a number');
   }
-  return { ...(raw as unknown as CheckpointMeta), config };
+  return withAbsoluteLatent({ ...(raw as unknown as CheckpointMeta), config }, path.dirname(file));
 }
 
 /** Reads one tensor file of a checkpoint, checking it against its record. */
@@ -398,6 +398,19 @@ export function exportCheckpoint(
   }
 }
 
+/** A latent model's autoencoder as read: a relative path (an export's) is relative to the checkpoint's folder. */
+function withAbsoluteLatent(meta: CheckpointMeta, dir: string): CheckpointMeta {
+  if (!meta.latent || meta.config.latent === null) return meta;
+  return { ...meta, config: { ...meta.config, latent: path.resolve(dir, meta.config.latent) }, latent: { ...meta.latent, autoencoder: path.resolve(dir, meta.latent.autoencoder) } };
+}
+
+/** An export names a latent model's autoencoder relative to its own folder, so the two can move together (models/x and ../emoji-ae-f4). */
+function relativeLatent(meta: CheckpointMeta, dst: string): Pick<CheckpointMeta, 'config' | 'latent'> {
+  if (!meta.latent || meta.config.latent === null) return { config: meta.config, ...(meta.latent ? { latent: meta.latent } : {}) };
+  const rel = (p: string) => path.relative(path.resolve(dst), path.resolve(p)).split(path.sep).join('/') || '.';
+  return { config: { ...meta.config, latent: rel(meta.config.latent) }, latent: { ...meta.latent, autoencoder: rel(meta.latent.autoencoder) } };
+}
+
 /**
  * Writes weights of a run (`meta`, a training checkpoint's) as a sampling-only checkpoint
  * in `dst`: `<part>.safetensors` cast to `dtype`, and checkpoint.json without optimizer or
@@ -430,7 +443,6 @@ export function saveSamplingCheckpoint(
       dst,
       {
         step,
-        config: meta.config,
         network: meta.network,
         numParameters: meta.numParameters,
         classNames: meta.classNames,
@@ -438,7 +450,7 @@ export function saveSamplingCheckpoint(
         state,
         exportedFrom,
         ...(meta.distillation ? { distillation: meta.distillation } : {}),
-        ...(meta.latent ? { latent: meta.latent } : {}),
+        ...relativeLatent(meta, dst), // config, and the latent record
       },
       { [part]: { tensors: cast, metadata } },
       { fileNames: { [part]: `${part}.safetensors` } },

@@ -503,11 +503,8 @@ function crossCheck(c: TrainConfig, where: (key: string) => string, all = where(
   if (c.sizeMin !== null && c.sizeMin > c.imageSize) throw new ConfigError(where('sizeMin'), `must be at most imageSize (${c.imageSize}), got ${c.sizeMin}`);
   const micro = (['microCond', 'cropZoom', 'sizeMin'] as const).find((k) => c[k] !== TRAIN_DEFAULTS[k]);
   if (micro && c.model.type !== 'unet') throw new ConfigError(where(micro), `micro-conditioning and its crops are built for the U-Net; the model is ${c.model.type}`);
-  if (micro && (c.lowRes !== null || c.nested.length || c.latent !== null))
-    throw new ConfigError(
-      where(micro),
-      `micro-conditioning and its crops do not combine with ${c.lowRes !== null ? 'lowRes (a super-resolution stage)' : c.nested.length ? 'nested (Matryoshka)' : 'latent (the latents are encoded once, before any crop; not built yet)'}`,
-    );
+  if (micro && (c.lowRes !== null || c.nested.length))
+    throw new ConfigError(where(micro), `micro-conditioning and its crops do not combine with ${c.lowRes !== null ? 'lowRes (a super-resolution stage)' : 'nested (Matryoshka)'}`);
   if (c.latent === null && c.latentNorm !== TRAIN_DEFAULTS.latentNorm) throw new ConfigError(where('latentNorm'), `normalizes the latents of a latent run (got ${show(c.latentNorm)}): set latent too`);
   if (c.latent !== null) {
     const clash = (key: string, why: string) => new ConfigError(where(key), `does not go with latent (${show(c.latent)}): ${why}`);

@@ -174,10 +174,10 @@ export class Trainer extends TrainingLoop<CheckpointMeta> {
       const drop = gen.rand([x.dim(0)]).lt(this.config.labelDropout); // [B]
       cond = { classLabels: labels!.maskedFill(drop, this.#nullClass) };
     }
-    const { lowRes, augMax, augBlur, microCond } = this.config;
-    let micro: Tensor | undefined;
-    if (microAugments(this.config)) ({ x, micro } = microAugment(x, { ...this.config, generator: gen })); // SDXL Sec. 2.2: random crops and rescales
-    if (microCond) cond = { ...cond, micro: micro ?? microValues(x.dim(0), x.dim(2)) };
+    const { lowRes, augMax, augBlur, microCond, latent, imageSize } = this.config;
+    let micro = dp && batch.micro ? dp.shard(batch.micro) : batch.micro; // a latent run's crops are made on the pixels, before encoding
+    if (microAugments(this.config) && latent === null) ({ x, micro } = microAugment(x, { ...this.config, generator: gen })); // SDXL Sec. 2.2: random crops and rescales
+    if (microCond) cond = { ...cond, micro: micro ?? microValues(x.dim(0), imageSize) };
     if (lowRes !== null) cond = { ...cond, ...trainingCondition(x, lowRes, { augMax, blur: augBlur, generator: gen }) }; // CDM Sec. 4.2: a super-resolution stage
     const r = lossOf(x, gen, cond, k);
     this.levelLosses?.forEach((h, l) => h.push(r.levels?.[l] ?? NaN)); // MDM: each resolution's term, for the per-level curves
