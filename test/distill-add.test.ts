@@ -18,11 +18,10 @@ import { GaussianMixture } from '../src/data/mixture';
 import { ADD_LAMBDA, AddHeads, addDistillationLoss, addGeneratorLoss, addStudentInput, addWeight, hingeDiscriminatorLoss, hingeGeneratorLoss, r1Penalty } from '../src/distillation/add';
 import { resolveDistillOptions, planStages } from '../src/distillation/run';
 import { DistillTask } from '../src/distillation/task';
-import { resolveTrainConfig } from '../src/training/config';
-import { Trainer } from '../src/training/trainer';
 import { Part, readCheckpointMeta } from '../src/training/checkpoint';
 import { runQuick } from './cli-run';
 import { assertResumeBitExact } from './distill-resume';
+import { trainTinyTeacher } from './tiny-teacher';
 
 setNumThreads(1);
 
@@ -148,27 +147,12 @@ describe('ADD losses', () => {
   });
 });
 
-const TINY = {
-  dataLimit: 32,
-  batchSize: 4,
-  steps: 2,
-  warmupSteps: 1,
-  model: { type: 'unet', modelChannels: 8, groups: 4, channelMult: [1, 2], attentionResolutions: [], midAttention: false, dropout: 0 },
-  sampleEvery: 0,
-  checkpointEvery: 0,
-  sampleCount: 2,
-  sampleSteps: 2,
-};
-
 describe('diffuse distill add', () => {
   let root: string;
   let teacher: string;
   before(async () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-add-'));
-    teacher = path.join(root, 'teacher');
-    const t = Trainer.create(resolveTrainConfig({ ...TINY, out: teacher }), { log: null });
-    await t.run();
-    t.dispose();
+    teacher = await trainTinyTeacher(root);
   });
   after(() => fs.rmSync(root, { recursive: true, force: true }));
 

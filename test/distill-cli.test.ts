@@ -11,8 +11,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { full, Generator, noGrad, setNumThreads, tidy } from '../src/engine';
-import { resolveTrainConfig } from '../src/training/config';
-import { Trainer } from '../src/training/trainer';
 import { readCheckpointMeta } from '../src/training/checkpoint';
 import { Tensor } from '../src/engine/tensor';
 import { resolveUNetConfig, UNet } from '../src/models/unet';
@@ -20,30 +18,17 @@ import { resolveDistillOptions } from '../src/distillation/run';
 import { GUIDANCE_CONVENTION } from '../src/distillation/record';
 import { runQuick } from './cli-run';
 import { assertResumeBitExact } from './distill-resume';
+import { trainTinyTeacher } from './tiny-teacher';
 
 setNumThreads(1);
 
-const TINY = {
-  dataLimit: 32,
-  batchSize: 4,
-  steps: 2,
-  warmupSteps: 1,
-  model: { type: 'unet', modelChannels: 8, groups: 4, channelMult: [1, 2], attentionResolutions: [], midAttention: false },
-  sampleEvery: 0,
-  checkpointEvery: 0,
-  sampleCount: 2,
-  sampleSteps: 2,
-};
 let root: string;
 let teacher: string;
 const shipped = path.join(__dirname, '..', '..', 'models', 'fashion-mnist');
 
 before(async () => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-distill-'));
-  teacher = path.join(root, 'teacher');
-  const t = Trainer.create(resolveTrainConfig({ ...TINY, out: teacher }), { log: null });
-  await t.run();
-  t.dispose();
+  teacher = await trainTinyTeacher(root);
 });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 

@@ -10,35 +10,20 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { full, setNumThreads } from '../src/engine';
-import { resolveTrainConfig } from '../src/training/config';
-import { Trainer } from '../src/training/trainer';
 import { loadModel, readCheckpointMeta } from '../src/training/checkpoint';
 import { resolveDistillOptions } from '../src/distillation/run';
 import { runQuick } from './cli-run';
 import { assertResumeBitExact } from './distill-resume';
+import { trainTinyTeacher } from './tiny-teacher';
 
 setNumThreads(1);
 
-const TINY = {
-  dataLimit: 32,
-  batchSize: 4,
-  steps: 2,
-  warmupSteps: 1,
-  model: { type: 'unet', modelChannels: 8, groups: 4, channelMult: [1, 2], attentionResolutions: [], midAttention: false, dropout: 0.1 },
-  sampleEvery: 0,
-  checkpointEvery: 0,
-  sampleCount: 2,
-  sampleSteps: 2,
-};
 let root: string;
 let teacher: string;
 
 before(async () => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-consistency-'));
-  teacher = path.join(root, 'teacher');
-  const t = Trainer.create(resolveTrainConfig({ ...TINY, out: teacher }), { log: null });
-  await t.run();
-  t.dispose();
+  teacher = await trainTinyTeacher(root, { dropout: 0.1 });
 });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 

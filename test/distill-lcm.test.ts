@@ -23,11 +23,11 @@ import { resolveDistillOptions, planStages } from '../src/distillation/run';
 import { DistillTask } from '../src/distillation/task';
 import { resolveTrainConfig } from '../src/training/config';
 import { loadTrainData } from '../src/training/build';
-import { Trainer } from '../src/training/trainer';
 import { loadModel, readCheckpointMeta } from '../src/training/checkpoint';
 import { loadLora, loraNamedParameters } from '../src/nn/lora';
 import { runQuick } from './cli-run';
 import { assertResumeBitExact } from './distill-resume';
+import { TINY_TEACHER, trainTinyTeacher } from './tiny-teacher';
 
 setNumThreads(1);
 
@@ -125,26 +125,12 @@ test('LCM loss on the mixture: one exact DDIM step over k teacher timesteps of D
   assert.throws(() => teacher(xs, s, { classLabels: y }), /guidedTeacher: cond needs classLabels and guidance/);
 });
 
-const TINY = {
-  dataLimit: 32,
-  batchSize: 4,
-  steps: 2,
-  warmupSteps: 1,
-  model: { type: 'unet', modelChannels: 8, groups: 4, channelMult: [1, 2], attentionResolutions: [], midAttention: false, dropout: 0.1 },
-  sampleEvery: 0,
-  checkpointEvery: 0,
-  sampleCount: 2,
-  sampleSteps: 2,
-};
 let root: string;
 let teacher: string;
 
 before(async () => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-lcm-'));
-  teacher = path.join(root, 'teacher');
-  const t = Trainer.create(resolveTrainConfig({ ...TINY, out: teacher }), { log: null });
-  await t.run();
-  t.dispose();
+  teacher = await trainTinyTeacher(root, { dropout: 0.1 });
 });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
@@ -249,14 +235,14 @@ describe('diffuse distill lcm', () => {
   });
 
   test('dataClasses keeps the samples of the listed classes only (the fine-tune of scripts/lcm-lora.sh), every class name kept', () => {
-    const all = loadTrainData(resolveTrainConfig({ ...TINY, dataLimit: null, out: path.join(root, 'x') }));
-    const some = loadTrainData(resolveTrainConfig({ ...TINY, dataLimit: null, dataClasses: '5,7,9', out: path.join(root, 'x') }));
+    const all = loadTrainData(resolveTrainConfig({ ...TINY_TEACHER, dataLimit: null, out: path.join(root, 'x') }));
+    const some = loadTrainData(resolveTrainConfig({ ...TINY_TEACHER, dataLimit: null, dataClasses: '5,7,9', out: path.join(root, 'x') }));
     try {
       const ys = Array.from({ length: 50 }, (_, k) => tidy(() => Array.from(some.batchAt(k).labels!.toFloat64Array()))).flat(); // 200 samples
       assert.ok(ys.length > 0 && ys.every((y) => [5, 7, 9].includes(y)), 'only classes 5, 7, 9');
       assert.equal(some.size, 18000, '6000 training images per class');
       assert.deepEqual(some.classNames, all.classNames);
-      assert.throws(() => loadTrainData(resolveTrainConfig({ ...TINY, dataClasses: '5,10', out: path.join(root, 'x') })), /dataClasses.*class ids in 0\.\.9, got "5,10"/);
+      assert.throws(() => loadTrainData(resolveTrainConfig({ ...TINY_TEACHER, dataClasses: '5,10', out: path.join(root, 'x') })), /dataClasses.*class ids in 0\.\.9, got "5,10"/);
     } finally {
       all.dispose();
       some.dispose();

@@ -17,10 +17,10 @@ export const TINY_TEACHER = {
   sampleSteps: 2,
 };
 
-/** Trains the tiny teacher into root/teacher and returns that folder. */
-export async function trainTinyTeacher(root: string): Promise<string> {
+/** Trains the tiny teacher into root/teacher (with `model` overriding U-Net fields, e.g. { dropout: 0.1 }) and returns that folder. */
+export async function trainTinyTeacher(root: string, model: Record<string, unknown> = {}): Promise<string> {
   const out = path.join(root, 'teacher');
-  const t = Trainer.create(resolveTrainConfig({ ...TINY_TEACHER, out }), { log: null });
+  const t = Trainer.create(resolveTrainConfig({ ...TINY_TEACHER, model: { ...TINY_TEACHER.model, ...model }, out }), { log: null });
   try {
     await t.run();
   } finally {
