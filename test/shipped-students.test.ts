@@ -1,6 +1,7 @@
 // The shipped students of the shipped Fashion-MNIST model (issue 16): progressive students at 8,
 // 4, 2 and 1 steps (models/fashion-mnist-pdN), a guided 4-step student (models/fashion-mnist-gd4) and
-// a consistency-distilled student (models/fashion-mnist-cd, issue 17).
+// a consistency-distilled student (models/fashion-mnist-cd, issue 17) and the one-step DMD and DMD2
+// generators (models/fashion-mnist-dmd, -dmd2, issue 18).
 // Each is an ordinary float16 checkpoint whose distillation record says how to sample it;
 // `diffuse eval` samples it at its own steps and its samples are recognisable clothes, where the
 // teacher's own DDIM at 1 step gives blurs (class accuracy 0.17 in docs/BENCHMARKS.md). Fails
@@ -96,3 +97,22 @@ test('models/fashion-mnist-cd: a consistency student, 1 step by default and bett
   assert.ok(rows[0].metrics.accuracy.value > 0.6, `class accuracy at 1 step ${rows[0].metrics.accuracy.value}`);
   assert.ok(rows[1].metrics.fd.value < rows[0].metrics.fd.value, `multistep consistency sampling: FD at 2 steps ${rows[1].metrics.fd.value} against 1 step ${rows[0].metrics.fd.value}`);
 });
+
+for (const [name, method, fd] of [
+  ['fashion-mnist-dmd', 'dmd', 22.0],
+  ['fashion-mnist-dmd2', 'dmd2', 18.8],
+] as const) {
+  test(`models/${name}: a one-step ${method} generator (issue 18), far ahead of the teacher at 1 NFE`, async () => {
+    const dir = path.join(MODELS, name);
+    assert.ok(fs.existsSync(path.join(dir, 'checkpoint.json')), `the shipped student is missing: ${dir}`);
+    const rec = readCheckpointMeta(dir).distillation!;
+    assert.equal(rec.method, method);
+    assert.deepEqual(rec.sampling, { sampler: 'ddim', grid: 'trailing', steps: 1 });
+    const [row] = await evalStudent(dir);
+    assert.deepEqual([row.sampler, row.steps], ['ddim', 1]);
+    // Measured at n = 500 (docs/BENCHMARKS.md, "One step"): FD `fd`; the teacher's best solver at 1 NFE: FD 279, accuracy 0.17.
+    const [teacher] = await evalStudent(path.join(MODELS, 'fashion-mnist'), '--sampler', 'ddim', '--grid', 'trailing', '--steps', '1');
+    assert.ok(row.metrics.fd.value < teacher.metrics.fd.value / 5, `FD at 1 step: student ${row.metrics.fd.value} (${fd} at n = 500), teacher ${teacher.metrics.fd.value}`);
+    assert.ok(row.metrics.accuracy.value > 0.7, `class accuracy at 1 step ${row.metrics.accuracy.value}`);
+  });
+}
