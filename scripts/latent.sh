@@ -15,7 +15,7 @@ d() { node dist/src/cli/main.js "$@"; }
 mkdir -p "$root"
 common=(--data emoji --channels rgb --class-conditional true --objective v --beta-schedule cosine --batch-size 32
   --attention-resolutions 8 --sample-every 500 --sample-steps 25 --checkpoint-every 250 --threads "$threads")
-latent=(--latent "$ae" --image-size 64 --model-channels 64 --channel-mult 1,2,2)
+latent=(--latent "$ae" --image-size 64 --model-channels 32 --channel-mult 1,2,2)
 direct=(--image-size 64 --model-channels 16 --channel-mult 1,2,4,4 --shift-base 16)
 sampling=(--sampler dpmpp-2m-sde --grid karras --steps 20)
 spstep() { python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['state']['trainSeconds']/m['step'])" "$1/checkpoint.json"; }
