@@ -1,6 +1,6 @@
 // The shared training loop (src/training/loop.ts): the default `diffuse train` run takes
-// exactly the steps it took before the loop was shared (a fixture of its first 50
-// losses, made by scripts/fixtures/default_losses.js before the refactor), and a task
+// the steps it took before the loop was shared (a fixture of its first 50
+// losses, made by scripts/fixtures/default_losses.js before the refactor; equal to float32 rounding), and a task
 // with two parts and two phases (a generator and a critic with their own optimizers,
 // learning rates, update ratios and an EMA) resumes bit for bit.
 import { test, before, after } from 'node:test';
@@ -31,15 +31,15 @@ function sameKernels(): boolean {
   return JSON.stringify(['avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'].filter((f) => flags.includes(f))) === JSON.stringify(fixture.isa);
 }
 
-test('the default run takes the steps it took before the loop was shared: the first 50 losses, bit for bit', () => {
+test('the default run takes the steps it took before the loop was shared: the first 50 losses, to float32 rounding', () => {
   const t = Trainer.create({ ...TRAIN_DEFAULTS, threads: fixture.threads, out: path.join(root, 'default') }, { log: null });
   try {
     const losses = fixture.losses.map(() => t.trainStep());
-    if (sameKernels()) assert.deepEqual(losses, fixture.losses);
-    else {
-      // Another instruction set picks other oneDNN kernels, which round differently: the same steps, to float tolerance.
-      for (let i = 0; i < losses.length; i++) assert.ok(Math.abs(losses[i] - fixture.losses[i]) <= 1e-3 * Math.abs(fixture.losses[i]), `step ${i + 1}: ${losses[i]} vs ${fixture.losses[i]}`);
-    }
+    // With the fixture's instruction sets the steps agree to float32 rounding: bit for bit on the machine that made it, and within
+    // 1e-5 relative on one with the same flags whose oneDNN picked another blocking (seen: 6e-8 at step 50, 2026-12-06); a changed
+    // step, seed or learning rate moves the losses by far more. Another instruction set rounds differently from the start: 1e-3.
+    const tol = sameKernels() ? 1e-5 : 1e-3;
+    for (let i = 0; i < losses.length; i++) assert.ok(Math.abs(losses[i] - fixture.losses[i]) <= tol * Math.abs(fixture.losses[i]), `step ${i + 1}: ${losses[i]} vs ${fixture.losses[i]}`);
   } finally {
     t.dispose();
   }
