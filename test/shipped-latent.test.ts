@@ -19,7 +19,7 @@ let root: string;
 before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-shipped-latent-'))));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-test('models/emoji-ae-f4: a float16 KL-f4 autoencoder with its scale factor that reconstructs test emoji above 22 dB PSNR', () => {
+test('models/emoji-ae-f4: a float16 KL-f4 autoencoder that reconstructs test emoji above 22 dB PSNR, and whose scale factor brings their latents to unit std', () => {
   const dir = path.join(MODELS, 'emoji-ae-f4');
   assert.ok(fs.existsSync(path.join(dir, 'autoencoder.json')), `the shipped autoencoder is missing: ${dir}`);
   const { meta, net } = loadAutoencoder(dir);
@@ -27,16 +27,17 @@ test('models/emoji-ae-f4: a float16 KL-f4 autoencoder with its scale factor that
     assert.equal(meta.config.factor, 4);
     assert.deepEqual(meta.latentShape, [4, 16, 16]);
     assert.deepEqual(meta.exportedFrom, { dtype: 'float16' });
-    assert.ok(Math.abs(meta.scaleFactor! - 0.3081) < 1e-3, `scale factor ${meta.scaleFactor}`);
     const test = loadEmoji({ split: 'test', size: 64 });
     try {
       // Measured on all 704 test images: 26.1 dB (docs/BENCHMARKS.md).
-      const psnr = tidy(() => {
+      const { psnr, std } = tidy(() => {
         const x = test.images.narrow(0, 0, 16).float().div(127.5).sub(1);
-        const mse = net.decode(net.encode(x).mean).clamp(-1, 1).sub(x).div(2).square().mean().item();
-        return 10 * Math.log10(1 / mse);
+        const z = net.encode(x).mean;
+        const mse = net.decode(z).clamp(-1, 1).sub(x).div(2).square().mean().item();
+        return { psnr: 10 * Math.log10(1 / mse), std: z.mul(meta.scaleFactor!).std().item() };
       });
       assert.ok(psnr > 22, `PSNR ${psnr.toFixed(2)} dB on 16 test images`);
+      assert.ok(std > 0.8 && std < 1.25, `the stored scale factor brings test latents to about unit std (got ${std.toFixed(3)})`);
     } finally {
       dispose([test.images, test.labels, test.styles]);
     }

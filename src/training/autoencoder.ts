@@ -46,7 +46,7 @@ import { Module } from '../nn/module';
 import { Adam } from '../optim/adam';
 import { linearWarmupSchedule } from '../optim/schedule';
 import { writeFileAtomic } from '../util/image';
-import { CheckpointError, diffuseVersion, readCheckpointJson } from './checkpoint';
+import { castTensors, CheckpointError, diffuseVersion, readCheckpointJson } from './checkpoint';
 import { loadClassifierData } from './classifier';
 import { CheckpointFormat, LoopCheckpoint, Phase, TrainingLoop, TrainPart } from './loop';
 import { checkValue, FieldSpec } from './options';
@@ -505,7 +505,7 @@ export function saveAutoencoder(
 ): AutoencoderMeta {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, AUTOENCODER_WEIGHTS);
-  const weights = tidy(() => Object.fromEntries(Object.entries(net.stateDict()).map(([k, t]) => [k, t.to({ dtype })])));
+  const weights = castTensors(net.stateDict(), dtype);
   try {
     saveSafetensors(file, weights, { format: AUTOENCODER_FORMAT });
   } finally {

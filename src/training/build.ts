@@ -215,7 +215,8 @@ function latentTrainData(ds: { images: Tensor; labels: Tensor; classNames: strin
     const changed = [...diff.keys()].filter((i) => diff[i] > 0);
     if (!changed.length) return { m, micro: a.micro };
     const fresh = codec.encodePosteriors(a.x.indexSelect(0, tensor(changed, { dtype: 'int64' })));
-    const at = [...Array(pixels.dim(0)).keys()].map((i) => (changed.includes(i) ? pixels.dim(0) + changed.indexOf(i) : i)); // row i: its fresh encoding, or the stored one
+    let next = pixels.dim(0);
+    const at = [...diff.keys()].map((i) => (diff[i] > 0 ? next++ : i)); // row i of cat([m, fresh]): its fresh encoding, or the stored one
     return { m: cat([m, fresh], 0).indexSelect(0, tensor(at, { dtype: 'int64' })), micro: a.micro };
   };
   return {

@@ -317,7 +317,7 @@ export function readCheckpointMeta(dirOrFile: string): CheckpointMeta {
     if (!isObj(st.ema) || typeof st.ema.nimg !== 'number' || !nonNegInt(st.ema.updates)) throw bad('"state.ema" must be {"nimg": n, "updates": n}');
     if (typeof st.trainSeconds !== 'number') throw bad('"state.trainSeconds" must be a number');
   }
-  return withAbsoluteLatent({ ...(raw as unknown as CheckpointMeta), config }, path.dirname(file));
+  return mapLatentPaths({ ...(raw as unknown as CheckpointMeta), config }, (p) => path.resolve(path.dirname(file), p)); // an export's relative path is relative to its folder
 }
 
 /** Reads one tensor file of a checkpoint, checking it against its record. */
@@ -398,17 +398,15 @@ export function exportCheckpoint(
   }
 }
 
-/** A latent model's autoencoder as read: a relative path (an export's) is relative to the checkpoint's folder. */
-function withAbsoluteLatent(meta: CheckpointMeta, dir: string): CheckpointMeta {
+/** meta with a latent model's two autoencoder paths (config.latent and latent.autoencoder) mapped by f; other models as they are. */
+function mapLatentPaths(meta: CheckpointMeta, f: (p: string) => string): CheckpointMeta {
   if (!meta.latent || meta.config.latent === null) return meta;
-  return { ...meta, config: { ...meta.config, latent: path.resolve(dir, meta.config.latent) }, latent: { ...meta.latent, autoencoder: path.resolve(dir, meta.latent.autoencoder) } };
+  return { ...meta, config: { ...meta.config, latent: f(meta.config.latent) }, latent: { ...meta.latent, autoencoder: f(meta.latent.autoencoder) } };
 }
 
-/** An export names a latent model's autoencoder relative to its own folder, so the two can move together (models/x and ../emoji-ae-f4). */
-function relativeLatent(meta: CheckpointMeta, dst: string): Pick<CheckpointMeta, 'config' | 'latent'> {
-  if (!meta.latent || meta.config.latent === null) return { config: meta.config, ...(meta.latent ? { latent: meta.latent } : {}) };
-  const rel = (p: string) => path.relative(path.resolve(dst), path.resolve(p)).split(path.sep).join('/') || '.';
-  return { config: { ...meta.config, latent: rel(meta.config.latent) }, latent: { ...meta.latent, autoencoder: rel(meta.latent.autoencoder) } };
+/** A state dict cast to dtype: new tensors, which the caller disposes. */
+export function castTensors(tensors: Record<string, Tensor>, dtype: DType): Record<string, Tensor> {
+  return tidy(() => Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.to({ dtype })])));
 }
 
 /**
@@ -435,7 +433,9 @@ export function saveSamplingCheckpoint(
 ): CheckpointMeta {
   if (!['float16', 'bfloat16', 'float32'].includes(dtype)) throw new RangeError(`saveSamplingCheckpoint: dtype must be float16, bfloat16 or float32, got ${dtype}`);
   if (!(Number.isSafeInteger(step) && step >= 0 && step <= meta.step)) throw new RangeError(`saveSamplingCheckpoint: step must be an integer in [0, ${meta.step}], got ${step}`);
-  const cast = tidy(() => Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.to({ dtype })])));
+  const cast = castTensors(tensors, dtype);
+  // An export names a latent model's autoencoder relative to its own folder, so the two move together (models/x and ../emoji-ae-f4).
+  const placed = mapLatentPaths(meta, (p) => path.relative(path.resolve(dst), p).split(path.sep).join('/') || '.');
   try {
     const state = meta.state ? { ...meta.state, losses: encodeFloats(decodeFloats(meta.state.losses).slice(0, step)), generators: {}, loader: { step } } : null;
     const exportedFrom = { step, part, dtype, ...(posthocEma ? { posthocEma } : {}) };
@@ -443,6 +443,7 @@ export function saveSamplingCheckpoint(
       dst,
       {
         step,
+        config: placed.config,
         network: meta.network,
         numParameters: meta.numParameters,
         classNames: meta.classNames,
@@ -450,7 +451,7 @@ export function saveSamplingCheckpoint(
         state,
         exportedFrom,
         ...(meta.distillation ? { distillation: meta.distillation } : {}),
-        ...relativeLatent(meta, dst), // config, and the latent record
+        ...(placed.latent ? { latent: placed.latent } : {}),
       },
       { [part]: { tensors: cast, metadata } },
       { fileNames: { [part]: `${part}.safetensors` } },
