@@ -17,6 +17,7 @@ import { ConfigError, resolveTrainConfig, TrainConfig } from '../src/training/co
 import { Trainer } from '../src/training/trainer';
 import { loadModel, readCheckpointMeta } from '../src/training/checkpoint';
 import { deriveSeed, generateSamples, loadTrainData, SEED_STREAMS } from '../src/training/build';
+import { teacherClip } from '../src/distillation/task';
 import { epochSeed, ImageDataset } from '../src/data/loader';
 import { microAugment } from '../src/training/micro';
 import { SAMPLERS } from '../src/sampling';
@@ -433,5 +434,62 @@ describe('what latent does not go with', () => {
     const cli = await runQuick(root, 'train', '--latent', 'nowhere', '--data', 'emoji', '--image-size', '16', '--out', 'x');
     assert.notEqual(cli.code, 0);
     assert.match(cli.err, /latent: loadAutoencoder: .*nowhere\/autoencoder.json not found/);
+  });
+});
+
+describe('distilling a latent model', () => {
+  test("diffuse distill lcm on a latent teacher: a student of its latents with the teacher's latent record; sample and the yardstick decode it", async () => {
+    const r = await runQuick(
+      root,
+      'distill',
+      'lcm',
+      '--teacher',
+      'run',
+      '--out',
+      'lcm',
+      ...['--consistency-steps', '2', '--skip', '100', '--batch-size', '2', '--student-steps', '2'],
+      ...['--checkpoint-every', '0', '--threads', '1'],
+    );
+    assert.equal(r.code, 0, r.err);
+    const dir = path.join(root, 'lcm', 'lcm');
+    const meta = readCheckpointMeta(dir);
+    const teacher = readCheckpointMeta(run);
+    assert.deepEqual(meta.sampleShape, [4, 4, 4]);
+    assert.deepEqual(meta.latent, teacher.latent, "the student decodes with its teacher's autoencoder");
+    assert.equal(meta.config.latent, teacher.config.latent);
+    assert.equal(meta.distillation!.method, 'lcm');
+    const png = decodeImage(fs.readFileSync(path.join(dir, 'samples.png')), 'preview');
+    assert.ok(png.width >= 9 * 16 && png.height >= 2 * 16, `the preview shows decoded 16 px images (${png.width} x ${png.height})`);
+    const s = await runQuick(root, 'sample', 'lcm/lcm', '-n', '3', '--guidance', '2', '--out-dir', 'lcm-imgs', '--threads', '1');
+    assert.equal(s.code, 0, s.err);
+    assert.match(s.out, /latents \[4,4,4\] decoded by .*ae\), 2 steps.*sampler consistency/);
+    const img = decodeImage(fs.readFileSync(path.join(root, 'lcm-imgs', '000000.png')), 'sample');
+    assert.deepEqual([img.width, img.height], [16, 16]);
+    const ys = ['distill', 'yardstick', 'lcm/lcm', '--teacher', 'run', '--n', '4', '--reference-steps', '2', '--student-steps', '1,2', '--guidance', '2'];
+    const y = await runQuick(root, ...ys, '--solvers', 'ddim:trailing', '--batch-size', '4', '--threads', '1', '--no-cache', '--out', 'ys');
+    assert.equal(y.code, 0, y.err);
+    assert.match(y.out, /features emoji-cnn-v1/);
+    const yj = JSON.parse(fs.readFileSync(path.join(root, 'ys', 'yardstick.json'), 'utf8')) as {
+      reference: { metrics: { fd: { value: number } } };
+      students: { nfe: number; metrics: { fd: { value: number } } }[];
+    };
+    assert.deepEqual(
+      yj.students.map((row) => row.nfe),
+      [1, 2],
+    );
+    assert.ok(
+      [yj.reference, ...yj.students].every((row) => Number.isFinite(row.metrics.fd.value)),
+      'decoded samples measured in the emoji feature space',
+    );
+  });
+
+  test("the teacher's x0 is clipped to [-1, 1] for pixels only (latents are unbounded); dmd refuses a latent teacher by name", async () => {
+    const teacher = readCheckpointMeta(run);
+    assert.equal(teacherClip(teacher), null);
+    assert.deepEqual(teacherClip({ sampleShape: [3, 16, 16] }), [-1, 1]);
+    assert.equal(teacherClip({ sampleShape: [2] }), null);
+    const d = await runQuick(root, 'distill', 'dmd2', '--teacher', 'run', '--out', 'dmd2', '--threads', '1');
+    assert.equal(d.code, 2, d.err);
+    assert.match(d.err, /teacher: run: a latent diffusion model; dmd2 here distils pixel teachers/);
   });
 });

@@ -55,7 +55,7 @@ checkpoint under --out that diffuse sample and diffuse eval use with the steps, 
   ict          improved CT (Song & Dhariwal 2023): no EMA target, N(k) doubling from 10 to
                1280, log-normal index, weights 1 / (sigma_{n+1} - sigma_n), pseudo-Huber loss
                on the whole sample (c = 0.00054 sqrt(d)).
-  lcm          Luo et al. 2023, latent consistency model (here in pixel space): cd of the
+  lcm          Luo et al. 2023, latent consistency model (pixel or latent teachers): cd of the
                teacher under classifier-free guidance, one DDIM step over --skip teacher
                timesteps (grid 0, k-1, 2k-1, ..., T-1), the student keeping the teacher's
                prediction with f(x, sigma_min) = x on top. w in --guidance-range is embedded

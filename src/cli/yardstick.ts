@@ -15,6 +15,7 @@ import { featureNetFor, isEmojiData } from '../eval/feature-net';
 import { formatColumns, formatMetric } from '../eval/report';
 import { ClassifierDataName } from '../training/classifier';
 import { loadModel } from '../training/checkpoint';
+import { Tensor } from '../engine/tensor';
 import { yardstick, yardstickChart, YardstickRow, YardstickRowCache, YardstickStudent, YARDSTICK_SOLVERS, SolverChoice } from '../distillation/yardstick';
 import { cacheDir } from '../util/cache';
 import { writeFileAtomic, writePNG } from '../util/image';
@@ -70,19 +71,23 @@ export function yardstickCommand(argv: readonly string[]): number {
   const teacherDir = args.flags.get('teacher') ?? shippedModelDir();
   const cleanup: { dispose(): void }[] = [];
   try {
-    const teacher = loadModel(teacherDir);
-    cleanup.push(teacher.net);
+    const teacher = loadModel(teacherDir, { latent: true }); // a latent model's samples are decoded (docs/latent.md)
+    cleanup.push(teacher.net, ...(teacher.latent ? [teacher.latent] : []));
     if (teacher.meta.sampleShape.length !== 3) throw new UsageError(`--teacher ${teacherDir}: the yardstick measures image models`);
     if (refSteps > (teacher.meta.config.timesteps ?? refSteps)) throw new UsageError(`--reference-steps ${refSteps}: the teacher has ${teacher.meta.config.timesteps} timesteps`);
     const tGuidance = scale !== null ? prepareGuidance(teacher.denoiser, teacher.meta, { type: 'cfg' }) : null;
     const studentSteps = numberList(args, 'student-steps', { integer: true, min: 1 }) ?? null;
     const students: YardstickStudent[] = args.positionals.flatMap((dir) => {
-      const s = loadModel(dir);
-      cleanup.push(s.net);
+      const s = loadModel(dir, { latent: true });
+      cleanup.push(s.net, ...(s.latent ? [s.latent] : []));
       const rec = s.meta.distillation;
       if (!rec) throw new UsageError(`${dir}: not a distilled student (its checkpoint has no distillation record)`);
       if (JSON.stringify(s.meta.classNames) !== JSON.stringify(teacher.meta.classNames) || JSON.stringify(s.meta.sampleShape) !== JSON.stringify(teacher.meta.sampleShape))
         throw new UsageError(`${dir}: not a student of ${teacherDir}'s task (classes or sample shape differ)`);
+      if (s.meta.latent?.sha256 !== teacher.meta.latent?.sha256)
+        throw new UsageError(
+          `${dir}: not a student of ${teacherDir}'s task (its samples decode with ${s.meta.latent?.autoencoder ?? 'no autoencoder'}, the teacher's with ${teacher.meta.latent?.autoencoder ?? 'none'})`,
+        );
       if (scale === null && rec.guidance.embedded) throw new UsageError(`${dir}: a guided student (w in [${rec.guidance.embedded.join(', ')}]); give --guidance W`);
       if (scale !== null && rec.guidance.teacherScale !== null && rec.guidance.teacherScale !== scale)
         throw new UsageError(`--guidance ${scale}: ${dir} has the teacher's cfg w = ${rec.guidance.teacherScale} built in`);
@@ -95,6 +100,7 @@ export function yardstickCommand(argv: readonly string[]): number {
         meta: s.meta,
         denoiser: s.denoiser,
         guidance,
+        decode: s.latent ? (z: Tensor) => s.latent!.decode(z) : null,
         steps,
         sampler: rec.sampling.sampler,
         grid: rec.sampling.grid,
@@ -116,7 +122,7 @@ export function yardstickCommand(argv: readonly string[]): number {
     const out = args.flags.get('out') ?? 'runs/yardstick';
     const useCache = args.flags.get('cache') !== 'false';
     const report = yardstick({
-      teacher: { meta: teacher.meta, denoiser: teacher.denoiser, guidance: tGuidance, id: checkpointId(teacherDir) },
+      teacher: { meta: teacher.meta, denoiser: teacher.denoiser, guidance: tGuidance, decode: teacher.latent ? (z) => teacher.latent!.decode(z) : null, id: checkpointId(teacherDir) },
       rowCache: rowFiles(path.join(out, 'rows'), `${fnet.name} ${ref.name}`, useCache),
       students,
       scale,

@@ -35,7 +35,7 @@ import { Tensor } from '../engine/tensor';
 import { Conditioning, Denoiser } from '../core/denoiser';
 import { Adam } from '../optim/adam';
 import { buildDenoiser, buildLoss, buildNetwork, buildSchedule, deriveSeed, DenoiserNet, loadTrainData, NetworkSpec, prediction, TrainData, TrainLoss } from '../training/build';
-import { CheckpointMeta, checkpointJsonPath, loadModel } from '../training/checkpoint';
+import { CheckpointMeta, checkpointJsonPath, loadModel, readCheckpointMeta } from '../training/checkpoint';
 import { ConfigError, TrainConfig } from '../training/config';
 import { CheckpointFormat, LoopCheckpoint, Phase, TrainingLoop, TrainPart } from '../training/loop';
 import { UNet } from '../models/unet';
@@ -207,6 +207,8 @@ export class DmdTask extends TrainingLoop<CheckpointMeta> {
     const o = s.options;
     if (o.method === 'dmd' && o.pairs === null) throw new ConfigError('pairs', 'dmd needs the regression pairs (diffuse distill dmd-pairs --out DIR, then --pairs DIR)');
     if (o.method === 'dmd2' && o.pairs !== null) throw new ConfigError('pairs', `${o.pairs}: dmd2 has no regression loss (Yin et al. 2024, Sec. 4.1)`);
+    if (readCheckpointMeta(s.teacherDir).latent)
+      throw new ConfigError('teacher', `${s.teacherDir}: a latent diffusion model; ${o.method} here distils pixel teachers (lcm, cd, ct, ict, progressive, guided and add take latent ones)`);
     const teacher = loadModel(s.teacherDir);
     let pairs: Pairs | null = null;
     let t: DmdTask;

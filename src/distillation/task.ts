@@ -46,6 +46,7 @@ import { Tracker } from '../training/loop';
 import { guidedTeacher, LCM_DEFAULT_SKIP, lcmBoundary, lcmLoss, skippingGrid } from './lcm';
 import { applyLora, loraNamedParameters, saveLora } from '../nn/lora';
 import { Module } from '../nn/module';
+import { LatentCodec } from '../resolution/latent';
 
 /** The options of a distillation run (`diffuse distill`), every one with a default in DISTILL_DEFAULTS. */
 export interface DistillOptions {
@@ -177,6 +178,11 @@ export interface StageSetup {
   out: string;
 }
 
+/** The range the teacher's x0 estimates are clipped to, as diffuse sample does: [-1, 1] for pixels, null for 2-D points and for latents (unbounded). */
+export function teacherClip(meta: Pick<CheckpointMeta, 'sampleShape' | 'latent'>): [number, number] | null {
+  return meta.sampleShape.length === 3 && !meta.latent ? [-1, 1] : null;
+}
+
 /** lr (1 - k / steps): the rate annealed linearly to 0 within a round (Salimans & Ho 2022, App. E). */
 export function linearAnneal(lr: number, steps: number): LrSchedule {
   return (k) => lr * Math.max(0, 1 - k / steps);
@@ -290,14 +296,14 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
 
     const gen = new Generator(deriveSeed(o.seed, 100 + plan.round));
     const dropoutGen = new Generator(deriveSeed(o.seed, 200 + plan.round));
-    this.#data = loadTrainData(this.config);
+    this.#data = loadTrainData(this.config, { latent: teacher.latent }); // a latent teacher: its training images' normalized latents (docs/latent.md)
     this.net = buildNetwork(this.spec, { generator: new Generator(0), dropoutGenerator: dropoutGen });
     this.net.loadStateDict(teacher.net.stateDict(), { strict: !embedW }); // the student starts from the teacher's weights (a new w embedding starts at zero)
     const lora = this.#lora(this.net, deriveSeed(o.seed, 300));
     this.net.train();
     this.#student = buildDenoiser(this.config, this.net, { consistency: this.record.consistency });
-    const images = tm.sampleShape.length === 3;
-    const clip = (D: Denoiser) => (images ? clipDenoiser(D, [-1, 1]) : D); // the teacher as diffuse sample runs it
+    const range = teacherClip(tm);
+    const clip = (D: Denoiser) => (range ? clipDenoiser(D, range) : D); // the teacher as diffuse sample runs it
     const nullClass = tm.classNames?.length ?? 0;
     const teacherD = clip(lcm ? guidedTeacher(teacher.denoiser, nullClass, cfgScale) : cfgScale !== null ? classifierFreeGuidance(teacher.denoiser, { scale: cfgScale, nullClass }) : teacher.denoiser);
     const schedule = buildSchedule(this.config)!;
@@ -364,7 +370,7 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
       loss = (k) => {
         const { x, labels } = this.#data.batchAt(k);
         const w = sampleGuidance(x.dim(0), embedded!, gen);
-        return guidedLoss(this.#student, teacher.denoiser, x, { sampleSigma, generator: gen, classLabels: labels!, w, nullClass, clip: images ? [-1, 1] : null }).loss;
+        return guidedLoss(this.#student, teacher.denoiser, x, { sampleSigma, generator: gen, classLabels: labels!, w, nullClass, clip: range }).loss;
       };
     } else {
       const grid = samplingSigmas(this.config, plan.teacherSteps!, 'trailing');
@@ -418,14 +424,15 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     return meta;
   }
 
-  /** Loads the teacher and builds the stage; with `resume`, restores the stage's checkpoint in setup.out. */
+  /** Loads the teacher (a latent one with its autoencoder) and builds the stage; with `resume`, restores the stage's checkpoint in setup.out. */
   static create(s: StageSetup, run: { resume?: boolean; log?: NodeJS.WritableStream | null; handleSigint?: boolean } = {}): DistillTask {
-    const teacher = loadModel(s.teacherDir);
+    const teacher = loadModel(s.teacherDir, { latent: true }); // the student works in the teacher's latent space; previews decode
     let t: DistillTask;
     try {
       t = new DistillTask(s, teacher, run);
     } catch (e) {
       teacher.net.dispose();
+      teacher.latent?.dispose();
       throw e;
     }
     if (run.resume) {
@@ -478,14 +485,15 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
 
   /** The student as a denoiser in eval mode at the stage's sampling (a w student at the middle of its range). */
   protected override writePreviews(): string[] {
-    return writeStudentPreviews({ net: this.net, denoiser: this.#student, config: this.config, record: this.record, teacher: this.#teacher.meta }, this.out);
+    return writeStudentPreviews({ net: this.net, denoiser: this.#student, config: this.config, record: this.record, teacher: this.#teacher.meta, latent: this.#teacher.latent }, this.out);
   }
 
-  /** Frees the student, its optimizer, the target network, the teacher and the data. */
+  /** Frees the student, its optimizer, the target network, the teacher (and its autoencoder) and the data. */
   dispose(): void {
     this.disposeParts();
     this.#target?.dispose();
     this.#teacher.net.dispose();
+    this.#teacher.latent?.dispose();
     this.#data.dispose();
   }
 
@@ -501,6 +509,8 @@ export interface StudentParts {
   config: TrainConfig;
   record: DistillationRecord;
   teacher: CheckpointMeta;
+  /** A latent teacher's autoencoder (previews decode with it); null or absent for pixels. */
+  latent?: LatentCodec | null;
 }
 
 /** A student's checkpoint: an ordinary checkpoint.json (`diffuse sample` loads it) with its distillation record and the run's options. */
@@ -516,6 +526,7 @@ export function studentCheckpointFormat(s: StudentParts & { spec: NetworkSpec; s
       numParameters: s.net.numParameters(),
       classNames: s.teacher.classNames,
       sampleShape: s.teacher.sampleShape,
+      ...(s.teacher.latent ? { latent: s.teacher.latent } : {}), // a latent student decodes with its teacher's autoencoder
       distillation: s.record,
       distillRun: { options: s.setup.options, stage: s.setup.plan },
     }),
@@ -542,6 +553,7 @@ export function writeStudentPreviews(s: StudentParts & { denoiser: Denoiser }, o
         grid: s.record.sampling.grid,
         sigmaMin: s.record.consistency?.sigmaMin,
         labels: k !== null ? Array.from({ length: n }, (_, i) => i % k) : null,
+        decode: s.latent ? (z) => s.latent!.decode(z) : null,
       }),
     );
     try {

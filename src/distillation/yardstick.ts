@@ -58,6 +58,8 @@ export interface YardstickModel {
   meta: Pick<CheckpointMeta, 'config' | 'sampleShape'>;
   denoiser: Denoiser;
   guidance: PreparedGuidance | null;
+  /** A latent model's decoder (loadModel's latent.decode): its samples are measured as the images they decode to. */
+  decode?: ((z: Tensor) => Tensor) | null;
   /** What identifies the weights (e.g. a digest of the checkpoint): rows of a model with an id can be reused from `rowCache`. */
   id?: string;
 }
@@ -147,7 +149,7 @@ export function yardstick(o: YardstickOptions): YardstickReport {
       denoiser: m.denoiser,
       guidance: m.guidance,
       meta: m.meta,
-      spec: { n, seed, labels, batchSize, sampler: choice.sampler, grid: choice.grid, sigmaMin: choice.sigmaMin },
+      spec: { n, seed, labels, batchSize, sampler: choice.sampler, grid: choice.grid, sigmaMin: choice.sigmaMin, decode: m.decode ?? null },
       settings: [{ steps, guidance: m.guidance ? scale : null }],
       measure: (x) => {
         histogram = o.histogram ? o.histogram(x) : null;
