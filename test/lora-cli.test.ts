@@ -7,8 +7,10 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadSafetensors } from '../src/engine';
+import { dispose, loadSafetensors } from '../src/engine';
 import { readCheckpointMeta } from '../src/training/checkpoint';
+import { loraMetadata } from '../src/nn/lora';
+import { decodeImage } from '../src/data/image-codec';
 import { runQuick } from './cli-run';
 
 let root: string;
@@ -108,6 +110,31 @@ describe('diffuse train --init --lora-rank, sample --lora', () => {
       assert.equal(r.code, 0, r.err);
       assert.ok(png(`${dir}.png`).equals(png('run.png')), `${dir} samples as the LoRA run`);
     }
+    // export ADAPTER_DIR: the adapter alone, cast to float16 with its metadata; it samples as the float32 one up to rounding.
+    r = await quick('export', 'lora/lora', 'adapter16');
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /wrote adapter16: adapter_model.safetensors \(.*, float16\), from the adapter lora\/lora/);
+    const weights = (f: string) => loadSafetensors(path.join(root, f, 'adapter_model.safetensors')).tensors;
+    const [w16, w32] = [weights('adapter16'), weights('lora/lora')];
+    assert.deepEqual(Object.keys(w16).sort(), Object.keys(w32).sort());
+    for (const [k, t] of Object.entries(w16)) {
+      assert.equal(t.dtype, 'float16', k);
+      assert.ok(t.float().sub(w32[k]).abs().max().item() <= 1e-3 * Math.max(1e-3, w32[k].abs().max().item()), `${k}: the float32 weights rounded`);
+    }
+    dispose([...Object.values(w16), ...Object.values(w32)]);
+    assert.deepEqual(loraMetadata(path.join(root, 'adapter16')), loraMetadata(path.join(root, 'lora/lora')));
+    assert.ok(fs.readFileSync(path.join(root, 'adapter16', 'adapter_config.json')).equals(fs.readFileSync(path.join(root, 'lora/lora', 'adapter_config.json'))));
+    r = await quick('sample', 'base', ...S, '--lora', 'adapter16', '--out', 'with16.png');
+    assert.equal(r.code, 0, r.err);
+    const pixels = (f: string) => decodeImage(png(f), f).rgba;
+    const [a16, a32] = [pixels('with16.png'), pixels('with.png')];
+    assert.ok(
+      a16.every((v, i) => Math.abs(v - a32[i]) <= 2),
+      'the float16 adapter samples as the float32 one (within 2 of 255)',
+    );
+    r = await quick('export', 'lora/lora', 'adapter-bad', '--weights', 'model');
+    assert.equal(r.code, 2);
+    assert.match(r.err, /--weights is for diffusion checkpoints; lora\/lora is a LoRA adapter/);
     r = await quick('sample', 'base', ...S, '--lora-scale', '2');
     assert.equal(r.code, 2);
     assert.match(r.err, /--lora-scale needs --lora/);

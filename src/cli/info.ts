@@ -10,6 +10,7 @@ import { formatSeconds } from '../util/progress';
 import { choiceFlag, numberFlag, parseArgs, table, UsageError } from './args';
 import { edmSigma, logSnrShift, networkFlops } from '../training/build';
 import { AUTOENCODER_FILE, exportAutoencoder } from '../training/autoencoder';
+import { ADAPTER_WEIGHTS, exportLora } from '../nn/lora';
 
 export function infoHelp(): string {
   return `Usage: diffuse info CHECKPOINT [--json]
@@ -31,7 +32,9 @@ An autoencoder folder (diffuse train-autoencoder) is exported the same way: its 
 cast to --dtype, with its latent statistics. A latent model's export names its autoencoder
 by a path relative to OUT_DIR, so the two folders can move together (docs/latent.md).
 A LoRA run's adapters are merged into its weights; --lora PATH merges that adapter (scaled
-by --lora-scale, default 1) into the checkpoint's weights (docs/lora.md).
+by --lora-scale, default 1) into the checkpoint's weights (docs/lora.md). An adapter folder
+(adapter_model.safetensors, e.g. an LCM-LoRA run's lcm/lora) is copied with its weights cast
+to --dtype and its metadata (the sampling record) kept: diffuse sample MODEL --lora OUT_DIR.
 `;
 }
 
@@ -184,6 +187,12 @@ export function exportCommand(argv: readonly string[]): number {
     for (const flag of ['weights', 'lora', 'lora-scale']) if (args.flags.has(flag)) throw new UsageError(`--${flag} is for diffusion checkpoints; ${src} is an autoencoder`);
     const ae = exportAutoencoder(src, dst, { dtype });
     process.stdout.write(`wrote ${dst}: ${ae.weights.file} (${kb(ae.weights.bytes)}, ${dtype}) and ${AUTOENCODER_FILE}, from the autoencoder ${src}\n`);
+    return 0;
+  }
+  if (fs.existsSync(path.join(src, ADAPTER_WEIGHTS))) {
+    for (const flag of ['weights', 'lora', 'lora-scale']) if (args.flags.has(flag)) throw new UsageError(`--${flag} is for diffusion checkpoints; ${src} is a LoRA adapter`);
+    const weights = exportLora(src, dst, dtype);
+    process.stdout.write(`wrote ${dst}: ${ADAPTER_WEIGHTS} (${kb(fs.statSync(weights).size)}, ${dtype}), from the adapter ${src}\n`);
     return 0;
   }
   const part = choiceFlag(args, 'weights', ['ema', 'model'] as const, 'ema');

@@ -25,6 +25,7 @@ import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../engi
 import { dispose, noGrad, tidy } from '../engine/scope';
 import { Generator } from '../engine/random';
 import { Tensor } from '../engine/tensor';
+import { DType } from '../engine/dtype';
 import { writeFileAtomic } from '../util/image';
 import { initGenerator } from './init';
 import { Conv2d, LayerAdapter, Linear } from './layers';
@@ -324,6 +325,39 @@ export function saveLora(module: Module, file: string, { metadata = {} }: { meta
   saveSafetensors(weights, tensors, { ...metadata, format: 'pt', lora_config: json });
   if (isFolder(file)) writeFileAtomic(path.join(file, ADAPTER_CONFIG), json + '\n');
   return weights;
+}
+
+/**
+ * Copies an adapter (a folder or a .safetensors file, as saveLora writes them) to `dst` in the
+ * same form with its weights cast to `dtype` and its metadata kept: how an adapter is shipped
+ * (float16 halves it; loadLora casts the weights to each layer's dtype). Returns the weights file.
+ *
+ * @example
+ *   exportLora('runs/lcm-lora/lcm/lcm/lora', 'models/fashion-mnist-lcm-lora', 'float16');
+ */
+export function exportLora(src: string, dst: string, dtype: DType): string {
+  const metadata = loraMetadata(src); // checks that src is an adapter
+  const from = fs.statSync(src).isDirectory() ? path.join(src, ADAPTER_WEIGHTS) : src;
+  if (isFolder(src) !== isFolder(dst)) throw new Error(`exportLora: ${src} and ${dst} must both be folders or both .safetensors files`);
+  const { tensors } = loadSafetensors(from);
+  try {
+    const cast = tidy(() => Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.to({ dtype })])));
+    let weights = dst;
+    if (isFolder(dst)) {
+      fs.mkdirSync(dst, { recursive: true });
+      weights = path.join(dst, ADAPTER_WEIGHTS);
+      const config = path.join(src, ADAPTER_CONFIG);
+      if (fs.existsSync(config)) fs.copyFileSync(config, path.join(dst, ADAPTER_CONFIG));
+    }
+    try {
+      saveSafetensors(weights, cast, metadata);
+    } finally {
+      dispose(cast);
+    }
+    return weights;
+  } finally {
+    dispose(tensors);
+  }
 }
 
 /**
