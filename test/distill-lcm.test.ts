@@ -12,11 +12,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { full, Generator, setNumThreads, tensor, Tensor, tidy } from '../src/engine';
+import { full, Generator, readSafetensorsHeader, setNumThreads, tensor, Tensor, tidy } from '../src/engine';
 import { boundaryCoefficients, Denoiser, discreteTimestep, discreteVP, expandSigma, fromCoefficients, linearBetas, Network, vpCoefficients } from '../src/core';
 import { GaussianMixture } from '../src/data';
 import { classifierFreeGuidance } from '../src/guidance';
-import { guidedTeacher, lcmBoundary, lcmLoss, skippingGrid } from '../src/distillation/lcm';
+import { guidedTeacher, LCM_LR, lcmBoundary, lcmLoss, skippingGrid } from '../src/distillation/lcm';
 import { meanSquared } from '../src/distillation/consistency';
 import { withGuidance } from '../src/distillation/guided';
 import { resolveDistillOptions, planStages } from '../src/distillation/run';
@@ -150,6 +150,9 @@ describe('diffuse distill lcm', () => {
     assert.deepEqual(rec.consistency, { sigmaMin: SMIN, form: 'denoiser', sigmaData: SMIN });
     assert.deepEqual(rec.sampling, { sampler: 'consistency', grid: 'consistency', steps: 2 });
     assert.equal(meta.config.objective, 'eps');
+    const optimizer = fs.readdirSync(dir).find((f) => f.startsWith('optimizer-'))!;
+    const options = JSON.parse(readSafetensorsHeader(path.join(dir, optimizer)).metadata['optim.options']) as { lr: number; lrMults: number[] };
+    assert.deepEqual([options.lr, options.lrMults], [1e-3, [1, LCM_LR.embeddingMult]], 'the new w embedding (a group of its own) learns at embeddingMult x the rate');
     const s = loadModel(dir);
     try {
       const x = new Generator(2).randn([2, 1, 32, 32]);

@@ -30,6 +30,7 @@ import {
   linearWarmupSchedule,
   NamedParam,
   Optimizer,
+  ParamGroups,
   PowerFunctionEMA,
   SGD,
   SGDOptions,
@@ -505,4 +506,60 @@ test('optimizer state survives the tidy() scope it was made in', () => {
   assert.equal(opt.stepCount(), 1);
   opt.dispose();
   dispose([g, w]);
+});
+
+test("ParamGroups: each group steps as its own Adam at lr x lrMult (PyTorch's param_groups), bit for bit; its state round-trips and loads a plain Adam's", () => {
+  const before = memory().tensors;
+  const [a, b, c] = [problem('float64'), problem('float64'), problem('float64')];
+  const pairs = (pr: typeof a, names: string[]) => pr.named.filter((n) => names.includes(n.name)).map((n) => [n.name, n.param] as const);
+  const [first, rest] = [P.names.slice(0, 2), P.names.slice(2)];
+  const make = (pr: typeof a, lr: number) =>
+    new ParamGroups(
+      [
+        { params: pairs(pr, first), lrMult: 1 },
+        { params: pairs(pr, rest), lrMult: 10 },
+      ],
+      (p, rate) => new Adam(p, { lr: rate, amsgrad: true }),
+      lr,
+    );
+  const grouped = make(a, 0.01);
+  const separate = [new Adam(pairs(b, first), { lr: 0.01, amsgrad: true }), new Adam(pairs(b, rest), { lr: 0.1, amsgrad: true })];
+  const train = (pr: typeof a, opts: Optimizer[], n: number) => {
+    for (let i = 0; i < n; i++) {
+      opts.forEach((o) => o.zeroGrad());
+      tidy(() => pr.loss().backward());
+      opts.forEach((o) => o.step());
+    }
+  };
+  train(a, [grouped], 4);
+  train(b, separate, 4);
+  for (const name of P.names) assert.deepEqual(a.p[name].toFloat64Array(), b.p[name].toFloat64Array(), name);
+  assert.equal(grouped.stepCount(3), 4);
+  const saved = grouped.stateDict();
+  assert.deepEqual(JSON.parse(saved.metadata['optim.options']).lrMults, [1, 10]);
+  dispose(saved.tensors);
+  // Resume: a fresh ParamGroups (another base lr: it comes from the state) continues as the first.
+  const resumed = make(c, 0.5);
+  const state = grouped.stateDict();
+  tidy(() => c.named.forEach((n, i) => n.param.detach().copy_(a.named[i].param)));
+  resumed.loadStateDict(state);
+  dispose(state.tensors);
+  assert.equal(resumed.lr, 0.01);
+  train(a, [grouped], 3);
+  train(c, [resumed], 3);
+  for (const name of P.names) assert.deepEqual(c.p[name].toFloat64Array(), a.p[name].toFloat64Array(), name);
+  // The state of a plain Adam over the same parameters loads (a run that gains groups resumes).
+  const plain = new Adam(b.named, { lr: 0.01, amsgrad: true });
+  train(b, [plain], 1);
+  const ps = plain.stateDict();
+  resumed.loadStateDict(ps);
+  dispose(ps.tensors);
+  assert.equal(resumed.stepCount(0), 1);
+  assert.throws(() => new ParamGroups([{ params: pairs(c, first), lrMult: 0 }], (p, r) => new Adam(p, { lr: r }), 0.01), /ParamGroups: groups\[0\]\.lrMult must be a number > 0, got 0/);
+  [grouped, resumed, plain, ...separate].forEach((o) => {
+    o.zeroGrad(); // frees the last gradients
+    o.dispose();
+  });
+  [a, b, c].forEach((pr) => pr.free());
+  assert.equal(memory().tensors, before);
 });

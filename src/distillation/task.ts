@@ -43,10 +43,25 @@ import { ADAPTER_RECORD_KEY, ConsistencyMethod, DistillationRecord, DistillMetho
 import { ADD_LAMBDA, addDiscriminatorLoss, addGeneratorLoss, AddHeads, teacherFeatures } from './add';
 import { UNet } from '../models/unet';
 import { Tracker } from '../training/loop';
-import { guidedTeacher, LCM_DEFAULT_SKIP, lcmBoundary, lcmLoss, skippingGrid } from './lcm';
+import { guidedTeacher, LCM_DEFAULT_SKIP, LCM_LR, lcmBoundary, lcmLoss, skippingGrid } from './lcm';
+import { ParamGroups } from '../optim/groups';
 import { applyLora, loraNamedParameters, saveLora } from '../nn/lora';
 import { Module } from '../nn/module';
 import { LatentCodec } from '../resolution/latent';
+
+/** An LCM student's optimizer: Adam at `lr`, its new w embedding (map_guidance*) at LCM_LR.embeddingMult times that. */
+export function lcmOptimizer(net: Module, lr: number): ParamGroups {
+  const named = net.namedParameters();
+  const isW = ([name]: readonly [string, Tensor]) => name.startsWith('map_guidance');
+  return new ParamGroups(
+    [
+      { params: named.filter((p) => !isW(p)), lrMult: 1 },
+      { params: named.filter(isW), lrMult: LCM_LR.embeddingMult },
+    ],
+    (p, rate) => new Adam(p, { lr: rate }),
+    lr,
+  );
+}
 
 /** The options of a distillation run (`diffuse distill`), every one with a default in DISTILL_DEFAULTS. */
 export interface DistillOptions {
@@ -388,7 +403,7 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
     const part: TrainPart = {
       name: 'model',
       module: this.net,
-      optimizer: new Adam(lora ? loraNamedParameters(this.net) : this.net.namedParameters(), { lr: o.lr }), // LCM-LoRA: only the adapters train
+      optimizer: lora ? new Adam(loraNamedParameters(this.net), { lr: o.lr }) : lcm && embedW ? lcmOptimizer(this.net, o.lr) : new Adam(this.net.namedParameters(), { lr: o.lr }), // LCM-LoRA: only the adapters train
       lr: consistency || adversarial ? () => o.lr : linearAnneal(o.lr, plan.steps), // consistency models: a constant rate (Song et al. 2023, App. C); ADD too
       gradClip: tm.config.gradClip,
       files: { weights: 'model', optimizer: 'optimizer' },
@@ -464,7 +479,7 @@ export class DistillTask extends TrainingLoop<CheckpointMeta> {
       o.method === 'cd'
         ? `N = ${o.discretization}, teacher ${o.solver} steps, target EMA mu = ${o.mu}`
         : o.method === 'lcm'
-          ? `skipping-step k = ${o.skip}, teacher DDIM steps under cfg ${g.embedded ? `w in [${g.embedded.join(', ')}] (embedded)` : `w = ${g.teacherScale}`}, target EMA mu = ${o.mu}${lora}`
+          ? `skipping-step k = ${o.skip}, teacher DDIM steps under cfg ${g.embedded ? `w in [${g.embedded.join(', ')}] (embedded, the embedding at ${LCM_LR.embeddingMult}x the rate)` : `w = ${g.teacherScale}`}, target EMA mu = ${o.mu}${lora}`
           : o.method === 'ct'
             ? 'N(k) from 2 to 150, target EMA mu(k)'
             : 'N(k) doubling from 10, no EMA target, log-normal n';

@@ -15,6 +15,7 @@ export type { NamedParam, Params } from './params';
 export * from './optimizer';
 export * from './sgd';
 export * from './adam';
+export * from './groups';
 export * from './schedule';
 export * from './clip';
 export * from './ema';
