@@ -60,3 +60,28 @@ test('models/emoji-latent: a latent U-Net on ../emoji-ae-f4 that diffuse sample 
   const png = fs.readFileSync(out);
   assert.ok(png.readUInt32BE(16) >= 2 * 64 && png.readUInt32BE(20) >= 64, `grid ${png.readUInt32BE(16)} x ${png.readUInt32BE(20)} holds two decoded 64 px images`);
 });
+
+test("models/emoji-lcm: a latent consistency model of emoji-latent (w embedded) that decodes with ../emoji-ae-f4 and in 1 step is far ahead of the teacher's 1-step solver", async () => {
+  const dir = path.join(MODELS, 'emoji-lcm');
+  assert.ok(fs.existsSync(path.join(dir, 'checkpoint.json')), `the shipped LCM student is missing: ${dir}`);
+  const raw = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint.json'), 'utf8'));
+  assert.equal(raw.latent.autoencoder, '../emoji-ae-f4');
+  const meta = readCheckpointMeta(dir);
+  assert.deepEqual(meta.sampleShape, [4, 16, 16]);
+  assert.deepEqual(meta.latent, readCheckpointMeta(path.join(MODELS, 'emoji-latent')).latent, "the teacher's autoencoder and normalization");
+  const rec = meta.distillation!;
+  assert.equal(rec.method, 'lcm');
+  assert.deepEqual(rec.guidance.embedded, [1, 5]);
+  assert.deepEqual(rec.sampling, { sampler: 'consistency', grid: 'consistency', steps: 4 });
+  const evalRow = async (d: string, name: string, ...flags: string[]) => {
+    const r = await runQuick(root, 'eval', d, '--n', '100', '--steps', '1', '--threads', '1', '--out', path.join(root, name), ...flags);
+    assert.equal(r.code, 0, r.err);
+    return JSON.parse(fs.readFileSync(/wrote (\S+\.json)/.exec(r.out)![1], 'utf8')) as { metrics: Record<string, { value: number }> };
+  };
+  const student = await evalRow(dir, 'lcm', '--guidance', '1');
+  const teacher = await evalRow(path.join(MODELS, 'emoji-latent'), 'teacher', '--sampler', 'ddim', '--grid', 'trailing');
+  // Measured at n = 500 (docs/BENCHMARKS.md, "LCM and LCM-LoRA"), w = 1: FD 95.7 in 1 step against the teacher's 240 (its 100-step DDPM: 88.4);
+  // at n = 100: 116.6 against 256.8, class accuracy 0.61 against 0.29.
+  assert.ok(student.metrics.fd.value < 0.6 * teacher.metrics.fd.value, `FD at 1 step: student ${student.metrics.fd.value}, teacher DDIM ${teacher.metrics.fd.value}`);
+  assert.ok(student.metrics.accuracy.value > 0.45, `class accuracy at 1 step ${student.metrics.accuracy.value}`);
+});

@@ -12,7 +12,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { readCheckpointMeta } from '../src/training/checkpoint';
-import { GUIDANCE_CONVENTION } from '../src/distillation/record';
+import { ADAPTER_RECORD_KEY, DistillationRecord, GUIDANCE_CONVENTION } from '../src/distillation/record';
+import { loraMetadata } from '../src/nn/lora';
 import { runQuick } from './cli-run';
 
 const MODELS = path.resolve(__dirname, '../../models');
@@ -116,3 +117,49 @@ for (const [name, method, fd] of [
     assert.ok(row.metrics.accuracy.value > 0.7, `class accuracy at 1 step ${row.metrics.accuracy.value}`);
   });
 }
+
+test("models/fashion-mnist-lcm-lora: an LCM-LoRA adapter (float16, w = 3 baked in); merged into the base it samples better at 2 and 4 steps than the base's own consistency sampling", async () => {
+  const adapter = path.join(MODELS, 'fashion-mnist-lcm-lora');
+  assert.ok(fs.existsSync(path.join(adapter, 'adapter_model.safetensors')), `the shipped adapter is missing: ${adapter}`);
+  const rec = JSON.parse(loraMetadata(adapter)[ADAPTER_RECORD_KEY]) as DistillationRecord;
+  assert.equal(rec.method, 'lcm');
+  assert.deepEqual(rec.guidance, { convention: GUIDANCE_CONVENTION, teacherScale: 3, embedded: null });
+  assert.deepEqual(rec.sampling, { sampler: 'consistency', grid: 'consistency', steps: 4 });
+  const base = path.join(MODELS, 'fashion-mnist');
+  for (const [name, scale] of [
+    ['merged', '1'],
+    ['control', '0'], // the adapter off: the base's guided denoiser under the same consistency sampling
+  ])
+    assert.equal((await runQuick(root, 'export', base, path.join(root, name), '--lora', adapter, '--lora-scale', scale, '--dtype', 'float32')).code, 0);
+  const merged = await evalStudent(path.join(root, 'merged'), '--steps', '2,4');
+  const control = await evalStudent(path.join(root, 'control'), '--steps', '2,4');
+  assert.deepEqual(
+    merged.map((r) => [r.sampler, r.steps]),
+    [
+      ['consistency', 2],
+      ['consistency', 4],
+    ],
+  );
+  // Measured at n = 500 (docs/BENCHMARKS.md, "LCM and LCM-LoRA"): FD 41.8 / 23.7 against the control's 53.9 / 32.0; at n = 100: 50.3 / 35.2 against 63.5 / 41.7.
+  merged.forEach((m, i) =>
+    assert.ok(m.metrics.fd.value < 0.92 * control[i].metrics.fd.value, `FD at ${m.steps} steps: with the adapter ${m.metrics.fd.value}, without ${control[i].metrics.fd.value}`),
+  );
+  assert.ok(merged[1].metrics.accuracy.value > 0.85, `class accuracy at 4 steps ${merged[1].metrics.accuracy.value}`);
+});
+
+test('models/fashion-mnist-lcm: a latent consistency model (w embedded, 4 steps by default) that beats the teacher under CFG at the same NFE', async () => {
+  const dir = path.join(MODELS, 'fashion-mnist-lcm');
+  assert.ok(fs.existsSync(path.join(dir, 'checkpoint.json')), `the shipped student is missing: ${dir}`);
+  const rec = readCheckpointMeta(dir).distillation!;
+  assert.equal(rec.method, 'lcm');
+  assert.deepEqual(rec.sampling, { sampler: 'consistency', grid: 'consistency', steps: 4 });
+  assert.deepEqual(rec.guidance, { convention: GUIDANCE_CONVENTION, teacherScale: null, embedded: [1, 5] });
+  const student = await evalStudent(dir, '--guidance', '3', '--steps', '2,4');
+  const teacher = await evalStudent(path.join(MODELS, 'fashion-mnist'), '--guidance', '3', '--sampler', 'ddim', '--grid', 'trailing', '--steps', '1,2'); // 2 and 4 evaluations
+  // Measured at n = 500 (docs/BENCHMARKS.md, "LCM and LCM-LoRA"): FD 28.4 / 15.6 against the teacher's 245 / 22.6; at n = 100: 37.5 / 25.1 against 255 / 30.4.
+  assert.ok(student[0].metrics.fd.value < teacher[0].metrics.fd.value / 4, `FD at 2 evaluations: student ${student[0].metrics.fd.value}, teacher ${teacher[0].metrics.fd.value}`);
+  assert.ok(student[1].metrics.fd.value < teacher[1].metrics.fd.value, `FD at 4 evaluations: student ${student[1].metrics.fd.value}, teacher ${teacher[1].metrics.fd.value}`);
+  assert.ok(student[1].metrics.accuracy.value > 0.8, `class accuracy at 4 steps ${student[1].metrics.accuracy.value}`);
+  const r = await runQuick(root, 'sample', dir, '--guidance', '7', '--n', '1', '--threads', '1', '--out', path.join(root, 'lcm7.png'));
+  assert.equal(r.code, 2, 'a w outside the student range [1, 5] is a usage error');
+});
