@@ -9,23 +9,27 @@
 #      the adapter at scale 0 (MODEL+lcm0: the model's own guided denoiser under the same consistency
 #      sampling), which shows what the LCM training added.
 # Each step is skipped when its output exists, so a stopped run continues (rm -r OUT to start over).
-# Environment: OUT (runs/lcm-lora), CLASSES (5,7,9: Sandal, Sneaker, Ankle boot), FT_STEPS (300),
+# Environment: BASE (models/fashion-mnist; models/emoji-latent works too), OUT (runs/lcm-lora),
+# CLASSES (5,7,9: Sandal, Sneaker, Ankle boot), FT_FLAGS (what the fine-tune changes; default
+# --data-classes CLASSES; e.g. "--data emoji:google": one emoji style), FT_STEPS (300),
 # LCM_STEPS (1000), RANK (8), W (3), BATCH (32), N (1000 samples per row), REF_STEPS (1000: the
-# teachers' DDPM reference), THREADS (2), SOLVERS (the yardstick's default).
+# teachers' DDPM reference), THREADS (2), SOLVERS (the yardstick's default), YARDSTICK_BASE (OUT/yardstick-base;
+# another run's folder reuses its cached rows of the base).
 # Short check: OUT=runs/lcm-lora-short FT_STEPS=20 LCM_STEPS=40 N=100 REF_STEPS=100 THREADS=1 nice scripts/lcm-lora.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/lcm-lora} CLASSES=${CLASSES:-5,7,9} FT_STEPS=${FT_STEPS:-300} LCM_STEPS=${LCM_STEPS:-1000} RANK=${RANK:-8} W=${W:-3}
 BATCH=${BATCH:-32} N=${N:-1000} REF_STEPS=${REF_STEPS:-1000} THREADS=${THREADS:-2} SOLVERS=${SOLVERS:-}
+YARDSTICK_BASE=${YARDSTICK_BASE:-$OUT/yardstick-base} FT_FLAGS=${FT_FLAGS:---data-classes $CLASSES}
 d="node dist/src/cli/main.js"
-base=models/fashion-mnist
+base=${BASE:-models/fashion-mnist}
 adapter="$OUT/lcm/lcm/lora"
 t0=$SECONDS
 step() { echo "== $1 ($((SECONDS - t0)) s)"; }
 
-step "fine-tune $base on classes $CLASSES, $FT_STEPS steps"
+step "fine-tune $base ($FT_FLAGS), $FT_STEPS steps"
 [ -f "$OUT/finetuned/checkpoint.json" ] ||
-  $d train --init "$base" --data-classes "$CLASSES" --steps "$FT_STEPS" --lr 2e-4 --warmup-steps 20 --sample-every 0 \
+  $d train --init "$base" $FT_FLAGS --steps "$FT_STEPS" --lr 2e-4 --warmup-steps 20 --sample-every 0 \
     --checkpoint-every 0 --threads "$THREADS" --out "$OUT/finetuned"
 
 step "LCM-LoRA on $base: rank $RANK, w = $W, $LCM_STEPS steps of batch $BATCH"
@@ -45,7 +49,7 @@ $d sample "$OUT/finetuned" --guidance "$W" --sampler ddim --steps 4 -n 40 --thre
 ys=(--guidance "$W" --student-steps 1,2,4 --n "$N" --reference-steps "$REF_STEPS" --threads "$THREADS")
 [ -z "$SOLVERS" ] || ys+=(--solvers "$SOLVERS")
 step "yardstick: base + adapter against the base"
-$d distill yardstick "$OUT/base+lcm" "$OUT/base+lcm0" --teacher "$base" "${ys[@]}" --out "$OUT/yardstick-base"
+$d distill yardstick "$OUT/base+lcm" "$OUT/base+lcm0" --teacher "$base" "${ys[@]}" --out "$YARDSTICK_BASE"
 step "yardstick: fine-tune + the base's adapter against the fine-tune"
 $d distill yardstick "$OUT/finetuned+lcm" "$OUT/finetuned+lcm0" --teacher "$OUT/finetuned" "${ys[@]}" --out "$OUT/yardstick-finetuned"
-step "done: $OUT/yardstick-base/yardstick.json, $OUT/yardstick-finetuned/yardstick.json"
+step "done: $YARDSTICK_BASE/yardstick.json, $OUT/yardstick-finetuned/yardstick.json"

@@ -483,6 +483,30 @@ describe('distilling a latent model', () => {
     );
   });
 
+  test('LCM-LoRA on a latent teacher: the adapter makes the latent model a decoded few-step sampler', async () => {
+    const r = await runQuick(
+      root,
+      'distill',
+      'lcm',
+      '--teacher',
+      'run',
+      '--out',
+      'lcm-lora',
+      '--lora-rank',
+      '2',
+      '--guidance',
+      '2',
+      ...['--consistency-steps', '2', '--skip', '100', '--batch-size', '2'],
+      ...['--checkpoint-every', '0', '--threads', '1'],
+    );
+    assert.equal(r.code, 0, r.err);
+    const s = await runQuick(root, 'sample', 'run', '--lora', 'lcm-lora/lcm/lora', '-n', '2', '--steps', '2', '--out-dir', 'lora-imgs', '--threads', '1');
+    assert.equal(s.code, 0, s.err);
+    assert.match(s.out, /\+ LoRA lcm-lora\/lcm\/lora x 1, latents \[4,4,4\] decoded by .*ae\), 2 steps.*sampler consistency/);
+    const img = decodeImage(fs.readFileSync(path.join(root, 'lora-imgs', '000001.png')), 'sample');
+    assert.deepEqual([img.width, img.height], [16, 16]);
+  });
+
   test("the teacher's x0 is clipped to [-1, 1] for pixels only (latents are unbounded); dmd refuses a latent teacher by name", async () => {
     const teacher = readCheckpointMeta(run);
     assert.equal(teacherClip(teacher), null);

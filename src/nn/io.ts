@@ -6,8 +6,20 @@
  *   loadModule(unet, 'unet.safetensors');          // strict: names and shapes must match
  */
 import { loadSafetensors, saveSafetensors } from '../engine/safetensors';
-import { dispose } from '../engine/scope';
+import { dispose, tidy } from '../engine/scope';
+import { DType } from '../engine/dtype';
+import { Tensor } from '../engine/tensor';
 import { Module } from './module';
+
+/**
+ * A state dict cast to dtype: new tensors, which the caller disposes (how weights are shipped in float16).
+ *
+ * @example
+ *   const half = castTensors(unet.stateDict(), 'float16');  saveSafetensors('unet.safetensors', half);  dispose(half);
+ */
+export function castTensors(tensors: Record<string, Tensor>, dtype: DType): Record<string, Tensor> {
+  return tidy(() => Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.to({ dtype })])));
+}
 
 /** Writes the module's state dict (atomically) with optional string metadata. */
 export function saveModule(m: Module, path: string, metadata?: Record<string, string>): void {

@@ -28,6 +28,7 @@ import { Tensor } from '../engine/tensor';
 import { DType } from '../engine/dtype';
 import { writeFileAtomic } from '../util/image';
 import { initGenerator } from './init';
+import { castTensors } from './io';
 import { Conv2d, LayerAdapter, Linear } from './layers';
 import { Module } from './module';
 
@@ -341,7 +342,7 @@ export function exportLora(src: string, dst: string, dtype: DType): string {
   if (isFolder(src) !== isFolder(dst)) throw new Error(`exportLora: ${src} and ${dst} must both be folders or both .safetensors files`);
   const { tensors } = loadSafetensors(from);
   try {
-    const cast = tidy(() => Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.to({ dtype })])));
+    const cast = castTensors(tensors, dtype);
     let weights = dst;
     if (isFolder(dst)) {
       fs.mkdirSync(dst, { recursive: true });

@@ -31,7 +31,7 @@ export class ParamGroups extends Optimizer {
       if (!(Number.isFinite(g.lrMult) && g.lrMult > 0)) throw new RangeError(`ParamGroups: groups[${i}].lrMult must be a number > 0, got ${g.lrMult}`);
       return { optimizer: make(g.params, lr * g.lrMult), lrMult: g.lrMult };
     });
-    super(inner[0]?.optimizer['kind'] ?? 'ParamGroups', all, lr); // checks the union: non-empty, no name twice
+    super('ParamGroups', all, lr); // checks the union: non-empty, no name twice (the saved optim.type is the groups' own)
     this.groups = inner;
   }
 

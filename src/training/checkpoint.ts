@@ -22,13 +22,14 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadSafetensors, saveSafetensors, SafetensorsError } from '../engine/safetensors';
-import { dispose, tidy } from '../engine/scope';
+import { dispose } from '../engine/scope';
 import { Tensor } from '../engine/tensor';
 import { DType } from '../engine/dtype';
 import { writeFileAtomic } from '../util/image';
 import { ConfigError, resolveTrainConfig, TrainConfig } from './config';
 import { buildDenoiser, buildNetwork, DenoiserNet, loraOptions, NetworkSpec, prediction } from './build';
 import { applyLora, loadLora, loraMetadata, removeLora } from '../nn/lora';
+import { castTensors } from '../nn/io';
 import { Denoiser } from '../core/denoiser';
 import { resolveNestedUNetConfig } from '../models/nested-unet';
 import { resolveUNetConfig } from '../models/unet';
@@ -402,11 +403,6 @@ export function exportCheckpoint(
 function mapLatentPaths(meta: CheckpointMeta, f: (p: string) => string): CheckpointMeta {
   if (!meta.latent || meta.config.latent === null) return meta;
   return { ...meta, config: { ...meta.config, latent: f(meta.config.latent) }, latent: { ...meta.latent, autoencoder: f(meta.latent.autoencoder) } };
-}
-
-/** A state dict cast to dtype: new tensors, which the caller disposes. */
-export function castTensors(tensors: Record<string, Tensor>, dtype: DType): Record<string, Tensor> {
-  return tidy(() => Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.to({ dtype })])));
 }
 
 /**
