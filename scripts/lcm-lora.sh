@@ -6,7 +6,7 @@
 #   3. merge the same adapter into the base and into the fine-tune (diffuse export --lora),
 #   4. measure both with the yardstick at 1, 2 and 4 steps, each against its own teacher under
 #      cfg w = W (base, fine-tune), next to the teachers' own solvers at the same NFE and a control:
-#      the adapter at scale 0 (MODEL+lcm0: the model's own guided denoiser under the same consistency
+#      the adapter at scale 0 (MODEL+lcm0: the model's own conditional denoiser under the same consistency
 #      sampling), which shows what the LCM training added.
 # Each step is skipped when its output exists, so a stopped run continues (rm -r OUT to start over).
 # Environment: BASE (models/fashion-mnist; models/emoji-latent works too), OUT (runs/lcm-lora),

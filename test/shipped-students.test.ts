@@ -128,7 +128,7 @@ test("models/fashion-mnist-lcm-lora: an LCM-LoRA adapter (float16, w = 3 baked i
   const base = path.join(MODELS, 'fashion-mnist');
   for (const [name, scale] of [
     ['merged', '1'],
-    ['control', '0'], // the adapter off: the base's guided denoiser under the same consistency sampling
+    ['control', '0'], // the adapter off: the base's conditional denoiser (w = 1) under the same consistency sampling
   ])
     assert.equal((await runQuick(root, 'export', base, path.join(root, name), '--lora', adapter, '--lora-scale', scale, '--dtype', 'float32')).code, 0);
   const merged = await evalStudent(path.join(root, 'merged'), '--steps', '2,4');
