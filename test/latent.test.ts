@@ -438,18 +438,10 @@ describe('what latent does not go with', () => {
 });
 
 describe('distilling a latent model', () => {
+  /** diffuse distill lcm of the tiny latent run, 2 steps of batch 2 on a 3-point skipping grid. */
+  const LCM = ['distill', 'lcm', '--teacher', 'run', '--consistency-steps', '2', '--skip', '100', '--batch-size', '2', '--checkpoint-every', '0', '--threads', '1'];
   test("diffuse distill lcm on a latent teacher: a student of its latents with the teacher's latent record; sample and the yardstick decode it", async () => {
-    const r = await runQuick(
-      root,
-      'distill',
-      'lcm',
-      '--teacher',
-      'run',
-      '--out',
-      'lcm',
-      ...['--consistency-steps', '2', '--skip', '100', '--batch-size', '2', '--student-steps', '2'],
-      ...['--checkpoint-every', '0', '--threads', '1'],
-    );
+    const r = await runQuick(root, ...LCM, '--out', 'lcm', '--student-steps', '2');
     assert.equal(r.code, 0, r.err);
     const dir = path.join(root, 'lcm', 'lcm');
     const meta = readCheckpointMeta(dir);
@@ -484,21 +476,7 @@ describe('distilling a latent model', () => {
   });
 
   test('LCM-LoRA on a latent teacher: the adapter makes the latent model a decoded few-step sampler', async () => {
-    const r = await runQuick(
-      root,
-      'distill',
-      'lcm',
-      '--teacher',
-      'run',
-      '--out',
-      'lcm-lora',
-      '--lora-rank',
-      '2',
-      '--guidance',
-      '2',
-      ...['--consistency-steps', '2', '--skip', '100', '--batch-size', '2'],
-      ...['--checkpoint-every', '0', '--threads', '1'],
-    );
+    const r = await runQuick(root, ...LCM, '--out', 'lcm-lora', '--lora-rank', '2', '--guidance', '2');
     assert.equal(r.code, 0, r.err);
     const s = await runQuick(root, 'sample', 'run', '--lora', 'lcm-lora/lcm/lora', '-n', '2', '--steps', '2', '--out-dir', 'lora-imgs', '--threads', '1');
     assert.equal(s.code, 0, s.err);

@@ -14,6 +14,7 @@ import { readCheckpointMeta } from '../src/training/checkpoint';
 import { loraMetadata } from '../src/nn/lora';
 import { ADAPTER_RECORD_KEY, DistillationRecord } from '../src/distillation/record';
 import { runQuick } from './cli-run';
+import { adapterAndControl, evalRows } from './shipped-eval';
 
 setNumThreads(1);
 const MODELS = path.resolve(__dirname, '../../models');
@@ -75,13 +76,8 @@ test("models/emoji-lcm: a latent consistency model of emoji-latent (w embedded) 
   assert.equal(rec.method, 'lcm');
   assert.deepEqual(rec.guidance.embedded, [1, 5]);
   assert.deepEqual(rec.sampling, { sampler: 'consistency', grid: 'consistency', steps: 4 });
-  const evalRow = async (d: string, name: string, ...flags: string[]) => {
-    const r = await runQuick(root, 'eval', d, '--n', '100', '--steps', '1', '--threads', '1', '--out', path.join(root, name), ...flags);
-    assert.equal(r.code, 0, r.err);
-    return JSON.parse(fs.readFileSync(/wrote (\S+\.json)/.exec(r.out)![1], 'utf8')) as { metrics: Record<string, { value: number }> };
-  };
-  const student = await evalRow(dir, 'lcm', '--guidance', '1');
-  const teacher = await evalRow(path.join(MODELS, 'emoji-latent'), 'teacher', '--sampler', 'ddim', '--grid', 'trailing');
+  const [student] = await evalRows(root, dir, path.join(root, 'lcm'), '--steps', '1', '--guidance', '1');
+  const [teacher] = await evalRows(root, path.join(MODELS, 'emoji-latent'), path.join(root, 'teacher'), '--steps', '1', '--sampler', 'ddim', '--grid', 'trailing');
   // Measured at n = 500 (docs/BENCHMARKS.md, "LCM and LCM-LoRA"), w = 1: FD 95.7 in 1 step against the teacher's 240 (its 100-step DDPM: 88.4);
   // at n = 100: 116.6 against 256.8, class accuracy 0.61 against 0.29.
   assert.ok(student.metrics.fd.value < 0.6 * teacher.metrics.fd.value, `FD at 1 step: student ${student.metrics.fd.value}, teacher DDIM ${teacher.metrics.fd.value}`);
@@ -94,15 +90,7 @@ test('models/emoji-lcm-lora: an LCM-LoRA adapter of emoji-latent (float16, w = 2
   const rec = JSON.parse(loraMetadata(adapter)[ADAPTER_RECORD_KEY]) as DistillationRecord;
   assert.equal(rec.method, 'lcm');
   assert.equal(rec.guidance.teacherScale, 2);
-  const fd = async (scale: string) => {
-    const dir = path.join(root, `emoji-lcm-lora-${scale}`);
-    const e = await runQuick(root, 'export', path.join(MODELS, 'emoji-latent'), dir, '--lora', adapter, '--lora-scale', scale);
-    assert.equal(e.code, 0, e.err);
-    const r = await runQuick(root, 'eval', dir, '--n', '100', '--steps', '1', '--threads', '1', '--out', path.join(dir, 'eval'));
-    assert.equal(r.code, 0, r.err);
-    return (JSON.parse(fs.readFileSync(/wrote (\S+\.json)/.exec(r.out)![1], 'utf8')) as { metrics: Record<string, { value: number }> }).metrics;
-  };
-  const [merged, control] = [await fd('1'), await fd('0')];
+  const [[{ metrics: merged }], [{ metrics: control }]] = await adapterAndControl(root, path.join(MODELS, 'emoji-latent'), adapter, ['--steps', '1']);
   // Measured at n = 500 (docs/BENCHMARKS.md, "LCM and LCM-LoRA"): FD 85.5 at 1 step against 240 without the adapter.
   assert.ok(merged.fd.value < 0.6 * control.fd.value, `FD at 1 step: with the adapter ${merged.fd.value}, without ${control.fd.value}`);
   assert.ok(merged.accuracy.value > 0.45, `class accuracy at 1 step ${merged.accuracy.value}`);

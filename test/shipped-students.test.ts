@@ -15,28 +15,15 @@ import { readCheckpointMeta } from '../src/training/checkpoint';
 import { ADAPTER_RECORD_KEY, DistillationRecord, GUIDANCE_CONVENTION } from '../src/distillation/record';
 import { loraMetadata } from '../src/nn/lora';
 import { runQuick } from './cli-run';
+import { adapterAndControl, evalRows } from './shipped-eval';
 
 const MODELS = path.resolve(__dirname, '../../models');
 let root: string;
 before(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-students-'))));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-interface Row {
-  sampler: string;
-  grid: string;
-  steps: number;
-  guidance: number | null;
-  metrics: Record<string, { value: number }>;
-}
-
 /** `diffuse eval DIR` at the student's own sampling; the report's rows. */
-async function evalStudent(dir: string, ...flags: string[]): Promise<Row[]> {
-  const out = path.join(root, path.basename(dir) + flags.join(''));
-  const r = await runQuick(root, 'eval', dir, '--n', '100', '--threads', '1', '--out', out, ...flags);
-  assert.equal(r.code, 0, r.err);
-  const rows = JSON.parse(fs.readFileSync(/wrote (\S+\.json)/.exec(r.out)![1], 'utf8')) as Row | Row[];
-  return Array.isArray(rows) ? rows : [rows];
-}
+const evalStudent = (dir: string, ...flags: string[]) => evalRows(root, dir, path.join(root, path.basename(dir) + flags.join('')), ...flags);
 
 for (const n of [8, 4, 2, 1]) {
   test(`models/fashion-mnist-pd${n}: a ${n}-step progressive student that samples recognisable classes in ${n} evaluations`, async () => {
@@ -125,14 +112,8 @@ test("models/fashion-mnist-lcm-lora: an LCM-LoRA adapter (float16, w = 3 baked i
   assert.equal(rec.method, 'lcm');
   assert.deepEqual(rec.guidance, { convention: GUIDANCE_CONVENTION, teacherScale: 3, embedded: null });
   assert.deepEqual(rec.sampling, { sampler: 'consistency', grid: 'consistency', steps: 4 });
-  const base = path.join(MODELS, 'fashion-mnist');
-  for (const [name, scale] of [
-    ['merged', '1'],
-    ['control', '0'], // the adapter off: the base's conditional denoiser (w = 1) under the same consistency sampling
-  ])
-    assert.equal((await runQuick(root, 'export', base, path.join(root, name), '--lora', adapter, '--lora-scale', scale, '--dtype', 'float32')).code, 0);
-  const merged = await evalStudent(path.join(root, 'merged'), '--steps', '2,4');
-  const control = await evalStudent(path.join(root, 'control'), '--steps', '2,4');
+  // The control: the adapter off, the base's conditional denoiser (w = 1) under the same consistency sampling.
+  const [merged, control] = await adapterAndControl(root, path.join(MODELS, 'fashion-mnist'), adapter, ['--steps', '2,4']);
   assert.deepEqual(
     merged.map((r) => [r.sampler, r.steps]),
     [

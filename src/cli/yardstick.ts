@@ -96,7 +96,7 @@ export function yardstickCommand(argv: readonly string[]): number {
       return (studentSteps ?? [rec.sampling.steps]).map((steps) => ({
         id,
         name: studentSteps ? `${dir}@${steps}` : dir,
-        group: studentSteps ? path.relative(path.dirname(path.dirname(path.resolve(dir))), path.resolve(dir)) : path.basename(path.dirname(path.resolve(dir))), // a run's rounds share a line; with --student-steps each folder has its own
+        group: `${path.basename(path.dirname(path.resolve(dir)))}${studentSteps ? `/${path.basename(path.resolve(dir))}` : ''}`, // a run's rounds share a line; with --student-steps each folder has its own
         meta: s.meta,
         denoiser: s.denoiser,
         guidance,
